@@ -1,0 +1,53 @@
+/*
+ * Errors of the filesystem.  Every failure that leaves a subsystem is an FsError carrying a
+ * Linux errno name (EIO, ESTALE, ENOSPC, ...) so the FUSE adapter, the CLI and the gRPC layer
+ * can each map it to their own status without parsing messages.  Nothing throws strings.
+ */
+import { constants } from 'node:os'
+
+export type Errno =
+  | 'EIO'
+  | 'ESTALE'
+  | 'ENOSPC'
+  | 'ENOBUFS'
+  | 'EINVAL'
+  | 'ENOENT'
+  | 'EEXIST'
+  | 'ENOTDIR'
+  | 'EISDIR'
+  | 'ENOTEMPTY'
+  | 'ENAMETOOLONG'
+  | 'ENODATA'
+  | 'ERANGE'
+  | 'EPERM'
+  | 'EACCES'
+  | 'EBUSY'
+  | 'EFBIG'
+  | 'ENODEV'
+  | 'ENXIO'
+  | 'EROFS'
+  | 'EUCLEAN'
+
+export class FsError extends Error {
+  readonly code: Errno
+  readonly errno: number
+
+  constructor(code: Errno, message: string) {
+    super(`${code}: ${message}`)
+    this.name = 'FsError'
+    this.code = code
+    this.errno = (constants.errno as Record<string, number>)[code] ?? 5
+  }
+}
+
+export function isFsError(e: unknown, code?: Errno): e is FsError {
+  return e instanceof FsError && (code === undefined || e.code === code)
+}
+
+/** Node's own fs errors carry a string code; wrap them so callers see one error type. */
+export function fromNodeError(e: unknown, what: string): FsError {
+  if (e instanceof FsError) return e
+  const err = e as NodeJS.ErrnoException
+  const code = (typeof err?.code === 'string' ? err.code : 'EIO') as Errno
+  return new FsError(code, `${what}: ${err?.message ?? String(e)}`)
+}
