@@ -21,7 +21,7 @@ import {
   QUORUM_MAX_SLOTS,
   SMALL_BLOCK_SIZE,
 } from './format.js'
-import { newSuper, readDataSuper, readSuperCopies, writeDataSuper, type SuperBlock } from './super.js'
+import { newSuper, readDataSuper, readSuperCopies, writeDataSuper, writeSuper, type SuperBlock } from './super.js'
 import { SUPER_WRITER_BOOT_BLOCKS, SuperWriter } from './super-writer.js'
 
 export interface MkfsOptions {
@@ -108,13 +108,15 @@ export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptio
   await w.dataAlloc.free(DATA_FIRST_BLKNO, dataBlocks - DATA_FIRST_BLKNO)
   await w.reserve()
   await w.commit()
-  await writeDataSuper(data, w.sb)
+  // write the second copy too, so a fresh filesystem has two valid supers
+  const sb1 = await writeSuper(meta, w.sb)
+  await writeDataSuper(data, sb1)
   return {
-    sb: w.sb,
+    sb: sb1,
     metaBlocks,
     dataBlocks,
-    freeMetaBlocks: w.sb.metaAlloc.totalLen + w.sb.serverAvail.totalNr,
-    freeDataBlocks: w.sb.dataAlloc.totalLen,
+    freeMetaBlocks: sb1.metaAlloc.totalLen + sb1.serverAvail.totalNr,
+    freeDataBlocks: sb1.dataAlloc.totalLen,
   }
 }
 
