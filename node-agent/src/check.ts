@@ -30,7 +30,7 @@ import {
   type BtreeRoot,
   type ListHead,
 } from './format.js'
-import { readDataSuper, readSuperCopies, type SuperBlock } from './super.js'
+import { assertMetaSuper, readDataSuper, readSuperCopies, type SuperBlock } from './super.js'
 
 const SIZE_MAX = 0x1fffffffffffff
 
@@ -146,6 +146,12 @@ export async function checkFilesystem(
   if (!sb) {
     problems.push(`${meta.path}: no valid scoutfs super block; not a scoutfs metadata device`)
     notes.length = 0
+    return report
+  }
+  try {
+    assertMetaSuper(sb, meta.path)
+  } catch (e) {
+    problems.push((e as Error).message)
     return report
   }
   report.sb = sb

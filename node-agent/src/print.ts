@@ -8,7 +8,7 @@ import { BlockCache } from './block.js'
 import { Btree, ITEM_DELETION, type Node } from './btree.js'
 import type { BlockDevice } from './device.js'
 import { keyToString, type BlockRef, type BtreeRoot, type ListHead } from './format.js'
-import { readSuperCopies, type SuperBlock } from './super.js'
+import { assertMetaSuper, readSuperCopies, type SuperBlock } from './super.js'
 import { FsError } from './errors.js'
 
 export interface PrintOptions {
@@ -53,6 +53,7 @@ export async function printFilesystem(meta: BlockDevice, out: (line: string) => 
     out(`super copy at 4 KiB block ${c.blkno}: ${c.sb ? `valid, write_seq ${c.sb.writeSeq}` : `invalid (${c.problem})`}`)
   if (!current)
     throw new FsError('EINVAL', `${meta.path} holds no valid scoutfs super block; is it a scoutfs metadata device?`)
+  assertMetaSuper(current, meta.path)
   out('')
   out('super block:')
   for (const l of describeSuper(current)) out(`  ${l}`)

@@ -216,11 +216,16 @@ export async function readSuper(dev: BlockDevice): Promise<SuperBlock> {
       `${dev.path} holds no valid scoutfs super block (${copies.map((c) => `block ${c.blkno}: ${c.problem}`).join('; ')}); ` +
         `is it the metadata device, and was it formatted with 'scoutfs mkfs'?`,
     )
-  if (current.formatVersion !== FORMAT_VERSION)
-    throw new FsError('EINVAL', `${dev.path} has format version ${current.formatVersion}; this scoutfs supports ${FORMAT_VERSION}`)
-  if (!(current.flags & SUPER_FLAG_META))
-    throw new FsError('EINVAL', `${dev.path} is a scoutfs data device; give the metadata device`)
+  assertMetaSuper(current, dev.path)
   return current
+}
+
+/** A super read from what should be a metadata device must say it is one, of our version. */
+export function assertMetaSuper(sb: SuperBlock, path: string): void {
+  if (sb.formatVersion !== FORMAT_VERSION)
+    throw new FsError('EINVAL', `${path} has format version ${sb.formatVersion}; this scoutfs supports ${FORMAT_VERSION}`)
+  if (!(sb.flags & SUPER_FLAG_META))
+    throw new FsError('EINVAL', `${path} is a scoutfs data device; give the metadata device`)
 }
 
 /** Write the next version of the super to the other copy and flush it. */

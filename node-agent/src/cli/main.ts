@@ -130,7 +130,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         const progress = process.stderr.isTTY ? (n: number) => err(`\rchecked ${n} metadata blocks`) : undefined
         const r = await checkFilesystem(meta, data, { progress })
         if (progress) err('\r\x1b[K')
-        if (!r.sb) throw new FsError('EINVAL', `${metaPath} holds no valid scoutfs super block; is it a scoutfs metadata device?`)
+        if (!r.sb)
+          throw new FsError('EINVAL', r.problems[0] ?? `${metaPath} holds no valid scoutfs super block`)
         if (!o.quiet) {
           for (const n of r.notes) out(`note: ${n}\n`)
           if (r.sb) {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Make sure this machine has what scoutfs needs, installing what is missing when run as root:
+#   - Debian packages: libfuse2 (fuse-native's libfuse.so.2), fuse3 (fusermount, /dev/fuse
+#     tools), build tools for native modules;
+#   - node_modules (npm ci) and the compiled dist/ (npm run build).
+# Safe to run again: it only acts on what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+have_lib 'libfuse.so.2' || need_pkgs+=(libfuse2)
+command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || need_pkgs+=(fuse3)
+command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
+command -v make >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scoutfs needs these Debian packages: ${need_pkgs[*]}" >&2
+    echo "install them as root:  apt-get update && apt-get install -y ${need_pkgs[*]}" >&2
+    exit 1
+  fi
+  echo "installing Debian packages: ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "warning: /dev/fuse is missing; mounting will fail (load the fuse module, or run the container with --device /dev/fuse)" >&2
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "scoutfs needs Node.js 20 or newer; this is $(node --version 2>/dev/null || echo 'no node')" >&2
+  exit 1
+fi
+
+if [ ! -d node_modules/fuse-native ] || [ ! -d node_modules/typescript ]; then
+  echo "installing npm dependencies (npm ci)" >&2
+  npm ci --no-audit --no-fund
+fi
+if [ ! -f dist/node-agent/src/cli/main.js ] || [ -n "$(find node-agent test bench -name '*.ts' -newer dist/node-agent/src/cli/main.js 2>/dev/null | head -1)" ]; then
+  npx tsc -p .
+fi
