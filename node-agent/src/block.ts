@@ -120,6 +120,24 @@ export class BlockCache {
     return parsed
   }
 
+  /**
+   * The object parsed as `kind` from the cached block `ref` names, synchronously: no I/O and no
+   * promise, for callers that want to skip the async overhead of read() on a hit.  A hit counts
+   * and refreshes the block's LRU place exactly as a hit in read() does.  When the block is not
+   * cached, is cached with another seq, or was never parsed as `kind`, this returns undefined and
+   * counts nothing: the caller then calls read(), which counts (and validates) as usual.
+   */
+  peek<T>(ref: BlockRef, kind: string): T | undefined {
+    const e = this.entries.get(ref.blkno)
+    if (e === undefined || e.seq !== ref.seq) return undefined
+    const p = e.parsed.get(kind)
+    if (p === undefined) return undefined
+    this.counters.cacheHits++
+    this.entries.delete(ref.blkno)
+    this.entries.set(ref.blkno, e)
+    return p as T
+  }
+
   private async readRaw(ref: BlockRef, magic: number): Promise<Buffer> {
     if (ref.blkno <= 0 || ref.blkno >= this.totalBlocks)
       throw this.bad(new FsError('EIO', `block reference ${ref.blkno} is outside the metadata device`), ref.blkno)

@@ -236,6 +236,13 @@ interface PathStep {
   idx: number // index of this node in its parent (-1 for the root)
 }
 
+/** The leaf that may hold a key and the key space it covers: (lo, hi], lo undefined for the leftmost. */
+interface LeafBounds {
+  leaf: Node
+  lo: Buffer | undefined
+  hi: Buffer
+}
+
 export interface RangeOptions {
   reverse?: boolean
 }
@@ -263,6 +270,16 @@ export class Btree {
     return this.cache.read(ref, Magic.BTREE, 'btree', (b) => Node.parse(b, ref.blkno, ref.seq))
   }
 
+  /**
+   * The node `ref` names when reading it needs no I/O: dirty in this transaction or in the block
+   * cache (counted there as a hit).  Undefined otherwise; then getNode() reads it.
+   */
+  private peekNode(ref: BlockRef): Node | undefined {
+    const d = this.txn?.dirty.get(ref.blkno)
+    if (d !== undefined && d.seq === ref.seq) return d
+    return this.cache.peek<Node>(ref, 'btree')
+  }
+
   private checkLevel(n: Node, want: number): void {
     if (n.level !== want)
       throw new FsError('EIO', `btree block ${n.blkno} is corrupt: level ${n.level}, parent expects ${want}`)
@@ -273,11 +290,17 @@ export class Btree {
   /**
    * Descend to the leaf that may hold `key`.  Returns the leaf and the bounds of the key space
    * it covers: (lo, hi] where lo is undefined for the leftmost leaf.
+   *
+   * Cache hits cost no promise: the descent runs synchronously while every node is dirty or
+   * cached, and only from the first node that must be read on does it continue asynchronously
+   * (so the result is a promise only then).
    */
-  private async findLeaf(key: Buffer): Promise<{ leaf: Node; lo: Buffer | undefined; hi: Buffer } | undefined> {
+  private findLeaf(key: Buffer): LeafBounds | undefined | Promise<LeafBounds> {
     if (this.root.height === 0) return undefined
     btreeCounters.walks++
-    let node = await this.getNode(this.root.ref)
+    const rootRef = this.root.ref
+    let node = this.peekNode(rootRef)
+    if (node === undefined) return this.findLeafFrom(key, rootRef, this.root.height - 1, undefined, MAX_KEY)
     this.checkLevel(node, this.root.height - 1)
     let lo: Buffer | undefined
     let hi = MAX_KEY
@@ -286,7 +309,32 @@ export class Btree {
       if (i >= node.nr) i = node.nr - 1 // only on a corrupt right spine
       if (i > 0) lo = node.keys[i - 1]
       hi = node.keys[i]!
-      const child = await this.getNode(node.refs[i]!)
+      const ref = node.refs[i]!
+      const child: Node | undefined = this.peekNode(ref)
+      if (child === undefined) return this.findLeafFrom(key, ref, node.level - 1, lo, hi)
+      this.checkLevel(child, node.level - 1)
+      node = child
+    }
+    return { leaf: node, lo, hi }
+  }
+
+  /** The rest of findLeaf from the block `ref` (of `level`, covering (lo, hi]), which needs a read. */
+  private async findLeafFrom(
+    key: Buffer,
+    ref: BlockRef,
+    level: number,
+    lo: Buffer | undefined,
+    hi: Buffer,
+  ): Promise<LeafBounds> {
+    let node = await this.getNode(ref)
+    this.checkLevel(node, level)
+    while (!node.isLeaf) {
+      let i = node.lowerBound(key)
+      if (i >= node.nr) i = node.nr - 1 // only on a corrupt right spine
+      if (i > 0) lo = node.keys[i - 1]
+      hi = node.keys[i]!
+      const childRef = node.refs[i]!
+      const child = this.peekNode(childRef) ?? (await this.getNode(childRef))
       this.checkLevel(child, node.level - 1)
       node = child
     }
@@ -295,11 +343,24 @@ export class Btree {
 
   async lookup(key: Buffer): Promise<Item | undefined> {
     btreeCounters.lookups++
-    const f = await this.findLeaf(key)
+    let f = this.findLeaf(key)
+    if (f instanceof Promise) f = await f
     if (!f) return undefined
     const i = f.leaf.lowerBound(key)
     if (i < f.leaf.nr && f.leaf.keys[i]!.equals(key)) return itemAt(f.leaf, i)
     return undefined
+  }
+
+  /**
+   * The items of the leaf that holds `key`, and the key range (lo, hi] that leaf covers (lo
+   * undefined: from the smallest key).  Deletion items included.  For the forest.
+   */
+  async leafAround(key: Buffer): Promise<{ items: Item[]; lo: Buffer | undefined; hi: Buffer } | undefined> {
+    const f = await this.findLeaf(key)
+    if (!f) return undefined
+    const items: Item[] = []
+    for (let i = 0; i < f.leaf.nr; i++) items.push(itemAt(f.leaf, i))
+    return { items, lo: f.lo, hi: f.hi }
   }
 
   /** The first item with key >= `key` (deletion items included). */
@@ -323,7 +384,8 @@ export class Btree {
     if (!opts.reverse) {
       let cursor = start
       for (;;) {
-        const f = await this.findLeaf(cursor)
+        let f = this.findLeaf(cursor)
+        if (f instanceof Promise) f = await f
         if (!f) return
         const items: Item[] = []
         for (let i = f.leaf.lowerBound(cursor); i < f.leaf.nr; i++) {
@@ -337,7 +399,8 @@ export class Btree {
     } else {
       let cursor = end
       for (;;) {
-        const f = await this.findLeaf(cursor)
+        let f = this.findLeaf(cursor)
+        if (f instanceof Promise) f = await f
         if (!f) return
         const items: Item[] = []
         let i = f.leaf.lowerBound(cursor)
@@ -357,7 +420,7 @@ export class Btree {
   async walk(visit: (node: Node, ref: BlockRef, depth: number) => void | Promise<void>): Promise<void> {
     if (this.root.height === 0) return
     const rec = async (ref: BlockRef, level: number, depth: number): Promise<void> => {
-      const n = await this.getNode(ref)
+      const n = this.peekNode(ref) ?? (await this.getNode(ref))
       this.checkLevel(n, level)
       await visit(n, ref, depth)
       if (!n.isLeaf) for (const r of n.refs) await rec(r, level - 1, depth + 1)

@@ -13,7 +13,9 @@
  */
 import { readList, type Extent } from './alloc.js'
 import { BlockCache } from './block.js'
-import { Node } from './btree.js'
+import { ITEM_DELETION, Node } from './btree.js'
+import { EXTENT_OFFLINE, decodeExtent, keyIno } from './fs-items.js'
+import { decodeLogTrees, type LogTrees } from './server-api.js'
 import type { BlockDevice } from './device.js'
 import {
   DATA_FIRST_BLKNO,
@@ -22,6 +24,7 @@ import {
   META_FIRST_BLKNO,
   Magic,
   Zone,
+  KeyType,
   DATA_BLOCK_SIZE,
   decodeKey,
   keyToString,
@@ -44,6 +47,7 @@ export interface CheckReport {
     freeMetaBlocks: number
     dataBlocks: number
     freeDataBlocks: number
+    usedDataBlocks: number
     items: number
   }
 }
@@ -135,6 +139,7 @@ export async function checkFilesystem(
     freeMetaBlocks: 0,
     dataBlocks: 0,
     freeDataBlocks: 0,
+    usedDataBlocks: 0,
     items: 0,
   }
   const report: CheckReport = { problems, notes, stats }
@@ -179,7 +184,7 @@ export async function checkFilesystem(
   const walkTree = async (
     name: string,
     root: BtreeRoot,
-    onItem: (key: Buffer, val: Buffer, flags: number) => void,
+    onItem: (key: Buffer, val: Buffer, flags: number, seq: number) => void,
   ): Promise<TreeVisit> => {
     const v: TreeVisit = { items: 0, blocks: 0, readable: true }
     const rec = async (ref: BlockRef, level: number, lo: Buffer | undefined, hi: Buffer): Promise<void> => {
@@ -204,7 +209,7 @@ export async function checkFilesystem(
         }
       }
       if (n.isLeaf) {
-        for (let i = 0; i < n.nr; i++) onItem(n.keys[i]!, n.vals[i]!, n.flags[i]!)
+        for (let i = 0; i < n.nr; i++) onItem(n.keys[i]!, n.vals[i]!, n.flags[i]!, n.seqs[i]!)
         v.items += n.nr
         return
       }
@@ -242,6 +247,11 @@ export async function checkFilesystem(
     for (const e of byPos) own.mark(e.start, e.len, `free in ${name}`)
   }
 
+  await walkTree('mounted_clients', sb.mountedClients, () => undefined)
+  await walkTree('srch_root', sb.srchRoot, () => undefined)
+  await checkAlloc('meta_alloc', sb.metaAlloc, metaOwn)
+  await checkAlloc('data_alloc', sb.dataAlloc, dataOwn)
+
   const checkList = async (name: string, head: ListHead): Promise<void> => {
     try {
       const l = await readList(cache, head)
@@ -251,19 +261,48 @@ export async function checkFilesystem(
       problems.push(`${name}: ${(e as Error).message}`)
     }
   }
-
-  const fs = await walkTree('fs_root', sb.fsRoot, () => undefined)
-  await walkTree('logs_root', sb.logsRoot, () => undefined)
-  await walkTree('mounted_clients', sb.mountedClients, () => undefined)
-  await walkTree('srch_root', sb.srchRoot, () => undefined)
-  await checkAlloc('meta_alloc', sb.metaAlloc, metaOwn)
-  await checkAlloc('data_alloc', sb.dataAlloc, dataOwn)
   await checkList('server avail list', sb.serverAvail)
   await checkList('server freed list', sb.serverFreed)
+
+  // file extents: the newest copy of each extent item across the fs root and log trees
+  const extents = new Map<string, { seq: number; flags: number; key: Buffer; val: Buffer }>()
+  const collectExtents = (key: Buffer, val: Buffer, flags: number, seq: number): void => {
+    if (key[0] !== Zone.FS || key[9] !== KeyType.DATA_EXTENT) return
+    const k = key.toString('latin1')
+    const cur = extents.get(k)
+    if (!cur || cur.seq < seq) extents.set(k, { seq, flags, key, val })
+  }
+  const fs = await walkTree('fs_root', sb.fsRoot, collectExtents)
+  const logTrees: LogTrees[] = []
+  await walkTree('logs_root', sb.logsRoot, (key, val) => {
+    try {
+      logTrees.push(decodeLogTrees(val))
+    } catch (e) {
+      problems.push(`logs_root: item ${keyToString(key)}: ${(e as Error).message}`)
+    }
+  })
+  for (const lt of logTrees) {
+    const name = `log tree ${lt.rid.toString(16)}.${lt.nr}`
+    await walkTree(name, lt.itemRoot, collectExtents)
+    await checkList(`${name} meta avail`, lt.metaAvail)
+    await checkList(`${name} meta freed`, lt.metaFreed)
+    await checkAlloc(`${name} data avail`, lt.dataAvail, dataOwn)
+    await checkAlloc(`${name} data freed`, lt.dataFreed, dataOwn)
+  }
+  for (const x of extents.values()) {
+    if (x.flags & ITEM_DELETION) continue
+    try {
+      const e = decodeExtent(x.key, x.val)
+      if (!(e.flags & EXTENT_OFFLINE)) dataOwn.mark(e.blkno, e.len, `file data of inode ${keyIno(x.key)}`)
+    } catch (err) {
+      problems.push(`data extent ${keyToString(x.key)}: ${(err as Error).message}`)
+    }
+  }
 
   stats.referencedMetaBlocks = metaOwn.count((n) => n.endsWith('block'))
   stats.freeMetaBlocks = metaOwn.count((n) => !n.endsWith('block'))
   stats.freeDataBlocks = dataOwn.count((n) => n.startsWith('free'))
+  stats.usedDataBlocks = dataOwn.count((n) => n.startsWith('file data'))
 
   const leaked = metaOwn.unowned()
   if (leaked.length) {

@@ -27,6 +27,12 @@ export type Errno =
   | 'ENXIO'
   | 'EROFS'
   | 'EUCLEAN'
+  | 'E2BIG'
+  | 'EOPNOTSUPP'
+  | 'EMLINK'
+  | 'EXDEV'
+  | 'ENOTCONN'
+  | 'ETIMEDOUT'
 
 export class FsError extends Error {
   readonly code: Errno

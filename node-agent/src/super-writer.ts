@@ -31,10 +31,20 @@ export interface CommitStats {
   seq: number
 }
 
+interface TxnState {
+  txn: BtreeTxn
+  alloc: ListAllocator
+  metaAlloc: ExtentAlloc
+  dataAlloc: ExtentAlloc
+  fs: Btree
+  logs: Btree
+  clients: Btree
+  /** non-btree blocks (lists) this transaction writes */
+  extra: Array<{ blkno: number; buf: Buffer }>
+}
+
 export class SuperWriter {
-  private txnState:
-    | { txn: BtreeTxn; alloc: ListAllocator; metaAlloc: ExtentAlloc; dataAlloc: ExtentAlloc; fs: Btree }
-    | undefined
+  private txnState: TxnState | undefined
 
   private constructor(
     readonly dev: BlockDevice,
@@ -50,16 +60,23 @@ export class SuperWriter {
   /** For mkfs: a writer over a super that is not on disk yet. */
   static create(dev: BlockDevice, sb: SuperBlock, avail: number[]): SuperWriter {
     const w = new SuperWriter(dev, new BlockCache(dev, sb.fsid), sb)
-    const alloc = new ListAllocator(avail, [], 'server meta')
-    const txn = new BtreeTxn(w.cache, alloc)
-    w.txnState = {
+    w.txnState = w.newState(new ListAllocator(avail, [], 'server meta'))
+    return w
+  }
+
+  private newState(alloc: ListAllocator): TxnState {
+    const txn = new BtreeTxn(this.cache, alloc)
+    const sb = this.sb
+    return {
       txn,
       alloc,
-      metaAlloc: new ExtentAlloc(sb.metaAlloc, w.cache, txn, 'meta_alloc'),
-      dataAlloc: new ExtentAlloc(sb.dataAlloc, w.cache, txn, 'data_alloc'),
-      fs: new Btree(sb.fsRoot, w.cache, txn),
+      metaAlloc: new ExtentAlloc(sb.metaAlloc, this.cache, txn, 'meta_alloc'),
+      dataAlloc: new ExtentAlloc(sb.dataAlloc, this.cache, txn, 'data_alloc'),
+      fs: new Btree(sb.fsRoot, this.cache, txn),
+      logs: new Btree(sb.logsRoot, this.cache, txn),
+      clients: new Btree(sb.mountedClients, this.cache, txn),
+      extra: [],
     }
-    return w
   }
 
   get inTxn(): boolean {
@@ -80,8 +97,26 @@ export class SuperWriter {
   get dataAlloc(): ExtentAlloc {
     return this.t.dataAlloc
   }
+  get logs(): Btree {
+    return this.t.logs
+  }
+  get clients(): Btree {
+    return this.t.clients
+  }
   get txn(): BtreeTxn {
     return this.t.txn
+  }
+  /** a metadata block for something that is not a btree block (e.g. a list block) */
+  allocBlock(): number {
+    return this.t.alloc.alloc()
+  }
+  /** a committed block this transaction stops referencing */
+  freeBlock(blkno: number): void {
+    this.t.alloc.free(blkno)
+  }
+  /** a sealed non-btree block to write with this transaction */
+  addBlock(blkno: number, buf: Buffer): void {
+    this.t.extra.push({ blkno, buf })
   }
   get availBlocks(): number {
     return this.t.alloc.avail.length
@@ -92,28 +127,26 @@ export class SuperWriter {
     const avail = await readList(this.cache, this.sb.serverAvail)
     const freed = await readList(this.cache, this.sb.serverFreed)
     const alloc = new ListAllocator(avail.entries, [], 'server meta')
-    const txn = new BtreeTxn(this.cache, alloc)
-    this.txnState = {
-      txn,
-      alloc,
-      metaAlloc: new ExtentAlloc(this.sb.metaAlloc, this.cache, txn, 'meta_alloc'),
-      dataAlloc: new ExtentAlloc(this.sb.dataAlloc, this.cache, txn, 'data_alloc'),
-      fs: new Btree(this.sb.fsRoot, this.cache, txn),
-    }
+    this.txnState = this.newState(alloc)
     try {
       for (const r of [...avail.blocks, ...freed.blocks]) alloc.free(r.blkno)
       // the previous commit is durable: what it freed may be allocated again
-      const runs = freed.entries.slice().sort((a, b) => a - b)
-      for (let i = 0; i < runs.length; ) {
-        let j = i + 1
-        while (j < runs.length && runs[j] === runs[j - 1]! + 1) j++
-        await this.metaAlloc.free(runs[i]!, j - i)
-        i = j
-      }
+      await this.freeToMetaAlloc(freed.entries)
       await this.reserve()
     } catch (e) {
       this.abort()
       throw e
+    }
+  }
+
+  /** Return blocks to meta_alloc (they must be unreferenced by the durable super). */
+  async freeToMetaAlloc(blknos: number[]): Promise<void> {
+    const runs = blknos.slice().sort((a, b) => a - b)
+    for (let i = 0; i < runs.length; ) {
+      let j = i + 1
+      while (j < runs.length && runs[j] === runs[j - 1]! + 1) j++
+      await this.metaAlloc.free(runs[i]!, j - i)
+      i = j
     }
   }
 
@@ -137,13 +170,20 @@ export class SuperWriter {
   /** Write everything and make it durable; afterwards no transaction is open. */
   async commit(): Promise<CommitStats> {
     const t = this.t
-    const sb: SuperBlock = { ...this.sb, fsRoot: t.fs.root, metaAlloc: t.metaAlloc.root, dataAlloc: t.dataAlloc.root }
+    const sb: SuperBlock = {
+      ...this.sb,
+      fsRoot: t.fs.root,
+      logsRoot: t.logs.root,
+      mountedClients: t.clients.root,
+      metaAlloc: t.metaAlloc.root,
+      dataAlloc: t.dataAlloc.root,
+    }
     let blocks: number
     try {
       const lists = t.alloc.persist(sb.fsid)
-      blocks = t.txn.dirtyBlocks + lists.blocks.length
+      blocks = t.txn.dirtyBlocks + lists.blocks.length + t.extra.length
       await t.txn.write()
-      await this.cache.writeBlocks(lists.blocks)
+      await this.cache.writeBlocks([...lists.blocks, ...t.extra])
       await this.dev.flush()
       sb.serverAvail = lists.avail
       sb.serverFreed = lists.freed

@@ -17,7 +17,7 @@ export const EXIT_FAILED = 1
 export const EXIT_USAGE = 2
 export const EXIT_CHECK_PROBLEMS = 4
 
-class UsageError extends Error {}
+import { CliUsageError as UsageError, registerMountCommands } from './mount-commands.js'
 
 async function openDevice(path: string, role: string, readOnly = false): Promise<BlockDevice> {
   try {
@@ -152,6 +152,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       }
     })
 
+  registerMountCommands(program, out)
   return program
 }
 

@@ -1,0 +1,287 @@
+/*
+ * CLI commands that work on a mounted filesystem: mount and umount run and stop an agent;
+ * the rest (sync, walk-inodes, stat, statfs, df) reach the agent that serves a PATH through
+ * its admin socket.
+ */
+import { spawn } from 'node:child_process'
+import { promises as fsp, openSync, closeSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { Command, Option } from 'commander'
+import pino from 'pino'
+import { ADMIN_DIR, adminCall, adminSocketPath } from '../admin.js'
+import { FsError } from '../errors.js'
+import { Mount } from '../mount.js'
+
+type Out = (s: string) => void
+
+export class CliUsageError extends Error {}
+
+/** The mountpoint of the filesystem holding `path` (walk up while the device stays the same). */
+export async function mountpointOf(path: string): Promise<string> {
+  let p: string
+  try {
+    p = await fsp.realpath(path)
+  } catch {
+    throw new FsError('ENOENT', `${path} does not exist`)
+  }
+  const dev = (await fsp.stat(p)).dev
+  for (;;) {
+    const up = dirname(p)
+    if (up === p) return p
+    if ((await fsp.stat(up)).dev !== dev) return p
+    p = up
+  }
+}
+
+interface MountCliOptions {
+  metadev: string
+  options?: string
+  foreground: boolean
+  metricsAddr?: string
+  logFile?: string
+  logLevel: string
+}
+
+function parseMountOptions(s: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const part of (s ?? '').split(',').filter(Boolean)) {
+    const [k, v] = part.split('=', 2) as [string, string | undefined]
+    if (!['commit_interval_ms', 'item_cache_items', 'block_cache_blocks', 'debug'].includes(k))
+      throw new CliUsageError(`unknown mount option '${k}' (known: commit_interval_ms, item_cache_items, block_cache_blocks, debug)`)
+    out[k] = v ?? '1'
+  }
+  return out
+}
+
+function positiveInt(opts: Record<string, string>, k: string): number | undefined {
+  if (opts[k] === undefined) return undefined
+  const n = Number(opts[k])
+  if (!Number.isSafeInteger(n) || n <= 0) throw new CliUsageError(`mount option ${k} needs a positive whole number, not '${opts[k]}'`)
+  return n
+}
+
+async function runForeground(data: string, mountpoint: string, o: MountCliOptions): Promise<number> {
+  const mo = parseMountOptions(o.options)
+  const log = pino(
+    { level: o.logLevel, base: { pid: process.pid, mountpoint } },
+    o.logFile ? pino.destination({ dest: o.logFile, sync: true, append: true }) : pino.destination(2),
+  )
+  const m = await Mount.start({
+    metaPath: o.metadev,
+    dataPath: data,
+    mountpoint,
+    log,
+    commitIntervalMs: positiveInt(mo, 'commit_interval_ms'),
+    itemCacheItems: positiveInt(mo, 'item_cache_items'),
+    blockCacheBlocks: positiveInt(mo, 'block_cache_blocks'),
+    metricsAddr: o.metricsAddr,
+    fuseDebug: mo.debug === '1',
+  })
+  process.send?.({ ready: true, metrics: m.metricsAddr })
+  if (process.send) process.disconnect?.()
+  return new Promise<number>((resolveExit) => {
+    const stop = (why: string): void => {
+      log.info({ why }, 'stopping')
+      m.stop().then(
+        () => resolveExit(0),
+        (e: unknown) => {
+          log.error({ err: String(e) }, 'unmount failed')
+          resolveExit(1)
+        },
+      )
+    }
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+    m.onStopped = () => resolveExit(0)
+  })
+}
+
+/** Start a detached agent and wait until it has mounted (or failed). */
+async function runDaemon(argv: string[], mountpoint: string, logFile: string): Promise<number> {
+  await fsp.mkdir(dirname(logFile), { recursive: true })
+  const fd = openSync(logFile, 'a')
+  const child = spawn(process.execPath, [...process.execArgv, require.main?.filename ?? process.argv[1]!, ...argv, '--foreground', '--log-file', logFile], {
+    detached: true,
+    stdio: ['ignore', fd, fd, 'ipc'],
+  })
+  closeSync(fd)
+  const result = await new Promise<{ ok: boolean; code?: number | null; metrics?: string }>((res) => {
+    child.once('message', (m: { ready?: boolean; metrics?: string }) => res({ ok: !!m.ready, metrics: m.metrics }))
+    child.once('exit', (code) => res({ ok: false, code }))
+  })
+  if (!result.ok) {
+    const tail = (await fsp.readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-8).join('\n')
+    throw new FsError('EIO', `the agent for ${mountpoint} exited (code ${result.code}) before mounting; its log ${logFile} ends:\n${tail}`)
+  }
+  child.unref()
+  child.disconnect?.()
+  return 0
+}
+
+async function waitUnmounted(mountpoint: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    const mounts = await fsp.readFile('/proc/mounts', 'utf8')
+    const socket = await fsp.stat(adminSocketPath(mountpoint)).then(
+      () => true,
+      () => false,
+    )
+    if (!mounts.split('\n').some((l) => l.split(' ')[1] === mountpoint) && !socket) return true
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return false
+}
+
+/** FIRST/LAST of walk-inodes: major[.minor[.ino]]; -1 is the largest. */
+export function parsePosition(s: string, isLast: boolean): { seq: number; ino: number } {
+  const MAX = Number.MAX_SAFE_INTEGER
+  const parts = s.split('.')
+  if (parts.length > 3 || parts.some((p) => !/^(-1|\d+)$/.test(p))) throw new CliUsageError(`'${s}' is not a position (major[.minor[.ino]])`)
+  const n = (p: string | undefined, dflt: number): number => (p === undefined ? dflt : p === '-1' ? MAX : Math.min(Number(p), MAX))
+  return { seq: n(parts[0], 0), ino: n(parts[2], isLast ? MAX : 0) }
+}
+
+export function registerMountCommands(program: Command, out: Out): void {
+  program
+    .command('mount')
+    .description('mount a filesystem (runs the agent; in the background unless --foreground)')
+    .requiredOption('--metadev <META>', 'metadata device')
+    .argument('<DATA>', 'data device')
+    .argument('<MOUNTPOINT>', 'directory to mount on (created if missing)')
+    .option('-o, --options <opts>', 'mount options: commit_interval_ms=N, item_cache_items=N, block_cache_blocks=N, debug')
+    .option('-f, --foreground', 'stay in the foreground, logging to stderr', false)
+    .option('--metrics-addr <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .option('--log-file <FILE>', 'append structured logs here')
+    .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action(async (data: string, mnt: string, o: MountCliOptions) => {
+      const mountpoint = resolve(mnt)
+      parseMountOptions(o.options) // usage errors before anything starts
+      await fsp.mkdir(mountpoint, { recursive: true })
+      if (o.foreground) {
+        process.exitCode = await runForeground(data, mountpoint, o)
+        return
+      }
+      const argv = ['mount', '--metadev', o.metadev, data, mountpoint, '--log-level', o.logLevel]
+      if (o.options) argv.push('-o', o.options)
+      if (o.metricsAddr) argv.push('--metrics-addr', o.metricsAddr)
+      const logFile = o.logFile ?? adminSocketPath(mountpoint).replace(/\.sock$/, '.log')
+      await runDaemon(argv, mountpoint, logFile)
+      out(`mounted ${mountpoint} (agent log: ${logFile})\n`)
+    })
+
+  program
+    .command('umount')
+    .alias('unmount')
+    .description('commit, unmount and stop the agent of a mounted filesystem')
+    .argument('<MOUNTPOINT>')
+    .option('-t, --timeout <SECONDS>', 'how long to wait', '60')
+    .action(async (mnt: string, o: { timeout: string }) => {
+      const mountpoint = resolve(mnt)
+      await adminCall(mountpoint, 'POST', '/unmount')
+      if (!(await waitUnmounted(mountpoint, Number(o.timeout) * 1000)))
+        throw new FsError('ETIMEDOUT', `${mountpoint} is still mounted after ${o.timeout} s; see the agent's log in ${ADMIN_DIR}`)
+      out(`unmounted ${mountpoint}\n`)
+    })
+
+  program
+    .command('sync')
+    .description("commit the open transaction of the mount holding PATH (sync(2) does not reach a FUSE filesystem)")
+    .argument('<PATH>')
+    .action(async (path: string) => {
+      await adminCall(await mountpointOf(path), 'POST', '/sync')
+    })
+
+  program
+    .command('walk-inodes')
+    .description('list inodes whose index seq lies in FIRST..LAST: walk-inodes INDEX FIRST LAST PATH, or walk-inodes -p PATH -- INDEX FIRST LAST')
+    .argument('<args...>', 'INDEX FIRST LAST [PATH]: INDEX is meta_seq or data_seq; FIRST/LAST are major[.minor[.ino]], -1 the largest')
+    .option('-p, --path <PATH>', 'a path in the filesystem')
+    .allowUnknownOption(false)
+    .action(async (args: string[], o: { path?: string }) => {
+      const path = o.path ?? args[3]
+      if (args.length !== (o.path ? 3 : 4) || !path) throw new CliUsageError('walk-inodes takes INDEX FIRST LAST PATH (or -p PATH -- INDEX FIRST LAST)')
+      const [index, f, l] = args as [string, string, string]
+      if (index !== 'meta_seq' && index !== 'data_seq') throw new CliUsageError(`INDEX is meta_seq or data_seq, not '${index}'`)
+      let first = parsePosition(f, false)
+      const last = parsePosition(l, true)
+      const mnt = await mountpointOf(path)
+      let row = 0
+      const header = `${'#'.padEnd(8)} ${'major'.padEnd(20)} ${'minor'.padEnd(6)} ino\n`
+      for (;;) {
+        const q = new URLSearchParams({
+          index,
+          first: String(first.seq),
+          firstIno: String(first.ino),
+          last: String(last.seq),
+          lastIno: String(last.ino),
+          limit: '10000',
+        })
+        const r = await adminCall<{ entries: Array<{ seq: number; ino: number }> }>(mnt, 'GET', `/walk-inodes?${q}`)
+        for (const e of r.entries) {
+          if (row % 25 === 0) out(header)
+          row++
+          out(`${String(row).padEnd(8)} ${String(e.seq).padEnd(20)} ${'0'.padEnd(6)} ${e.ino}\n`)
+        }
+        if (r.entries.length < 10000) break
+        const e = r.entries[r.entries.length - 1]!
+        first = { seq: e.seq, ino: e.ino + 1 }
+      }
+    })
+
+  const STAT_FIELDS = ['meta_seq', 'data_seq', 'data_version', 'online_blocks', 'offline_blocks', 'crtime']
+  program
+    .command('stat')
+    .description("print an inode's scoutfs fields")
+    .argument('<PATH>')
+    .option('-s, --single-field <FIELD>', `print one field: ${STAT_FIELDS.join(', ')}`)
+    .action(async (path: string, o: { singleField?: string }) => {
+      if (o.singleField && !STAT_FIELDS.includes(o.singleField)) throw new CliUsageError(`unknown field '${o.singleField}' (${STAT_FIELDS.join(', ')})`)
+      const st = await fsp.lstat(path).catch(() => {
+        throw new FsError('ENOENT', `${path} does not exist`)
+      })
+      const r = await adminCall<Record<string, string | number>>(await mountpointOf(path), 'GET', `/stat?ino=${st.ino}`)
+      if (o.singleField) out(`${r[o.singleField]}\n`)
+      else for (const f of STAT_FIELDS) out(`${f.padEnd(17)}${r[f]}\n`)
+    })
+
+  const STATFS_FIELDS = ['fsid', 'rid', 'committed_seq', 'total_meta_blocks', 'total_data_blocks']
+  program
+    .command('statfs')
+    .description('print filesystem fields: ' + STATFS_FIELDS.join(', '))
+    .argument('<PATH>')
+    .option('-s, --single-field <FIELD>', 'print one field')
+    .action(async (path: string, o: { singleField?: string }) => {
+      if (o.singleField && !STATFS_FIELDS.includes(o.singleField)) throw new CliUsageError(`unknown field '${o.singleField}' (${STATFS_FIELDS.join(', ')})`)
+      const r = await adminCall<Record<string, string | number>>(await mountpointOf(path), 'GET', '/statfs')
+      if (o.singleField) out(`${r[o.singleField]}\n`)
+      else for (const f of STATFS_FIELDS) out(`${f.padEnd(Math.max(17, f.length + 1))}${r[f]}\n`)
+    })
+
+  program
+    .command('df')
+    .description('print metadata and data usage')
+    .argument('<PATH>')
+    .option('-h, --human-readable', 'sizes in K/M/G/T', false)
+    .action(async (path: string, o: { humanReadable: boolean }) => {
+      const r = await adminCall<Record<string, number>>(await mountpointOf(path), 'GET', '/statfs')
+      const hum = (blocks: number, bs: number): string => {
+        if (!o.humanReadable) return String(blocks)
+        let v = blocks * bs
+        const u = ['B', 'K', 'M', 'G', 'T', 'P']
+        let i = 0
+        while (v >= 1024 && i < u.length - 1) {
+          v /= 1024
+          i++
+        }
+        return `${v >= 10 || i === 0 ? v.toFixed(0) : v.toFixed(1)}${u[i]}`
+      }
+      const row = (type: string, size: string, total: number, free: number, bs: number): string => {
+        const used = total - free
+        const pct = total ? Math.ceil((used * 100) / total) : 0
+        return `${type.padEnd(10)} ${size.padStart(5)} ${hum(total, bs).padStart(12)} ${hum(used, bs).padStart(12)} ${hum(free, bs).padStart(12)} ${String(pct).padStart(4)}%\n`
+      }
+      out(`${'Type'.padEnd(10)} ${'Size'.padStart(5)} ${'Total'.padStart(12)} ${'Used'.padStart(12)} ${'Free'.padStart(12)} ${'Use%'.padStart(5)}\n`)
+      out(row('MetaData', '64KB', r.total_meta_blocks!, r.free_meta_blocks!, 65536))
+      out(row('Data', '4KB', r.total_data_blocks!, r.free_data_blocks!, 4096))
+    })
+}

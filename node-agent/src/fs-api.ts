@@ -1,0 +1,98 @@
+/*
+ * The filesystem's operations as the layer above (the FUSE adapter, the admin socket) sees
+ * them: by inode number, like the kernel VFS and libfuse's low-level API, never by path.  A
+ * different FUSE binding can replace the adapter without touching the filesystem.
+ *
+ * Every method fails with an FsError carrying the errno a Linux filesystem would return.
+ */
+
+export const ROOT_INO = 1
+
+/** d_type values */
+export const DT = { UNKNOWN: 0, FIFO: 1, CHR: 2, DIR: 4, BLK: 6, REG: 8, LNK: 10, SOCK: 12 } as const
+
+export interface Attr {
+  ino: number
+  mode: number
+  nlink: number
+  uid: number
+  gid: number
+  rdev: number
+  size: number
+  /** 512-byte blocks allocated */
+  blocks: number
+  atimeMs: number
+  mtimeMs: number
+  ctimeMs: number
+  crtimeMs: number
+}
+
+export interface DirEntry {
+  name: string
+  ino: number
+  type: number
+  /** readdir position of the entry after this one (for resuming) */
+  nextPos: number
+}
+
+export interface StatFs {
+  bsize: number
+  frsize: number
+  blocks: number
+  bfree: number
+  bavail: number
+  files: number
+  ffree: number
+  namemax: number
+}
+
+/** Who is asking: ownership of new inodes; permission checks are left to the kernel. */
+export interface Caller {
+  uid: number
+  gid: number
+}
+
+export interface SetAttr {
+  mode?: number
+  uid?: number
+  gid?: number
+  size?: number
+  atimeMs?: number
+  mtimeMs?: number
+}
+
+export const XATTR_CREATE = 1
+export const XATTR_REPLACE = 2
+
+export interface FsApi {
+  lookup(parent: number, name: string): Promise<Attr>
+  getattr(ino: number): Promise<Attr>
+  setattr(ino: number, set: SetAttr): Promise<Attr>
+  /** a regular file, fifo, socket or device node; EEXIST if the name exists */
+  mknod(parent: number, name: string, mode: number, rdev: number, who: Caller): Promise<Attr>
+  mkdir(parent: number, name: string, mode: number, who: Caller): Promise<Attr>
+  symlink(parent: number, name: string, target: string, who: Caller): Promise<Attr>
+  readlink(ino: number): Promise<string>
+  link(ino: number, newParent: number, newName: string): Promise<Attr>
+  /** removes the name; the inode lives on while it is open (see open/release) */
+  unlink(parent: number, name: string): Promise<void>
+  rmdir(parent: number, name: string): Promise<void>
+  /** POSIX rename, replacing the target if it exists and is compatible */
+  rename(parent: number, name: string, newParent: number, newName: string): Promise<void>
+  /** entries from position `pos` (0 starts with "." and ".."), at most `max` of them */
+  readdir(ino: number, pos: number, max: number): Promise<DirEntry[]>
+  /** count an open reference: an unlinked inode is deleted at its last release */
+  open(ino: number): Promise<void>
+  release(ino: number): Promise<void>
+  read(ino: number, offset: number, length: number): Promise<Buffer>
+  write(ino: number, offset: number, data: Buffer): Promise<number>
+  /** make this inode's data and metadata durable */
+  fsync(ino: number, datasync: boolean): Promise<void>
+  setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void>
+  getxattr(ino: number, name: string): Promise<Buffer>
+  listxattr(ino: number): Promise<string[]>
+  removexattr(ino: number, name: string): Promise<void>
+  statfs(): Promise<StatFs>
+  /** commit the open transaction (sync) */
+  sync(): Promise<void>
+}

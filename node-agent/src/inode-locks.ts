@@ -1,0 +1,33 @@
+/*
+ * Local exclusive locks on inode numbers: the operations of one mount that change an inode
+ * run one at a time, taking every inode they touch in inode-number order (no deadlock).  This
+ * is the place the cluster lock client joins (DESIGN §8): it will take the cluster lock of
+ * each inode's group here, in the same order, before the transaction is held.
+ */
+export class InodeLocks {
+  private readonly tails = new Map<number, Promise<void>>()
+
+  /** Lock `inos` (any order, duplicates ignored); resolves to the unlock function. */
+  async lock(inos: number[]): Promise<() => void> {
+    const sorted = [...new Set(inos)].sort((a, b) => a - b)
+    const releases: Array<() => void> = []
+    for (const ino of sorted) {
+      const prev = this.tails.get(ino) ?? Promise.resolve()
+      let release!: () => void
+      const mine = new Promise<void>((res) => (release = res))
+      const tail = prev.then(() => mine)
+      this.tails.set(ino, tail)
+      await prev
+      releases.push(() => {
+        release()
+        if (this.tails.get(ino) === tail) this.tails.delete(ino)
+      })
+    }
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      for (const r of releases.reverse()) r()
+    }
+  }
+}

@@ -1,0 +1,221 @@
+/*
+ * Transactions of one mount.  All changes a mount makes between commits form one
+ * transaction, identified by a seq the server issued (getLogTrees).  Operations *hold* the
+ * transaction while they change items; a commit waits for holders to drain and makes new
+ * holders wait until the next transaction is open, so a commit never sees half an operation.
+ *
+ * Commit: flush file data, write every dirty item into this mount's log tree with blocks
+ * from the mount's own allocator, persist its allocator lists, write and flush the blocks,
+ * then hand the log tree to the server, which makes it durable in the super block.  Only then
+ * do the items become clean.  A crash before the server's super write loses the whole
+ * transaction; after it, none of it.
+ *
+ * Commit triggers: a timer, dirty bytes over a limit, the allocators running low, fsync/sync,
+ * unmount.  Never wait for a commit while holding the transaction.
+ */
+import { ExtentAlloc, ListAllocator, readList, type Extent } from './alloc.js'
+import type { BlockCache } from './block.js'
+import { Btree, BtreeTxn, ITEM_DELETION } from './btree.js'
+import type { BlockDevice } from './device.js'
+import { FsError } from './errors.js'
+import type { Forest } from './forest.js'
+import type { ItemCache } from './item-cache.js'
+import type { LogTrees, ServerApi } from './server-api.js'
+
+export interface TransOptions {
+  commitIntervalMs?: number
+  /** commit once this many bytes of items are dirty */
+  dirtyLimitBytes?: number
+  log?: (msg: string, fields?: Record<string, unknown>) => void
+}
+
+export interface TransCounters {
+  commits: number
+  commitItems: number
+  commitBlocks: number
+  commitMs: number
+  lastCommitMs: number
+}
+
+const EMPTY = Buffer.alloc(0)
+/** commit when the mount's metadata avail list falls below this */
+const META_AVAIL_RESERVE = 256
+
+interface Open {
+  lt: LogTrees
+  alloc: ListAllocator
+  txn: BtreeTxn
+  logTree: Btree
+  dataAvail: ExtentAlloc
+  dataFreed: ExtentAlloc
+}
+
+export class Trans {
+  readonly counters: TransCounters = { commits: 0, commitItems: 0, commitBlocks: 0, commitMs: 0, lastCommitMs: 0 }
+  private cur: Open | undefined
+  private holders = 0
+  private drained: (() => void) | undefined
+  private committing: Promise<void> | undefined
+  private dataLock: Promise<unknown> = Promise.resolve()
+  private timer: NodeJS.Timeout | undefined
+  private closed = false
+  /** listeners told after every commit (durable seq) */
+  onCommit: ((seq: number, ms: number, items: number) => void) | undefined
+
+  constructor(
+    private readonly server: ServerApi,
+    readonly rid: number,
+    private readonly cache: BlockCache,
+    private readonly items: ItemCache,
+    private readonly forest: Forest,
+    private readonly meta: BlockDevice,
+    private readonly data: BlockDevice,
+    private readonly opts: TransOptions = {},
+  ) {}
+
+  get seq(): number {
+    if (!this.cur) throw new FsError('EIO', 'no transaction is open')
+    return this.cur.lt.getTransSeq
+  }
+
+  async start(): Promise<void> {
+    await this.open()
+    const ms = this.opts.commitIntervalMs ?? 10_000
+    this.timer = setInterval(() => {
+      if (this.items.dirtyItems > 0 && !this.committing) void this.commit().catch(() => undefined)
+    }, ms)
+    this.timer.unref()
+  }
+
+  private async open(): Promise<void> {
+    const lt = await this.server.getLogTrees(this.rid)
+    const avail = await readList(this.cache, lt.metaAvail)
+    const alloc = new ListAllocator(avail.entries, [], 'mount meta')
+    for (const r of avail.blocks) alloc.free(r.blkno)
+    const txn = new BtreeTxn(this.cache, alloc)
+    this.cur = {
+      lt,
+      alloc,
+      txn,
+      logTree: new Btree(lt.itemRoot, this.cache, txn),
+      dataAvail: new ExtentAlloc(lt.dataAvail, this.cache, txn, 'mount data_avail'),
+      dataFreed: new ExtentAlloc(lt.dataFreed, this.cache, txn, 'mount data_freed'),
+    }
+  }
+
+  /** Enter the open transaction; returns its seq.  Pair with release(). */
+  async hold(): Promise<number> {
+    if (this.closed) throw new FsError('EROFS', 'the filesystem is unmounting')
+    while (this.committing) await this.committing.catch(() => undefined)
+    this.holders++
+    return this.seq
+  }
+
+  release(): void {
+    this.holders--
+    if (this.holders === 0 && this.drained) this.drained()
+    if (
+      !this.committing &&
+      (this.items.dirtyBytes > (this.opts.dirtyLimitBytes ?? 16 << 20) ||
+        (this.cur && this.cur.alloc.avail.length < META_AVAIL_RESERVE))
+    )
+      void this.commit().catch(() => undefined)
+  }
+
+  /** Commit the open transaction (if anything is dirty) and open the next one. */
+  commit(): Promise<void> {
+    if (this.committing) {
+      // a commit is running: wait for it, then commit whatever came after it
+      const prev = this.committing
+      return prev.catch(() => undefined).then(() => (this.items.dirtyItems > 0 ? this.commit() : undefined))
+    }
+    const p = this.doCommit().finally(() => {
+      this.committing = undefined
+    })
+    this.committing = p
+    return p
+  }
+
+  private async doCommit(): Promise<void> {
+    if (this.holders > 0) await new Promise<void>((res) => (this.drained = res))
+    this.drained = undefined
+    const t0 = Date.now()
+    const c = this.cur
+    if (!c) throw new FsError('EIO', 'no transaction is open')
+    const dirty = this.items.dirtyList()
+    if (dirty.length === 0 && c.alloc.freed.length === 0 && c.txn.dirtyBlocks === 0) return
+    await this.data.flush()
+    let maxSeq = c.lt.maxItemSeq
+    for (const d of dirty) {
+      await c.logTree.put(d.key, d.val ?? EMPTY, d.seq, d.val ? 0 : ITEM_DELETION)
+      if (d.seq > maxSeq) maxSeq = d.seq
+    }
+    const lists = c.alloc.persist(this.cache.fsid)
+    const blocks = c.txn.dirtyBlocks + lists.blocks.length
+    await c.txn.write()
+    await this.cache.writeBlocks(lists.blocks)
+    await this.meta.flush()
+    const lt: LogTrees = {
+      ...c.lt,
+      itemRoot: c.logTree.root,
+      metaAvail: lists.avail,
+      metaFreed: lists.freed,
+      dataAvail: c.dataAvail.root,
+      dataFreed: c.dataFreed.root,
+      maxItemSeq: maxSeq,
+    }
+    await this.server.commitLogTrees(lt)
+    c.alloc.committed()
+    this.items.commitDone(dirty)
+    this.forest.invalidateRoots()
+    const ms = Date.now() - t0
+    this.counters.commits++
+    this.counters.commitItems += dirty.length
+    this.counters.commitBlocks += blocks
+    this.counters.commitMs += ms
+    this.counters.lastCommitMs = ms
+    this.onCommit?.(lt.getTransSeq, ms, dirty.length)
+    this.cur = undefined
+    await this.open()
+  }
+
+  /** Serialize data-allocator changes (their btrees take one writer at a time). */
+  private withData<T>(fn: (c: Open) => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      if (!this.cur) throw new FsError('EIO', 'no transaction is open')
+      return fn(this.cur)
+    }
+    const p = this.dataLock.then(run, run)
+    this.dataLock = p.catch(() => undefined)
+    return p
+  }
+
+  /**
+   * Allocate up to `max` contiguous data blocks.  ENOBUFS: this transaction's allocator is
+   * empty; release the hold, commit (which refills it) and try again.
+   */
+  allocData(max: number): Promise<Extent> {
+    return this.withData(async (c) => {
+      const e = await c.dataAvail.allocLargest(max)
+      if (!e) throw new FsError('ENOBUFS', 'the mount has no data blocks left in this transaction')
+      return e
+    })
+  }
+
+  /** Free data blocks; reusable only after this transaction is durable. */
+  freeData(start: number, len: number): Promise<void> {
+    return this.withData((c) => c.dataFreed.free(start, len))
+  }
+
+  /** Data blocks this mount could still allocate in this transaction. */
+  get dataAvailBlocks(): number {
+    return this.cur?.dataAvail.totalLen ?? 0
+  }
+
+  /** Commit what is dirty and stop; later holds fail. */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    await this.commit()
+    this.closed = true
+  }
+}
