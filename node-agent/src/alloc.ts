@@ -216,18 +216,22 @@ export async function readList(cache: BlockCache, head: ListHead): Promise<{ ent
   return { entries, blocks }
 }
 
-/** Encode `entries` as a chain in the blocks `blknos` (one per LIST_BLOCK_CAPACITY entries). */
+/**
+ * Encode `entries` as a chain in the blocks `blknos`: at least one per LIST_BLOCK_CAPACITY
+ * entries; a spare block (the list holding itself can need one more block than it fills)
+ * is written with fewer or no entries.
+ */
 export function encodeList(
   fsid: bigint,
   entries: number[],
   blknos: number[],
 ): { head: ListHead; blocks: Array<{ blkno: number; buf: Buffer }> } {
-  if (entries.length === 0) return { head: EMPTY_LIST, blocks: [] }
+  if (entries.length === 0 && blknos.length === 0) return { head: EMPTY_LIST, blocks: [] }
   const need = Math.ceil(entries.length / LIST_BLOCK_CAPACITY)
-  if (blknos.length !== need) throw new FsError('EINVAL', `list of ${entries.length} needs ${need} blocks`)
+  if (blknos.length < need) throw new FsError('EINVAL', `list of ${entries.length} needs ${need} blocks, given ${blknos.length}`)
   const blocks: Array<{ blkno: number; buf: Buffer }> = []
   let next: BlockRef = NULL_REF
-  for (let i = need - 1; i >= 0; i--) {
+  for (let i = blknos.length - 1; i >= 0; i--) {
     const b = Buffer.alloc(META_BLOCK_SIZE)
     const part = entries.slice(i * LIST_BLOCK_CAPACITY, (i + 1) * LIST_BLOCK_CAPACITY)
     writeRef(b, LIST_NEXT_OFF, next)
@@ -276,9 +280,8 @@ export class ListAllocator implements MetaAllocator {
     const freedBlocks = Math.ceil(this.freed.length / LIST_BLOCK_CAPACITY)
     const fb: number[] = []
     for (let i = 0; i < freedBlocks; i++) fb.push(this.alloc())
-    // the avail list shrinks by the blocks that hold it
-    let ab = 0
-    while (ab < this.avail.length && Math.ceil((this.avail.length - ab) / LIST_BLOCK_CAPACITY) > ab) ab++
+    // the avail list shrinks by the blocks that hold it: the fewest blocks that can hold the rest
+    const ab = Math.ceil(this.avail.length / (LIST_BLOCK_CAPACITY + 1))
     const abl: number[] = []
     for (let i = 0; i < ab; i++) abl.push(this.alloc())
     const f = encodeList(fsid, this.freed, fb)

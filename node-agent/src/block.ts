@@ -197,16 +197,23 @@ export class BlockCache {
       else runs.push({ start: b.blkno, bufs: [b.buf] })
       this.forget(b.blkno)
     }
-    const inflight = 8
+    // at most 8 writes in flight; after a failure start no more, and return only once every
+    // write already issued has finished, so nothing of a failed batch lands later
     let next = 0
+    let failed: unknown
     const worker = async (): Promise<void> => {
-      while (next < runs.length) {
+      while (next < runs.length && failed === undefined) {
         const r = runs[next++]!
-        await this.dev.write(r.start * META_BLOCK_SIZE, r.bufs.length === 1 ? r.bufs[0]! : Buffer.concat(r.bufs))
-        this.counters.writes += r.bufs.length
+        try {
+          await this.dev.write(r.start * META_BLOCK_SIZE, r.bufs.length === 1 ? r.bufs[0]! : Buffer.concat(r.bufs))
+          this.counters.writes += r.bufs.length
+        } catch (e) {
+          failed ??= e
+        }
       }
     }
-    await Promise.all(Array.from({ length: Math.min(inflight, runs.length) }, worker))
+    await Promise.all(Array.from({ length: Math.min(8, runs.length) }, worker))
+    if (failed !== undefined) throw failed
   }
 }
 

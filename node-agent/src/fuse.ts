@@ -64,6 +64,12 @@ const OP_UTIMENS = 12
 const LOCALS_ATIME = 104
 const LOCALS_MTIME = 112
 const READDIR_BATCH = 1024
+/** hidden names released before libfuse's unlink of them arrived (bounded) */
+const MAX_RELEASED_HIDDEN = 1024
+/** POSIX ACLs: libfuse 2 cannot negotiate FUSE_POSIX_ACL, so the kernel would neither enforce them nor update the mode */
+const ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default'])
+/** errno numbers node's os.constants.errno lacks (Linux values) */
+const ERRNO_FALLBACK: Record<string, number> = { EUCLEAN: 117, EOPNOTSUPP: 95, ENOTSUP: 95 }
 
 export interface FuseLogger {
   error(msg: string, err?: unknown): void
@@ -154,8 +160,10 @@ export class FuseAdapter {
   private readonly cache = new Map<string, number>()
   /** bumped by every invalidation, so a lookup racing with one does not cache its result */
   private cacheGen = 0
-  /** hidden name (libfuse's .fuse_hidden*) -> inode of an unlinked open file */
-  private readonly hidden = new Map<string, number>()
+  /** hidden name (libfuse's .fuse_hidden*) -> inode of an unlinked open file and its directory */
+  private readonly hidden = new Map<string, { ino: number; parent: number }>()
+  /** hidden names whose inode's last handle was released before libfuse sent their unlink */
+  private readonly releasedHidden = new Set<string>()
   private readonly handles = new Map<number, Handle>()
   private nextFh = 1
   private utimensLocals: Buffer | undefined
@@ -277,6 +285,7 @@ export class FuseAdapter {
       }
     }
     this.hidden.clear()
+    this.releasedHidden.clear()
     this.cache.clear()
   }
 
@@ -342,7 +351,7 @@ export class FuseAdapter {
     checkName(name)
     if (HIDDEN_RE.test(name)) {
       const h = this.hidden.get(name)
-      if (h !== undefined) return { ino: h, cached: false }
+      if (h !== undefined) return { ino: h.ino, cached: false }
     }
     if (useCache && this.useCache) {
       const c = this.cache.get(path)
@@ -401,7 +410,11 @@ export class FuseAdapter {
   // ---- error plumbing ----
 
   private errno(e: unknown, what: string): number {
-    if (e instanceof FsError && e.errno > 0) return -e.errno
+    if (e instanceof FsError && e.errno > 0) {
+      // errors.ts falls back to EIO for names node does not know
+      if (e.errno === E.EIO && e.code !== 'EIO' && ERRNO_FALLBACK[e.code] !== undefined) return -ERRNO_FALLBACK[e.code]
+      return -e.errno
+    }
     this.log.error(`${what} failed`, e)
     return -E.EIO
   }
@@ -487,7 +500,10 @@ export class FuseAdapter {
     const ab = valueBuf.buffer
     this.respond(
       (res: unknown) => signal(res, ab),
-      () => this.withIno(path, (ino) => this.fs.getxattr(ino, name)),
+      () => {
+        if (ACL_XATTRS.has(name)) throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
+        return this.withIno(path, (ino) => this.fs.getxattr(ino, name))
+      },
       (value) => {
         if (valueBuf.length === 0) return signal(value.length, ab)
         if (value.length > valueBuf.length) return signal(-E.ERANGE, ab)
@@ -504,7 +520,7 @@ export class FuseAdapter {
       (res: unknown) => signal(res, ab),
       () => this.withIno(path, (ino) => this.fs.listxattr(ino)),
       (names) => {
-        const packed = Buffer.concat(names.map((n) => Buffer.from(n + '\0', 'utf8')))
+        const packed = Buffer.concat(names.filter((n) => !ACL_XATTRS.has(n)).map((n) => Buffer.from(n + '\0', 'utf8')))
         if (listBuf.length === 0) return signal(packed.length, ab)
         if (packed.length > listBuf.length) return signal(-E.ERANGE, ab)
         packed.copy(listBuf)
@@ -567,6 +583,7 @@ export class FuseAdapter {
           }
           // forget the handle first: whatever fs.release does, it is called exactly once
           this.handles.delete(fh as number)
+          this.forgetHiddenIfClosed(h.ino)
           await fs.release(h.ino)
         }),
       read: (_path, fh, buf, len, pos, cb) =>
@@ -632,18 +649,23 @@ export class FuseAdapter {
       unlink: (path, cb) => this.cbOp('unlink', cb as Cb, () => this.unlink(path as string)),
       rmdir: (path, cb) =>
         this.cbOp('rmdir', cb as Cb, async () => {
+          await this.checkNoHiddenIn(path as string)
           await this.withParent(path as string, (p, n) => fs.rmdir(p, n))
           this.invalidate(path as string)
         }),
       rename: (src, dest, cb) => this.cbOp('rename', cb as Cb, () => this.rename(src as string, dest as string)),
       setxattr: (path, name, value, _position, flags, cb) =>
         this.cbOp('setxattr', cb as Cb, () => {
+          if (ACL_XATTRS.has(name as string)) throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
           // copy: the kernel's buffer is only ours until we answer
           const v = Buffer.from(value as Buffer)
           return this.withIno(path as string, (ino) => fs.setxattr(ino, name as string, v, flags as number))
         }),
       removexattr: (path, name, cb) =>
-        this.cbOp('removexattr', cb as Cb, () => this.withIno(path as string, (ino) => fs.removexattr(ino, name as string))),
+        this.cbOp('removexattr', cb as Cb, () => {
+          if (ACL_XATTRS.has(name as string)) throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
+          return this.withIno(path as string, (ino) => fs.removexattr(ino, name as string))
+        }),
     }
   }
 
@@ -680,13 +702,48 @@ export class FuseAdapter {
 
   private async unlink(path: string): Promise<void> {
     const { name } = splitPath(path)
-    if (HIDDEN_RE.test(name) && this.hidden.has(name)) {
+    if (HIDDEN_RE.test(name) && (this.hidden.has(name) || this.releasedHidden.has(name))) {
       // libfuse's last close of an unlinked file: the fs deletes the inode at its last release
       this.hidden.delete(name)
+      this.releasedHidden.delete(name)
       return
     }
     await this.withParent(path, (p, n) => this.fs.unlink(p, n))
     this.invalidate(path)
+  }
+
+  /**
+   * libfuse 2 cannot build the path of a hidden file once this mount removed its directory
+   * (rmdir, or a rename over it), and then calls flush/release with a NULL path, which
+   * crashes fuse-native (napi_create_string_utf8(NULL)).  So on this mount, as on any libfuse
+   * 2 filesystem, a directory holding an unlinked file that is still open is not empty.
+   * Other mounts see the directory empty.
+   */
+  private async checkNoHiddenIn(dirPath: string): Promise<void> {
+    if (this.hidden.size === 0) return
+    let ino: number
+    try {
+      ino = (await this.resolve(dirPath)).ino
+    } catch {
+      return // no such directory: the fs answers
+    }
+    for (const h of this.hidden.values())
+      if (h.parent === ino) throw fsErr('ENOTEMPTY', `${dirPath} holds an unlinked file still open on this mount`)
+  }
+
+  /** the last handle of an inode is gone: its hidden names need no mapping any more */
+  private forgetHiddenIfClosed(ino: number): void {
+    if (this.hidden.size === 0) return
+    for (const h of this.handles.values()) if (h.ino === ino) return
+    for (const [name, h] of this.hidden) {
+      if (h.ino !== ino) continue
+      this.hidden.delete(name)
+      if (this.releasedHidden.size >= MAX_RELEASED_HIDDEN) {
+        const oldest = this.releasedHidden.values().next().value
+        if (oldest !== undefined) this.releasedHidden.delete(oldest)
+      }
+      this.releasedHidden.add(name)
+    }
   }
 
   private async rename(src: string, dest: string): Promise<void> {
@@ -699,11 +756,15 @@ export class FuseAdapter {
       // libfuse hides an open file it is asked to unlink (or to replace by a rename): that is
       // an unlink in the fs, which keeps the inode while it is open; the name stays local
       const ino = (await this.resolve(src)).ino
-      await this.withParent(src, (p, n) => this.fs.unlink(p, n))
-      this.hidden.set(d.name, ino)
+      const parent = await this.withParent(src, async (p, n) => {
+        await this.fs.unlink(p, n)
+        return p
+      })
+      this.hidden.set(d.name, { ino, parent })
       this.invalidate(src)
       return
     }
+    await this.checkNoHiddenIn(dest)
     await this.withParent(src, (sp, sn) => this.withParent(dest, (dp, dn) => this.fs.rename(sp, sn, dp, dn)))
     this.invalidate(src)
     this.invalidate(dest)

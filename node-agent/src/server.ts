@@ -16,7 +16,7 @@ import { ExtentAlloc, encodeList, readList } from './alloc.js'
 import { Btree, ITEM_DELETION } from './btree.js'
 import type { BlockDevice } from './device.js'
 import { FsError } from './errors.js'
-import { EMPTY_LIST, EMPTY_ROOT, FORMAT_VERSION, type ListHead } from './format.js'
+import { EMPTY_LIST, EMPTY_ROOT, FORMAT_VERSION, LIST_BLOCK_CAPACITY, type ListHead } from './format.js'
 import {
   LOG_TREES_FINALIZED,
   LOG_TREES_FIRST,
@@ -206,7 +206,7 @@ export class Server implements ServerApi {
           if (!e) break
           for (let b = e.start; b < e.start + e.len; b++) entries.push(b)
         }
-        const need = Math.ceil(entries.length / 8186)
+        const need = Math.ceil(entries.length / LIST_BLOCK_CAPACITY)
         const blknos = Array.from({ length: need }, () => w.allocBlock())
         const enc = encodeList(w.sb.fsid, entries, blknos)
         for (const b of enc.blocks) w.addBlock(b.blkno, b.buf)
