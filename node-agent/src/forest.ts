@@ -21,9 +21,14 @@ export interface ForestRead {
   end: Buffer
 }
 
+/** What the item cache needs of the forest (tests give it a model). */
+export interface ForestReader {
+  readAround(key: Buffer, lo: Buffer, hi: Buffer): Promise<ForestRead>
+}
+
 export const forestCounters = { reads: 0, staleRetries: 0, treesRead: 0 }
 
-export class Forest {
+export class Forest implements ForestReader {
   private roots: Roots | undefined
 
   constructor(

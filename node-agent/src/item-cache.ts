@@ -17,7 +17,7 @@
  *    the key up again, so there is nothing to use after it is freed.
  */
 import { FsError } from './errors.js'
-import type { Forest } from './forest.js'
+import type { ForestReader } from './forest.js'
 import { KEY_SIZE, Zone } from './format.js'
 import { IntervalSet, SortedMap, nextKey } from './sorted-map.js'
 
@@ -79,7 +79,7 @@ export class ItemCache {
   private dirtyBytesTotal = 0
 
   constructor(
-    private readonly forest: Forest,
+    private readonly forest: ForestReader,
     public maxItems = 200_000,
   ) {}
 

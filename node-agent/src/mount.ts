@@ -105,7 +105,7 @@ export class Mount {
       cleanup.unshift(() => m.fuse!.unmount())
       m.admin = await AdminServer.listen(adminSocketPath(mountpoint), m.adminRoutes())
       log.info(
-        { fsid: sb.fsid.toString(16), rid: rid.toString(16), mountpoint, metrics: m.metricsAddr, admin: m.admin.path },
+        { fsid: sb.fsid.toString(16), rid: rid.toString(16), metrics: m.metricsAddr, admin: m.admin.path },
         'mounted',
       )
       return m
@@ -238,7 +238,7 @@ export class Mount {
       await this.metrics.close()
       await this.data.close()
       await this.meta.close()
-      log.info({ mountpoint: this.opts.mountpoint }, 'unmounted')
+      log.info('unmounted')
     })()
     return this.stopping
   }
