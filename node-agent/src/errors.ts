@@ -39,7 +39,12 @@ export class FsError extends Error {
   readonly errno: number
 
   constructor(code: Errno, message: string) {
+    // expected errors (ENOENT of a lookup, EEXIST, ...) are frequent and their message says
+    // everything: skip capturing a stack trace, which costs more than the operation
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
     super(`${code}: ${message}`)
+    Error.stackTraceLimit = limit
     this.name = 'FsError'
     this.code = code
     this.errno = (constants.errno as Record<string, number>)[code] ?? 5

@@ -40,6 +40,8 @@ export interface TransCounters {
 const EMPTY = Buffer.alloc(0)
 /** commit when the mount's metadata avail list falls below this */
 const META_AVAIL_RESERVE = 256
+/** data blocks taken from the allocator tree at a time and handed out from memory (8 MiB) */
+const DATA_PREALLOC = 2048
 
 interface Open {
   lt: LogTrees
@@ -48,6 +50,8 @@ interface Open {
   logTree: Btree
   dataAvail: ExtentAlloc
   dataFreed: ExtentAlloc
+  /** the front of an extent taken from dataAvail, allocated from without touching the tree */
+  cached: Extent | undefined
 }
 
 export class Trans {
@@ -100,6 +104,7 @@ export class Trans {
       logTree: new Btree(lt.itemRoot, this.cache, txn),
       dataAvail: new ExtentAlloc(lt.dataAvail, this.cache, txn, 'mount data_avail'),
       dataFreed: new ExtentAlloc(lt.dataFreed, this.cache, txn, 'mount data_freed'),
+      cached: undefined,
     }
   }
 
@@ -143,8 +148,13 @@ export class Trans {
     const c = this.cur
     if (!c) throw new FsError('EIO', 'no transaction is open')
     const dirty = this.items.dirtyList()
-    if (dirty.length === 0 && c.alloc.freed.length === 0 && c.txn.dirtyBlocks === 0) return
+    if (dirty.length === 0 && c.alloc.freed.length === 0 && c.txn.dirtyBlocks === 0 && !c.cached) return
     await this.data.flush()
+    // what is left of the cached data extent goes back to the allocator it came from
+    if (c.cached) {
+      await c.dataAvail.free(c.cached.start, c.cached.len)
+      c.cached = undefined
+    }
     let maxSeq = c.lt.maxItemSeq
     for (const d of dirty) {
       await c.logTree.put(d.key, d.val ?? EMPTY, d.seq, d.val ? 0 : ITEM_DELETION)
@@ -196,8 +206,13 @@ export class Trans {
    */
   allocData(max: number): Promise<Extent> {
     return this.withData(async (c) => {
-      const e = await c.dataAvail.allocLargest(max)
-      if (!e) throw new FsError('ENOBUFS', 'the mount has no data blocks left in this transaction')
+      if (!c.cached || c.cached.len === 0) {
+        c.cached = await c.dataAvail.allocLargest(Math.max(max, DATA_PREALLOC))
+        if (!c.cached) throw new FsError('ENOBUFS', 'the mount has no data blocks left in this transaction')
+      }
+      const take = Math.min(max, c.cached.len)
+      const e = { start: c.cached.start, len: take }
+      c.cached = { start: c.cached.start + take, len: c.cached.len - take }
       return e
     })
   }
@@ -209,7 +224,7 @@ export class Trans {
 
   /** Data blocks this mount could still allocate in this transaction. */
   get dataAvailBlocks(): number {
-    return this.cur?.dataAvail.totalLen ?? 0
+    return (this.cur?.dataAvail.totalLen ?? 0) + (this.cur?.cached?.len ?? 0)
   }
 
   /** Commit what is dirty and stop; later holds fail. */
