@@ -33,6 +33,13 @@ export type Errno =
   | 'EXDEV'
   | 'ENOTCONN'
   | 'ETIMEDOUT'
+  | 'EBADF'
+  | 'EOVERFLOW'
+  | 'ELOOP'
+  | 'ENOSYS'
+
+/** errnos Node's os.constants lacks */
+const LINUX_ONLY: Partial<Record<Errno, number>> = { EUCLEAN: 117 }
 
 export class FsError extends Error {
   readonly code: Errno
@@ -47,7 +54,7 @@ export class FsError extends Error {
     Error.stackTraceLimit = limit
     this.name = 'FsError'
     this.code = code
-    this.errno = (constants.errno as Record<string, number>)[code] ?? 5
+    this.errno = (constants.errno as Record<string, number>)[code] ?? LINUX_ONLY[code] ?? 5
   }
 }
 

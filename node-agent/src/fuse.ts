@@ -229,10 +229,18 @@ export class FuseAdapter {
         return optString
       }
       _op_getattr(signal: Signal, path: string): void {
-        self.respond(signal, () => self.getattrPath(path), (a) => signal(0, self.statArray(a)))
+        self.respond(
+          signal,
+          () => self.getattrPath(path),
+          (a) => signal(0, self.statArray(a)),
+        )
       }
       _op_fgetattr(signal: Signal, path: string, fh: number): void {
-        self.respond(signal, () => self.getattrHandle(path, fh), (a) => signal(0, self.statArray(a)))
+        self.respond(
+          signal,
+          () => self.getattrHandle(path, fh),
+          (a) => signal(0, self.statArray(a)),
+        )
       }
       _op_getxattr(signal: Signal, path: string, name: string, valueBuf: Buffer): void {
         self.getxattrOp(signal, path, name, valueBuf)
@@ -243,7 +251,11 @@ export class FuseAdapter {
       _op_utimens(signal: Signal, path: string, aLow: number, aHigh: number, mLow: number, mHigh: number): void {
         const atime = aLow + aHigh * U32
         const mtime = self.nativeMtime(atime) ?? mLow + mHigh * U32
-        self.respond(signal, () => self.utimens(path, atime, mtime), () => signal(0))
+        self.respond(
+          signal,
+          () => self.utimens(path, atime, mtime),
+          () => signal(0),
+        )
       }
     }
     const fuse = new ScoutFuse()
@@ -538,7 +550,13 @@ export class FuseAdapter {
     return {
       init: (cb) => (cb as Cb)(0),
       access: (_path, _mode, cb) => (cb as Cb)(0),
-      statfs: (_path, cb) => this.cbOp('statfs', cb as Cb, () => fs.statfs(), (s) => [statfsObject(s)]),
+      statfs: (_path, cb) =>
+        this.cbOp(
+          'statfs',
+          cb as Cb,
+          () => fs.statfs(),
+          (s) => [statfsObject(s)],
+        ),
       // getattr/fgetattr/getxattr/listxattr/utimens are answered by the subclass's _op_ methods;
       // the entries here only make fuse-native register them with libfuse
       getattr: notUsed,
@@ -546,34 +564,55 @@ export class FuseAdapter {
       getxattr: notUsed,
       listxattr: notUsed,
       utimens: notUsed,
-      readdir: (path, cb) => this.cbOp('readdir', cb as Cb, () => this.readdir(path as string), (r) => [r.names, r.stats]),
+      readdir: (path, cb) =>
+        this.cbOp(
+          'readdir',
+          cb as Cb,
+          () => this.readdir(path as string),
+          (r) => [r.names, r.stats],
+        ),
       opendir: (path, _flags, cb) =>
-        this.cbOp('opendir', cb as Cb, async () => {
-          const a = await this.getattrPath(path as string)
-          if ((a.mode & 0o170000) !== 0o040000) throw fsErr('ENOTDIR', `${path as string} is not a directory`)
-        }, () => [0]),
+        this.cbOp(
+          'opendir',
+          cb as Cb,
+          async () => {
+            const a = await this.getattrPath(path as string)
+            if ((a.mode & 0o170000) !== 0o040000) throw fsErr('ENOTDIR', `${path as string} is not a directory`)
+          },
+          () => [0],
+        ),
       releasedir: (_path, _fh, cb) => (cb as Cb)(0),
       fsyncdir: (path, datasync, _fh, cb) =>
         this.cbOp('fsyncdir', cb as Cb, () => this.withIno(path as string, (ino) => fs.fsync(ino, !!datasync))),
       open: (path, flags, cb) =>
-        this.cbOp('open', cb as Cb, async () => {
-          const ino = await this.withIno(path as string, async (ino) => {
-            await fs.open(ino)
-            return ino
-          })
-          return this.addHandle(ino, flags as number, path as string)
-        }, (fh) => [fh]),
+        this.cbOp(
+          'open',
+          cb as Cb,
+          async () => {
+            const ino = await this.withIno(path as string, async (ino) => {
+              await fs.open(ino)
+              return ino
+            })
+            return this.addHandle(ino, flags as number, path as string)
+          },
+          (fh) => [fh],
+        ),
       create: (path, mode, cb) =>
-        this.cbOp('create', cb as Cb, async () => {
-          const attr = await this.withParent(path as string, async (parent, name) => {
-            const gen = this.cacheGen
-            const a = await fs.mknod(parent, name, ((mode as number) & 0o7777) | 0o100000, 0, this.caller())
-            this.cacheSet(path as string, a.ino, gen)
-            return a
-          })
-          await fs.open(attr.ino)
-          return this.addHandle(attr.ino, 0, path as string)
-        }, (fh) => [fh]),
+        this.cbOp(
+          'create',
+          cb as Cb,
+          async () => {
+            const attr = await this.withParent(path as string, async (parent, name) => {
+              const gen = this.cacheGen
+              const a = await fs.mknod(parent, name, ((mode as number) & 0o7777) | 0o100000, 0, this.caller())
+              this.cacheSet(path as string, a.ino, gen)
+              return a
+            })
+            await fs.open(attr.ino)
+            return this.addHandle(attr.ino, 0, path as string)
+          },
+          (fh) => [fh],
+        ),
       release: (_path, fh, cb) =>
         this.cbOp('release', cb as Cb, async () => {
           const h = this.handles.get(fh as number)
@@ -587,20 +626,30 @@ export class FuseAdapter {
           await fs.release(h.ino)
         }),
       read: (_path, fh, buf, len, pos, cb) =>
-        this.respond(cb as Cb, async () => {
-          const h = this.handle(fh as number)
-          const data = await fs.read(h.ino, pos as number, len as number)
-          const n = Math.min(data.length, len as number)
-          data.copy(buf as Buffer, 0, 0, n)
-          return n
-        }, (n) => (cb as Cb)(n), 'read'),
+        this.respond(
+          cb as Cb,
+          async () => {
+            const h = this.handle(fh as number)
+            const data = await fs.read(h.ino, pos as number, len as number)
+            const n = Math.min(data.length, len as number)
+            data.copy(buf as Buffer, 0, 0, n)
+            return n
+          },
+          (n) => (cb as Cb)(n),
+          'read',
+        ),
       write: (_path, fh, buf, len, pos, cb) =>
-        this.respond(cb as Cb, async () => {
-          const h = this.handle(fh as number)
-          // copy: the kernel's buffer is only ours until we answer
-          const data = Buffer.from((buf as Buffer).subarray(0, len as number))
-          return fs.write(h.ino, pos as number, data)
-        }, (n) => (cb as Cb)(n), 'write'),
+        this.respond(
+          cb as Cb,
+          async () => {
+            const h = this.handle(fh as number)
+            // copy: the kernel's buffer is only ours until we answer
+            const data = Buffer.from((buf as Buffer).subarray(0, len as number))
+            return fs.write(h.ino, pos as number, data)
+          },
+          (n) => (cb as Cb)(n),
+          'write',
+        ),
       flush: (_path, _fh, cb) => (cb as Cb)(0),
       fsync: (path, datasync, fh, cb) =>
         this.cbOp('fsync', cb as Cb, async () => {
@@ -609,7 +658,9 @@ export class FuseAdapter {
           return this.withIno(path as string, (ino) => fs.fsync(ino, !!datasync))
         }),
       truncate: (path, size, cb) =>
-        this.cbOp('truncate', cb as Cb, () => this.withIno(path as string, (ino) => fs.setattr(ino, { size: size as number }))),
+        this.cbOp('truncate', cb as Cb, () =>
+          this.withIno(path as string, (ino) => fs.setattr(ino, { size: size as number })),
+        ),
       ftruncate: (path, fh, size, cb) =>
         this.cbOp('ftruncate', cb as Cb, async () => {
           const h = this.handles.get(fh as number)
@@ -628,19 +679,24 @@ export class FuseAdapter {
           return this.withIno(path as string, (ino) => fs.setattr(ino, set))
         }),
       readlink: (path, cb) =>
-        this.cbOp('readlink', cb as Cb, () => this.withIno(path as string, (ino) => fs.readlink(ino)), (t) => [t]),
+        this.cbOp(
+          'readlink',
+          cb as Cb,
+          () => this.withIno(path as string, (ino) => fs.readlink(ino)),
+          (t) => [t],
+        ),
       mknod: (path, mode, dev, cb) =>
-        this.cbOp('mknod', cb as Cb, () => this.createEntry(path as string, (p, n) =>
-          fs.mknod(p, n, mode as number, dev as number, this.caller()),
-        )),
+        this.cbOp('mknod', cb as Cb, () =>
+          this.createEntry(path as string, (p, n) => fs.mknod(p, n, mode as number, dev as number, this.caller())),
+        ),
       mkdir: (path, mode, cb) =>
-        this.cbOp('mkdir', cb as Cb, () => this.createEntry(path as string, (p, n) =>
-          fs.mkdir(p, n, (mode as number) & 0o7777, this.caller()),
-        )),
+        this.cbOp('mkdir', cb as Cb, () =>
+          this.createEntry(path as string, (p, n) => fs.mkdir(p, n, (mode as number) & 0o7777, this.caller())),
+        ),
       symlink: (target, path, cb) =>
-        this.cbOp('symlink', cb as Cb, () => this.createEntry(path as string, (p, n) =>
-          fs.symlink(p, n, target as string, this.caller()),
-        )),
+        this.cbOp('symlink', cb as Cb, () =>
+          this.createEntry(path as string, (p, n) => fs.symlink(p, n, target as string, this.caller())),
+        ),
       link: (src, dest, cb) =>
         this.cbOp('link', cb as Cb, async () => {
           const ino = (await this.resolve(src as string)).ino
@@ -656,14 +712,16 @@ export class FuseAdapter {
       rename: (src, dest, cb) => this.cbOp('rename', cb as Cb, () => this.rename(src as string, dest as string)),
       setxattr: (path, name, value, _position, flags, cb) =>
         this.cbOp('setxattr', cb as Cb, () => {
-          if (ACL_XATTRS.has(name as string)) throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
+          if (ACL_XATTRS.has(name as string))
+            throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
           // copy: the kernel's buffer is only ours until we answer
           const v = Buffer.from(value as Buffer)
           return this.withIno(path as string, (ino) => fs.setxattr(ino, name as string, v, flags as number))
         }),
       removexattr: (path, name, cb) =>
         this.cbOp('removexattr', cb as Cb, () => {
-          if (ACL_XATTRS.has(name as string)) throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
+          if (ACL_XATTRS.has(name as string))
+            throw fsErr('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
           return this.withIno(path as string, (ino) => fs.removexattr(ino, name as string))
         }),
     }

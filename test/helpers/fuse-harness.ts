@@ -158,7 +158,10 @@ def wait():
   return {
     next<T>(timeoutMs = 20_000): Promise<T> {
       return new Promise<T>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no line from python within ${timeoutMs} ms: ${stderr}`)), timeoutMs)
+        const timer = setTimeout(
+          () => reject(new Error(`no line from python within ${timeoutMs} ms: ${stderr}`)),
+          timeoutMs,
+        )
         const check = () => {
           const nl = stdout.indexOf('\n', consumed)
           if (nl >= 0) {
@@ -206,7 +209,11 @@ def wait():
 export async function killChildren(): Promise<void> {
   const waits: Promise<void>[] = []
   for (const c of [...children]) {
-    waits.push(new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : c.once('close', () => resolve()))))
+    waits.push(
+      new Promise<void>((resolve) =>
+        c.exitCode !== null || c.signalCode !== null ? resolve() : c.once('close', () => resolve()),
+      ),
+    )
     c.kill('SIGKILL')
   }
   await withTimeout(Promise.all(waits), 10_000, 'killing children').catch(() => undefined)
