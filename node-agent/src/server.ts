@@ -32,6 +32,8 @@ import {
   type ServerStatfs,
 } from './server-api.js'
 import { SuperWriter } from './super-writer.js'
+import { ServerLease } from './server-lease.js'
+import { randomInt } from 'node:crypto'
 
 /** a mount's meta avail list is refilled below LOW up to TARGET blocks */
 export const MOUNT_META_LOW = 512
@@ -65,6 +67,8 @@ export class Server implements ServerApi {
   private stopped = false
   private mergeDone: Promise<void> = Promise.resolve()
 
+  private lease: ServerLease | undefined
+
   private constructor(
     readonly w: SuperWriter,
     private readonly log: NonNullable<ServerOptions['log']>,
@@ -74,6 +78,7 @@ export class Server implements ServerApi {
   static async start(meta: BlockDevice, opts: ServerOptions = {}): Promise<Server> {
     const w = await SuperWriter.open(meta)
     const s = new Server(w, opts.log ?? (() => undefined))
+    s.lease = await ServerLease.acquire(meta, w.sb.fsid, randomInt(1, 2 ** 47))
     await s.refreshRoots()
     // a server that starts is the only one: every mount it finds recorded is gone
     const rids: number[] = []
@@ -93,6 +98,8 @@ export class Server implements ServerApi {
     this.stopped = true
     await this.mergeDone
     await this.chain.catch(() => undefined)
+    await this.lease?.release()
+    this.lease = undefined
   }
 
   /** Run `fn` as one durable server transaction, serialized with every other. */

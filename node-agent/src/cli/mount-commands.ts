@@ -99,6 +99,7 @@ async function runForeground(data: string, mountpoint: string, o: MountCliOption
 /** Start a detached agent and wait until it has mounted (or failed). */
 async function runDaemon(argv: string[], mountpoint: string, logFile: string): Promise<number> {
   await fsp.mkdir(dirname(logFile), { recursive: true })
+  const logStart = (await fsp.stat(logFile).catch(() => undefined))?.size ?? 0
   const fd = openSync(logFile, 'a')
   const child = spawn(process.execPath, [...process.execArgv, require.main?.filename ?? process.argv[1]!, ...argv, '--foreground', '--log-file', logFile], {
     detached: true,
@@ -110,7 +111,8 @@ async function runDaemon(argv: string[], mountpoint: string, logFile: string): P
     child.once('exit', (code) => res({ ok: false, code }))
   })
   if (!result.ok) {
-    const tail = (await fsp.readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-8).join('\n')
+    const log = (await fsp.readFile(logFile).catch(() => Buffer.alloc(0))).subarray(logStart).toString('utf8')
+    const tail = log.trimEnd().split('\n').slice(-8).join('\n')
     throw new FsError('EIO', `the agent for ${mountpoint} exited (code ${result.code}) before mounting; its log ${logFile} ends:\n${tail}`)
   }
   child.unref()
