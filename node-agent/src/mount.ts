@@ -78,7 +78,7 @@ export class Mount {
       cleanup.unshift(() => server.stop())
       const rid = randomInt(1, 2 ** 47)
       await server.greeting(rid, sb.fsid, FORMAT_VERSION)
-      const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 4096)
+      const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 1024)
       cache.onBadBlock = (err, blkno) => log.error({ blkno, code: err.code }, err.message)
       const forest = new Forest(cache, () => server.getRoots())
       const items = new ItemCache(forest, o.itemCacheItems ?? 200_000)

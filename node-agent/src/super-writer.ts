@@ -52,7 +52,7 @@ export class SuperWriter {
     public sb: SuperBlock,
   ) {}
 
-  static async open(dev: BlockDevice, cacheBlocks = 4096): Promise<SuperWriter> {
+  static async open(dev: BlockDevice, cacheBlocks = 1024): Promise<SuperWriter> {
     const sb = await readSuper(dev)
     return new SuperWriter(dev, new BlockCache(dev, sb.fsid, cacheBlocks), sb)
   }
