@@ -14,7 +14,7 @@
 import { readList, type Extent } from './alloc.js'
 import { BlockCache } from './block.js'
 import { ITEM_DELETION, Node } from './btree.js'
-import { EXTENT_OFFLINE, decodeExtent, keyIno } from './fs-items.js'
+import { EXTENT_OFFLINE, decodeExtent, decodeInode, keyIno } from './fs-items.js'
 import { decodeLogTrees, type LogTrees } from './server-api.js'
 import type { BlockDevice } from './device.js'
 import {
@@ -266,11 +266,14 @@ export async function checkFilesystem(
 
   // file extents: the newest copy of each extent item across the fs root and log trees
   const extents = new Map<string, { seq: number; flags: number; key: Buffer; val: Buffer }>()
+  // and of each inode item, to hold its block counts against its extents
+  const inodes = new Map<string, { seq: number; flags: number; key: Buffer; val: Buffer }>()
   const collectExtents = (key: Buffer, val: Buffer, flags: number, seq: number): void => {
-    if (key[0] !== Zone.FS || key[9] !== KeyType.DATA_EXTENT) return
+    if (key[0] !== Zone.FS || (key[9] !== KeyType.DATA_EXTENT && key[9] !== KeyType.INODE)) return
+    const into = key[9] === KeyType.INODE ? inodes : extents
     const k = key.toString('latin1')
-    const cur = extents.get(k)
-    if (!cur || cur.seq < seq) extents.set(k, { seq, flags, key, val })
+    const cur = into.get(k)
+    if (!cur || cur.seq < seq) into.set(k, { seq, flags, key, val })
   }
   const fs = await walkTree('fs_root', sb.fsRoot, collectExtents)
   const logTrees: LogTrees[] = []
@@ -289,13 +292,32 @@ export async function checkFilesystem(
     await checkAlloc(`${name} data avail`, lt.dataAvail, dataOwn)
     await checkAlloc(`${name} data freed`, lt.dataFreed, dataOwn)
   }
+  const counted = new Map<number, { online: number; offline: number }>()
   for (const x of extents.values()) {
     if (x.flags & ITEM_DELETION) continue
     try {
       const e = decodeExtent(x.key, x.val)
+      const c = counted.get(keyIno(x.key)) ?? { online: 0, offline: 0 }
+      if (e.flags & EXTENT_OFFLINE) c.offline += e.len
+      else c.online += e.len
+      counted.set(keyIno(x.key), c)
       if (!(e.flags & EXTENT_OFFLINE)) dataOwn.mark(e.blkno, e.len, `file data of inode ${keyIno(x.key)}`)
     } catch (err) {
       problems.push(`data extent ${keyToString(x.key)}: ${(err as Error).message}`)
+    }
+  }
+  for (const x of inodes.values()) {
+    if (x.flags & ITEM_DELETION) continue
+    const ino = keyIno(x.key)
+    try {
+      const i = decodeInode(ino, x.val)
+      const c = counted.get(ino) ?? { online: 0, offline: 0 }
+      if (i.onlineBlocks !== c.online || i.offlineBlocks !== c.offline)
+        problems.push(
+          `inode ${ino}: online/offline blocks ${i.onlineBlocks}/${i.offlineBlocks}, its extents hold ${c.online}/${c.offline}`,
+        )
+    } catch (err) {
+      problems.push(`inode ${keyToString(x.key)}: ${(err as Error).message}`)
     }
   }
 

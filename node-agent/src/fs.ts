@@ -321,7 +321,7 @@ export class Filesystem implements FsApi {
       blocks: s.totalDataBlocks,
       bfree: s.freeDataBlocks,
       bavail: s.freeDataBlocks,
-      files: s.inodeCount + s.freeMetaBlocks * perBlock,
+      files: s.inodeCount + this.trans.inodesCreated - this.trans.inodesDeleted + s.freeMetaBlocks * perBlock,
       ffree: s.freeMetaBlocks * perBlock,
       namemax: NAME_MAX,
     }
@@ -373,6 +373,7 @@ export class Filesystem implements FsApi {
       dir.mtime = dir.ctime = now
       this.putInode(dir, seq)
       this.counters.inodesCreated++
+      this.trans.inodesCreated++
       return this.toAttr(i)
     })
   }
@@ -466,6 +467,7 @@ export class Filesystem implements FsApi {
     if (i.dataSeq) this.items.delete(dataSeqKey(i.dataSeq, i.ino), seq)
     this.items.delete(orphanKey(i.ino), seq)
     this.counters.inodesDeleted++
+    this.trans.inodesDeleted++
   }
 
   async unlink(parent: number, name: string): Promise<void> {
@@ -658,6 +660,18 @@ export class Filesystem implements FsApi {
     return e.iblock + e.len > b ? e : undefined
   }
 
+  /** How many blocks of [b0, b1] no extent maps. */
+  private async holeBlocks(ino: number, b0: number, b1: number): Promise<number> {
+    let mapped = 0
+    const first = await this.extentAt(ino, b0)
+    if (first) mapped += Math.min(first.iblock + first.len - 1, b1) - b0 + 1
+    for await (const it of this.items.range(extentKey(ino, b0 + 1), extentKey(ino, b1))) {
+      const e = decodeExtent(it.key, it.val)
+      mapped += Math.min(e.iblock + e.len - 1, b1) - e.iblock + 1
+    }
+    return b1 - b0 + 1 - mapped
+  }
+
   /** The first extent starting after block `b`, if any. */
   private async extentAfter(ino: number, b: number): Promise<DataExtent | undefined> {
     const it = await this.items.next(extentKey(ino, b + 1), extentLast(ino))
@@ -733,6 +747,8 @@ export class Filesystem implements FsApi {
       const end = offset + data.length
       let b = Math.floor(offset / BS)
       const last = Math.floor((end - 1) / BS)
+      // fail for lack of space before changing anything (ENOBUFS: op() commits and retries)
+      this.trans.reserveData(await this.holeBlocks(ino, b, last))
       while (b <= last) {
         const e = await this.extentAt(ino, b)
         if (e && !(e.flags & EXTENT_OFFLINE)) {
@@ -753,6 +769,8 @@ export class Filesystem implements FsApi {
           this.items.put(extentKey(ino, prev.iblock), encodeExtent({ ...prev, len: prev.len + got.len }), seq)
         else this.items.put(extentKey(ino, b), encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }), seq)
         i.onlineBlocks += got.len
+        // the extent is recorded: so are its blocks, even if a later run of this write fails
+        this.putInode(i, seq, true)
         b = runEnd + 1
       }
       if (end > i.size) i.size = end
@@ -803,6 +821,7 @@ export class Filesystem implements FsApi {
     if (n.length === 0 || n.length > XATTR_NAME_MAX) throw new FsError('ERANGE', `xattr name of ${n.length} bytes`)
     if (!/^(user|trusted|security|scoutfs)\./.test(name))
       throw new FsError('EOPNOTSUPP', `xattr namespace of '${name}' is not supported (user., trusted., security., scoutfs.)`)
+    if (/^(user|trusted|security|scoutfs)\.$/.test(name)) throw new FsError('EINVAL', `xattr name '${name}' is only a prefix`)
     return n
   }
 

@@ -42,6 +42,9 @@ export interface LogTrees {
   /** the greatest item seq it holds */
   maxItemSeq: number
   flags: number
+  /** inodes created and deleted by the transaction being committed (for the super's count) */
+  inodesCreated: number
+  inodesDeleted: number
 }
 
 const LT = {
@@ -54,7 +57,7 @@ const LT = {
   dataFreed: 16 + ROOT_SIZE + 2 * LIST_HEAD_SIZE + ALLOC_ROOT_SIZE,
   getTransSeq: 16 + ROOT_SIZE + 2 * LIST_HEAD_SIZE + 2 * ALLOC_ROOT_SIZE,
 } as const
-export const LOG_TREES_SIZE = LT.getTransSeq + 32
+export const LOG_TREES_SIZE = LT.getTransSeq + 48
 
 export function encodeLogTrees(lt: LogTrees): Buffer {
   const b = Buffer.alloc(LOG_TREES_SIZE)
@@ -69,6 +72,8 @@ export function encodeLogTrees(lt: LogTrees): Buffer {
   writeU64(b, LT.getTransSeq + 8, lt.commitTransSeq)
   writeU64(b, LT.getTransSeq + 16, lt.maxItemSeq)
   writeU64(b, LT.getTransSeq + 24, lt.flags)
+  writeU64(b, LT.getTransSeq + 32, lt.inodesCreated)
+  writeU64(b, LT.getTransSeq + 40, lt.inodesDeleted)
   return b
 }
 
@@ -86,6 +91,8 @@ export function decodeLogTrees(b: Buffer): LogTrees {
     commitTransSeq: readU64(b, LT.getTransSeq + 8),
     maxItemSeq: readU64(b, LT.getTransSeq + 16),
     flags: readU64(b, LT.getTransSeq + 24),
+    inodesCreated: readU64(b, LT.getTransSeq + 32),
+    inodesDeleted: readU64(b, LT.getTransSeq + 40),
   }
 }
 

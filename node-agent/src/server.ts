@@ -174,7 +174,10 @@ export class Server implements ServerApi {
   async getLogTrees(rid: number): Promise<LogTrees> {
     return this.txn(async (w) => {
       let lt = await this.currentLogTrees(w, rid)
-      if (lt && lt.getTransSeq > lt.commitTransSeq) return lt // already open: a resend
+      if (lt && lt.getTransSeq > lt.commitTransSeq && !(lt.flags & LOG_TREES_FINALIZED)) return lt // a resend
+      // a finalized tree belongs to the merge now: the mount continues in a new one
+      if (lt && lt.flags & LOG_TREES_FINALIZED)
+        lt = { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
       lt ??= {
         rid,
         nr: 1,
@@ -187,6 +190,8 @@ export class Server implements ServerApi {
         commitTransSeq: 0,
         maxItemSeq: 0,
         flags: 0,
+        inodesCreated: 0,
+        inodesDeleted: 0,
       }
       // what the mount freed in its last (durable) commit may be reused now
       await this.drainList(w, lt.metaFreed)
@@ -237,7 +242,8 @@ export class Server implements ServerApi {
       if (c && c.commitTransSeq >= lt.getTransSeq) return // a resend
       if (!c || c.getTransSeq !== lt.getTransSeq)
         throw new FsError('EINVAL', `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: no such open transaction`)
-      await this.putLogTrees(w, { ...lt, commitTransSeq: lt.getTransSeq })
+      w.sb.inodeCount = Math.max(0, w.sb.inodeCount + lt.inodesCreated - lt.inodesDeleted)
+      await this.putLogTrees(w, { ...lt, commitTransSeq: lt.getTransSeq, inodesCreated: 0, inodesDeleted: 0 })
     })
     this.counters.logCommits++
     this.kickMerge()

@@ -63,6 +63,9 @@ export class Trans {
   private dataLock: Promise<unknown> = Promise.resolve()
   private timer: NodeJS.Timeout | undefined
   private closed = false
+  /** inodes created and deleted in the open transaction (the server keeps the total) */
+  inodesCreated = 0
+  inodesDeleted = 0
   /** listeners told after every commit (durable seq) */
   onCommit: ((seq: number, ms: number, items: number) => void) | undefined
 
@@ -148,7 +151,8 @@ export class Trans {
     const c = this.cur
     if (!c) throw new FsError('EIO', 'no transaction is open')
     const dirty = this.items.dirtyList()
-    if (dirty.length === 0 && c.alloc.freed.length === 0 && c.txn.dirtyBlocks === 0 && !c.cached) return
+    if (dirty.length === 0 && c.alloc.freed.length === 0 && c.txn.dirtyBlocks === 0 && !c.cached && !this.inodesCreated && !this.inodesDeleted)
+      return
     await this.data.flush()
     // what is left of the cached data extent goes back to the allocator it came from
     if (c.cached) {
@@ -173,8 +177,12 @@ export class Trans {
       dataAvail: c.dataAvail.root,
       dataFreed: c.dataFreed.root,
       maxItemSeq: maxSeq,
+      inodesCreated: this.inodesCreated,
+      inodesDeleted: this.inodesDeleted,
     }
     await this.server.commitLogTrees(lt)
+    this.inodesCreated = 0
+    this.inodesDeleted = 0
     c.alloc.committed()
     this.items.commitDone(dirty)
     this.forest.invalidateRoots()
@@ -220,6 +228,15 @@ export class Trans {
   /** Free data blocks; reusable only after this transaction is durable. */
   freeData(start: number, len: number): Promise<void> {
     return this.withData((c) => c.dataFreed.free(start, len))
+  }
+
+  /**
+   * Make sure `blocks` data blocks can be allocated in this transaction: ENOBUFS now, before
+   * the caller changes anything, rather than halfway through its changes.
+   */
+  reserveData(blocks: number): void {
+    if (blocks > this.dataAvailBlocks)
+      throw new FsError('ENOBUFS', `the mount has ${this.dataAvailBlocks} data blocks left in this transaction, ${blocks} needed`)
   }
 
   /** Data blocks this mount could still allocate in this transaction. */
