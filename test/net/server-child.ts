@@ -1,0 +1,180 @@
+/*
+ * A scoutfs server behind a NetServer, in a process of its own, for test/net/net.test.ts:
+ *
+ *   node dist/test/net/server-child.js META_PATH HOST:PORT [--locks]
+ *
+ * Prints one JSON line {"ready":true,"addr":...,"port":...,"fsid":...} on stdout once it
+ * serves.  Reads commands from stdin, one JSON object a line, and answers each with a JSON
+ * line carrying the same "id":
+ *   {"id":1,"cmd":"clients"}                 -> {"id":1,"clients":[...]}
+ *   {"id":2,"cmd":"broadcast","event":{...}} -> {"id":2,"n":N}       (NetEvent; Buffers as hex)
+ *   {"id":3,"cmd":"counters"}                -> {"id":3,"counters":{...}}
+ *   {"id":4,"cmd":"lockLog"}                 -> {"id":4,"log":[...]}  (with --locks)
+ * SIGTERM: close the listener, stop the server, exit 0.
+ *
+ * --locks plugs in a toy LockService (unary Lock) and a toy LockPort (the Locks stream): both
+ * grant every request at once (write_seq = 1000 + id) and, on a WRITE request, send every
+ * other attached mount an invalidation of the range to NULL.  What they receive is logged
+ * (lockLog).
+ */
+import { createInterface } from 'node:readline'
+import { FileDevice } from '../../node-agent/src/device.js'
+import { Server } from '../../node-agent/src/server.js'
+import { NetServer } from '../../node-agent/src/net-server.js'
+import {
+  LockMode,
+  type EventSink,
+  type LockPort,
+  type LockService,
+  type NetEvent,
+} from '../../node-agent/src/net-proto.js'
+
+function toyLockPort(server: Server, net: () => NetServer, log: unknown[]): LockPort {
+  const holders = new Set<number>()
+  let inv = 0
+  return {
+    hello(rid, held) {
+      holders.add(rid)
+      log.push({
+        op: 'hello',
+        rid,
+        held: held.map((h) => ({ start: h.start.toString('hex'), mode: h.mode, writeSeq: h.writeSeq })),
+      })
+    },
+    receive(rid, msg) {
+      if (msg.kind === 'request') {
+        log.push({ op: 'streamRequest', rid, reqId: msg.reqId, mode: msg.mode })
+        void server.getRoots().then((r) => {
+          net().sendLock(rid, {
+            kind: 'grant',
+            start: msg.start,
+            end: msg.end,
+            mode: msg.mode,
+            writeSeq: 1000 + msg.reqId,
+            rootsVersion: r.version,
+            reqId: msg.reqId,
+          })
+          if (msg.mode === LockMode.WRITE)
+            for (const other of holders)
+              if (other !== rid)
+                net().sendLock(other, {
+                  kind: 'invalidate',
+                  start: msg.start,
+                  end: msg.end,
+                  oldMode: LockMode.WRITE,
+                  mode: LockMode.NULL,
+                  invId: ++inv,
+                })
+        })
+      } else
+        log.push({ op: 'streamInvalidated', rid, invId: msg.invId, mode: msg.mode, start: msg.start.toString('hex') })
+    },
+  }
+}
+
+function toyLocks(server: Server): { service: LockService; log: unknown[] } {
+  const sinks = new Map<number, EventSink>()
+  const log: unknown[] = []
+  let seq = 0
+  const service: LockService = {
+    async request(rid, start, end, oldMode, newMode, id) {
+      log.push({ op: 'request', rid, start: start.toString('hex'), end: end.toString('hex'), oldMode, newMode, id })
+      if (newMode === LockMode.WRITE)
+        for (const [other, sink] of sinks)
+          if (other !== rid)
+            sink({
+              type: 'lockInvalidate',
+              keyStart: start,
+              keyEnd: end,
+              mode: LockMode.NULL,
+              seq: ++seq,
+              id: 500 + seq,
+            })
+      return { mode: newMode, writeSeq: 1000 + id, rootsVersion: (await server.getRoots()).version }
+    },
+    async invalidateDone(rid, start, newMode, id) {
+      log.push({ op: 'invalidateDone', rid, start: start.toString('hex'), newMode, id })
+    },
+    attach(rid, sink) {
+      sinks.set(rid, sink)
+      log.push({ op: 'attach', rid })
+      return () => {
+        if (sinks.get(rid) === sink) sinks.delete(rid)
+      }
+    },
+  }
+  return { service, log }
+}
+
+function eventFromJson(j: Record<string, unknown>): NetEvent {
+  if (j.type === 'lockInvalidate')
+    return {
+      type: 'lockInvalidate',
+      keyStart: Buffer.from(String(j.keyStart), 'hex'),
+      keyEnd: Buffer.from(String(j.keyEnd), 'hex'),
+      mode: Number(j.mode) as LockMode,
+      seq: Number(j.seq),
+      id: Number(j.id),
+    }
+  return j as unknown as NetEvent
+}
+
+async function main(): Promise<void> {
+  const [metaPath, addr] = process.argv.slice(2)
+  if (!metaPath || !addr) throw new Error('usage: server-child META_PATH HOST:PORT [--locks]')
+  const log = (msg: string, fields?: Record<string, unknown>): void => {
+    process.stderr.write(JSON.stringify({ t: Date.now(), msg, ...fields }) + '\n')
+  }
+  const meta = await FileDevice.open(metaPath)
+  const server = await Server.start(meta, { log })
+  const locks = process.argv.includes('--locks') ? toyLocks(server) : undefined
+  // eslint-disable-next-line prefer-const
+  let net: NetServer | undefined
+  const lockPort = locks && toyLockPort(server, () => net!, locks.log)
+  net = await NetServer.listen(server, addr, { log, rootsPollMs: 200, lockService: locks?.service, lockPort })
+
+  let stopping = false
+  const stop = async (): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    await net.close(1000)
+    await server.stop()
+    await meta.close()
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void stop())
+
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    let req: Record<string, unknown>
+    try {
+      req = JSON.parse(line) as Record<string, unknown>
+    } catch {
+      return
+    }
+    const answer = (body: Record<string, unknown>): void => {
+      process.stdout.write(JSON.stringify({ id: req.id, ...body }) + '\n')
+    }
+    switch (req.cmd) {
+      case 'clients':
+        return answer({ clients: net.clients() })
+      case 'broadcast':
+        return answer({ n: net.broadcast(eventFromJson(req.event as Record<string, unknown>)) })
+      case 'counters':
+        return answer({ counters: server.counters })
+      case 'lockLog':
+        return answer({ log: locks?.log ?? [] })
+      default:
+        return answer({ error: `unknown command ${String(req.cmd)}` })
+    }
+  })
+
+  process.stdout.write(
+    JSON.stringify({ ready: true, addr: net.addr, port: net.port, fsid: server.fsid.toString(16), pid: process.pid }) +
+      '\n',
+  )
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`server-child failed: ${e instanceof Error ? e.stack : String(e)}\n`)
+  process.exit(1)
+})
