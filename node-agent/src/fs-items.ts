@@ -42,6 +42,31 @@ export interface Inode {
   crtime: Timespec
 }
 
+/** A new inode: empty, one link (two for a directory), all times `now`. */
+export function newInode(ino: number, mode: number, uid: number, gid: number, now: Timespec): Inode {
+  return {
+    ino,
+    size: 0,
+    metaSeq: 0,
+    dataSeq: 0,
+    dataVersion: 0,
+    onlineBlocks: 0,
+    offlineBlocks: 0,
+    nextReaddirPos: 2,
+    nextXattrId: 1,
+    nlink: (mode & 0o170000) === 0o040000 ? 2 : 1,
+    uid,
+    gid,
+    mode,
+    rdev: 0,
+    flags: 0,
+    atime: now,
+    ctime: now,
+    mtime: now,
+    crtime: now,
+  }
+}
+
 export const INODE_SIZE = 8 * 8 + 6 * 4 + 4 * 12
 
 export function encodeInode(i: Inode): Buffer {

@@ -62,6 +62,7 @@ import {
   metaSeqKey,
   msToTs,
   nameHash,
+  newInode,
   nowTs,
   orphanKey,
   readdirKey,
@@ -344,27 +345,8 @@ export class Filesystem implements FsApi {
       if (dir.nlink === 0) throw new FsError('ENOENT', `directory ${parent} has been removed`)
       if (await this.findDirent(parent, n)) throw new FsError('EEXIST', `'${name}' exists in directory ${parent}`)
       const now = nowTs()
-      const i: Inode = {
-        ino,
-        size: 0,
-        metaSeq: 0,
-        dataSeq: 0,
-        dataVersion: 0,
-        onlineBlocks: 0,
-        offlineBlocks: 0,
-        nextReaddirPos: 2,
-        nextXattrId: 1,
-        nlink: (mode & S_IFMT) === S_IFDIR ? 2 : 1,
-        uid: who.uid,
-        gid: (dir.mode & 0o2000) !== 0 ? dir.gid : who.gid,
-        mode,
-        rdev,
-        flags: 0,
-        atime: now,
-        ctime: now,
-        mtime: now,
-        crtime: now,
-      }
+      const i = newInode(ino, mode, who.uid, (dir.mode & 0o2000) !== 0 ? dir.gid : who.gid, now)
+      i.rdev = rdev
       if ((mode & S_IFMT) === S_IFDIR && (dir.mode & 0o2000) !== 0) i.mode |= 0o2000
       fill?.(i, seq)
       this.putInode(i, seq, true)

@@ -24,7 +24,7 @@ import {
 import { newSuper, readDataSuper, readSuperCopies, writeDataSuper, writeSuper, type SuperBlock } from './super.js'
 import { SUPER_WRITER_BOOT_BLOCKS, SuperWriter } from './super-writer.js'
 import { ROOT_INO } from './fs-api.js'
-import { encodeInode, inodeKey, metaSeqKey, nowTs, type Inode } from './fs-items.js'
+import { encodeInode, inodeKey, metaSeqKey, newInode, nowTs } from './fs-items.js'
 
 export interface MkfsOptions {
   quorumSlots: number
@@ -111,28 +111,8 @@ export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptio
   await w.reserve()
   // the root directory
   const seq = w.nextSeq()
-  const now = nowTs()
-  const root: Inode = {
-    ino: ROOT_INO,
-    size: 0,
-    metaSeq: seq,
-    dataSeq: 0,
-    dataVersion: 0,
-    onlineBlocks: 0,
-    offlineBlocks: 0,
-    nextReaddirPos: 2,
-    nextXattrId: 1,
-    nlink: 2,
-    uid: 0,
-    gid: 0,
-    mode: 0o040755,
-    rdev: 0,
-    flags: 0,
-    atime: now,
-    ctime: now,
-    mtime: now,
-    crtime: now,
-  }
+  const root = newInode(ROOT_INO, 0o040755, 0, 0, nowTs())
+  root.metaSeq = seq
   await w.fs.put(inodeKey(ROOT_INO), encodeInode(root), seq)
   await w.fs.put(metaSeqKey(seq, ROOT_INO), Buffer.alloc(0), seq)
   w.sb.inodeCount = 1
