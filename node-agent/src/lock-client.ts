@@ -69,7 +69,12 @@ export interface InvalidateInfo {
  * drop the item-cache range and the kernel/path caches of the inodes it covers.  A rejection
  * is retried (the server keeps waiting) until it succeeds.
  */
-export type InvalidateHook = (range: LockRange, oldMode: LockMode, newMode: LockMode, info: InvalidateInfo) => Promise<void>
+export type InvalidateHook = (
+  range: LockRange,
+  oldMode: LockMode,
+  newMode: LockMode,
+  info: InvalidateInfo,
+) => Promise<void>
 
 /** Bring the mount's view of the committed roots up to `rootsVersion` (at least). */
 export type RefreshRootsHook = (rootsVersion: number) => Promise<void>
@@ -213,12 +218,23 @@ export class LockClient {
   /**
    * Take `range` in `mode` (READ, WRITE or WRITE_ONLY).  Served locally when the granted mode
    * covers it; otherwise asks the server and waits.  Refuses while the caller holds a
-   * transaction.  Several locks: take them in lockOrder() order (lockAll does).
+   * transaction.  Several locks: take them in sortLockRequests() order (lockAll does).
    */
   lock(range: LockRange, mode: LockMode, opts: LockOpts = {}): Promise<LockHandle> {
+    try {
+      return this.lockOrWait(range, mode, opts)
+    } catch (e) {
+      return Promise.reject(e as Error)
+    }
+  }
+
+  private lockOrWait(range: LockRange, mode: LockMode, opts: LockOpts): Promise<LockHandle> {
     if (opts.holdsTrans)
       return Promise.reject(
-        new FsError(LOCK_DEADLOCK_ERRNO, `EDEADLK: cluster lock ${lockRangeString(range)} asked while holding a transaction`),
+        new FsError(
+          LOCK_DEADLOCK_ERRNO,
+          `EDEADLK: cluster lock ${lockRangeString(range)} asked while holding a transaction`,
+        ),
       )
     if (mode !== LockMode.READ && mode !== LockMode.WRITE && mode !== LockMode.WRITE_ONLY)
       return Promise.reject(new FsError('EINVAL', `cannot lock in mode ${String(mode)}`))
@@ -288,7 +304,9 @@ export class LockClient {
 
   /** Whether `handle` lets its user access `key` in `need` (the item cache's coverage check). */
   protects(handle: LockHandle, key: Buffer, need: LockMode): boolean {
-    return handle instanceof Handle && !handle.released && keyInLockRange(handle.range, key) && modeCovers(handle.mode, need)
+    return (
+      handle instanceof Handle && !handle.released && keyInLockRange(handle.range, key) && modeCovers(handle.mode, need)
+    )
   }
 
   /** The mode this mount holds on the lock starting at `start` (NULL if none). */
@@ -335,7 +353,14 @@ export class LockClient {
     for (const l of this.locks.values()) {
       if (!l.request) continue
       this.counters.resends++
-      this.sendMsg({ kind: 'request', start: l.range[0], end: l.range[1], oldMode: l.request.oldMode, mode: l.request.mode, reqId: l.request.reqId })
+      this.sendMsg({
+        kind: 'request',
+        start: l.range[0],
+        end: l.range[1],
+        oldMode: l.request.oldMode,
+        mode: l.request.mode,
+        reqId: l.request.reqId,
+      })
     }
   }
 
@@ -372,7 +397,8 @@ export class LockClient {
     const id = lockId(range[0])
     let lock = this.locks.get(id)
     if (lock) {
-      if (!lock.range[1].equals(range[1])) throw new FsError('EINVAL', `lock ${lockRangeString(range)} known with another end`)
+      if (!lock.range[1].equals(range[1]))
+        throw new FsError('EINVAL', `lock ${lockRangeString(range)} known with another end`)
       return lock
     }
     lock = {
@@ -428,7 +454,14 @@ export class LockClient {
       const mode = lock.waiters[0]!.mode
       this.sendRequest(lock, mode)
     }
-    const unused = USE_MODES.every((m) => lock.users[m] === 0) && lock.waiters.length === 0 && !lock.request && lock.work.length === 0 && !lock.working && !lock.refreshing
+    const unused =
+      USE_MODES.every((m) => lock.users[m] === 0) &&
+      lock.waiters.length === 0 &&
+      !lock.request &&
+      lock.work.length === 0 &&
+      !lock.working &&
+      !lock.refreshing
+    if (this.locks.get(lock.id) !== lock) return // forgotten by a nested call
     if (unused && lock.mode === LockMode.NULL) {
       this.locks.delete(lock.id)
       this.idle.delete(lock.id)
@@ -501,7 +534,11 @@ export class LockClient {
     const old = lock.mode
     let final = old
     if (!modeCovers(target, old)) {
-      const info: InvalidateInfo = { wrote: lock.wrote, dirtyTransSeq: lock.dirtyTransSeq, release: w.kind === 'release' }
+      const info: InvalidateInfo = {
+        wrote: lock.wrote,
+        dirtyTransSeq: lock.dirtyTransSeq,
+        release: w.kind === 'release',
+      }
       let delay = this.opts.hookRetryMs ?? 100
       for (;;) {
         this.counters.hookCalls++
@@ -510,7 +547,9 @@ export class LockClient {
           break
         } catch (e) {
           this.counters.hookErrors++
-          this.log(`invalidation of ${lockRangeString(lock.range)} ${lockModeName(old)}->${lockModeName(target)} failed, retrying: ${(e as Error).message}`)
+          this.log(
+            `invalidation of ${lockRangeString(lock.range)} ${lockModeName(old)}->${lockModeName(target)} failed, retrying: ${(e as Error).message}`,
+          )
           if (this.closed) return
           await new Promise((r) => setTimeout(r, delay))
           delay = Math.min(delay * 2, 2000)

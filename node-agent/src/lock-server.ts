@@ -14,8 +14,9 @@
  *
  * Invariants:
  *  - the server's view of a client is never below what the client really holds: the server
- *    raises its view before it sends a grant, the client lowers its mode before it answers an
- *    invalidation or asks for NULL;
+ *    raises its view before it sends a grant and never lowers it by a grant (a request for
+ *    less than the client holds is granted what it holds); the client lowers its mode before
+ *    it answers an invalidation or asks for NULL, and only those lower the server's view;
  *  - the granted modes of different clients are pairwise compatible, so the clients' real
  *    modes are too;
  *  - an invalidation response counts only if it names the outstanding invalidation (a unique
@@ -284,7 +285,10 @@ export class LockServer {
     let lock = this.locks.get(id)
     if (lock) {
       if (!lock.end.equals(end))
-        throw new FsError('EINVAL', `lock ${start.toString('hex')} asked with end ${end.toString('hex')}, known as ${lock.end.toString('hex')}`)
+        throw new FsError(
+          'EINVAL',
+          `lock ${start.toString('hex')} asked with end ${end.toString('hex')}, known as ${lock.end.toString('hex')}`,
+        )
       return lock
     }
     checkLockRange(start, end)
@@ -301,7 +305,13 @@ export class LockServer {
   }
 
   private forgetIfIdle(lock: ServerLock): void {
-    if (lock.granted.size === 0 && lock.queue.length === 0 && lock.invalidating.size === 0) this.locks.delete(lock.id)
+    if (
+      lock.granted.size === 0 &&
+      lock.queue.length === 0 &&
+      lock.invalidating.size === 0 &&
+      this.locks.get(lock.id) === lock
+    )
+      this.locks.delete(lock.id)
   }
 
   /** Grant from the head of the queue while nothing is being invalidated. */
@@ -315,11 +325,17 @@ export class LockServer {
       }
       if (conflicts.length === 0) {
         lock.queue.shift()
-        // a compatible request replaces the same client's old grant
-        if (req.mode === LockMode.NULL) lock.granted.delete(req.rid)
-        else lock.granted.set(req.rid, req.mode)
+        // a compatible request replaces the same client's old grant — but a grant never lowers
+        // it: a client asking for less than the server believes it holds (READ under WRITE,
+        // typically while it still works off an invalidation) may still be using more, and
+        // only the client's own NULL request or invalidation answer, sent after its hook, may
+        // lower the server's view.  So it is granted what it holds.
+        const own = lock.granted.get(req.rid)
+        const mode = req.mode !== LockMode.NULL && own !== undefined && modeCovers(own, req.mode) ? own : req.mode
+        if (mode === LockMode.NULL) lock.granted.delete(req.rid)
+        else lock.granted.set(req.rid, mode)
         this.counters.grants++
-        this.sendGrant(lock, req.rid, req.mode, req.reqId)
+        this.sendGrant(lock, req.rid, mode, req.reqId)
         continue
       }
       // record every invalidation before sending any: a transport that delivers synchronously
