@@ -144,8 +144,13 @@ export class ItemCache {
       this.counters.hits++
       return e.val ?? undefined
     }
-    await this.ensure(k)
-    return this.items.get(k)?.val ?? undefined
+    // ensure() resolves in a later microtask than the one that covered k: a shrink may run in
+    // between, so look again before trusting an absence
+    for (;;) {
+      await this.ensure(k)
+      const e2 = this.items.get(k)
+      if (e2?.dirty || this.covered.find(k)) return e2?.val ?? undefined
+    }
   }
 
   /** The first existing item with start <= key <= end. */
@@ -167,7 +172,10 @@ export class ItemCache {
     if (!reverse) {
       let cursor = s
       while (cursor <= e) {
-        const [, ce] = await this.ensure(cursor)
+        await this.ensure(cursor)
+        const iv = this.covered.find(cursor) // again: a shrink may have run since
+        if (!iv) continue
+        const ce = iv[1]
         const stop = ce < e ? ce : e
         const found: Array<{ key: Buffer; val: Buffer }> = []
         for (const [k, it] of this.items.range(cursor, stop)) if (it.val) found.push({ key: B(k), val: it.val })
@@ -182,7 +190,10 @@ export class ItemCache {
     } else {
       let cursor = e
       while (cursor >= s) {
-        const [cs] = await this.ensure(cursor)
+        await this.ensure(cursor)
+        const iv = this.covered.find(cursor)
+        if (!iv) continue
+        const cs = iv[0]
         const stop = cs > s ? cs : s
         const found: Array<{ key: Buffer; val: Buffer }> = []
         for (const [k, it] of this.items.range(stop, cursor, true)) if (it.val) found.push({ key: B(k), val: it.val })
@@ -260,11 +271,11 @@ export class ItemCache {
     if (this.items.size <= this.maxItems) return
     this.counters.shrinks++
     const target = Math.floor(this.maxItems * 0.75)
-    for (const [start] of [...this.lru]) {
+    for (const start of this.lru.keys()) {
       if (this.items.size <= target) break
       const iv = this.covered.find(start)
       if (keep !== undefined && iv && iv[0] <= keep && keep <= iv[1]) continue
-      this.lru.delete(start)
+      this.lru.delete(start) // deleting the entry being visited is safe in a Map iteration
       if (!iv) continue
       this.counters.shrunkItems += this.drop(iv[0], iv[1])
     }

@@ -178,27 +178,22 @@ export class IntervalSet {
 
   /** remove [s, e] from the set, trimming intervals that overlap it */
   remove(s: string, e: string): void {
-    const outS: string[] = []
-    const outE: string[] = []
-    for (let i = 0; i < this.starts.length; i++) {
-      const a = this.starts[i]!
-      const b = this.ends[i]!
-      if (b < s || a > e) {
-        outS.push(a)
-        outE.push(b)
-        continue
-      }
-      if (a < s) {
-        outS.push(a)
-        outE.push(prevKey(s))
-      }
-      if (b > e) {
-        outS.push(nextKey(e))
-        outE.push(b)
-      }
+    const i = lowerBound(this.ends, s) // first interval that may overlap
+    let j = i
+    while (j < this.starts.length && this.starts[j]! <= e) j++
+    if (i === j) return
+    const keepS: string[] = []
+    const keepE: string[] = []
+    if (this.starts[i]! < s) {
+      keepS.push(this.starts[i]!)
+      keepE.push(prevKey(s))
     }
-    this.starts = outS
-    this.ends = outE
+    if (this.ends[j - 1]! > e) {
+      keepS.push(nextKey(e))
+      keepE.push(this.ends[j - 1]!)
+    }
+    this.starts.splice(i, j - i, ...keepS)
+    this.ends.splice(i, j - i, ...keepE)
   }
 
   clear(): void {

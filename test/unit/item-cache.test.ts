@@ -9,6 +9,7 @@ import type { Item } from '../../node-agent/src/btree.js'
 import type { ForestRead, ForestReader } from '../../node-agent/src/forest.js'
 import { KeyType, Zone, makeKey } from '../../node-agent/src/format.js'
 import { ItemCache } from '../../node-agent/src/item-cache.js'
+import { IntervalSet } from '../../node-agent/src/sorted-map.js'
 import { testRng } from '../helpers/rng.js'
 
 /** A forest over a sorted list of items that answers in windows of `leaf` items. */
@@ -130,6 +131,46 @@ describe('item cache', () => {
     for (let i = 0; i < 20; i++) await c.get(k(2, 8 * i))
     await c.get(k(2, 301))
     assert.ok(f.reads - before <= 21)
+  })
+
+  it('a shrink between a read and its caller cannot turn an existing item into ENOENT', async () => {
+    // two inode groups, each one leaf window; room for about one of them
+    const f = new ModelForest(64)
+    for (let i = 0; i < 40; i++) f.set(k(5000, i), v(`a${i}`), 1)
+    for (let i = 0; i < 40; i++) f.set(k(9000, i), v(`b${i}`), 1)
+    const c = new ItemCache(f, 50)
+    for (let round = 0; round < 20; round++) {
+      c.shrinkAll()
+      let open!: () => void
+      f.gate = new Promise((r) => (open = r))
+      const a = c.get(k(5000, round))
+      const b = c.get(k(9000, round))
+      f.gate = undefined
+      open()
+      const [va, vb] = await Promise.all([a, b])
+      assert.equal(va?.toString(), `a${round}`, `round ${round}: group a item read back`)
+      assert.equal(vb?.toString(), `b${round}`, `round ${round}: group b item read back`)
+    }
+  })
+
+  it('interval coverage: add and remove against a model', () => {
+    const rng = testRng('intervals')
+    const set = new IntervalSet()
+    const model = new Array<boolean>(200).fill(false)
+    const key = (n: number): string => Buffer.from([0, n]).toString('latin1')
+    for (let op = 0; op < 3000; op++) {
+      const a = rng.int(200)
+      const b = Math.min(199, a + rng.int(20))
+      if (rng.bool()) {
+        set.add(key(a), key(b))
+        for (let x = a; x <= b; x++) model[x] = true
+      } else {
+        set.remove(key(a), key(b))
+        for (let x = a; x <= b; x++) model[x] = false
+      }
+      const x = rng.int(200)
+      assert.equal(!!set.find(key(x)), model[x], `op ${op}: coverage of ${x}`)
+    }
   })
 
   it('invalidation drops clean items of a range but not dirty ones', async () => {
