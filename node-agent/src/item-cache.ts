@@ -80,7 +80,7 @@ export class ItemCache {
 
   constructor(
     private readonly forest: ForestReader,
-    public maxItems = 200_000,
+    public maxItems = 500_000,
   ) {}
 
   get size(): number {

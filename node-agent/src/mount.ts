@@ -81,7 +81,7 @@ export class Mount {
       const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 1024)
       cache.onBadBlock = (err, blkno) => log.error({ blkno, code: err.code }, err.message)
       const forest = new Forest(cache, () => server.getRoots())
-      const items = new ItemCache(forest, o.itemCacheItems ?? 200_000)
+      const items = new ItemCache(forest, o.itemCacheItems ?? 500_000)
       const trans = new Trans(server, rid, cache, items, forest, meta, data, {
         commitIntervalMs: o.commitIntervalMs,
       })
