@@ -10,19 +10,9 @@ import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { makeDevices, scoutfs, startAgent, stopAllAgents, type Devices } from '../helpers/agent.js'
 import { testRng } from '../helpers/rng.js'
+import { walkInodes } from '../helpers/mount-tests.js'
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
-
-async function walk(mnt: string, index: string, first = '0', last = '-1'): Promise<Array<{ seq: number; ino: number }>> {
-  const r = await scoutfs('walk-inodes', index, first, last, mnt)
-  assert.equal(r.code, 0, r.stderr)
-  const out: Array<{ seq: number; ino: number }> = []
-  for (const line of r.stdout.split('\n')) {
-    const m = /^(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/.exec(line.trim())
-    if (m) out.push({ seq: Number(m[2]), ino: Number(m[4]) })
-  }
-  return out
-}
 
 describe('mount: durability', function () {
   this.timeout(600_000)
@@ -77,7 +67,7 @@ describe('mount: durability', function () {
       }
       await Promise.all(writes)
     }
-    assert.equal((await a.stop()), 0, a.log())
+    assert.equal(await a.stop(), 0, a.log())
     const b = await startAgent(dev)
     let n = 0
     for (let d = 0; d < 20; d++) {
@@ -135,7 +125,7 @@ describe('mount: durability', function () {
     const a = await startAgent(dev, undefined, { options: 'commit_interval_ms=600000' })
     const ino = async (name: string): Promise<number> => (await fsp.stat(join(a.mnt, name))).ino
     for (const n of ['a', 'b', 'c']) await fsp.writeFile(join(a.mnt, n), n)
-    const first = await walk(a.mnt, 'meta_seq')
+    const first = await walkInodes(a.mnt, 'meta_seq')
     const byIno = new Map(first.map((e) => [e.ino, e.seq]))
     for (const n of ['a', 'b', 'c']) assert.ok(byIno.has(await ino(n)), `${n} in the meta_seq index`)
     const seq0 = Math.max(...first.map((e) => e.seq))
@@ -148,23 +138,23 @@ describe('mount: durability', function () {
     const ic = await ino('c')
     await fsp.unlink(join(a.mnt, 'c'))
 
-    const meta = await walk(a.mnt, 'meta_seq', String(seq0 + 1))
+    const meta = await walkInodes(a.mnt, 'meta_seq', String(seq0 + 1))
     const metaInos = meta.map((e) => e.ino)
     assert.ok(metaInos.includes(ia) && metaInos.includes(ib), `a and b changed after ${seq0}: ${JSON.stringify(meta)}`)
     assert.ok(!metaInos.includes(ic), 'unlinked c is gone from the index')
     assert.ok(meta.find((e) => e.ino === ia)!.seq < meta.find((e) => e.ino === ib)!.seq, 'a changed before b')
     for (let i = 1; i < meta.length; i++) assert.ok(meta[i - 1]!.seq <= meta[i]!.seq, 'entries in seq order')
-    const everything = await walk(a.mnt, 'meta_seq')
+    const everything = await walkInodes(a.mnt, 'meta_seq')
     assert.equal(new Set(everything.map((e) => e.ino)).size, everything.length, 'each inode appears once')
 
-    const data = await walk(a.mnt, 'data_seq', String(seq0 + 1))
+    const data = await walkInodes(a.mnt, 'data_seq', String(seq0 + 1))
     assert.deepEqual(
       data.map((e) => e.ino),
       [ib],
       'only b had a data change',
     )
     const root = (await fsp.stat(a.mnt)).ino
-    assert.ok(!(await walk(a.mnt, 'data_seq')).some((e) => e.ino === root), 'directories have no data_seq entry')
+    assert.ok(!(await walkInodes(a.mnt, 'data_seq')).some((e) => e.ino === root), 'directories have no data_seq entry')
 
     const st = await scoutfs('stat', '-s', 'data_seq', join(a.mnt, 'b'))
     assert.equal(Number(st.stdout), data[0]!.seq)

@@ -11,49 +11,8 @@ import assert from 'node:assert/strict'
 import { chmodSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeDevices, scoutfs, startAgent, stopAllAgents, type Agent, type Devices } from '../helpers/agent.js'
-import { bash, fuseMountsUnder, pyJson, sh, startPy } from '../helpers/fuse-harness.js'
-
-const HELPER = join(__dirname, '..', '..', '..', 'test', 'helpers', 'posix.py')
-
-/** strip the common indentation of a template literal (python cares) */
-function dedent(s: string): string {
-  const lines = s.replace(/^\n/, '').split('\n')
-  const ind = Math.min(...lines.filter((l) => l.trim() !== '').map((l) => /^ */.exec(l)![0].length))
-  return lines.map((l) => l.slice(ind)).join('\n')
-}
-
-/**
- * Run a python snippet on directory `dir` (D in the script, p(*names) joins below it), with
- * E/wfile/rfile/write_all from test/helpers/posix.py and umask 0; it must out() one JSON value.
- */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-async function run<T = any>(dir: string, script: string, ...args: string[]): Promise<T> {
-  const pre = dedent(String.raw`
-    import time, hashlib
-    exec(compile(open(sys.argv[1]).read(), sys.argv[1], 'exec'))
-    D = sys.argv[2]
-    ARGS = sys.argv[3:]
-    def p(*x): return os.path.join(D, *x)
-    os.umask(0)
-  `)
-  return pyJson<T>(pre + '\n' + dedent(script), [HELPER, dir, ...args], { timeoutMs: 150_000 })
-}
-
-interface WalkEntry {
-  seq: number
-  ino: number
-}
-
-async function walk(mnt: string, index: 'meta_seq' | 'data_seq'): Promise<WalkEntry[]> {
-  const r = await scoutfs('walk-inodes', index, '0', '-1', mnt)
-  assert.equal(r.code, 0, r.stderr)
-  const out: WalkEntry[] = []
-  for (const line of r.stdout.split('\n')) {
-    const m = /^(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/.exec(line.trim())
-    if (m) out.push({ seq: Number(m[2]), ino: Number(m[4]) })
-  }
-  return out
-}
+import { bash, fuseMountsUnder, sh, startPy } from '../helpers/fuse-harness.js'
+import { HELPER, dedent, errorLines, runPy, walkInodes } from '../helpers/mount-tests.js'
 
 /** `ls -fai DIR` as name -> inode number (getdents order, with . and ..) */
 async function lsInodes(dir: string): Promise<Map<string, number>> {
@@ -67,7 +26,6 @@ async function lsInodes(dir: string): Promise<Map<string, number>> {
   return m
 }
 
-/** error-level lines (pino level >= 50) of an agent's log */
 /**
  * A test of behaviour the fuse-native binding cannot deliver today (docs/mount.md lists these;
  * our own low-level binding, DESIGN §12, is the fix).  It is skipped, loudly, unless
@@ -77,13 +35,6 @@ function knownBindingLimit(ctx: Mocha.Context, what: string): void {
   if (process.env.SCOUTFS_TEST_KNOWN_LIMITS === '1') return
   console.log(`      KNOWN LIMIT (fuse-native): ${what}; run with SCOUTFS_TEST_KNOWN_LIMITS=1 to see it fail`)
   ctx.skip()
-}
-
-function errorLines(log: string): string[] {
-  return log.split('\n').filter((l) => {
-    const m = /"level":(\d+)/.exec(l)
-    return m !== null && Number(m[1]) >= 50
-  })
 }
 
 describe('mount: POSIX semantics', function () {
@@ -112,7 +63,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('open flags: O_CREAT|O_EXCL gives EEXIST, O_TRUNC empties, O_CREAT keeps, wrong modes fail', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('open'),
       String.raw`
       r = {}
@@ -173,7 +124,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('O_APPEND from several fds, and from concurrent processes, never overwrites', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('append'),
       String.raw`
       r = {}
@@ -237,7 +188,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('reads and writes at offsets: gaps read zeros, reads at and past EOF are short or empty', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('offsets'),
       String.raw`
       r = {}
@@ -290,7 +241,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('sparse files: holes read zeros and take no blocks, far past EOF too', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('sparse'),
       String.raw`
       r = {}
@@ -336,7 +287,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('truncate down and up: data past the new size is gone, growing again reads zeros', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('truncate'),
       String.raw`
       r = {}
@@ -406,7 +357,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('mkdir and rmdir, with EEXIST, ENOTDIR, ENOENT and ENOTEMPTY', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('mkdir'),
       String.raw`
       r = {}
@@ -471,7 +422,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('unlink: removes names, EISDIR on a directory, ENOENT, ENOTDIR, symlinks not followed', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('unlink'),
       String.raw`
       r = {}
@@ -561,7 +512,7 @@ describe('mount: POSIX semantics', function () {
       assert.deepEqual(r.listed_again, [])
       const rl = await lsInodes(join(base, 'ud'))
       assert.deepEqual([...rl.keys()].sort(), ['.', '..'], 'no .fuse_hidden name is listed')
-      const open = await walk(M, 'meta_seq')
+      const open = await walkInodes(M, 'meta_seq')
       assert.ok(
         open.some((e) => e.ino === r.ino),
         'the open orphan keeps its index items while it is open',
@@ -578,7 +529,7 @@ describe('mount: POSIX semantics', function () {
       // the release reaches the agent asynchronously after close(2): wait for the deletion
       let present = true
       for (let i = 0; i < 50 && present; i++) {
-        present = (await walk(M, 'meta_seq')).some((e) => e.ino === r.ino)
+        present = (await walkInodes(M, 'meta_seq')).some((e) => e.ino === r.ino)
         if (present) await new Promise((res) => setTimeout(res, 200))
       }
       assert.equal(present, false, `inode ${r.ino} is deleted after the last close`)
@@ -588,7 +539,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('rename: files, directories, replacing a file or an empty directory, same-inode no-op', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('rename'),
       String.raw`
       r = {}
@@ -638,12 +589,12 @@ describe('mount: POSIX semantics', function () {
     assert.deepEqual(r.self, ['OK', 'OK', 'K'])
     assert.deepEqual(r.symlink, ['k1', 'K', 'ENOENT'])
     assert.deepEqual(r.final, ['empty', 'h1', 'h2', 'k1', 'k2', 'sl2', 't'])
-    const inos = (await walk(M, 'meta_seq')).map((e) => e.ino)
+    const inos = (await walkInodes(M, 'meta_seq')).map((e) => e.ino)
     assert.ok(!inos.includes(r.replaced_ino), 'the replaced file is deleted')
   })
 
   it('rename errors: ENOTEMPTY, ENOTDIR, EISDIR, EINVAL into itself, ENOENT', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('rename-err'),
       String.raw`
       r = {}
@@ -689,7 +640,7 @@ describe('mount: POSIX semantics', function () {
 
   it("rename across directories moves '..' and updates both parents' nlink and times", async () => {
     const base = fresh('rename-x')
-    const r = await run(
+    const r = await runPy(
       base,
       String.raw`
       r = {}
@@ -737,7 +688,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('rename over an open file: the old inode stays readable through its fd', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('rename-open'),
       String.raw`
       r = {}
@@ -761,7 +712,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('hard links: nlink counts, shared data, EPERM for directories, EEXIST, ENOENT', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('link'),
       String.raw`
       r = {}
@@ -811,7 +762,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('symlinks and readlink: long targets, ENAMETOOLONG past 4095 bytes, EINVAL on non-links', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('symlink'),
       String.raw`
       r = {}
@@ -868,7 +819,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('chmod, chown and utimens set what they are asked and update ctime', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('attrs'),
       String.raw`
       r = {}
@@ -957,7 +908,7 @@ describe('mount: POSIX semantics', function () {
     const r = await bash(
       `setpriv --reuid=1000 --regid=1000 --clear-groups -- sh -c 'cd "$1" && echo one > f && mkdir sub && ln -s f l && echo two >> f && cat f' sh ${JSON.stringify(d)}`,
     )
-    const st = await run(
+    const st = await runPy(
       d,
       String.raw`
       out({'x': [[os.lstat(p(n)).st_uid, os.lstat(p(n)).st_gid] if os.path.lexists(p(n)) else None for n in ('f', 'sub', 'l')]})
@@ -973,7 +924,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('timestamps: write sets mtime and ctime, chmod ctime, directory times follow their entries', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('times'),
       String.raw`
       r = {}
@@ -1073,15 +1024,15 @@ describe('mount: POSIX semantics', function () {
       out([s.f_bsize, s.f_frsize, s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_namemax])
     `
     assert.equal((await scoutfs('sync', M)).code, 0)
-    const [bsize, frsize, blocks, bfree, bavail, files, ffree, namemax] = await run<number[]>(d, sv)
+    const [bsize, frsize, blocks, bfree, bavail, files, ffree, namemax] = await runPy<number[]>(d, sv)
     assert.equal(bsize, 4096)
     assert.equal(frsize * blocks, 1 << 30)
     assert.ok(bfree <= blocks && bavail <= bfree && bfree > 0)
     assert.ok(files > 0 && ffree <= files)
     assert.equal(namemax, 255)
-    await run(d, `wfile(p('eight'), b'8' * (8 << 20)); out(0)`)
+    await runPy(d, `wfile(p('eight'), b'8' * (8 << 20)); out(0)`)
     assert.equal((await scoutfs('sync', M)).code, 0)
-    const after = await run<number[]>(d, sv)
+    const after = await runPy<number[]>(d, sv)
     assert.ok(bfree - after[3]! >= 2048, `8 MiB used ${bfree - after[3]!} blocks of 4 KiB`)
   })
 
@@ -1089,18 +1040,18 @@ describe('mount: POSIX semantics', function () {
     const d = fresh('statfs-i')
     const used = async (): Promise<number> => {
       assert.equal((await scoutfs('sync', M)).code, 0)
-      const s = await run<number[]>(d, `s = os.statvfs(D); out([s.f_files, s.f_ffree])`)
+      const s = await runPy<number[]>(d, `s = os.statvfs(D); out([s.f_files, s.f_ffree])`)
       return s[0]! - s[1]!
     }
     const before = await used()
-    await run(d, `[wfile(p('f%d' % i), b'') for i in range(10)]; os.mkdir(p('sub')); out(0)`)
+    await runPy(d, `[wfile(p('f%d' % i), b'') for i in range(10)]; os.mkdir(p('sub')); out(0)`)
     assert.equal((await used()) - before, 11, 'f_files - f_ffree grows by the 11 inodes created')
-    await run(d, `[os.unlink(p('f%d' % i)) for i in range(10)]; out(0)`)
+    await runPy(d, `[os.unlink(p('f%d' % i)) for i in range(10)]; out(0)`)
     assert.equal((await used()) - before, 1, 'and shrinks when they are deleted')
   })
 
   it('names of 255 bytes work and 256 bytes give ENAMETOOLONG everywhere', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('names'),
       String.raw`
       r = {}
@@ -1142,7 +1093,7 @@ describe('mount: POSIX semantics', function () {
 
   it('names are bytes: names that are not UTF-8 are kept apart and listed as created', async function () {
     knownBindingLimit(this, 'paths reach JavaScript as UTF-8 strings, so invalid bytes become U+FFFD')
-    const r = await run(
+    const r = await runPy(
       fresh('bytes'),
       String.raw`
       B = os.fsencode(D)
@@ -1160,7 +1111,7 @@ describe('mount: POSIX semantics', function () {
 
   it('directory nlink is 2 + its subdirectories', async () => {
     const d = fresh('nlink')
-    const r = await run(
+    const r = await runPy(
       d,
       String.raw`
       r = {}
@@ -1199,7 +1150,7 @@ describe('mount: POSIX semantics', function () {
     assert.deepEqual(r.replace_empty, [6, 3])
     assert.equal(r.files, 6)
     assert.equal(r.all_match, true)
-    const root = await run(
+    const root = await runPy(
       M,
       String.raw`
       out([os.stat(D).st_nlink, sum(1 for e in os.scandir(D) if e.is_dir(follow_symlinks=False))])
@@ -1210,7 +1161,7 @@ describe('mount: POSIX semantics', function () {
 
   it('readdir of 5,000 entries is complete, has no duplicates and keeps creation order', async () => {
     const d = fresh('readdir')
-    const r = await run(
+    const r = await runPy(
       d,
       String.raw`
       r = {}
@@ -1253,7 +1204,7 @@ describe('mount: POSIX semantics', function () {
 
   it('inode numbers from stat and readdir equal what scoutfs walk-inodes reports', async () => {
     const d = fresh('inodes')
-    await run(
+    await runPy(
       d,
       String.raw`
       os.makedirs(p('a', 'b', 'c'))
@@ -1267,7 +1218,7 @@ describe('mount: POSIX semantics', function () {
       `,
     )
     // the whole tree: every inode reachable from the root, with its type
-    const tree = await run<{ all: Array<[number, string]>; dino_bad: number; root: number }>(
+    const tree = await runPy<{ all: Array<[number, string]>; dino_bad: number; root: number }>(
       M,
       String.raw`
       seen = {}
@@ -1284,8 +1235,8 @@ describe('mount: POSIX semantics', function () {
     )
     assert.equal(tree.root, 1, 'the root is inode 1')
     assert.equal(tree.dino_bad, 0, 'readdir d_ino equals lstat st_ino everywhere')
-    const meta = await walk(M, 'meta_seq')
-    const data = await walk(M, 'data_seq')
+    const meta = await walkInodes(M, 'meta_seq')
+    const data = await walkInodes(M, 'data_seq')
     const metaInos = meta.map((e) => e.ino)
     assert.equal(new Set(metaInos).size, metaInos.length, 'each inode once in meta_seq')
     assert.deepEqual(
@@ -1304,7 +1255,7 @@ describe('mount: POSIX semantics', function () {
     for (const name of ['a/f3', 'a/b/g', 'empty']) {
       const s = await scoutfs('stat', '-s', 'meta_seq', join(d, name))
       assert.equal(s.code, 0, s.stderr)
-      const ino = await run<number>(d, `out(os.stat(p(ARGS[0])).st_ino)`, name)
+      const ino = await runPy<number>(d, `out(os.stat(p(ARGS[0])).st_ino)`, name)
       assert.equal(meta.find((e) => e.ino === ino)?.seq, Number(s.stdout), `${name}: walk-inodes seq = stat meta_seq`)
     }
   })

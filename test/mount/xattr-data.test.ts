@@ -13,39 +13,12 @@ import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { XATTR_HDR, XATTR_PART_MAX } from '../../node-agent/src/fs-items.js'
 import { makeDevices, scoutfs, startAgent, stopAllAgents, type Agent, type Devices } from '../helpers/agent.js'
-import { fuseMountsUnder, pyJson } from '../helpers/fuse-harness.js'
+import { fuseMountsUnder } from '../helpers/fuse-harness.js'
+import { errorLines, runPy } from '../helpers/mount-tests.js'
 import { testRng, testSeed, type Rng } from '../helpers/rng.js'
 
-const HELPER = join(__dirname, '..', '..', '..', 'test', 'helpers', 'posix.py')
 const MiB = 1 << 20
 const BS = 4096
-
-function dedent(s: string): string {
-  const lines = s.replace(/^\n/, '').split('\n')
-  const ind = Math.min(...lines.filter((l) => l.trim() !== '').map((l) => /^ */.exec(l)![0].length))
-  return lines.map((l) => l.slice(ind)).join('\n')
-}
-
-/** a python snippet on directory D (p(*names) below it) with test/helpers/posix.py loaded; it out()s one value */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-async function run<T = any>(dir: string, script: string, ...args: string[]): Promise<T> {
-  const pre = dedent(String.raw`
-    import time, hashlib, random
-    exec(compile(open(sys.argv[1]).read(), sys.argv[1], 'exec'))
-    D = sys.argv[2]
-    ARGS = sys.argv[3:]
-    def p(*x): return os.path.join(D, *x)
-    os.umask(0)
-  `)
-  return pyJson<T>(pre + '\n' + dedent(script), [HELPER, dir, ...args], { timeoutMs: 150_000 })
-}
-
-function errorLines(log: string): string[] {
-  return log.split('\n').filter((l) => {
-    const m = /"level":(\d+)/.exec(l)
-    return m !== null && Number(m[1]) >= 50
-  })
-}
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
@@ -89,7 +62,7 @@ describe('mount: xattrs', function () {
   })
 
   it('user., trusted. and security. xattrs: set, get, list, remove on files, directories, links', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('basic'),
       String.raw`
       r = {}
@@ -155,7 +128,7 @@ describe('mount: xattrs', function () {
   })
 
   it('XATTR_CREATE gives EEXIST on an existing name, XATTR_REPLACE ENODATA on a missing one', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('flags'),
       String.raw`
       r = {}
@@ -200,7 +173,7 @@ describe('mount: xattrs', function () {
   })
 
   it("ERANGE when the caller's buffer is too small (libc getxattr/listxattr); size 0 asks the size", async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('erange'),
       String.raw`
       r = {}
@@ -249,7 +222,7 @@ describe('mount: xattrs', function () {
   })
 
   it('limits: 64 KiB values work and larger give E2BIG; 256-byte names ERANGE; other namespaces EOPNOTSUPP', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('limits'),
       String.raw`
       r = {}
@@ -290,7 +263,7 @@ describe('mount: xattrs', function () {
   })
 
   it('a name with nothing after its namespace prefix gives EINVAL', async () => {
-    const r = await run(
+    const r = await runPy(
       fresh('empty-suffix'),
       String.raw`
       wfile(p('f'), b'')
@@ -304,7 +277,7 @@ describe('mount: xattrs', function () {
 
   it('values spanning several items round-trip exactly through replaces and removes', async () => {
     const seed = testSeed('xattr-parts')
-    const r = await run(
+    const r = await runPy(
       fresh('parts'),
       String.raw`
       r = {}
@@ -360,7 +333,7 @@ describe('mount: xattrs', function () {
 
   it('many xattrs on one file: all listed, all readable, removals exact', async () => {
     const seed = testSeed('xattr-many')
-    const r = await run(
+    const r = await runPy(
       fresh('many'),
       String.raw`
       r = {}
@@ -397,12 +370,12 @@ describe('mount: xattrs', function () {
   })
 
   it('xattrs are the same after unmount and remount, and check exits 0', async () => {
-    const before = await run<Record<string, Record<string, string>>>(M, SNAPSHOT)
+    const before = await runPy<Record<string, Record<string, string>>>(M, SNAPSHOT)
     assert.ok(Object.values(before).reduce((a, x) => a + Object.keys(x).length, 0) > 1000)
     logs.push(agent.log())
     assert.equal(await agent.stop(), 0, agent.log())
     agent = await startAgent(dev)
-    const after = await run<Record<string, Record<string, string>>>(M, SNAPSHOT)
+    const after = await runPy<Record<string, Record<string, string>>>(M, SNAPSHOT)
     assert.deepEqual(after, before)
     logs.push(agent.log())
     assert.equal(await agent.stop(), 0, agent.log())
