@@ -212,7 +212,10 @@ export async function readList(cache: BlockCache, head: ListHead): Promise<{ ent
     ref = parsed.next
   }
   if (entries.length !== head.totalNr)
-    throw new FsError('EIO', `alloc list at block ${head.ref.blkno} is corrupt: head says ${head.totalNr} entries, found ${entries.length}`)
+    throw new FsError(
+      'EIO',
+      `alloc list at block ${head.ref.blkno} is corrupt: head says ${head.totalNr} entries, found ${entries.length}`,
+    )
   return { entries, blocks }
 }
 
@@ -228,7 +231,8 @@ export function encodeList(
 ): { head: ListHead; blocks: Array<{ blkno: number; buf: Buffer }> } {
   if (entries.length === 0 && blknos.length === 0) return { head: EMPTY_LIST, blocks: [] }
   const need = Math.ceil(entries.length / LIST_BLOCK_CAPACITY)
-  if (blknos.length < need) throw new FsError('EINVAL', `list of ${entries.length} needs ${need} blocks, given ${blknos.length}`)
+  if (blknos.length < need)
+    throw new FsError('EINVAL', `list of ${entries.length} needs ${need} blocks, given ${blknos.length}`)
   const blocks: Array<{ blkno: number; buf: Buffer }> = []
   let next: BlockRef = NULL_REF
   for (let i = blknos.length - 1; i >= 0; i--) {

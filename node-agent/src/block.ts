@@ -14,14 +14,7 @@
 import { crc32c } from '@node-rs/crc32'
 import type { BlockDevice } from './device.js'
 import { FsError } from './errors.js'
-import {
-  HDR_CRC,
-  META_BLOCK_SIZE,
-  magicName,
-  readHeader,
-  writeHeader,
-  type BlockRef,
-} from './format.js'
+import { HDR_CRC, META_BLOCK_SIZE, magicName, readHeader, writeHeader, type BlockRef } from './format.js'
 
 export interface BlockCounters {
   cacheHits: number
@@ -191,7 +184,8 @@ export class BlockCache {
     blocks.sort((a, b) => a.blkno - b.blkno)
     const runs: Array<{ start: number; bufs: Buffer[] }> = []
     for (const b of blocks) {
-      if (b.buf.length !== META_BLOCK_SIZE) throw new FsError('EINVAL', `block ${b.blkno} is not ${META_BLOCK_SIZE} bytes`)
+      if (b.buf.length !== META_BLOCK_SIZE)
+        throw new FsError('EINVAL', `block ${b.blkno} is not ${META_BLOCK_SIZE} bytes`)
       const last = runs[runs.length - 1]
       if (last && last.start + last.bufs.length === b.blkno && last.bufs.length < 16) last.bufs.push(b.buf)
       else runs.push({ start: b.blkno, bufs: [b.buf] })
@@ -216,4 +210,3 @@ export class BlockCache {
     if (failed !== undefined) throw failed
   }
 }
-

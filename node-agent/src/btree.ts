@@ -480,7 +480,8 @@ export class Btree {
    */
   async put(key: Buffer, val: Buffer, seq: number, flags = 0): Promise<Item | undefined> {
     if (key.length !== KEY_SIZE) throw new FsError('EINVAL', `key of ${key.length} bytes`)
-    if (val.length > MAX_VAL_LEN) throw new FsError('EINVAL', `item value of ${val.length} bytes exceeds ${MAX_VAL_LEN}`)
+    if (val.length > MAX_VAL_LEN)
+      throw new FsError('EINVAL', `item value of ${val.length} bytes exceeds ${MAX_VAL_LEN}`)
     const txn = this.enter()
     try {
       if (this.root.height === 0) {
@@ -589,7 +590,8 @@ export class Btree {
         if (left.bytes < right.bytes) {
           let n = 0
           let moved = 0
-          while (n < right.nr - 1 && left.bytes + moved + right.itemBytes(n) <= target + 1) moved += right.itemBytes(n++)
+          while (n < right.nr - 1 && left.bytes + moved + right.itemBytes(n) <= target + 1)
+            moved += right.itemBytes(n++)
           if (n === 0) n = 1
           left.put(left.nr, right.take(0, n))
         } else {

@@ -146,7 +146,8 @@ export async function checkFilesystem(
 
   const supers = await readSuperCopies(meta)
   for (const c of supers.copies)
-    if (c.problem) notes.push(`super copy at 4 KiB block ${c.blkno} is not valid (${c.problem}); the other copy is used`)
+    if (c.problem)
+      notes.push(`super copy at 4 KiB block ${c.blkno} is not valid (${c.problem}); the other copy is used`)
   const sb = supers.current
   if (!sb) {
     problems.push(`${meta.path}: no valid scoutfs super block; not a scoutfs metadata device`)
@@ -199,7 +200,8 @@ export async function checkFilesystem(
       if (++blocksRead % 1000 === 0) opts.progress?.(blocksRead)
       v.blocks++
       metaOwn.mark(ref.blkno, 1, `${name} btree block`)
-      if (n.level !== level) problems.push(`${name}: btree block ${ref.blkno} has level ${n.level}, its parent expects ${level}`)
+      if (n.level !== level)
+        problems.push(`${name}: btree block ${ref.blkno} has level ${n.level}, its parent expects ${level}`)
       if (n.nr === 0) problems.push(`${name}: btree block ${ref.blkno} is empty`)
       for (let i = 0; i < n.nr; i++) {
         const k = n.keys[i]!

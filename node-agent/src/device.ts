@@ -124,7 +124,7 @@ export class FileDevice implements BlockDevice {
       pool ??= new AlignedPool()
       const { slot, buf } = await pool.get()
       try {
-        for (let done = 0; done < len; ) {
+        for (let done = 0; done < len;) {
           const n = Math.min(AlignedPool.SLOT, len - done)
           await this.readFully(buf, 0, n, off + done)
           buf.copy(out, done, 0, n)
@@ -140,7 +140,7 @@ export class FileDevice implements BlockDevice {
   }
 
   private async readFully(buf: Buffer, bufOff: number, len: number, pos: number): Promise<void> {
-    for (let done = 0; done < len; ) {
+    for (let done = 0; done < len;) {
       const { bytesRead } = await this.fh.read(buf, bufOff + done, len - done, pos + done)
       if (bytesRead === 0) {
         buf.fill(0, bufOff + done, bufOff + len) // sparse tail of a short file
@@ -151,7 +151,7 @@ export class FileDevice implements BlockDevice {
   }
 
   private async writeFully(buf: Buffer, bufOff: number, len: number, pos: number): Promise<void> {
-    for (let done = 0; done < len; ) {
+    for (let done = 0; done < len;) {
       const { bytesWritten } = await this.fh.write(buf, bufOff + done, len - done, pos + done)
       done += bytesWritten
     }
@@ -165,7 +165,7 @@ export class FileDevice implements BlockDevice {
       pool ??= new AlignedPool()
       const { slot, buf } = await pool.get()
       try {
-        for (let done = 0; done < data.length; ) {
+        for (let done = 0; done < data.length;) {
           const n = Math.min(AlignedPool.SLOT, data.length - done)
           data.copy(buf, 0, done, done + n)
           await this.writeFully(buf, 0, n, off + done)

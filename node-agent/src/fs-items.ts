@@ -72,7 +72,16 @@ export const INODE_SIZE = 8 * 8 + 6 * 4 + 4 * 12
 export function encodeInode(i: Inode): Buffer {
   const b = Buffer.alloc(INODE_SIZE)
   let o = 0
-  for (const v of [i.size, i.metaSeq, i.dataSeq, i.dataVersion, i.onlineBlocks, i.offlineBlocks, i.nextReaddirPos, i.nextXattrId]) {
+  for (const v of [
+    i.size,
+    i.metaSeq,
+    i.dataSeq,
+    i.dataVersion,
+    i.onlineBlocks,
+    i.offlineBlocks,
+    i.nextReaddirPos,
+    i.nextXattrId,
+  ]) {
     writeU64(b, o, v)
     o += 8
   }
@@ -186,16 +195,26 @@ export function encodeDirent(d: Dirent): Buffer {
 }
 
 export function decodeDirent(b: Buffer): Dirent {
-  if (b.length < 26 || b.length > 25 + NAME_MAX) throw new FsError('EIO', `directory entry item of ${b.length} bytes is corrupt`)
-  return { ino: readU64(b, 0), hash: b.readBigUInt64LE(8), pos: readU64(b, 16), type: b.readUInt8(24), name: Buffer.from(b.subarray(25)) }
+  if (b.length < 26 || b.length > 25 + NAME_MAX)
+    throw new FsError('EIO', `directory entry item of ${b.length} bytes is corrupt`)
+  return {
+    ino: readU64(b, 0),
+    hash: b.readBigUInt64LE(8),
+    pos: readU64(b, 16),
+    type: b.readUInt8(24),
+    name: Buffer.from(b.subarray(25)),
+  }
 }
 
-export const direntKey = (dir: number, hash: bigint, pos: number): Buffer => makeKey(Zone.FS, dir, KeyType.DIRENT, hash, pos)
+export const direntKey = (dir: number, hash: bigint, pos: number): Buffer =>
+  makeKey(Zone.FS, dir, KeyType.DIRENT, hash, pos)
 export const direntHashFirst = (dir: number, hash: bigint): Buffer => makeKey(Zone.FS, dir, KeyType.DIRENT, hash, 0)
-export const direntHashLast = (dir: number, hash: bigint): Buffer => makeKey(Zone.FS, dir, KeyType.DIRENT, hash, U53, U53)
+export const direntHashLast = (dir: number, hash: bigint): Buffer =>
+  makeKey(Zone.FS, dir, KeyType.DIRENT, hash, U53, U53)
 export const readdirKey = (dir: number, pos: number): Buffer => makeKey(Zone.FS, dir, KeyType.READDIR, pos)
 export const readdirLast = (dir: number): Buffer => makeKey(Zone.FS, dir, KeyType.READDIR, U53, U53, U53)
-export const backrefKey = (ino: number, dir: number, pos: number): Buffer => makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, dir, pos)
+export const backrefKey = (ino: number, dir: number, pos: number): Buffer =>
+  makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, dir, pos)
 export const backrefFirst = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, 0, 0)
 export const backrefLast = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, U53, U53, U53)
 
@@ -247,7 +266,8 @@ export function encodeExtent(e: DataExtent): Buffer {
 }
 
 export function decodeExtent(key: Buffer, b: Buffer): DataExtent {
-  if (b.length !== 17 || key.length !== KEY_SIZE) throw new FsError('EIO', `data extent item of ${b.length} bytes is corrupt`)
+  if (b.length !== 17 || key.length !== KEY_SIZE)
+    throw new FsError('EIO', `data extent item of ${b.length} bytes is corrupt`)
   const iblock = key.readUInt32BE(10) * 0x100000000 + key.readUInt32BE(14)
   return { iblock, len: readU64(b, 0), blkno: readU64(b, 8), flags: b.readUInt8(16) }
 }

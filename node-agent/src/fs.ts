@@ -135,7 +135,13 @@ export interface FsCounters {
 }
 
 export class Filesystem implements FsApi {
-  readonly counters: FsCounters = { inodesCreated: 0, inodesDeleted: 0, orphansDeleted: 0, dataBytesWritten: 0, dataBytesRead: 0 }
+  readonly counters: FsCounters = {
+    inodesCreated: 0,
+    inodesDeleted: 0,
+    orphansDeleted: 0,
+    dataBytesWritten: 0,
+    dataBytesRead: 0,
+  }
   private readonly locks = new InodeLocks()
   private renameLock: Promise<void> = Promise.resolve()
   private readonly opens = new Map<number, number>()
@@ -247,7 +253,13 @@ export class Filesystem implements FsApi {
   }
 
   private addDirent(dir: Inode, name: Buffer, target: Inode, seq: number): void {
-    const d: Dirent = { ino: target.ino, hash: nameHash(name), pos: dir.nextReaddirPos++, type: dtype(target.mode), name }
+    const d: Dirent = {
+      ino: target.ino,
+      hash: nameHash(name),
+      pos: dir.nextReaddirPos++,
+      type: dtype(target.mode),
+      name,
+    }
     const v = encodeDirent(d)
     this.items.put(direntKey(dir.ino, d.hash, d.pos), v, seq)
     this.items.put(readdirKey(dir.ino, d.pos), v, seq)
@@ -374,10 +386,12 @@ export class Filesystem implements FsApi {
   symlink(parent: number, name: string, target: string, who: Caller): Promise<Attr> {
     const t = Buffer.from(target, 'utf8')
     if (t.length === 0) return Promise.reject(new FsError('ENOENT', 'empty symlink target'))
-    if (t.length > SYMLINK_MAX) return Promise.reject(new FsError('ENAMETOOLONG', `symlink target of ${t.length} bytes`))
+    if (t.length > SYMLINK_MAX)
+      return Promise.reject(new FsError('ENAMETOOLONG', `symlink target of ${t.length} bytes`))
     return this.create(parent, name, S_IFLNK | 0o777, 0, who, (i, seq) => {
       i.size = t.length
-      for (let p = 0; p * 4096 < t.length; p++) this.items.put(symlinkKey(i.ino, p), t.subarray(p * 4096, (p + 1) * 4096), seq)
+      for (let p = 0; p * 4096 < t.length; p++)
+        this.items.put(symlinkKey(i.ino, p), t.subarray(p * 4096, (p + 1) * 4096), seq)
     })
   }
 
@@ -388,7 +402,8 @@ export class Filesystem implements FsApi {
       if (isDir(i)) throw new FsError('EPERM', 'hard links to directories are not allowed')
       if (i.nlink === 0) throw new FsError('ENOENT', `inode ${ino} has been removed`)
       const dir = await this.getDir(newParent)
-      if (await this.findDirent(newParent, n)) throw new FsError('EEXIST', `'${newName}' exists in directory ${newParent}`)
+      if (await this.findDirent(newParent, n))
+        throw new FsError('EEXIST', `'${newName}' exists in directory ${newParent}`)
       this.addDirent(dir, n, i, seq)
       const now = nowTs()
       dir.mtime = dir.ctime = now
@@ -519,7 +534,14 @@ export class Filesystem implements FsApi {
     }
   }
 
-  private async renameLocked(seq: number, p1: number, s: Dirent, p2: number, nn: Buffer, t: Dirent | undefined): Promise<void> {
+  private async renameLocked(
+    seq: number,
+    p1: number,
+    s: Dirent,
+    p2: number,
+    nn: Buffer,
+    t: Dirent | undefined,
+  ): Promise<void> {
     if (t && t.ino === s.ino) return // both names are links to one inode: nothing to do
     const src = await this.getInode(s.ino)
     const d1 = await this.getDir(p1)
@@ -536,7 +558,8 @@ export class Filesystem implements FsApi {
       const tgt = await this.getInode(t.ino)
       if (isDir(tgt)) {
         if (!isDir(src)) throw new FsError('EISDIR', `'${nn.toString()}' is a directory`)
-        if (!(await this.isEmptyDir(tgt.ino))) throw new FsError('ENOTEMPTY', `directory '${nn.toString()}' is not empty`)
+        if (!(await this.isEmptyDir(tgt.ino)))
+          throw new FsError('ENOTEMPTY', `directory '${nn.toString()}' is not empty`)
       } else if (isDir(src)) {
         throw new FsError('ENOTDIR', `'${nn.toString()}' is not a directory`)
       }
@@ -749,7 +772,8 @@ export class Filesystem implements FsApi {
         const prev = b > 0 ? await this.extentAt(ino, b - 1) : undefined
         if (prev && !(prev.flags & EXTENT_OFFLINE) && prev.blkno + prev.len === got.start)
           this.items.put(extentKey(ino, prev.iblock), encodeExtent({ ...prev, len: prev.len + got.len }), seq)
-        else this.items.put(extentKey(ino, b), encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }), seq)
+        else
+          this.items.put(extentKey(ino, b), encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }), seq)
         i.onlineBlocks += got.len
         // the extent is recorded: so are its blocks, even if a later run of this write fails
         this.putInode(i, seq, true)
@@ -769,7 +793,14 @@ export class Filesystem implements FsApi {
    * at file offset `offset`) that overlaps them.  Partial first/last blocks are read and
    * merged when the blocks hold file data already, zero-filled when they are new.
    */
-  private async writeRun(phys: number, b0: number, b1: number, offset: number, data: Buffer, existing: boolean): Promise<void> {
+  private async writeRun(
+    phys: number,
+    b0: number,
+    b1: number,
+    offset: number,
+    data: Buffer,
+    existing: boolean,
+  ): Promise<void> {
     const runStart = b0 * BS
     const runEnd = (b1 + 1) * BS
     const from = Math.max(offset, runStart)
@@ -802,13 +833,20 @@ export class Filesystem implements FsApi {
     const n = Buffer.from(name, 'utf8')
     if (n.length === 0 || n.length > XATTR_NAME_MAX) throw new FsError('ERANGE', `xattr name of ${n.length} bytes`)
     if (!/^(user|trusted|security|scoutfs)\./.test(name))
-      throw new FsError('EOPNOTSUPP', `xattr namespace of '${name}' is not supported (user., trusted., security., scoutfs.)`)
-    if (/^(user|trusted|security|scoutfs)\.$/.test(name)) throw new FsError('EINVAL', `xattr name '${name}' is only a prefix`)
+      throw new FsError(
+        'EOPNOTSUPP',
+        `xattr namespace of '${name}' is not supported (user., trusted., security., scoutfs.)`,
+      )
+    if (/^(user|trusted|security|scoutfs)\.$/.test(name))
+      throw new FsError('EINVAL', `xattr name '${name}' is only a prefix`)
     return n
   }
 
   /** The xattr named `name`: its id, part count and value. */
-  private async findXattr(ino: number, name: Buffer): Promise<{ id: number; parts: number; value: Buffer } | undefined> {
+  private async findXattr(
+    ino: number,
+    name: Buffer,
+  ): Promise<{ id: number; parts: number; value: Buffer } | undefined> {
     const h = xattrHash(name)
     let found: { id: number; valLen: number; first: Buffer } | undefined
     for await (const it of this.items.range(xattrHashFirst(ino, h), xattrHashLast(ino, h))) {
@@ -835,7 +873,8 @@ export class Filesystem implements FsApi {
 
   async setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void> {
     const n = this.checkXattrName(name)
-    if (value.length > XATTR_SIZE_MAX) throw new FsError('E2BIG', `xattr value of ${value.length} bytes exceeds ${XATTR_SIZE_MAX}`)
+    if (value.length > XATTR_SIZE_MAX)
+      throw new FsError('E2BIG', `xattr value of ${value.length} bytes exceeds ${XATTR_SIZE_MAX}`)
     await this.op([ino], async (seq) => {
       const i = await this.getInode(ino)
       const old = await this.findXattr(ino, n)
@@ -917,4 +956,3 @@ export class Filesystem implements FsApi {
     return this.getInode(ino)
   }
 }
-

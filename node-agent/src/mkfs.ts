@@ -106,7 +106,10 @@ export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptio
   const boot: number[] = []
   for (let b = META_FIRST_BLKNO + SUPER_WRITER_BOOT_BLOCKS - 1; b >= META_FIRST_BLKNO; b--) boot.push(b)
   const w = SuperWriter.create(meta, sb, boot)
-  await w.metaAlloc.free(META_FIRST_BLKNO + SUPER_WRITER_BOOT_BLOCKS, metaBlocks - META_FIRST_BLKNO - SUPER_WRITER_BOOT_BLOCKS)
+  await w.metaAlloc.free(
+    META_FIRST_BLKNO + SUPER_WRITER_BOOT_BLOCKS,
+    metaBlocks - META_FIRST_BLKNO - SUPER_WRITER_BOOT_BLOCKS,
+  )
   await w.dataAlloc.free(DATA_FIRST_BLKNO, dataBlocks - DATA_FIRST_BLKNO)
   await w.reserve()
   // the root directory

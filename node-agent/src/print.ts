@@ -46,11 +46,17 @@ export function describeSuper(sb: SuperBlock): string[] {
   ]
 }
 
-export async function printFilesystem(meta: BlockDevice, out: (line: string) => void, opts: PrintOptions = {}): Promise<void> {
+export async function printFilesystem(
+  meta: BlockDevice,
+  out: (line: string) => void,
+  opts: PrintOptions = {},
+): Promise<void> {
   const max = opts.maxItems ?? 100
   const { current, copies } = await readSuperCopies(meta)
   for (const c of copies)
-    out(`super copy at 4 KiB block ${c.blkno}: ${c.sb ? `valid, write_seq ${c.sb.writeSeq}` : `invalid (${c.problem})`}`)
+    out(
+      `super copy at 4 KiB block ${c.blkno}: ${c.sb ? `valid, write_seq ${c.sb.writeSeq}` : `invalid (${c.problem})`}`,
+    )
   if (!current)
     throw new FsError('EINVAL', `${meta.path} holds no valid scoutfs super block; is it a scoutfs metadata device?`)
   assertMetaSuper(current, meta.path)
@@ -81,7 +87,9 @@ export async function printFilesystem(meta: BlockDevice, out: (line: string) => 
           break
         }
         const del = it.flags & ITEM_DELETION ? ' deletion' : ''
-        out(`  ${keyToString(it.key)} seq ${it.seq}${del} len ${it.val.length}${it.val.length ? ` ${it.val.subarray(0, 24).toString('hex')}${it.val.length > 24 ? '..' : ''}` : ''}`)
+        out(
+          `  ${keyToString(it.key)} seq ${it.seq}${del} len ${it.val.length}${it.val.length ? ` ${it.val.subarray(0, 24).toString('hex')}${it.val.length > 24 ? '..' : ''}` : ''}`,
+        )
         shown++
       }
     } catch (e) {
@@ -115,7 +123,7 @@ export async function printFilesystem(meta: BlockDevice, out: (line: string) => 
       out(`  list blocks: ${r.blocks.map((b) => b.blkno).join(' ') || 'none'}`)
       const e = r.entries.slice().sort((a, b) => a - b)
       const runs: string[] = []
-      for (let i = 0; i < e.length; ) {
+      for (let i = 0; i < e.length;) {
         let j = i + 1
         while (j < e.length && e[j] === e[j - 1]! + 1) j++
         runs.push(j - i === 1 ? `${e[i]}` : `${e[i]}-${e[j - 1]}`)

@@ -82,7 +82,10 @@ export class Server implements ServerApi {
     await s.refreshRoots()
     // a server that starts is the only one: every mount it finds recorded is gone
     const rids: number[] = []
-    for await (const it of new Btree(w.sb.mountedClients, w.cache).range(mountedClientKey(0), mountedClientKey(0x1fffffffffffff)))
+    for await (const it of new Btree(w.sb.mountedClients, w.cache).range(
+      mountedClientKey(0),
+      mountedClientKey(0x1fffffffffffff),
+    ))
       rids.push(Number(it.key.readBigUInt64BE(1)))
     for (const rid of rids) await s.reclaim(rid)
     s.kickMerge()
@@ -164,9 +167,13 @@ export class Server implements ServerApi {
         `mount of filesystem ${fsid.toString(16)} refused: this server serves ${this.w.sb.fsid.toString(16)}`,
       )
     if (formatVersion !== FORMAT_VERSION)
-      throw new FsError('EINVAL', `mount with format version ${formatVersion} refused: the server runs ${FORMAT_VERSION}`)
+      throw new FsError(
+        'EINVAL',
+        `mount with format version ${formatVersion} refused: the server runs ${FORMAT_VERSION}`,
+      )
     await this.txn(async (w) => {
-      if (!(await w.clients.lookup(mountedClientKey(rid)))) await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
+      if (!(await w.clients.lookup(mountedClientKey(rid))))
+        await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
     })
     return { fsid: this.w.sb.fsid, formatVersion: FORMAT_VERSION }
   }
@@ -241,7 +248,10 @@ export class Server implements ServerApi {
       const c = cur && decodeLogTrees(cur.val)
       if (c && c.commitTransSeq >= lt.getTransSeq) return // a resend
       if (!c || c.getTransSeq !== lt.getTransSeq)
-        throw new FsError('EINVAL', `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: no such open transaction`)
+        throw new FsError(
+          'EINVAL',
+          `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: no such open transaction`,
+        )
       w.sb.inodeCount = Math.max(0, w.sb.inodeCount + lt.inodesCreated - lt.inodesDeleted)
       await this.putLogTrees(w, { ...lt, commitTransSeq: lt.getTransSeq, inodesCreated: 0, inodesDeleted: 0 })
     })
@@ -264,7 +274,8 @@ export class Server implements ServerApi {
   async getLastSeq(): Promise<number> {
     let last = this.w.sb.nextSeq - 1
     for (const lt of this.roots.logTrees)
-      if (lt.getTransSeq > lt.commitTransSeq && !(lt.flags & LOG_TREES_FINALIZED)) last = Math.min(last, lt.getTransSeq - 1)
+      if (lt.getTransSeq > lt.commitTransSeq && !(lt.flags & LOG_TREES_FINALIZED))
+        last = Math.min(last, lt.getTransSeq - 1)
     return last
   }
 

@@ -142,7 +142,7 @@ export class SuperWriter {
   /** Return blocks to meta_alloc (they must be unreferenced by the durable super). */
   async freeToMetaAlloc(blknos: number[]): Promise<void> {
     const runs = blknos.slice().sort((a, b) => a - b)
-    for (let i = 0; i < runs.length; ) {
+    for (let i = 0; i < runs.length;) {
       let j = i + 1
       while (j < runs.length && runs[j] === runs[j - 1]! + 1) j++
       await this.metaAlloc.free(runs[i]!, j - i)
@@ -160,7 +160,10 @@ export class SuperWriter {
       const e = await t.metaAlloc.allocLargest(SERVER_AVAIL_TARGET - t.alloc.avail.length)
       if (!e) {
         if (t.alloc.avail.length < 16)
-          throw new FsError('ENOSPC', `the metadata device is full (${t.alloc.avail.length} blocks left on the server's list)`)
+          throw new FsError(
+            'ENOSPC',
+            `the metadata device is full (${t.alloc.avail.length} blocks left on the server's list)`,
+          )
         return
       }
       for (let b = e.start + e.len - 1; b >= e.start; b--) t.alloc.avail.push(b)

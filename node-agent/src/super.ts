@@ -87,7 +87,9 @@ const O = {
 } as const
 const ADDR_LEN = 64
 
-export function newSuper(fields: Partial<SuperBlock> & Pick<SuperBlock, 'fsid' | 'totalMetaBlocks' | 'totalDataBlocks'>): SuperBlock {
+export function newSuper(
+  fields: Partial<SuperBlock> & Pick<SuperBlock, 'fsid' | 'totalMetaBlocks' | 'totalDataBlocks'>,
+): SuperBlock {
   return {
     writeSeq: 0,
     formatVersion: FORMAT_VERSION,
@@ -223,7 +225,10 @@ export async function readSuper(dev: BlockDevice): Promise<SuperBlock> {
 /** A super read from what should be a metadata device must say it is one, of our version. */
 export function assertMetaSuper(sb: SuperBlock, path: string): void {
   if (sb.formatVersion !== FORMAT_VERSION)
-    throw new FsError('EINVAL', `${path} has format version ${sb.formatVersion}; this scoutfs supports ${FORMAT_VERSION}`)
+    throw new FsError(
+      'EINVAL',
+      `${path} has format version ${sb.formatVersion}; this scoutfs supports ${FORMAT_VERSION}`,
+    )
   if (!(sb.flags & SUPER_FLAG_META))
     throw new FsError('EINVAL', `${path} is a scoutfs data device; give the metadata device`)
 }
@@ -240,7 +245,10 @@ export async function writeSuper(dev: BlockDevice, sb: SuperBlock): Promise<Supe
 /** The data device's copy of the super: identifies it and ties it to its metadata device. */
 export async function writeDataSuper(dev: BlockDevice, sb: SuperBlock): Promise<void> {
   const blkno = SUPER_BLKNOS[0]
-  await dev.write(blkno * SMALL_BLOCK_SIZE, encodeSuper({ ...sb, flags: sb.flags & ~SUPER_FLAG_META, writeSeq: 1 }, blkno))
+  await dev.write(
+    blkno * SMALL_BLOCK_SIZE,
+    encodeSuper({ ...sb, flags: sb.flags & ~SUPER_FLAG_META, writeSeq: 1 }, blkno),
+  )
   await dev.flush()
 }
 

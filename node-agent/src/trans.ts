@@ -151,7 +151,14 @@ export class Trans {
     const c = this.cur
     if (!c) throw new FsError('EIO', 'no transaction is open')
     const dirty = this.items.dirtyList()
-    if (dirty.length === 0 && c.alloc.freed.length === 0 && c.txn.dirtyBlocks === 0 && !c.cached && !this.inodesCreated && !this.inodesDeleted)
+    if (
+      dirty.length === 0 &&
+      c.alloc.freed.length === 0 &&
+      c.txn.dirtyBlocks === 0 &&
+      !c.cached &&
+      !this.inodesCreated &&
+      !this.inodesDeleted
+    )
       return
     await this.data.flush()
     // what is left of the cached data extent goes back to the allocator it came from
@@ -236,7 +243,10 @@ export class Trans {
    */
   reserveData(blocks: number): void {
     if (blocks > this.dataAvailBlocks)
-      throw new FsError('ENOBUFS', `the mount has ${this.dataAvailBlocks} data blocks left in this transaction, ${blocks} needed`)
+      throw new FsError(
+        'ENOBUFS',
+        `the mount has ${this.dataAvailBlocks} data blocks left in this transaction, ${blocks} needed`,
+      )
   }
 
   /** Data blocks this mount could still allocate in this transaction. */

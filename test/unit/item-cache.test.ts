@@ -45,10 +45,15 @@ class ModelForest implements ForestReader {
     const endIdx = Math.min(w + this.leaf, snapshot.length)
     const end = endIdx >= snapshot.length ? hi : snapshot[endIdx - 1]!.key
     const s = w === 0 ? lo : Buffer.concat([start.subarray(0, 33), Buffer.from([start[33]! + 1])])
-    const clip = (b: Buffer, min: Buffer, max: Buffer): Buffer => (Buffer.compare(b, min) < 0 ? min : Buffer.compare(b, max) > 0 ? max : b)
+    const clip = (b: Buffer, min: Buffer, max: Buffer): Buffer =>
+      Buffer.compare(b, min) < 0 ? min : Buffer.compare(b, max) > 0 ? max : b
     const cs = clip(s, lo, hi)
     const ce = clip(end, lo, hi)
-    return { items: snapshot.filter((it) => Buffer.compare(it.key, cs) >= 0 && Buffer.compare(it.key, ce) <= 0), start: cs, end: ce }
+    return {
+      items: snapshot.filter((it) => Buffer.compare(it.key, cs) >= 0 && Buffer.compare(it.key, ce) <= 0),
+      start: cs,
+      end: ce,
+    }
   }
 }
 

@@ -79,7 +79,12 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .description('format a metadata device and a data device as a new filesystem')
     .argument('<META>', 'metadata device (block device or file)')
     .argument('<DATA>', 'data device (block device or file)')
-    .requiredOption('-Q, --quorum <spec>', 'quorum slots: a count N, or NR,ADDR,PORT per slot (repeatable)', collect, [])
+    .requiredOption(
+      '-Q, --quorum <spec>',
+      'quorum slots: a count N, or NR,ADDR,PORT per slot (repeatable)',
+      collect,
+      [],
+    )
     .option('-f, --force', 'overwrite an existing scoutfs filesystem', false)
     .action(async (metaPath: string, dataPath: string, o: { quorum: string[]; force: boolean }) => {
       const q = parseQuorum(o.quorum)
@@ -92,8 +97,12 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         const r = await mkfs(meta, data, { quorumSlots: q.count, quorumAddrs: q.addrs, force: o.force })
         out(`Created scoutfs filesystem ${r.sb.fsid.toString(16).padStart(16, '0')}\n`)
         out(`  format version:  ${r.sb.formatVersion}\n`)
-        out(`  metadata device: ${metaPath}: ${human(r.metaBlocks * META_BLOCK_SIZE)}, ${r.metaBlocks} blocks of 64 KiB, ${r.freeMetaBlocks} free\n`)
-        out(`  data device:     ${dataPath}: ${human(r.dataBlocks * DATA_BLOCK_SIZE)}, ${r.dataBlocks} blocks of 4 KiB, ${r.freeDataBlocks} free\n`)
+        out(
+          `  metadata device: ${metaPath}: ${human(r.metaBlocks * META_BLOCK_SIZE)}, ${r.metaBlocks} blocks of 64 KiB, ${r.freeMetaBlocks} free\n`,
+        )
+        out(
+          `  data device:     ${dataPath}: ${human(r.dataBlocks * DATA_BLOCK_SIZE)}, ${r.dataBlocks} blocks of 4 KiB, ${r.freeDataBlocks} free\n`,
+        )
         out(
           `  quorum slots:    ${q.count}${q.addrs.some((a) => a) ? ` (${q.addrs.map((a, i) => `${i}: ${a || '-'}`).join(', ')})` : ''}\n`,
         )
@@ -130,14 +139,15 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         const progress = process.stderr.isTTY ? (n: number) => err(`\rchecked ${n} metadata blocks`) : undefined
         const r = await checkFilesystem(meta, data, { progress })
         if (progress) err('\r\x1b[K')
-        if (!r.sb)
-          throw new FsError('EINVAL', r.problems[0] ?? `${metaPath} holds no valid scoutfs super block`)
+        if (!r.sb) throw new FsError('EINVAL', r.problems[0] ?? `${metaPath} holds no valid scoutfs super block`)
         if (!o.quiet) {
           for (const n of r.notes) out(`note: ${n}\n`)
           if (r.sb) {
             const s = r.stats
             out(`fsid ${r.sb.fsid.toString(16).padStart(16, '0')}: ${s.items} items\n`)
-            out(`  metadata blocks: ${s.metaBlocks} total, ${s.referencedMetaBlocks} referenced, ${s.freeMetaBlocks} free\n`)
+            out(
+              `  metadata blocks: ${s.metaBlocks} total, ${s.referencedMetaBlocks} referenced, ${s.freeMetaBlocks} free\n`,
+            )
             out(`  data blocks:     ${s.dataBlocks} total, ${s.freeDataBlocks} free\n`)
           }
         }
@@ -174,7 +184,8 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return EXIT_OK
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help')
+        return EXIT_OK
       return EXIT_USAGE
     }
     if (e instanceof UsageError) {

@@ -47,7 +47,9 @@ function parseMountOptions(s: string | undefined): Record<string, string> {
   for (const part of (s ?? '').split(',').filter(Boolean)) {
     const [k, v] = part.split('=', 2) as [string, string | undefined]
     if (!['commit_interval_ms', 'item_cache_items', 'block_cache_blocks', 'debug'].includes(k))
-      throw new CliUsageError(`unknown mount option '${k}' (known: commit_interval_ms, item_cache_items, block_cache_blocks, debug)`)
+      throw new CliUsageError(
+        `unknown mount option '${k}' (known: commit_interval_ms, item_cache_items, block_cache_blocks, debug)`,
+      )
     out[k] = v ?? '1'
   }
   return out
@@ -56,7 +58,8 @@ function parseMountOptions(s: string | undefined): Record<string, string> {
 function positiveInt(opts: Record<string, string>, k: string): number | undefined {
   if (opts[k] === undefined) return undefined
   const n = Number(opts[k])
-  if (!Number.isSafeInteger(n) || n <= 0) throw new CliUsageError(`mount option ${k} needs a positive whole number, not '${opts[k]}'`)
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new CliUsageError(`mount option ${k} needs a positive whole number, not '${opts[k]}'`)
   return n
 }
 
@@ -101,10 +104,14 @@ async function runDaemon(argv: string[], mountpoint: string, logFile: string): P
   await fsp.mkdir(dirname(logFile), { recursive: true })
   const logStart = (await fsp.stat(logFile).catch(() => undefined))?.size ?? 0
   const fd = openSync(logFile, 'a')
-  const child = spawn(process.execPath, [...process.execArgv, require.main?.filename ?? process.argv[1]!, ...argv, '--foreground', '--log-file', logFile], {
-    detached: true,
-    stdio: ['ignore', fd, fd, 'ipc'],
-  })
+  const child = spawn(
+    process.execPath,
+    [...process.execArgv, require.main?.filename ?? process.argv[1]!, ...argv, '--foreground', '--log-file', logFile],
+    {
+      detached: true,
+      stdio: ['ignore', fd, fd, 'ipc'],
+    },
+  )
   closeSync(fd)
   const result = await new Promise<{ ok: boolean; code?: number | null; metrics?: string }>((res) => {
     child.once('message', (m: { ready?: boolean; metrics?: string }) => res({ ok: !!m.ready, metrics: m.metrics }))
@@ -113,7 +120,10 @@ async function runDaemon(argv: string[], mountpoint: string, logFile: string): P
   if (!result.ok) {
     const log = (await fsp.readFile(logFile).catch(() => Buffer.alloc(0))).subarray(logStart).toString('utf8')
     const tail = log.trimEnd().split('\n').slice(-8).join('\n')
-    throw new FsError('EIO', `the agent for ${mountpoint} exited (code ${result.code}) before mounting; its log ${logFile} ends:\n${tail}`)
+    throw new FsError(
+      'EIO',
+      `the agent for ${mountpoint} exited (code ${result.code}) before mounting; its log ${logFile} ends:\n${tail}`,
+    )
   }
   child.unref()
   child.disconnect?.()
@@ -138,8 +148,10 @@ async function waitUnmounted(mountpoint: string, ms: number): Promise<boolean> {
 export function parsePosition(s: string, isLast: boolean): { seq: number; ino: number } {
   const MAX = Number.MAX_SAFE_INTEGER
   const parts = s.split('.')
-  if (parts.length > 3 || parts.some((p) => !/^(-1|\d+)$/.test(p))) throw new CliUsageError(`'${s}' is not a position (major[.minor[.ino]])`)
-  const n = (p: string | undefined, dflt: number): number => (p === undefined ? dflt : p === '-1' ? MAX : Math.min(Number(p), MAX))
+  if (parts.length > 3 || parts.some((p) => !/^(-1|\d+)$/.test(p)))
+    throw new CliUsageError(`'${s}' is not a position (major[.minor[.ino]])`)
+  const n = (p: string | undefined, dflt: number): number =>
+    p === undefined ? dflt : p === '-1' ? MAX : Math.min(Number(p), MAX)
   return { seq: n(parts[0], 0), ino: n(parts[2], isLast ? MAX : 0) }
 }
 
@@ -150,11 +162,16 @@ export function registerMountCommands(program: Command, out: Out): void {
     .requiredOption('--metadev <META>', 'metadata device')
     .argument('<DATA>', 'data device')
     .argument('<MOUNTPOINT>', 'directory to mount on (created if missing)')
-    .option('-o, --options <opts>', 'mount options: commit_interval_ms=N, item_cache_items=N, block_cache_blocks=N, debug')
+    .option(
+      '-o, --options <opts>',
+      'mount options: commit_interval_ms=N, item_cache_items=N, block_cache_blocks=N, debug',
+    )
     .option('-f, --foreground', 'stay in the foreground, logging to stderr', false)
     .option('--metrics-addr <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
     .option('--log-file <FILE>', 'append structured logs here')
-    .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .addOption(
+      new Option('--log-level <LEVEL>', 'log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
+    )
     .action(async (data: string, mnt: string, o: MountCliOptions) => {
       const mountpoint = resolve(mnt)
       parseMountOptions(o.options) // usage errors before anything starts
@@ -181,13 +198,16 @@ export function registerMountCommands(program: Command, out: Out): void {
       const mountpoint = resolve(mnt)
       await adminCall(mountpoint, 'POST', '/unmount')
       if (!(await waitUnmounted(mountpoint, Number(o.timeout) * 1000)))
-        throw new FsError('ETIMEDOUT', `${mountpoint} is still mounted after ${o.timeout} s; see the agent's log in ${ADMIN_DIR}`)
+        throw new FsError(
+          'ETIMEDOUT',
+          `${mountpoint} is still mounted after ${o.timeout} s; see the agent's log in ${ADMIN_DIR}`,
+        )
       out(`unmounted ${mountpoint}\n`)
     })
 
   program
     .command('sync')
-    .description("commit the open transaction of the mount holding PATH (sync(2) does not reach a FUSE filesystem)")
+    .description('commit the open transaction of the mount holding PATH (sync(2) does not reach a FUSE filesystem)')
     .argument('<PATH>')
     .action(async (path: string) => {
       await adminCall(await mountpointOf(path), 'POST', '/sync')
@@ -195,15 +215,22 @@ export function registerMountCommands(program: Command, out: Out): void {
 
   program
     .command('walk-inodes')
-    .description('list inodes whose index seq lies in FIRST..LAST: walk-inodes INDEX FIRST LAST PATH, or walk-inodes -p PATH -- INDEX FIRST LAST')
-    .argument('<args...>', 'INDEX FIRST LAST [PATH]: INDEX is meta_seq or data_seq; FIRST/LAST are major[.minor[.ino]], -1 the largest')
+    .description(
+      'list inodes whose index seq lies in FIRST..LAST: walk-inodes INDEX FIRST LAST PATH, or walk-inodes -p PATH -- INDEX FIRST LAST',
+    )
+    .argument(
+      '<args...>',
+      'INDEX FIRST LAST [PATH]: INDEX is meta_seq or data_seq; FIRST/LAST are major[.minor[.ino]], -1 the largest',
+    )
     .option('-p, --path <PATH>', 'a path in the filesystem')
     .allowUnknownOption(false)
     .action(async (args: string[], o: { path?: string }) => {
       const path = o.path ?? args[3]
-      if (args.length !== (o.path ? 3 : 4) || !path) throw new CliUsageError('walk-inodes takes INDEX FIRST LAST PATH (or -p PATH -- INDEX FIRST LAST)')
+      if (args.length !== (o.path ? 3 : 4) || !path)
+        throw new CliUsageError('walk-inodes takes INDEX FIRST LAST PATH (or -p PATH -- INDEX FIRST LAST)')
       const [index, f, l] = args as [string, string, string]
-      if (index !== 'meta_seq' && index !== 'data_seq') throw new CliUsageError(`INDEX is meta_seq or data_seq, not '${index}'`)
+      if (index !== 'meta_seq' && index !== 'data_seq')
+        throw new CliUsageError(`INDEX is meta_seq or data_seq, not '${index}'`)
       let first = parsePosition(f, false)
       const last = parsePosition(l, true)
       const mnt = await mountpointOf(path)
@@ -237,7 +264,8 @@ export function registerMountCommands(program: Command, out: Out): void {
     .argument('<PATH>')
     .option('-s, --single-field <FIELD>', `print one field: ${STAT_FIELDS.join(', ')}`)
     .action(async (path: string, o: { singleField?: string }) => {
-      if (o.singleField && !STAT_FIELDS.includes(o.singleField)) throw new CliUsageError(`unknown field '${o.singleField}' (${STAT_FIELDS.join(', ')})`)
+      if (o.singleField && !STAT_FIELDS.includes(o.singleField))
+        throw new CliUsageError(`unknown field '${o.singleField}' (${STAT_FIELDS.join(', ')})`)
       const st = await fsp.lstat(path).catch(() => {
         throw new FsError('ENOENT', `${path} does not exist`)
       })
@@ -253,7 +281,8 @@ export function registerMountCommands(program: Command, out: Out): void {
     .argument('<PATH>')
     .option('-s, --single-field <FIELD>', 'print one field')
     .action(async (path: string, o: { singleField?: string }) => {
-      if (o.singleField && !STATFS_FIELDS.includes(o.singleField)) throw new CliUsageError(`unknown field '${o.singleField}' (${STATFS_FIELDS.join(', ')})`)
+      if (o.singleField && !STATFS_FIELDS.includes(o.singleField))
+        throw new CliUsageError(`unknown field '${o.singleField}' (${STATFS_FIELDS.join(', ')})`)
       const r = await adminCall<Record<string, string | number>>(await mountpointOf(path), 'GET', '/statfs')
       if (o.singleField) out(`${r[o.singleField]}\n`)
       else for (const f of STATFS_FIELDS) out(`${f.padEnd(Math.max(17, f.length + 1))}${r[f]}\n`)
@@ -282,7 +311,9 @@ export function registerMountCommands(program: Command, out: Out): void {
         const pct = total ? Math.ceil((used * 100) / total) : 0
         return `${type.padEnd(10)} ${size.padStart(5)} ${hum(total, bs).padStart(12)} ${hum(used, bs).padStart(12)} ${hum(free, bs).padStart(12)} ${String(pct).padStart(4)}%\n`
       }
-      out(`${'Type'.padEnd(10)} ${'Size'.padStart(5)} ${'Total'.padStart(12)} ${'Used'.padStart(12)} ${'Free'.padStart(12)} ${'Use%'.padStart(5)}\n`)
+      out(
+        `${'Type'.padEnd(10)} ${'Size'.padStart(5)} ${'Total'.padStart(12)} ${'Used'.padStart(12)} ${'Free'.padStart(12)} ${'Use%'.padStart(5)}\n`,
+      )
       out(row('MetaData', '64KB', r.total_meta_blocks!, r.free_meta_blocks!, 65536))
       out(row('Data', '4KB', r.total_data_blocks!, r.free_data_blocks!, 4096))
     })
