@@ -11,6 +11,37 @@ export const ROOT_INO = 1
 /** d_type values */
 export const DT = { UNKNOWN: 0, FIFO: 1, CHR: 2, DIR: 4, BLK: 6, REG: 8, LNK: 10, SOCK: 12 } as const
 
+/** file type bits of a mode */
+export const S_IFMT = 0o170000
+export const S_IFSOCK = 0o140000
+export const S_IFLNK = 0o120000
+export const S_IFREG = 0o100000
+export const S_IFBLK = 0o060000
+export const S_IFDIR = 0o040000
+export const S_IFCHR = 0o020000
+export const S_IFIFO = 0o010000
+
+/** the d_type readdir reports for a mode */
+export function dtypeOf(mode: number): number {
+  switch (mode & S_IFMT) {
+    case S_IFDIR:
+      return DT.DIR
+    case S_IFREG:
+      return DT.REG
+    case S_IFLNK:
+      return DT.LNK
+    case S_IFIFO:
+      return DT.FIFO
+    case S_IFCHR:
+      return DT.CHR
+    case S_IFBLK:
+      return DT.BLK
+    case S_IFSOCK:
+      return DT.SOCK
+  }
+  return DT.UNKNOWN
+}
+
 export interface Attr {
   ino: number
   mode: number

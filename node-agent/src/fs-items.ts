@@ -10,6 +10,7 @@
 import { crc32c } from '@node-rs/crc32'
 import { FsError } from './errors.js'
 import { KEY_SIZE, KeyType, Zone, makeKey, readU64, writeU64 } from './format.js'
+import { S_IFDIR, S_IFMT } from './fs-api.js'
 
 const U53 = 0x1fffffffffffff
 
@@ -54,7 +55,7 @@ export function newInode(ino: number, mode: number, uid: number, gid: number, no
     offlineBlocks: 0,
     nextReaddirPos: 2,
     nextXattrId: 1,
-    nlink: (mode & 0o170000) === 0o040000 ? 2 : 1,
+    nlink: (mode & S_IFMT) === S_IFDIR ? 2 : 1,
     uid,
     gid,
     mode,

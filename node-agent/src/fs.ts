@@ -21,6 +21,11 @@ import { DATA_BLOCK_SIZE, KeyType } from './format.js'
 import {
   DT,
   ROOT_INO,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  dtypeOf,
   XATTR_CREATE,
   XATTR_REPLACE,
   type Attr,
@@ -84,10 +89,6 @@ import type { ItemCache } from './item-cache.js'
 import type { ServerApi } from './server-api.js'
 import type { Trans } from './trans.js'
 
-const S_IFMT = 0o170000
-const S_IFDIR = 0o040000
-const S_IFREG = 0o100000
-const S_IFLNK = 0o120000
 const EMPTY = Buffer.alloc(0)
 const BS = DATA_BLOCK_SIZE
 const INO_BATCH = 1024
@@ -97,26 +98,6 @@ const keySecond = (k: Buffer): number => k.readUInt32BE(10) * 0x100000000 + k.re
 
 const isDir = (i: Inode): boolean => (i.mode & S_IFMT) === S_IFDIR
 const isReg = (i: Inode): boolean => (i.mode & S_IFMT) === S_IFREG
-
-function dtype(mode: number): number {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return DT.DIR
-    case S_IFREG:
-      return DT.REG
-    case S_IFLNK:
-      return DT.LNK
-    case 0o010000:
-      return DT.FIFO
-    case 0o020000:
-      return DT.CHR
-    case 0o060000:
-      return DT.BLK
-    case 0o140000:
-      return DT.SOCK
-  }
-  return DT.UNKNOWN
-}
 
 function checkName(name: string): Buffer {
   const b = Buffer.from(name, 'utf8')
@@ -257,7 +238,7 @@ export class Filesystem implements FsApi {
       ino: target.ino,
       hash: nameHash(name),
       pos: dir.nextReaddirPos++,
-      type: dtype(target.mode),
+      type: dtypeOf(target.mode),
       name,
     }
     const v = encodeDirent(d)

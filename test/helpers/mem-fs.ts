@@ -23,16 +23,17 @@ import {
   type FsApi,
   type SetAttr,
   type StatFs,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  dtypeOf,
 } from '../../node-agent/src/fs-api.js'
 
-const S_IFMT = 0o170000
-const S_IFSOCK = 0o140000
-const S_IFLNK = 0o120000
-const S_IFREG = 0o100000
-const S_IFBLK = 0o060000
-const S_IFDIR = 0o040000
-const S_IFCHR = 0o020000
-const S_IFIFO = 0o010000
 const S_ISGID = 0o2000
 
 const CHUNK = 64 * 1024
@@ -79,26 +80,6 @@ function err(code: Errno | 'EOPNOTSUPP' | 'E2BIG' | 'EMLINK', msg: string): FsEr
   return new FsError(code as Errno, msg)
 }
 
-function typeOf(mode: number): number {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return DT.DIR
-    case S_IFREG:
-      return DT.REG
-    case S_IFLNK:
-      return DT.LNK
-    case S_IFIFO:
-      return DT.FIFO
-    case S_IFCHR:
-      return DT.CHR
-    case S_IFBLK:
-      return DT.BLK
-    case S_IFSOCK:
-      return DT.SOCK
-    default:
-      return DT.UNKNOWN
-  }
-}
 
 export interface MemFsOptions {
   /** first inode number handed out after the root (default 1000, so they differ from libfuse's node ids) */
@@ -557,7 +538,7 @@ export class MemFs implements FsApi {
     for (const [name, slot] of d.entries!) {
       if (slot.pos < pos) continue
       const i = this.inodes.get(slot.ino)
-      out.push({ name, ino: slot.ino, type: i ? typeOf(i.mode) : DT.UNKNOWN, nextPos: slot.pos + 1 })
+      out.push({ name, ino: slot.ino, type: i ? dtypeOf(i.mode) : DT.UNKNOWN, nextPos: slot.pos + 1 })
       if (out.length >= max) break
     }
     return out
