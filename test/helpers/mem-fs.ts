@@ -80,7 +80,6 @@ function err(code: Errno | 'EOPNOTSUPP' | 'E2BIG' | 'EMLINK', msg: string): FsEr
   return new FsError(code as Errno, msg)
 }
 
-
 export interface MemFsOptions {
   /** first inode number handed out after the root (default 1000, so they differ from libfuse's node ids) */
   firstIno?: number
