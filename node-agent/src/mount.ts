@@ -84,6 +84,7 @@ export class Mount {
       const items = new ItemCache(forest, o.itemCacheItems ?? 500_000)
       const trans = new Trans(server, rid, cache, items, forest, meta, data, {
         commitIntervalMs: o.commitIntervalMs,
+        log: (msg, f) => log.error(f ?? {}, msg),
       })
       trans.onCommit = (seq, ms, n) => log.debug({ seq, ms, items: n }, 'commit')
       await trans.start()

@@ -89,7 +89,7 @@ export class Trans {
     await this.open()
     const ms = this.opts.commitIntervalMs ?? 10_000
     this.timer = setInterval(() => {
-      if (this.items.dirtyItems > 0 && !this.committing) void this.commit().catch(() => undefined)
+      if (this.items.dirtyItems > 0 && !this.committing) void this.commit().catch((e: unknown) => this.commitFailed(e))
     }, ms)
     this.timer.unref()
   }
@@ -127,7 +127,12 @@ export class Trans {
       (this.items.dirtyBytes > (this.opts.dirtyLimitBytes ?? 16 << 20) ||
         (this.cur && this.cur.alloc.avail.length < META_AVAIL_RESERVE))
     )
-      void this.commit().catch(() => undefined)
+      void this.commit().catch((e: unknown) => this.commitFailed(e))
+  }
+
+  /** A commit nobody waits for failed: say so (the next commit tries again). */
+  private commitFailed(e: unknown): void {
+    this.opts.log?.('background commit failed', { err: e instanceof Error ? e.message : String(e) })
   }
 
   /** Commit the open transaction (if anything is dirty) and open the next one. */
