@@ -108,7 +108,13 @@ export class BlockCache {
     if (e) this.entries.delete(ref.blkno)
     this.counters.cacheMisses++
     const buf = await this.readRaw(ref, magic)
-    const parsed = parse(buf)
+    let parsed: T
+    try {
+      parsed = parse(buf)
+    } catch (err) {
+      // a block whose checksum is right but whose contents do not decode is corrupt too
+      throw err instanceof FsError ? this.bad(err, ref.blkno) : err
+    }
     this.insert(ref.blkno, { seq: ref.seq, buf, parsed: new Map([[kind, parsed]]) })
     return parsed
   }

@@ -214,6 +214,23 @@ describe('corrupt metadata blocks', function () {
     const w = await SuperWriter.open(meta)
     await assert.rejects(scan(new Btree(w.sb.fsRoot, w.cache)), (e: unknown) => isErr(e, 'EIO', leaf.blkno))
   })
+
+  it('counts a block with a valid checksum whose items do not decode as corrupt', async () => {
+    const meta = base.meta.clone()
+    const leaf = layout.blocks.find((b) => b.level === 0)!
+    const at = leaf.blkno * META_BLOCK_SIZE
+    const block = Buffer.from(meta.peek(at, META_BLOCK_SIZE))
+    // the first item's key becomes all-ones: keys out of order, and the checksum is made right again
+    block.fill(0xff, HDR_SIZE + 4, HDR_SIZE + 4 + 34)
+    sealBlock(block, FSID, Magic.BTREE, leaf.blkno, leaf.seq)
+    meta.poke(at, block)
+    const w = await SuperWriter.open(meta)
+    const bad: number[] = []
+    w.cache.onBadBlock = (_e, blkno) => bad.push(blkno)
+    await assert.rejects(scan(new Btree(w.sb.fsRoot, w.cache)), (e: unknown) => isErr(e, 'EIO', leaf.blkno))
+    assert.equal(w.cache.counters.corruptReads, 1)
+    assert.deepEqual(bad, [leaf.blkno])
+  })
 })
 
 describe('stale block references', function () {
