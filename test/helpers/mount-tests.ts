@@ -4,9 +4,10 @@
  * output parsed into entries.
  */
 import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { scoutfs } from './agent.js'
-import { pyJson } from './fuse-harness.js'
+import { makeDevices, scoutfs, startAgent, stopAllAgents, type Agent, type Devices } from './agent.js'
+import { fuseMountsUnder, pyJson } from './fuse-harness.js'
 
 export const HELPER = join(__dirname, '..', '..', '..', 'test', 'helpers', 'posix.py')
 
@@ -62,4 +63,31 @@ export async function walkInodes(
     if (m) out.push({ seq: Number(m[2]), ino: Number(m[4]) })
   }
   return out
+}
+
+/**
+ * One agent for a describe block: before() formats devices and mounts them and hands both to
+ * `on`; after() stops every agent and asserts nothing is left mounted under the devices.
+ */
+export function agentPerSuite(on: (dev: Devices, agent: Agent) => void): void {
+  let devDir: string | undefined
+  before(async () => {
+    const dev = await makeDevices()
+    devDir = dev.dir
+    on(dev, await startAgent(dev))
+  })
+  after(async () => {
+    await stopAllAgents()
+    if (devDir) assert.deepEqual(await fuseMountsUnder(devDir), [], 'no mount left behind')
+  })
+}
+
+/** A maker of fresh, numbered directories below the mount `mnt()` returns, one per test. */
+export function freshDirs(mnt: () => string): (name: string) => string {
+  let n = 0
+  return (name) => {
+    const d = join(mnt(), `${++n}-${name}`)
+    mkdirSync(d)
+    return d
+  }
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
-import { makeDevices, scoutfs, startAgent, stopAllAgents, type Devices } from '../helpers/agent.js'
+import { makeDevices, scoutfs, startAgent, stopAllAgents } from '../helpers/agent.js'
 import { testRng } from '../helpers/rng.js'
 import { walkInodes } from '../helpers/mount-tests.js'
 

@@ -8,11 +8,11 @@
  * One agent serves the whole describe block; every test works in a directory of its own.
  */
 import assert from 'node:assert/strict'
-import { chmodSync, mkdirSync } from 'node:fs'
+import { chmodSync } from 'node:fs'
 import { join } from 'node:path'
-import { makeDevices, scoutfs, startAgent, stopAllAgents, type Agent, type Devices } from '../helpers/agent.js'
-import { bash, fuseMountsUnder, sh, startPy } from '../helpers/fuse-harness.js'
-import { HELPER, dedent, errorLines, runPy, walkInodes } from '../helpers/mount-tests.js'
+import { scoutfs, type Agent, type Devices } from '../helpers/agent.js'
+import { bash, sh, startPy } from '../helpers/fuse-harness.js'
+import { HELPER, agentPerSuite, dedent, errorLines, freshDirs, runPy, walkInodes } from '../helpers/mount-tests.js'
 
 /** `ls -fai DIR` as name -> inode number (getdents order, with . and ..) */
 async function lsInodes(dir: string): Promise<Map<string, number>> {
@@ -42,24 +42,13 @@ describe('mount: POSIX semantics', function () {
   let dev: Devices
   let agent: Agent
   let M: string
-  let n = 0
   /** a fresh directory on the mount for one test */
-  const fresh = (name: string): string => {
-    const d = join(M, `${++n}-${name}`)
-    mkdirSync(d)
-    return d
-  }
+  const fresh = freshDirs(() => M)
 
-  before(async () => {
-    dev = await makeDevices()
-    agent = await startAgent(dev)
-    M = agent.mnt
-  })
-
-  after(async () => {
-    const devDir = dev?.dir
-    await stopAllAgents()
-    if (devDir) assert.deepEqual(await fuseMountsUnder(devDir), [], 'no mount left behind')
+  agentPerSuite((d, a) => {
+    dev = d
+    agent = a
+    M = a.mnt
   })
 
   it('open flags: O_CREAT|O_EXCL gives EEXIST, O_TRUNC empties, O_CREAT keeps, wrong modes fail', async () => {

@@ -8,19 +8,16 @@
  * clean `scoutfs check`.
  */
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
 import { XATTR_HDR, XATTR_PART_MAX } from '../../node-agent/src/fs-items.js'
 import { makeDevices, scoutfs, startAgent, stopAllAgents, type Agent, type Devices } from '../helpers/agent.js'
 import { fuseMountsUnder } from '../helpers/fuse-harness.js'
-import { errorLines, runPy } from '../helpers/mount-tests.js'
+import { agentPerSuite, errorLines, freshDirs, runPy } from '../helpers/mount-tests.js'
 import { testRng, testSeed, type Rng } from '../helpers/rng.js'
 
 const MiB = 1 << 20
 const BS = 4096
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 /** every xattr under a directory: relative path -> name -> sha256 of the value (symlinks not followed) */
 const SNAPSHOT = String.raw`
@@ -42,23 +39,12 @@ describe('mount: xattrs', function () {
   let agent: Agent
   let M: string
   const logs: string[] = []
-  let n = 0
-  const fresh = (name: string): string => {
-    const d = join(M, `${++n}-${name}`)
-    fs.mkdirSync(d)
-    return d
-  }
+  const fresh = freshDirs(() => M)
 
-  before(async () => {
-    dev = await makeDevices()
-    agent = await startAgent(dev)
-    M = agent.mnt
-  })
-
-  after(async () => {
-    const devDir = dev?.dir
-    await stopAllAgents()
-    if (devDir) assert.deepEqual(await fuseMountsUnder(devDir), [], 'no mount left behind')
+  agentPerSuite((d, a) => {
+    dev = d
+    agent = a
+    M = a.mnt
   })
 
   it('user., trusted. and security. xattrs: set, get, list, remove on files, directories, links', async () => {
@@ -439,16 +425,10 @@ describe('mount: file data', function () {
   const big = { model: Buffer.alloc(0), size: 0, blocks: 0 }
   const una = { model: Buffer.alloc(0), size: 0, blocks: 0 }
 
-  before(async () => {
-    dev = await makeDevices()
-    agent = await startAgent(dev)
-    M = agent.mnt
-  })
-
-  after(async () => {
-    const devDir = dev?.dir
-    await stopAllAgents()
-    if (devDir) assert.deepEqual(await fuseMountsUnder(devDir), [], 'no mount left behind')
+  agentPerSuite((d, a) => {
+    dev = d
+    agent = a
+    M = a.mnt
   })
 
   it('random-offset writes and reads of a 64 MiB file match an in-memory model', () => {
