@@ -23,6 +23,11 @@ export interface Devices {
 
 const dirs = new Set<string>()
 
+/** Have stopAllAgents() remove `dir` too (devices made elsewhere, e.g. cluster.ts). */
+export function registerDir(dir: string): void {
+  dirs.add(dir)
+}
+
 /** Fresh file-backed devices, formatted. */
 export async function makeDevices(metaBytes = 512 << 20, dataBytes = 1 << 30, prefix = 'scoutfs-t-'): Promise<Devices> {
   const dir = mkdtempSync(join(tmpdir(), prefix))
