@@ -618,7 +618,16 @@ ready(r)
       // (this FUSE mount gives ENOENT: the directory's path no longer resolves)
       const l = r.removed!.listdir
       assert.ok(l === 'ENOENT' || (Array.isArray(l) && l.length === 0), `listing the removed cwd: ${JSON.stringify(l)}`)
-      // the name made again on A is another directory: B's cwd is still the removed one
+    })
+
+    it("a directory made again under a removed cwd's name is another directory: nothing the cwd's process does lands in it", async function () {
+      knownBindingLimit(
+        this,
+        "libfuse 2 names nodes by path: the other mount's kernel node for the removed directory resolves to the new one",
+      )
+      const A = 0
+      const B = n - 1
+      const r = await removedCwd(fresh('cwd-again'), A, B)
       assert.deepEqual(r.inNew!.names, [], "nothing B did in its removed cwd landed in A's new directory")
       assert.equal(r.recreated!.create, 'ENOENT', 'creating in the removed cwd after the name was made again')
       const l2 = r.recreated!.listdir
