@@ -12,11 +12,21 @@
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Cluster } from '../helpers/cluster.js'
+import { agentStatus, type Cluster } from '../helpers/cluster.js'
 import { clusterPerSuite, concurrently, onMount } from '../helpers/cluster-tests.js'
 import { envInt, testRng } from '../helpers/rng.js'
 
 const N = 3
+
+/** commits and lock traffic summed over the mounts (for the printed figures) */
+async function lockCounts(c: Cluster): Promise<{ commits: number; requests: number; invalidations: number }> {
+  const all = await Promise.all(c.agents.map((a) => agentStatus(a.mnt)))
+  return {
+    commits: all.reduce((n, s) => n + s.commits, 0),
+    requests: all.reduce((n, s) => n + s.locks.requests, 0),
+    invalidations: all.reduce((n, s) => n + s.locks.invalidations, 0),
+  }
+}
 
 describe('cluster: concurrent work on shared objects from 3 mounts', function () {
   this.timeout(600_000)
@@ -109,6 +119,7 @@ describe('cluster: concurrent work on shared objects from 3 mounts', function ()
   it('3 mounts creating files in one directory at once: every file on every mount, once', async () => {
     const rel = fresh('shared')
     const F = envInt('SCOUTFS_TEST_SHARED_FILES', 2000)
+    const before = await lockCounts(c)
     const { results, ms } = await concurrently<{ secs: number; nerr: number; errors: Record<string, string> }>(
       Array.from({ length: N }, (_, m) => ({
         script: String.raw`
@@ -132,6 +143,11 @@ describe('cluster: concurrent work on shared objects from 3 mounts', function ()
     console.log(
       `      ${N} x ${F} creates in one directory: ${(ms / 1000).toFixed(1)} s wall ` +
         `(${Math.round((N * F) / (ms / 1000))} creates/s; per mount ${results.map((r) => r.secs).join(', ')} s)`,
+    )
+    const after = await lockCounts(c)
+    console.log(
+      `      meanwhile: ${after.commits - before.commits} commits, ${after.requests - before.requests} lock requests, ` +
+        `${after.invalidations - before.invalidations} invalidations (all mounts)`,
     )
     for (const r of results) assert.deepEqual([r.nerr, r.errors], [0, {}], 'every create succeeded')
     const t0 = Date.now()
