@@ -225,7 +225,7 @@ function serverLines(agents: AgentView[]): string[] {
   const srv = agents.find((a) => a.status?.serverState) ?? agents.find((a) => a.role === 'server')
   const ss = srv?.status?.serverState
   if (!srv || !ss) {
-    const why = !srv ? 'no server agent' : srv.state !== 'up' ? `${srv.name} is ${stateText(srv)}` : 'not reported'
+    const why = !srv ? 'no server agent' : srv.state !== 'up' ? `${srv.name}: ${stateText(srv)}` : 'not reported'
     out.push(`server: no server state (${why})`)
     return out
   }
@@ -269,34 +269,35 @@ export function formatLogLine(line: string): string {
  */
 export class Screen {
   private drawn = 0
-  private last: string[] = []
+  private render: (() => string[]) | undefined
 
   constructor(
     private readonly out: NodeJS.WriteStream = process.stdout,
     readonly tty: boolean = process.stdout.isTTY === true,
   ) {}
 
-  /** A message for the user (kept in the scrollback above the table). */
+  /** A message for the user (kept in the scrollback above the table, which is drawn afresh). */
   note(text: string): void {
     this.erase()
     this.out.write(text.endsWith('\n') ? text : text + '\n')
-    if (this.tty && this.last.length) this.draw(this.last)
+    if (this.tty && this.render) this.draw(this.render())
   }
 
-  /** Show the table: in place on a TTY, appended otherwise. */
-  table(lines: string[]): void {
+  /** Show the table `render` makes: in place on a TTY (and again after each note), appended otherwise. */
+  table(render: () => string[]): void {
     if (!this.tty) {
-      this.out.write(lines.join('\n') + '\n\n')
+      this.out.write(render().join('\n') + '\n\n')
       return
     }
+    this.render = render
     this.erase()
-    this.draw(lines)
+    this.draw(render())
   }
 
   /** Remove the table from a TTY (before the final messages). */
   done(): void {
     this.erase()
-    this.last = []
+    this.render = undefined
   }
 
   private draw(lines: string[]): void {
@@ -304,7 +305,6 @@ export class Screen {
     const cut = lines.map((l) => (l.length > cols ? l.slice(0, cols - 1) + '…' : l))
     this.out.write(cut.join('\n') + '\n')
     this.drawn = cut.length
-    this.last = lines
   }
 
   private erase(): void {

@@ -19,6 +19,7 @@ import {
   openSync,
   promises as fsp,
   readFileSync,
+  readdirSync,
   readSync,
   statSync,
   truncateSync,
@@ -46,6 +47,7 @@ const STATUS_TIMEOUT_MS = 1_500
 const TTY_INTERVAL_MS = 2_000
 const PLAIN_INTERVAL_MS = 10_000
 const TAIL_LINES = 6
+const SIGNAL_REPEAT_MS = 1_000
 
 class SettingsError extends Error {}
 class StartError extends Error {}
@@ -169,12 +171,34 @@ function forceUnmount(mnt: string): boolean {
   return false
 }
 
-function portFree(host: string, port: number): Promise<boolean> {
+/** Whether HOST:PORT can be listened on right now. */
+function addrFree(addr: string): Promise<boolean> {
+  const i = addr.lastIndexOf(':')
+  const host = addr.slice(0, i).replace(/^\[(.*)\]$/, '$1')
+  const port = Number(addr.slice(i + 1))
+  if (!Number.isInteger(port)) return Promise.resolve(true) // not ours to judge; the agent will say
   return new Promise((res) => {
     const s = createServer()
     s.once('error', () => res(false))
     s.listen(port, host, () => s.close(() => res(true)))
   })
+}
+
+/** pid of the process running `scoutfs mount ... MOUNTPOINT`, and of its parent. */
+function agentOf(mnt: string): { pid: number; ppid: number; parent: string } | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
+      if (!argv.includes('mount') || !argv.includes(mnt) || !argv.some((x) => x.endsWith('scoutfs'))) continue
+      const ppid = Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${d}/status`, 'utf8'))?.[1] ?? 0)
+      const parent = ppid > 1 ? readFileSync(`/proc/${ppid}/cmdline`, 'utf8').split('\0').join(' ').trim() : ''
+      return { pid: Number(d), ppid, parent }
+    } catch {
+      continue // gone meanwhile, or not ours to read
+    }
+  }
+  return undefined
 }
 
 function hasCommand(cmd: string): boolean {
@@ -279,26 +303,42 @@ class Agent {
     return this.log().trimEnd().split('\n').filter(Boolean).slice(-n).map(formatLogLine)
   }
 
-  /** Wait for its "mounted" log line; 'exited' when it died first, 'aborted' when asked to stop. */
-  async waitMounted(aborted: () => boolean): Promise<'mounted' | 'exited' | 'timeout' | 'aborted'> {
+  /**
+   * Wait for its "mounted" log line; 'exited' when it died first, 'aborted' when asked to stop.
+   * `onLine` sees every other JSON log line on the way (to explain a slow start).
+   */
+  async waitMounted(
+    aborted: () => boolean,
+    onLine: (v: Record<string, unknown>) => void,
+  ): Promise<'mounted' | 'exited' | 'timeout' | 'aborted'> {
     const deadline = this.startedAt + MOUNT_TIMEOUT_MS
+    let scanned = 0
     for (;;) {
-      for (const line of this.log().split('\n')) {
-        if (!line.includes('"mounted"')) continue
+      const text = this.log()
+      const end = text.lastIndexOf('\n') + 1
+      const lines = text.slice(scanned, end).split('\n')
+      scanned = Math.max(scanned, end)
+      for (const line of lines) {
+        let v: unknown
         try {
-          const v = JSON.parse(line) as Record<string, unknown>
-          if (v.msg !== 'mounted') continue
-          this.mounted = {
-            rid: typeof v.rid === 'string' ? v.rid : undefined,
-            metrics: typeof v.metrics === 'string' ? v.metrics : undefined,
-            server: typeof v.server === 'boolean' ? v.server : undefined,
-            serverAddr: typeof v.serverAddr === 'string' ? v.serverAddr : undefined,
-          }
-          this.view.rid = this.mounted.rid
-          return 'mounted'
+          v = JSON.parse(line)
         } catch {
           continue
         }
+        if (typeof v !== 'object' || v === null || Array.isArray(v)) continue
+        const o = v as Record<string, unknown>
+        if (o.msg !== 'mounted') {
+          onLine(o)
+          continue
+        }
+        this.mounted = {
+          rid: typeof o.rid === 'string' ? o.rid : undefined,
+          metrics: typeof o.metrics === 'string' ? o.metrics : undefined,
+          server: typeof o.server === 'boolean' ? o.server : undefined,
+          serverAddr: typeof o.serverAddr === 'string' ? o.serverAddr : undefined,
+        }
+        this.view.rid = this.mounted.rid
+        return 'mounted'
       }
       if (!this.running) return 'exited'
       if (aborted()) return 'aborted'
@@ -346,11 +386,14 @@ class Agent {
     const secs = ((Date.now() - t0) / 1000).toFixed(1)
     const left = mountedPaths().has(this.mountpoint)
     const gone = !left || forceUnmount(this.mountpoint)
-    const ok = this.exitCode === 0 && !left
+    // SIGTERM before its handler is in place (still starting) ends it at once: nothing mounted
+    const early = !this.mounted && this.exitSignal === 'SIGTERM'
+    const ok = (this.exitCode === 0 || early) && !left
     return {
       clean: ok,
       text:
-        `exited with ${this.exitText} after ${secs} s` +
+        (early ? 'was still starting; SIGTERM ended it' : `exited with ${this.exitText}`) +
+        ` after ${secs} s` +
         (left
           ? gone
             ? ' leaving its mount behind (removed with fusermount -uz)'
@@ -400,12 +443,14 @@ class LocalCluster {
     this.refuseMounted()
     this.note(`scoutfs local cluster: ${AGENTS} agents on devices in ${s.runDir}`)
     for (const w of s.warnings) this.note(`  warning: ${w}`)
-    this.device(meta, s.metaSize, 'SCOUTFS_META_SIZE')
-    this.device(data, s.dataSize, 'SCOUTFS_DATA_SIZE')
-    const fs = await this.formatted(meta, data)
+    await this.metricsPortsFree()
+    const created = [
+      this.device(meta, s.metaSize, 'SCOUTFS_META_SIZE'),
+      this.device(data, s.dataSize, 'SCOUTFS_DATA_SIZE'),
+    ].filter((p): p is string => p !== undefined)
+    const fs = await this.formatted(meta, data, created)
     this.info = { runDir: s.runDir, fsid: fs.fsid, serverAddr: fs.serverAddr }
     await this.check(meta, data)
-    await this.portsFree(fs.serverAddr)
     for (const a of this.agents) await fsp.mkdir(a.mountpoint, { recursive: true })
 
     const ok = await this.startAgents()
@@ -433,14 +478,22 @@ class LocalCluster {
   }
 
   private installSignals(): void {
+    let firstAt: number | undefined
     const onSignal = (sig: NodeJS.Signals): void => {
+      // `npm start` forwards the terminal's SIGINT that this process gets too: a repeat within
+      // a moment is the same Ctrl-C, not a second one.
+      if (firstAt !== undefined && Date.now() - firstAt < SIGNAL_REPEAT_MS) return
       if (this.stopping) {
         if (this.forced) return
         this.forced = true
-        this.note(`${sig} again: killing every agent now (SIGKILL) and removing the mounts`)
+        this.note(
+          `${sig} while stopping: killing every agent now (SIGKILL) and removing the mounts ` +
+            `(the next start waits for the server's recovery of these mounts)`,
+        )
         this.killAll()
         process.exit(1)
       }
+      firstAt = Date.now()
       this.stopping = true
       this.note(`${sig}: stopping the cluster cleanly (${sig === 'SIGINT' ? 'Ctrl-C' : sig} again to kill it)`)
       this.stopped?.()
@@ -477,37 +530,63 @@ class LocalCluster {
     const mounted = mountedPaths()
     const busy = this.agents.filter((a) => mounted.has(a.mountpoint))
     if (!busy.length) return
-    const lines = busy.map((a) => `  ${a.mountpoint}`)
+    const bin = shortPath(BIN)
+    const lines = busy.map((a) => {
+      const ag = agentOf(a.mountpoint)
+      if (!ag)
+        return `  ${a.mountpoint}: no agent runs it (left behind); remove it with: fusermount -uz ${a.mountpoint}`
+      const by = ag.parent.includes('local-cluster') ? `, started by the local cluster pid ${ag.ppid}` : ''
+      return `  ${a.mountpoint}: served by agent pid ${ag.pid}${by}`
+    })
+    const owner = busy.map((a) => agentOf(a.mountpoint)).find((ag) => ag?.parent.includes('local-cluster'))
+    // clients first, the server (agent0) last
+    const order = [...busy.filter((a) => a.role !== 'server'), ...busy.filter((a) => a.role === 'server')]
     throw new StartError(
-      `already mounted (another local cluster, or one left behind):\n${lines.join('\n')}\n` +
-        `unmount with:  ${busy.map((a) => `bin/scoutfs umount ${a.mountpoint}`).join(' && ')}\n` +
-        `(if its agent is gone: fusermount -uz MOUNTPOINT)`,
+      `already mounted:\n${lines.join('\n')}\n` +
+        (owner
+          ? `another local cluster runs on ${shortPath(this.s.runDir)}: stop it with Ctrl-C in its terminal or kill -TERM ${owner.ppid}`
+          : `unmount with:  ${order.map((a) => `${bin} umount ${a.mountpoint}`).join(' && ')}`),
     )
   }
 
-  private device(path: string, size: number, setting: string): void {
+  /** Create the device file when it is missing; its path when this run created it. */
+  private device(path: string, size: number, setting: string): string | undefined {
     const name = shortPath(path)
     if (existsSync(path)) {
       const have = statSync(path).size
       const differs = have !== size && process.env[setting] ? ` (${setting} applies only to new devices)` : ''
       this.note(`  ${name}: existing, ${human(have)}${differs}`)
-      return
+      return undefined
     }
     writeFileSync(path, '', { flag: 'wx' })
     truncateSync(path, size)
     this.note(`  ${name}: created, ${human(size)} (sparse)`)
+    return path
   }
 
   /** fsid and server address of the filesystem on the devices, formatting them when they hold none. */
-  private async formatted(meta: string, data: string): Promise<{ fsid: string; serverAddr: string }> {
+  private async formatted(
+    meta: string,
+    data: string,
+    created: string[],
+  ): Promise<{ fsid: string; serverAddr: string }> {
     const s = this.s
     let p = await scoutfs(['print', meta, '-n', '0'])
     if (p.code !== 0) {
-      this.note(
-        `  ${shortPath(meta)} holds no filesystem yet (${p.stderr.trim().replace(/^scoutfs: /, '') || `print exit ${p.code}`}); formatting`,
-      )
+      const why = p.stderr.trim().replace(/^scoutfs: /, '') || `print exit ${p.code}`
+      this.note(created.includes(meta) ? '  formatting the new devices' : `  ${shortPath(meta)}: ${why}; formatting`)
+      const removeCreated = async (): Promise<string> => {
+        for (const f of created) await fsp.rm(f, { force: true })
+        return created.length ? `\n(removed ${created.map(shortPath).join(' and ')}, which this run had created)` : ''
+      }
+      const addr = `127.0.0.1:${s.serverPort}`
+      if (!(await addrFree(addr)))
+        throw new StartError(
+          `${addr} (the server address to format with) is in use; set SCOUTFS_SERVER_PORT${await removeCreated()}`,
+        )
       const m = await scoutfs(['mkfs', '-Q', String(QUORUM_SLOTS), '-Q', `0,127.0.0.1,${s.serverPort}`, meta, data])
-      if (m.code !== 0) throw new StartError(`mkfs failed (exit ${m.code}):\n${indent(m.stderr + m.stdout)}`)
+      if (m.code !== 0)
+        throw new StartError(`mkfs failed (exit ${m.code}):\n${indent(m.stderr + m.stdout)}${await removeCreated()}`)
       this.note(indent(m.stdout))
       p = await scoutfs(['print', meta, '-n', '0'])
       if (p.code !== 0) throw new StartError(`print after mkfs failed:\n${indent(p.stderr)}`)
@@ -526,6 +605,11 @@ class LocalCluster {
         `  note: SCOUTFS_SERVER_PORT=${s.serverPort} applies only when formatting; this filesystem's server is at ${slot0}`,
       )
     this.note(`  filesystem ${fsid}, server (quorum slot 0) at ${slot0}`)
+    if (!(await addrFree(slot0)))
+      throw new StartError(
+        `${slot0}, the server's address (quorum slot 0, fixed at mkfs), is in use: another cluster on ` +
+          `it, or another program? (stop it, or reformat: rm ${meta} ${data})`,
+      )
     return { fsid, serverAddr: slot0 }
   }
 
@@ -540,25 +624,18 @@ class LocalCluster {
     this.note(`  check: clean (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
   }
 
-  private async portsFree(serverAddr: string): Promise<void> {
+  private async metricsPortsFree(): Promise<void> {
     const busy: string[] = []
-    const i = serverAddr.lastIndexOf(':')
-    const host = serverAddr.slice(0, i)
-    const port = Number(serverAddr.slice(i + 1))
-    if (Number.isInteger(port) && (await portFree(host, port)) === false)
-      busy.push(`${serverAddr} (the server's address, quorum slot 0; fixed at mkfs)`)
-    for (const a of this.agents) {
-      const [h, p] = a.metricsAddr.split(':') as [string, string]
-      if (!(await portFree(h, Number(p)))) busy.push(`${a.metricsAddr} (${a.name}'s metrics; set SCOUTFS_METRICS_PORT)`)
-    }
+    for (const a of this.agents)
+      if (!(await addrFree(a.metricsAddr))) busy.push(`  ${a.metricsAddr} (${a.name}'s metrics)`)
     if (busy.length)
       throw new StartError(
-        `addresses already in use (another local cluster or program?):\n${busy.map((b) => `  ${b}`).join('\n')}`,
+        `metrics addresses already in use (another local cluster?); set SCOUTFS_METRICS_PORT:\n${busy.join('\n')}`,
       )
   }
 
   private onExit = (a: Agent): void => {
-    a.view.pid = a.proc?.pid
+    a.view.status = undefined
     if (a.stopRequested) {
       a.view.state = 'stopped'
       a.view.exit = a.exitText
@@ -596,7 +673,17 @@ class LocalCluster {
     this.note(
       `${a.name} (${a.role}): mounting at ${shortPath(a.mountpoint)}, pid ${a.proc?.pid}, log ${shortPath(a.logFile)}`,
     )
-    const r = await a.waitMounted(() => this.stopping)
+    const r = await a.waitMounted(
+      () => this.stopping,
+      (v) => {
+        if (v.msg === 'waiting for recorded mounts to reconnect')
+          this.note(
+            `${a.name}: the server waits up to ${typeof v.ms === 'number' ? v.ms / 1000 : '?'} s for the ` +
+              `${typeof v.mounts === 'number' ? v.mounts : '?'} mount(s) recorded by the last run to reconnect ` +
+              `(that run did not stop cleanly); they are gone, so it then reclaims them and goes on`,
+          )
+      },
+    )
     if (r === 'mounted') {
       const m = a.mounted!
       const role = m.server === undefined ? '' : m.server ? ', runs the server' : `, client of ${m.serverAddr ?? '?'}`
@@ -647,12 +734,14 @@ class LocalCluster {
           }
         }),
       )
+      const info = this.info
+      const at = new Date() // the numbers are as of this poll; states follow exits at once
       if (!this.stopping)
-        this.screen.table(
+        this.screen.table(() =>
           renderTable(
-            this.info,
+            info,
             this.agents.map((a) => a.view),
-            new Date(),
+            at,
           ),
         )
     } finally {
