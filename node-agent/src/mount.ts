@@ -331,7 +331,12 @@ export class Mount {
         kind: 'gauge',
         read: () => t.lastCommitMs / 1000,
       },
-      { name: 'scoutfs_trans_seq', help: 'Seq of the open transaction', kind: 'gauge', read: () => this.trans.seq },
+      {
+        name: 'scoutfs_trans_seq',
+        help: 'Seq of the open transaction (0: none open)',
+        kind: 'gauge',
+        read: () => this.trans.openSeq,
+      },
       {
         name: 'scoutfs_block_cache_hits_total',
         help: 'Metadata block cache hits',
@@ -525,7 +530,7 @@ export class Mount {
     return {
       'POST /sync': async () => {
         await this.fs.sync()
-        return { seq: this.trans.seq }
+        return { seq: this.trans.committedSeq }
       },
       'GET /walk-inodes': async (q) => {
         const index = q.get('index')
@@ -568,7 +573,8 @@ export class Mount {
         const c = this.locks.counters
         return {
           rid: this.rid.toString(16),
-          seq: this.trans.seq,
+          seq: this.trans.openSeq,
+          committedSeq: this.trans.committedSeq,
           commits: this.trans.counters.commits,
           items: this.items.size,
           dirtyItems: this.items.dirtyItems,

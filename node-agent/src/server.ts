@@ -24,7 +24,7 @@ import { ExtentAlloc, encodeList, readList } from './alloc.js'
 import { Btree, ITEM_DELETION } from './btree.js'
 import type { BlockDevice } from './device.js'
 import { FsError } from './errors.js'
-import { EMPTY_LIST, EMPTY_ROOT, FORMAT_VERSION, LIST_BLOCK_CAPACITY, type ListHead } from './format.js'
+import { EMPTY_LIST, EMPTY_ROOT, FORMAT_VERSION, INODE_GROUP, LIST_BLOCK_CAPACITY, type ListHead } from './format.js'
 import {
   LOG_TREES_FINALIZED,
   LOG_TREES_FIRST,
@@ -334,10 +334,14 @@ export class Server implements ServerApi {
     this.kickMerge()
   }
 
+  /**
+   * A range of unused inode numbers.  It starts on an inode-group boundary (INODE_GROUP), so
+   * the inodes two mounts create never share a group lock.
+   */
   async allocInodes(_rid: number, count: number): Promise<{ first: number; count: number }> {
     return this.txn(async (w) => {
-      const first = w.sb.nextIno
-      w.sb.nextIno += count
+      const first = Math.ceil(w.sb.nextIno / INODE_GROUP) * INODE_GROUP
+      w.sb.nextIno = first + count
       return { first, count }
     })
   }
