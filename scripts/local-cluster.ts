@@ -228,7 +228,6 @@ class Agent {
   private startedAt = 0
 
   constructor(
-    readonly index: number,
     readonly name: string,
     readonly role: 'server' | 'client',
     readonly meta: string,
@@ -430,7 +429,6 @@ class LocalCluster {
       { length: AGENTS },
       (_, i) =>
         new Agent(
-          i,
           `agent${i}`,
           i === 0 ? 'server' : 'client',
           meta,
