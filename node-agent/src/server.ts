@@ -92,6 +92,8 @@ export class Server implements ServerApi {
   private mergeDone: Promise<void> = Promise.resolve()
 
   private lease: ServerLease | undefined
+  /** mounts reclaimed since this server started: a greeting from one is refused */
+  private readonly reclaimed = new Set<number>()
 
   private constructor(
     readonly w: SuperWriter,
@@ -242,8 +244,15 @@ export class Server implements ServerApi {
         `mount with format version ${formatVersion} refused: the server runs ${FORMAT_VERSION}`,
       )
     await this.txn(async (w) => {
-      if (!(await w.clients.lookup(mountedClientKey(rid))))
-        await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
+      if (await w.clients.lookup(mountedClientKey(rid))) return
+      // a rid that has log trees but no record was reclaimed: what it holds in memory (locks,
+      // an open transaction, allocators) is no longer its own
+      if (this.reclaimed.has(rid) || (await this.currentLogTrees(w, rid)))
+        throw new FsError(
+          'ESTALE',
+          `mount ${rid.toString(16)} was reclaimed by the server (it said farewell or stopped answering); unmount it and mount again`,
+        )
+      await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
     })
     return { fsid: this.w.sb.fsid, formatVersion: FORMAT_VERSION }
   }
@@ -410,8 +419,9 @@ export class Server implements ServerApi {
       }
       await w.clients.delete(mountedClientKey(rid))
     })
+    this.reclaimed.add(rid)
     this.counters.reclaims++
-    this.log('reclaimed mount', { rid })
+    this.log('reclaimed mount', { rid: rid.toString(16) })
     this.kickMerge()
   }
 
