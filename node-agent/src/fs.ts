@@ -699,6 +699,10 @@ export class Filesystem implements FsApi {
       return
     }
     this.opens.delete(ino)
+    // most closes delete nothing: look under READ first, so closing a file another mount
+    // writes does not take its lock away
+    const orphaned = await this.reading([ino], async () => (await this.readInode(ino))?.nlink === 0)
+    if (!orphaned) return
     await this.op(
       [ino],
       async (t) => {
