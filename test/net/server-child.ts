@@ -72,7 +72,7 @@ async function main(): Promise<void> {
     process.stderr.write(JSON.stringify({ t: Date.now(), msg, ...fields }) + '\n')
   }
   const meta = await FileDevice.open(metaPath)
-  const server = await Server.start(meta, { log })
+  const server = await Server.start(meta, { log, reclaimAtStart: false })
   const lockLog = process.argv.includes('--locks') ? ([] as unknown[]) : undefined
   // eslint-disable-next-line prefer-const
   let net: NetServer | undefined
