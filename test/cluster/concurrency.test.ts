@@ -170,7 +170,10 @@ describe('cluster: concurrent work on shared objects from 3 mounts', function ()
               inos.add(s.st_ino)
               if k % every == 0 and (s.st_size != len(name) or rfile(p(name)) != name.encode()):
                   bad.append(name)
-          out({'listed': len(names), 'distinct': len(got), 'missing': sorted(want - got)[:10],
+          missing = sorted(want - got)
+          # a name readdir lost may still be found by lookup (its readdir item overwritten)
+          out({'listed': len(names), 'distinct': len(got), 'missing': missing[:10],
+               'missing_found': sum(isinstance(st(p(x)), dict) for x in missing[:10]),
                'nmissing': len(want - got), 'extra': sorted(got - want)[:10], 'nstat': nstat,
                'inos': len(inos), 'bad': bad[:10], 'nlink': os.stat(D).st_nlink})
           `,
@@ -186,7 +189,12 @@ describe('cluster: concurrent work on shared objects from 3 mounts', function ()
     )
     for (let m = 0; m < N; m++) {
       const s = seen[m]
-      assert.deepEqual(s.missing, [], `mount ${m}: ${s.nmissing} files missing from readdir`)
+      assert.deepEqual(
+        s.missing,
+        [],
+        `mount ${m}: ${s.nmissing} files missing from readdir; ${s.missing_found} of the first ${s.missing.length} ` +
+          'still found by name (their readdir entries lost, their lookup entries kept)',
+      )
       assert.deepEqual(s.extra, [], `mount ${m}: names nobody made`)
       assert.equal(s.listed, N * F, `mount ${m}: readdir lists each name once (${s.listed} entries)`)
       assert.equal(s.distinct, N * F)

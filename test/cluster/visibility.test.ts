@@ -8,6 +8,10 @@
  * The suite runs with two and with three mounts; each case writes on one mount (often each in
  * turn) and checks from every other.  Every check compares what the reader observes with what
  * the writer observed or wrote, never with what the test merely asked for.
+ *
+ * Two cases are known limits of the fuse-native binding (libfuse 2's path-based API) and are
+ * skipped, loudly, unless SCOUTFS_TEST_KNOWN_LIMITS=1: stat('.') of a cwd another mount
+ * removed, and a directory made again under that name (the old cwd resolves to it).
  */
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
