@@ -208,7 +208,10 @@ describe('cluster: log merge under a multi-mount workload, check, restart', func
               for f in files:
                   rel = os.path.relpath(os.path.join(d, f), D)
                   have[rel] = fsha(os.path.join(d, f))
-          wrong = [[k, want.get(k), have.get(k)] for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+          def found(k):
+              # not listed by readdir: is it there by name (a lost readdir entry)?
+              return have[k] if k in have else 'unlisted, lookup ' + ('finds it' if isinstance(st(p(k)), dict) else 'ENOENT')
+          wrong = [[k, want.get(k), found(k)] for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
           out({'files': len(have), 'nwrong': len(wrong), 'wrong': wrong[:8]})
           `,
           writeTemp(expect),
