@@ -198,7 +198,7 @@ export class Mount {
       })
       const lockSend = client.openLocks(locks)
       cleanup.unshift(async () => locks.shutdown())
-      trans.onCommit = (seq, ms, n) => log.debug({ seq, ms, items: n }, 'commit')
+      trans.onCommit = (seq, ms, n, phases) => log.debug({ seq, ms, items: n, phases }, 'commit')
       await trans.start()
       const metrics = new AgentMetrics({ fsid: sb.fsid.toString(16).padStart(16, '0'), rid: rid.toString(16) })
       const fs = new Filesystem(items, trans, client, data, rid, timedLocks(locks, metrics))
