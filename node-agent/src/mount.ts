@@ -193,7 +193,7 @@ export class Mount {
             if (range[0][0] === Zone.FS) m?.fuse?.invalidateInodes(...inoRange(range))
           }
         },
-        refreshRoots: async () => forest.invalidateRoots(),
+        refreshRoots: async (version) => forest.invalidateRoots(version),
         log: (msg) => log.warn({ role: 'locks' }, msg),
       })
       const lockSend = client.openLocks(locks)
