@@ -23,6 +23,8 @@ import { readSuper, writeSuper, type SuperBlock } from './super.js'
 export const SERVER_AVAIL_LOW = 256
 /** and refills it to this many */
 export const SERVER_AVAIL_TARGET = 1024
+/** blocks freed by the last commit go straight back onto the avail list up to this many */
+export const SERVER_AVAIL_MAX = 4096
 /** blocks mkfs hands the first transaction before meta_alloc exists */
 export const SUPER_WRITER_BOOT_BLOCKS = 32
 
@@ -130,8 +132,11 @@ export class SuperWriter {
     this.txnState = this.newState(alloc)
     try {
       for (const r of [...avail.blocks, ...freed.blocks]) alloc.free(r.blkno)
-      // the previous commit is durable: what it freed may be allocated again
-      await this.freeToMetaAlloc(freed.entries)
+      // the previous commit is durable: what it freed may be allocated again.  Straight onto
+      // the avail list while it has room: returning them to meta_alloc would rewrite its
+      // btrees in every transaction (and free their old blocks, to be returned next time)
+      if (alloc.avail.length + freed.entries.length <= SERVER_AVAIL_MAX) alloc.avail.push(...freed.entries)
+      else await this.freeToMetaAlloc(freed.entries)
       await this.reserve()
     } catch (e) {
       this.abort()
@@ -190,11 +195,11 @@ export class SuperWriter {
       await this.dev.flush()
       sb.serverAvail = lists.avail
       sb.serverFreed = lists.freed
-      this.sb = await writeSuper(this.dev, sb)
+      this.sb = this.keepSeq(await writeSuper(this.dev, sb))
     } catch (e) {
       // nothing the failed commit wrote is referenced by the super on disk: start over from it
       this.abort()
-      this.sb = await readSuper(this.dev).catch(() => this.sb)
+      this.sb = this.keepSeq(await readSuper(this.dev).catch(() => this.sb))
       throw e
     }
     t.alloc.committed()
@@ -207,6 +212,17 @@ export class SuperWriter {
     this.txnState?.txn.discard()
     this.txnState = undefined
     this.cache.clear()
+  }
+
+  /**
+   * `next` with the core counter as it is now: seqs are issued outside transactions too (lock
+   * grants' write seqs, while a commit is writing), and the super this commit captured at its
+   * start must not take the counter back below what was issued meanwhile.  Read and assigned
+   * in one synchronous step.
+   */
+  private keepSeq(next: SuperBlock): SuperBlock {
+    if (next.nextSeq < this.sb.nextSeq) next.nextSeq = this.sb.nextSeq
+    return next
   }
 
   /** Issue the next seq of the core counter (committed with the next super write). */
