@@ -9,9 +9,10 @@
  * turn) and checks from every other.  Every check compares what the reader observes with what
  * the writer observed or wrote, never with what the test merely asked for.
  *
- * Two cases are known limits of the fuse-native binding (libfuse 2's path-based API) and are
- * skipped, loudly, unless SCOUTFS_TEST_KNOWN_LIMITS=1: stat('.') of a cwd another mount
- * removed, and a directory made again under that name (the old cwd resolves to it).
+ * Three cases are known limits, skipped loudly unless SCOUTFS_TEST_KNOWN_LIMITS=1: two of the
+ * fuse-native binding (libfuse 2's path-based API) -- stat('.') of a cwd another mount removed,
+ * and a directory made again under that name (the old cwd resolves to it) -- and one of the
+ * cluster (no open map yet): a file unlinked on one mount while open on another.
  */
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
