@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { BIN, forceUnmount, startAgent, stopAllAgents, type Agent } from './agent.js'
 import { agentStatus, makeClusterDevices, startCluster, type Cluster, type ClusterDevices } from './cluster.js'
 import { fuseMountsUnder, sh, startPy, type Run } from './fuse-harness.js'
-import { dedent, runPy } from './mount-tests.js'
+import { dedent, errorLines, runPy } from './mount-tests.js'
 
 /**
  * Python defined before every snippet run by onMount(): st(path) is the stat record compared
@@ -80,6 +80,17 @@ export function clusterPerSuite(
     devDir = dev.dir
     cluster = await startCluster(n, { dev, options: opts.options, metrics: opts.metrics })
     on(cluster)
+  })
+  // a failed test shows what the agents logged at error level (the evidence a report needs)
+  afterEach(function () {
+    if (this.currentTest?.state !== 'failed' || !cluster) return
+    for (const [i, a] of [...new Set(cluster.agents)].entries()) {
+      const lines = errorLines(a.log())
+      if (lines.length)
+        console.log(
+          `      agent ${i} (${a.mnt}) error lines, last 10 of ${lines.length}:\n${lines.slice(-10).join('\n')}`,
+        )
+    }
   })
   after(async function () {
     this.timeout(180_000)
