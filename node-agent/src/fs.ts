@@ -85,7 +85,9 @@ import {
   type Inode,
 } from './fs-items.js'
 import { InodeLocks } from './inode-locks.js'
-import type { ItemCache } from './item-cache.js'
+import { lockRange, type ItemCache } from './item-cache.js'
+import type { LockHandle, UnlockOpts } from './lock-client.js'
+import { LockMode, LockOrderClass, RENAME_LOCK_RANGE, type OrderedLockRequest } from './lock-modes.js'
 import type { ServerApi } from './server-api.js'
 import type { Trans } from './trans.js'
 
@@ -93,8 +95,55 @@ const EMPTY = Buffer.alloc(0)
 const BS = DATA_BLOCK_SIZE
 const INO_BATCH = 1024
 
+/**
+ * The seqs of one changing operation: `trans` is its transaction's (meta_seq, data_seq and
+ * the index keys use it); `seq` is the version its items carry, max(trans, the write seqs of
+ * the cluster locks it holds), so a later holder's items always sort after an earlier one's.
+ */
+interface Tx {
+  trans: number
+  seq: number
+}
+
+/** What the filesystem needs of the cluster lock client (lock-client.ts LockClient). */
+export interface ClusterLocks {
+  lockAll(reqs: readonly OrderedLockRequest[]): Promise<LockHandle[]>
+  unlockAll(handles: readonly LockHandle[], opts?: UnlockOpts): void
+}
+
+/** The cluster lock of the inode group holding `ino` (the item cache's lock range). */
+export function inodeLock(ino: number, mode: LockMode): OrderedLockRequest {
+  return { cls: LockOrderClass.INODE, range: lockRange(inodeKey(ino)), mode, ino }
+}
+const INDEX_RANGE = lockRange(metaSeqKey(0, 0))
+const INDEX_WRITE_ONLY: OrderedLockRequest = {
+  cls: LockOrderClass.WRITE_ONLY,
+  range: INDEX_RANGE,
+  mode: LockMode.WRITE_ONLY,
+}
+const INDEX_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: INDEX_RANGE, mode: LockMode.READ }
+const ORPHAN_RANGE = lockRange(orphanKey(0))
+const ORPHAN_WRITE_ONLY: OrderedLockRequest = {
+  cls: LockOrderClass.WRITE_ONLY,
+  range: ORPHAN_RANGE,
+  mode: LockMode.WRITE_ONLY,
+}
+const ORPHAN_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: ORPHAN_RANGE, mode: LockMode.READ }
+const RENAME_WRITE: OrderedLockRequest = {
+  cls: LockOrderClass.RENAME,
+  range: RENAME_LOCK_RANGE,
+  mode: LockMode.WRITE,
+}
+
 /** the `second` field of a key (a safe integer) */
 const keySecond = (k: Buffer): number => k.readUInt32BE(10) * 0x100000000 + k.readUInt32BE(14)
+
+/** an orphan item's value: the mount holding the unlinked inode open */
+function orphanValue(rid: number): Buffer {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64BE(BigInt(rid))
+  return b
+}
 
 const isDir = (i: Inode): boolean => (i.mode & S_IFMT) === S_IFDIR
 const isReg = (i: Inode): boolean => (i.mode & S_IFMT) === S_IFREG
@@ -135,34 +184,67 @@ export class Filesystem implements FsApi {
     private readonly server: ServerApi,
     private readonly data: BlockDevice,
     readonly rid: number,
+    private readonly cluster: ClusterLocks,
   ) {}
 
   /* ---- plumbing ------------------------------------------------------------------------ */
 
   /**
-   * Run `fn` with `inos` locked and the transaction held.  A data allocator that ran dry in
-   * this transaction (ENOBUFS) is refilled by a commit and the operation retried once; still
-   * dry means the device is full (ENOSPC).
+   * Run `fn` with `inos` locked (locally, then their cluster locks in WRITE with the seq
+   * index's WRITE_ONLY lock, and the orphan zone's when `orphans`) and the transaction held.
+   * A data allocator that ran dry in this transaction (ENOBUFS) is refilled by a commit and
+   * the operation retried once; still dry means the device is full (ENOSPC).
    */
-  private async op<T>(inos: number[], fn: (seq: number) => Promise<T>): Promise<T> {
+  private async op<T>(inos: number[], fn: (t: Tx) => Promise<T>, o: { orphans?: boolean } = {}): Promise<T> {
+    const reqs: OrderedLockRequest[] = inos.map((ino) => inodeLock(ino, LockMode.WRITE))
+    reqs.push(INDEX_WRITE_ONLY)
+    if (o.orphans) reqs.push(ORPHAN_WRITE_ONLY)
     for (let attempt = 0; ; attempt++) {
       const unlock = await this.locks.lock(inos)
       let retry = false
       try {
-        const seq = await this.trans.hold()
+        const held = await this.cluster.lockAll(reqs)
+        let transSeq: number | undefined
         try {
-          return await fn(seq)
-        } catch (e) {
-          if (!isFsError(e, 'ENOBUFS')) throw e
-          if (attempt > 0) throw new FsError('ENOSPC', 'the data device is full')
-          retry = true
+          transSeq = await this.trans.hold()
+          // an item's seq also exceeds the write seqs of its locks (DESIGN §5)
+          const t: Tx = { trans: transSeq, seq: Math.max(transSeq, ...held.map((h) => h.writeSeq)) }
+          try {
+            return await fn(t)
+          } catch (e) {
+            if (!isFsError(e, 'ENOBUFS')) throw e
+            if (attempt > 0) throw new FsError('ENOSPC', 'the data device is full')
+            retry = true
+          } finally {
+            this.trans.release()
+          }
         } finally {
-          this.trans.release()
+          this.cluster.unlockAll(held, { transSeq })
         }
       } finally {
         unlock()
       }
       if (retry) await this.trans.commit()
+    }
+  }
+
+  /** Run `fn` with READ cluster locks on the groups of `inos` (reads take no local locks). */
+  private async reading<T>(inos: number[], fn: () => Promise<T>): Promise<T> {
+    const held = await this.cluster.lockAll(inos.map((ino) => inodeLock(ino, LockMode.READ)))
+    try {
+      return await fn()
+    } finally {
+      this.cluster.unlockAll(held)
+    }
+  }
+
+  /** Run `fn` holding one cluster lock (a zone, or the rename lock). */
+  private async withLock<T>(req: OrderedLockRequest, fn: () => Promise<T>): Promise<T> {
+    const held = await this.cluster.lockAll([req])
+    try {
+      return await fn()
+    } finally {
+      this.cluster.unlockAll(held)
     }
   }
 
@@ -192,19 +274,19 @@ export class Filesystem implements FsApi {
     return d
   }
 
-  /** Write the inode in transaction `seq`, moving its seq index items along. */
-  private putInode(i: Inode, seq: number, dataChanged = false): void {
-    if (i.metaSeq !== seq) {
-      if (i.metaSeq) this.items.delete(metaSeqKey(i.metaSeq, i.ino), seq)
-      i.metaSeq = seq
-      this.items.put(metaSeqKey(seq, i.ino), EMPTY, seq)
+  /** Write the inode in transaction `t`, moving its seq index items along. */
+  private putInode(i: Inode, t: Tx, dataChanged = false): void {
+    if (i.metaSeq !== t.trans) {
+      if (i.metaSeq) this.items.delete(metaSeqKey(i.metaSeq, i.ino), t.seq)
+      i.metaSeq = t.trans
+      this.items.put(metaSeqKey(t.trans, i.ino), EMPTY, t.seq)
     }
-    if (dataChanged && isReg(i) && i.dataSeq !== seq) {
-      if (i.dataSeq) this.items.delete(dataSeqKey(i.dataSeq, i.ino), seq)
-      i.dataSeq = seq
-      this.items.put(dataSeqKey(seq, i.ino), EMPTY, seq)
+    if (dataChanged && isReg(i) && i.dataSeq !== t.trans) {
+      if (i.dataSeq) this.items.delete(dataSeqKey(i.dataSeq, i.ino), t.seq)
+      i.dataSeq = t.trans
+      this.items.put(dataSeqKey(t.trans, i.ino), EMPTY, t.seq)
     }
-    this.items.put(inodeKey(i.ino), encodeInode(i), seq)
+    this.items.put(inodeKey(i.ino), encodeInode(i), t.seq)
   }
 
   private toAttr(i: Inode): Attr {
@@ -233,7 +315,7 @@ export class Filesystem implements FsApi {
     return undefined
   }
 
-  private addDirent(dir: Inode, name: Buffer, target: Inode, seq: number): void {
+  private addDirent(dir: Inode, name: Buffer, target: Inode, t: Tx): void {
     const d: Dirent = {
       ino: target.ino,
       hash: nameHash(name),
@@ -242,15 +324,15 @@ export class Filesystem implements FsApi {
       name,
     }
     const v = encodeDirent(d)
-    this.items.put(direntKey(dir.ino, d.hash, d.pos), v, seq)
-    this.items.put(readdirKey(dir.ino, d.pos), v, seq)
-    this.items.put(backrefKey(target.ino, dir.ino, d.pos), v, seq)
+    this.items.put(direntKey(dir.ino, d.hash, d.pos), v, t.seq)
+    this.items.put(readdirKey(dir.ino, d.pos), v, t.seq)
+    this.items.put(backrefKey(target.ino, dir.ino, d.pos), v, t.seq)
   }
 
-  private removeDirent(dir: number, d: Dirent, seq: number): void {
-    this.items.delete(direntKey(dir, d.hash, d.pos), seq)
-    this.items.delete(readdirKey(dir, d.pos), seq)
-    this.items.delete(backrefKey(d.ino, dir, d.pos), seq)
+  private removeDirent(dir: number, d: Dirent, t: Tx): void {
+    this.items.delete(direntKey(dir, d.hash, d.pos), t.seq)
+    this.items.delete(readdirKey(dir, d.pos), t.seq)
+    this.items.delete(backrefKey(d.ino, dir, d.pos), t.seq)
   }
 
   private async parentOf(dir: number): Promise<number> {
@@ -268,19 +350,27 @@ export class Filesystem implements FsApi {
   async lookup(parent: number, name: string): Promise<Attr> {
     const n = Buffer.from(name, 'utf8')
     if (n.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${n.length} bytes exceeds ${NAME_MAX}`)
-    await this.getDir(parent)
-    if (name === '.') return this.getattr(parent)
-    if (name === '..') return this.getattr(await this.parentOf(parent))
-    const d = await this.findDirent(parent, n)
-    if (!d) throw new FsError('ENOENT', `no entry '${name}' in directory ${parent}`)
-    return this.getattr(d.ino)
+    // the directory's lock is dropped before the child's is taken (no two READs at once)
+    const child = await this.reading([parent], async () => {
+      await this.getDir(parent)
+      if (name === '.') return parent
+      if (name === '..') return this.parentOf(parent)
+      const d = await this.findDirent(parent, n)
+      if (!d) throw new FsError('ENOENT', `no entry '${name}' in directory ${parent}`)
+      return d.ino
+    })
+    return this.getattr(child)
   }
 
   async getattr(ino: number): Promise<Attr> {
-    return this.toAttr(await this.getInode(ino))
+    return this.reading([ino], async () => this.toAttr(await this.getInode(ino)))
   }
 
-  async readlink(ino: number): Promise<string> {
+  readlink(ino: number): Promise<string> {
+    return this.reading([ino], () => this.readlinkLocked(ino))
+  }
+
+  private async readlinkLocked(ino: number): Promise<string> {
     const i = await this.getInode(ino)
     if ((i.mode & S_IFMT) !== S_IFLNK) throw new FsError('EINVAL', `inode ${ino} is not a symlink`)
     const parts: Buffer[] = []
@@ -292,7 +382,11 @@ export class Filesystem implements FsApi {
     return Buffer.concat(parts).toString('utf8')
   }
 
-  async readdir(ino: number, pos: number, max: number): Promise<DirEntry[]> {
+  readdir(ino: number, pos: number, max: number): Promise<DirEntry[]> {
+    return this.reading([ino], () => this.readdirLocked(ino, pos, max))
+  }
+
+  private async readdirLocked(ino: number, pos: number, max: number): Promise<DirEntry[]> {
     const dir = await this.getDir(ino)
     const out: DirEntry[] = []
     if (pos === 0 && out.length < max) out.push({ name: '.', ino, type: DT.DIR, nextPos: 1 })
@@ -329,11 +423,11 @@ export class Filesystem implements FsApi {
     mode: number,
     rdev: number,
     who: Caller,
-    fill?: (i: Inode, seq: number) => void,
+    fill?: (i: Inode, t: Tx) => void,
   ): Promise<Attr> {
     const n = checkName(name)
     const ino = await this.allocIno()
-    return this.op([parent, ino], async (seq) => {
+    return this.op([parent, ino], async (t) => {
       const dir = await this.getDir(parent)
       if (dir.nlink === 0) throw new FsError('ENOENT', `directory ${parent} has been removed`)
       if (await this.findDirent(parent, n)) throw new FsError('EEXIST', `'${name}' exists in directory ${parent}`)
@@ -341,12 +435,12 @@ export class Filesystem implements FsApi {
       const i = newInode(ino, mode, who.uid, (dir.mode & 0o2000) !== 0 ? dir.gid : who.gid, now)
       i.rdev = rdev
       if ((mode & S_IFMT) === S_IFDIR && (dir.mode & 0o2000) !== 0) i.mode |= 0o2000
-      fill?.(i, seq)
-      this.putInode(i, seq, true)
-      this.addDirent(dir, n, i, seq)
+      fill?.(i, t)
+      this.putInode(i, t, true)
+      this.addDirent(dir, n, i, t)
       if (isDir(i)) dir.nlink++
       dir.mtime = dir.ctime = now
-      this.putInode(dir, seq)
+      this.putInode(dir, t)
       this.counters.inodesCreated++
       this.trans.inodesCreated++
       return this.toAttr(i)
@@ -365,33 +459,33 @@ export class Filesystem implements FsApi {
   }
 
   symlink(parent: number, name: string, target: string, who: Caller): Promise<Attr> {
-    const t = Buffer.from(target, 'utf8')
-    if (t.length === 0) return Promise.reject(new FsError('ENOENT', 'empty symlink target'))
-    if (t.length > SYMLINK_MAX)
-      return Promise.reject(new FsError('ENAMETOOLONG', `symlink target of ${t.length} bytes`))
-    return this.create(parent, name, S_IFLNK | 0o777, 0, who, (i, seq) => {
-      i.size = t.length
-      for (let p = 0; p * 4096 < t.length; p++)
-        this.items.put(symlinkKey(i.ino, p), t.subarray(p * 4096, (p + 1) * 4096), seq)
+    const tb = Buffer.from(target, 'utf8')
+    if (tb.length === 0) return Promise.reject(new FsError('ENOENT', 'empty symlink target'))
+    if (tb.length > SYMLINK_MAX)
+      return Promise.reject(new FsError('ENAMETOOLONG', `symlink target of ${tb.length} bytes`))
+    return this.create(parent, name, S_IFLNK | 0o777, 0, who, (i, t) => {
+      i.size = tb.length
+      for (let p = 0; p * 4096 < tb.length; p++)
+        this.items.put(symlinkKey(i.ino, p), tb.subarray(p * 4096, (p + 1) * 4096), t.seq)
     })
   }
 
   async link(ino: number, newParent: number, newName: string): Promise<Attr> {
     const n = checkName(newName)
-    return this.op([ino, newParent], async (seq) => {
+    return this.op([ino, newParent], async (t) => {
       const i = await this.getInode(ino)
       if (isDir(i)) throw new FsError('EPERM', 'hard links to directories are not allowed')
       if (i.nlink === 0) throw new FsError('ENOENT', `inode ${ino} has been removed`)
       const dir = await this.getDir(newParent)
       if (await this.findDirent(newParent, n))
         throw new FsError('EEXIST', `'${newName}' exists in directory ${newParent}`)
-      this.addDirent(dir, n, i, seq)
+      this.addDirent(dir, n, i, t)
       const now = nowTs()
       dir.mtime = dir.ctime = now
-      this.putInode(dir, seq)
+      this.putInode(dir, t)
       i.nlink++
       i.ctime = now
-      this.putInode(i, seq)
+      this.putInode(i, t)
       return this.toAttr(i)
     })
   }
@@ -403,35 +497,41 @@ export class Filesystem implements FsApi {
     parent: number,
     name: string,
     extra: number[],
-    fn: (seq: number, d: Dirent) => Promise<T>,
+    fn: (t: Tx, d: Dirent) => Promise<T>,
   ): Promise<T> {
     const n = Buffer.from(name, 'utf8')
     if (n.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${n.length} bytes exceeds ${NAME_MAX}`)
     for (;;) {
-      await this.getDir(parent)
-      const d = await this.findDirent(parent, n)
-      if (!d) throw new FsError('ENOENT', `no entry '${name}' in directory ${parent}`)
-      const r = await this.op([parent, d.ino, ...extra], async (seq) => {
-        const again = await this.findDirent(parent, n)
-        if (!again || again.ino !== d.ino) return { moved: true as const }
-        return { moved: false as const, v: await fn(seq, again) }
+      const d = await this.reading([parent], async () => {
+        await this.getDir(parent)
+        return this.findDirent(parent, n)
       })
+      if (!d) throw new FsError('ENOENT', `no entry '${name}' in directory ${parent}`)
+      const r = await this.op(
+        [parent, d.ino, ...extra],
+        async (t) => {
+          const again = await this.findDirent(parent, n)
+          if (!again || again.ino !== d.ino) return { moved: true as const }
+          return { moved: false as const, v: await fn(t, again) }
+        },
+        { orphans: true },
+      )
       if (!r.moved) return r.v
     }
   }
 
   /** nlink reached 0: delete now, or keep as an orphan while it is open. */
-  private async dropInode(i: Inode, seq: number): Promise<void> {
+  private async dropInode(i: Inode, t: Tx): Promise<void> {
     if ((this.opens.get(i.ino) ?? 0) > 0) {
-      this.items.put(orphanKey(i.ino), EMPTY, seq)
-      this.putInode(i, seq)
+      this.items.put(orphanKey(i.ino), orphanValue(this.rid), t.seq)
+      this.putInode(i, t)
       return
     }
-    await this.deleteInode(i, seq)
+    await this.deleteInode(i, t)
   }
 
   /** Remove every item of an inode and free its data. */
-  private async deleteInode(i: Inode, seq: number): Promise<void> {
+  private async deleteInode(i: Inode, t: Tx): Promise<void> {
     const keys: Buffer[] = []
     for await (const it of this.items.range(inodeFirstKey(i.ino), inodeLastKey(i.ino))) {
       keys.push(it.key)
@@ -440,44 +540,44 @@ export class Filesystem implements FsApi {
         if (!(e.flags & EXTENT_OFFLINE)) await this.trans.freeData(e.blkno, e.len)
       }
     }
-    for (const k of keys) this.items.delete(k, seq)
-    if (i.metaSeq) this.items.delete(metaSeqKey(i.metaSeq, i.ino), seq)
-    if (i.dataSeq) this.items.delete(dataSeqKey(i.dataSeq, i.ino), seq)
-    this.items.delete(orphanKey(i.ino), seq)
+    for (const k of keys) this.items.delete(k, t.seq)
+    if (i.metaSeq) this.items.delete(metaSeqKey(i.metaSeq, i.ino), t.seq)
+    if (i.dataSeq) this.items.delete(dataSeqKey(i.dataSeq, i.ino), t.seq)
+    this.items.delete(orphanKey(i.ino), t.seq)
     this.counters.inodesDeleted++
     this.trans.inodesDeleted++
   }
 
   async unlink(parent: number, name: string): Promise<void> {
-    await this.opOnEntry(parent, name, [], async (seq, d) => {
+    await this.opOnEntry(parent, name, [], async (t, d) => {
       const dir = await this.getDir(parent)
       const i = await this.getInode(d.ino)
       if (isDir(i)) throw new FsError('EISDIR', `'${name}' is a directory`)
-      this.removeDirent(parent, d, seq)
+      this.removeDirent(parent, d, t)
       const now = nowTs()
       dir.mtime = dir.ctime = now
-      this.putInode(dir, seq)
+      this.putInode(dir, t)
       i.nlink--
       i.ctime = now
-      if (i.nlink === 0) await this.dropInode(i, seq)
-      else this.putInode(i, seq)
+      if (i.nlink === 0) await this.dropInode(i, t)
+      else this.putInode(i, t)
     })
   }
 
   async rmdir(parent: number, name: string): Promise<void> {
-    await this.opOnEntry(parent, name, [], async (seq, d) => {
+    await this.opOnEntry(parent, name, [], async (t, d) => {
       const dir = await this.getDir(parent)
       const i = await this.getInode(d.ino)
       if (!isDir(i)) throw new FsError('ENOTDIR', `'${name}' is not a directory`)
       if (!(await this.isEmptyDir(i.ino))) throw new FsError('ENOTEMPTY', `directory '${name}' is not empty`)
-      this.removeDirent(parent, d, seq)
+      this.removeDirent(parent, d, t)
       const now = nowTs()
       dir.nlink--
       dir.mtime = dir.ctime = now
-      this.putInode(dir, seq)
+      this.putInode(dir, t)
       i.nlink = 0
       i.ctime = now
-      await this.dropInode(i, seq)
+      await this.dropInode(i, t)
     })
   }
 
@@ -485,58 +585,74 @@ export class Filesystem implements FsApi {
     const nn = checkName(newName)
     const on = Buffer.from(name, 'utf8')
     if (on.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${on.length} bytes exceeds ${NAME_MAX}`)
-    // cross-directory renames take the global rename lock first (DESIGN §8)
-    let releaseRename: (() => void) | undefined
-    if (parent !== newParent) {
-      const prev = this.renameLock
-      let rel!: () => void
-      this.renameLock = new Promise<void>((res) => (rel = res))
-      releaseRename = rel
-      await prev
-    }
+    if (parent === newParent) return this.renameEntries(parent, on, newParent, nn)
+    // cross-directory renames take the global rename lock first (DESIGN §8): locally, so one
+    // runs at a time on this mount, and in the cluster, so none runs anywhere else
+    const prev = this.renameLock
+    let releaseLocal!: () => void
+    this.renameLock = new Promise<void>((res) => (releaseLocal = res))
+    await prev
     try {
-      for (;;) {
+      await this.withLock(RENAME_WRITE, () => this.renameEntries(parent, on, newParent, nn))
+    } finally {
+      releaseLocal()
+    }
+  }
+
+  private async renameEntries(parent: number, on: Buffer, newParent: number, nn: Buffer): Promise<void> {
+    for (;;) {
+      const found = await this.reading([parent, newParent], async () => {
         await this.getDir(parent)
         await this.getDir(newParent)
-        const src = await this.findDirent(parent, on)
-        if (!src) throw new FsError('ENOENT', `no entry '${name}' in directory ${parent}`)
-        const dst = await this.findDirent(newParent, nn)
-        const r = await this.op([parent, newParent, src.ino, ...(dst ? [dst.ino] : [])], async (seq) => {
+        return { src: await this.findDirent(parent, on), dst: await this.findDirent(newParent, nn) }
+      })
+      const { src, dst } = found
+      if (!src) throw new FsError('ENOENT', `no entry '${on.toString()}' in directory ${parent}`)
+      if (src.type === DT.DIR && parent !== newParent) await this.checkNotUnder(src.ino, newParent)
+      const r = await this.op(
+        [parent, newParent, src.ino, ...(dst ? [dst.ino] : [])],
+        async (t) => {
           const s = await this.findDirent(parent, on)
-          const t = await this.findDirent(newParent, nn)
-          if (!s || s.ino !== src.ino || (t?.ino ?? 0) !== (dst?.ino ?? 0)) return false
-          await this.renameLocked(seq, parent, s, newParent, nn, t)
+          const d = await this.findDirent(newParent, nn)
+          if (!s || s.ino !== src.ino || (d?.ino ?? 0) !== (dst?.ino ?? 0)) return false
+          await this.renameLocked(t, parent, s, newParent, nn, d)
           return true
-        })
-        if (r) return
-      }
-    } finally {
-      releaseRename?.()
+        },
+        { orphans: true },
+      )
+      if (r) return
+    }
+  }
+
+  /**
+   * Moving directory `dir` into `target` would cut it off from the tree if `target` is `dir`
+   * or below it.  Walks up from `target` under each ancestor's READ lock, one at a time; the
+   * caller holds the rename lock, so no ancestry changes meanwhile.
+   */
+  private async checkNotUnder(dir: number, target: number): Promise<void> {
+    for (let a = target; ;) {
+      if (a === dir) throw new FsError('EINVAL', 'cannot move a directory into itself')
+      if (a === ROOT_INO) return
+      const cur = a
+      a = await this.reading([cur], () => this.parentOf(cur))
     }
   }
 
   private async renameLocked(
-    seq: number,
+    t: Tx,
     p1: number,
     s: Dirent,
     p2: number,
     nn: Buffer,
-    t: Dirent | undefined,
+    dst: Dirent | undefined,
   ): Promise<void> {
-    if (t && t.ino === s.ino) return // both names are links to one inode: nothing to do
+    if (dst && dst.ino === s.ino) return // both names are links to one inode: nothing to do
     const src = await this.getInode(s.ino)
     const d1 = await this.getDir(p1)
     const d2 = p1 === p2 ? d1 : await this.getDir(p2)
-    if (isDir(src) && p1 !== p2) {
-      // moving a directory under itself would cut it off from the tree
-      for (let a = p2; ; a = await this.parentOf(a)) {
-        if (a === src.ino) throw new FsError('EINVAL', 'cannot move a directory into itself')
-        if (a === ROOT_INO) break
-      }
-    }
     const now = nowTs()
-    if (t) {
-      const tgt = await this.getInode(t.ino)
+    if (dst) {
+      const tgt = await this.getInode(dst.ino)
       if (isDir(tgt)) {
         if (!isDir(src)) throw new FsError('EISDIR', `'${nn.toString()}' is a directory`)
         if (!(await this.isEmptyDir(tgt.ino)))
@@ -544,7 +660,7 @@ export class Filesystem implements FsApi {
       } else if (isDir(src)) {
         throw new FsError('ENOTDIR', `'${nn.toString()}' is not a directory`)
       }
-      this.removeDirent(p2, t, seq)
+      this.removeDirent(p2, dst, t)
       if (isDir(tgt)) {
         d2.nlink--
         tgt.nlink = 0
@@ -552,11 +668,11 @@ export class Filesystem implements FsApi {
         tgt.nlink--
       }
       tgt.ctime = now
-      if (tgt.nlink === 0) await this.dropInode(tgt, seq)
-      else this.putInode(tgt, seq)
+      if (tgt.nlink === 0) await this.dropInode(tgt, t)
+      else this.putInode(tgt, t)
     }
-    this.removeDirent(p1, s, seq)
-    this.addDirent(d2, nn, src, seq)
+    this.removeDirent(p1, s, t)
+    this.addDirent(d2, nn, src, t)
     if (isDir(src) && p1 !== p2) {
       d1.nlink--
       d2.nlink++
@@ -564,15 +680,15 @@ export class Filesystem implements FsApi {
     d1.mtime = d1.ctime = now
     d2.mtime = d2.ctime = now
     src.ctime = now
-    this.putInode(d1, seq)
-    if (d2 !== d1) this.putInode(d2, seq)
-    this.putInode(src, seq)
+    this.putInode(d1, t)
+    if (d2 !== d1) this.putInode(d2, t)
+    this.putInode(src, t)
   }
 
   /* ---- open files ---------------------------------------------------------------------- */
 
   async open(ino: number): Promise<void> {
-    await this.getInode(ino)
+    await this.reading([ino], () => this.getInode(ino))
     this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1)
   }
 
@@ -583,27 +699,45 @@ export class Filesystem implements FsApi {
       return
     }
     this.opens.delete(ino)
-    await this.op([ino], async (seq) => {
-      if (this.opens.has(ino)) return // reopened meanwhile
-      const i = await this.readInode(ino)
-      if (i && i.nlink === 0) await this.deleteInode(i, seq)
-    })
+    await this.op(
+      [ino],
+      async (t) => {
+        if (this.opens.has(ino)) return // reopened meanwhile
+        const i = await this.readInode(ino)
+        if (i && i.nlink === 0) await this.deleteInode(i, t)
+      },
+      { orphans: true },
+    )
   }
 
-  /** Delete orphans left by a mount that ended while files were open (at mount time). */
-  async deleteOrphans(): Promise<number> {
-    const inos: number[] = []
-    for await (const it of this.items.range(ORPHAN_FIRST, ORPHAN_LAST)) inos.push(keySecond(it.key))
+  /**
+   * Delete the orphans of mounts that are gone (their files were open when they ended).  An
+   * orphan records the mount that holds it open; those of `liveRids` are left alone.
+   */
+  async deleteOrphans(liveRids: readonly number[]): Promise<number> {
+    const live = new Set(liveRids)
+    const inos = await this.withLock(ORPHAN_READ, async () => {
+      const out: number[] = []
+      for await (const it of this.items.range(ORPHAN_FIRST, ORPHAN_LAST)) {
+        const owner = it.val.length >= 8 ? Number(it.val.readBigUInt64BE(0)) : 0
+        if (owner === this.rid || !live.has(owner)) out.push(keySecond(it.key))
+      }
+      return out
+    })
     let n = 0
     for (const ino of inos) {
       if (this.opens.has(ino)) continue
-      await this.op([ino], async (seq) => {
-        const i = await this.readInode(ino)
-        if (i && i.nlink === 0) {
-          await this.deleteInode(i, seq)
-          n++
-        } else this.items.delete(orphanKey(ino), seq)
-      })
+      await this.op(
+        [ino],
+        async (t) => {
+          const i = await this.readInode(ino)
+          if (i && i.nlink === 0) {
+            await this.deleteInode(i, t)
+            n++
+          } else this.items.delete(orphanKey(ino), t.seq)
+        },
+        { orphans: true },
+      )
     }
     this.counters.orphansDeleted += n
     return n
@@ -612,7 +746,7 @@ export class Filesystem implements FsApi {
   /* ---- attributes ---------------------------------------------------------------------- */
 
   async setattr(ino: number, set: SetAttr): Promise<Attr> {
-    return this.op([ino], async (seq) => {
+    return this.op([ino], async (t) => {
       const i = await this.getInode(ino)
       const now = nowTs()
       let dataChanged = false
@@ -623,7 +757,7 @@ export class Filesystem implements FsApi {
         if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
         if (!isReg(i)) throw new FsError('EINVAL', `inode ${ino} is not a regular file`)
         if (set.size < 0) throw new FsError('EINVAL', 'negative size')
-        await this.truncate(i, set.size)
+        await this.truncate(i, set.size, t)
         i.dataVersion++
         i.mtime = now
         dataChanged = true
@@ -631,7 +765,7 @@ export class Filesystem implements FsApi {
       if (set.atimeMs !== undefined) i.atime = msToTs(set.atimeMs)
       if (set.mtimeMs !== undefined) i.mtime = msToTs(set.mtimeMs)
       i.ctime = now
-      this.putInode(i, seq, dataChanged)
+      this.putInode(i, t, dataChanged)
       return this.toAttr(i)
     })
   }
@@ -664,7 +798,7 @@ export class Filesystem implements FsApi {
     return it ? decodeExtent(it.key, it.val) : undefined
   }
 
-  private async truncate(i: Inode, size: number): Promise<void> {
+  private async truncate(i: Inode, size: number, t: Tx): Promise<void> {
     if (size < i.size) {
       const keep = Math.ceil(size / BS)
       const drop: DataExtent[] = []
@@ -679,8 +813,8 @@ export class Filesystem implements FsApi {
           await this.trans.freeData(e.blkno + (cut - e.iblock), freeLen)
           i.onlineBlocks -= freeLen
         } else i.offlineBlocks -= freeLen
-        if (cut === e.iblock) this.items.delete(extentKey(i.ino, e.iblock), this.trans.seq)
-        else this.items.put(extentKey(i.ino, e.iblock), encodeExtent({ ...e, len: cut - e.iblock }), this.trans.seq)
+        if (cut === e.iblock) this.items.delete(extentKey(i.ino, e.iblock), t.seq)
+        else this.items.put(extentKey(i.ino, e.iblock), encodeExtent({ ...e, len: cut - e.iblock }), t.seq)
       }
       // bytes past the new end in its last block must read as zeros if the file grows again
       const tail = size % BS
@@ -695,7 +829,12 @@ export class Filesystem implements FsApi {
     i.size = size
   }
 
-  async read(ino: number, offset: number, length: number): Promise<Buffer> {
+  read(ino: number, offset: number, length: number): Promise<Buffer> {
+    // the READ lock is held across the data reads: no writer frees the extents meanwhile
+    return this.reading([ino], () => this.readLocked(ino, offset, length))
+  }
+
+  private async readLocked(ino: number, offset: number, length: number): Promise<Buffer> {
     const i = await this.getInode(ino)
     if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
     if (offset >= i.size || length <= 0) return EMPTY
@@ -727,7 +866,7 @@ export class Filesystem implements FsApi {
   async write(ino: number, offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0
     if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new FsError('EFBIG', 'write past the largest file size')
-    return this.op([ino], async (seq) => {
+    return this.op([ino], async (t) => {
       const i = await this.getInode(ino)
       if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
       const end = offset + data.length
@@ -752,18 +891,22 @@ export class Filesystem implements FsApi {
         await this.writeRun(got.start, b, runEnd, offset, data, false)
         const prev = b > 0 ? await this.extentAt(ino, b - 1) : undefined
         if (prev && !(prev.flags & EXTENT_OFFLINE) && prev.blkno + prev.len === got.start)
-          this.items.put(extentKey(ino, prev.iblock), encodeExtent({ ...prev, len: prev.len + got.len }), seq)
+          this.items.put(extentKey(ino, prev.iblock), encodeExtent({ ...prev, len: prev.len + got.len }), t.seq)
         else
-          this.items.put(extentKey(ino, b), encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }), seq)
+          this.items.put(
+            extentKey(ino, b),
+            encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }),
+            t.seq,
+          )
         i.onlineBlocks += got.len
         // the extent is recorded: so are its blocks, even if a later run of this write fails
-        this.putInode(i, seq, true)
+        this.putInode(i, t, true)
         b = runEnd + 1
       }
       if (end > i.size) i.size = end
       i.dataVersion++
       i.mtime = i.ctime = nowTs()
-      this.putInode(i, seq, true)
+      this.putInode(i, t, true)
       this.counters.dataBytesWritten += data.length
       return data.length
     })
@@ -856,7 +999,7 @@ export class Filesystem implements FsApi {
     const n = this.checkXattrName(name)
     if (value.length > XATTR_SIZE_MAX)
       throw new FsError('E2BIG', `xattr value of ${value.length} bytes exceeds ${XATTR_SIZE_MAX}`)
-    await this.op([ino], async (seq) => {
+    await this.op([ino], async (t) => {
       const i = await this.getInode(ino)
       const old = await this.findXattr(ino, n)
       if (old && flags & XATTR_CREATE) throw new FsError('EEXIST', `xattr '${name}' exists`)
@@ -868,22 +1011,28 @@ export class Filesystem implements FsApi {
       whole.writeUInt32LE(value.length, 0)
       whole.writeUInt16LE(n.length, 4)
       for (let p = 0, off = 0; off < whole.length || p === 0; p++, off += XATTR_PART_MAX)
-        this.items.put(xattrKey(ino, h, id, p), whole.subarray(off, off + XATTR_PART_MAX), seq)
-      if (old) for (let p = 0; p < old.parts; p++) this.items.delete(xattrKey(ino, h, old.id, p), seq)
+        this.items.put(xattrKey(ino, h, id, p), whole.subarray(off, off + XATTR_PART_MAX), t.seq)
+      if (old) for (let p = 0; p < old.parts; p++) this.items.delete(xattrKey(ino, h, old.id, p), t.seq)
       i.ctime = nowTs()
-      this.putInode(i, seq)
+      this.putInode(i, t)
     })
   }
 
   async getxattr(ino: number, name: string): Promise<Buffer> {
     const n = this.checkXattrName(name)
-    await this.getInode(ino)
-    const x = await this.findXattr(ino, n)
+    const x = await this.reading([ino], async () => {
+      await this.getInode(ino)
+      return this.findXattr(ino, n)
+    })
     if (!x) throw new FsError('ENODATA', `no xattr '${name}'`)
     return x.value
   }
 
-  async listxattr(ino: number): Promise<string[]> {
+  listxattr(ino: number): Promise<string[]> {
+    return this.reading([ino], () => this.listxattrLocked(ino))
+  }
+
+  private async listxattrLocked(ino: number): Promise<string[]> {
     await this.getInode(ino)
     const names: string[] = []
     for await (const it of this.items.range(xattrFirst(ino), xattrLast(ino))) {
@@ -897,14 +1046,14 @@ export class Filesystem implements FsApi {
 
   async removexattr(ino: number, name: string): Promise<void> {
     const n = this.checkXattrName(name)
-    await this.op([ino], async (seq) => {
+    await this.op([ino], async (t) => {
       const i = await this.getInode(ino)
       const old = await this.findXattr(ino, n)
       if (!old) throw new FsError('ENODATA', `no xattr '${name}'`)
       const h = xattrHash(n)
-      for (let p = 0; p < old.parts; p++) this.items.delete(xattrKey(ino, h, old.id, p), seq)
+      for (let p = 0; p < old.parts; p++) this.items.delete(xattrKey(ino, h, old.id, p), t.seq)
       i.ctime = nowTs()
-      this.putInode(i, seq)
+      this.putInode(i, t)
     })
   }
 
@@ -914,8 +1063,19 @@ export class Filesystem implements FsApi {
    * Entries of a seq index from (firstSeq, firstIno) to (lastSeq, lastIno), at most `limit`.
    * Only committed changes are indexed: the caller commits first, and LAST is clamped to the
    * last seq no mount still has open, so a later walk never finds an entry behind this one.
+   * The index READ lock makes every other mount commit what it wrote under its WRITE_ONLY
+   * index lock first, so the walk lists the changes of every mount.
    */
-  async walkInodes(
+  walkInodes(
+    index: 'meta_seq' | 'data_seq',
+    first: { seq: number; ino: number },
+    last: { seq: number; ino: number },
+    limit: number,
+  ): Promise<Array<{ seq: number; ino: number }>> {
+    return this.withLock(INDEX_READ, () => this.walkLocked(index, first, last, limit))
+  }
+
+  private async walkLocked(
     index: 'meta_seq' | 'data_seq',
     first: { seq: number; ino: number },
     last: { seq: number; ino: number },
@@ -933,7 +1093,7 @@ export class Filesystem implements FsApi {
     return out
   }
 
-  async inode(ino: number): Promise<Inode> {
-    return this.getInode(ino)
+  inode(ino: number): Promise<Inode> {
+    return this.reading([ino], () => this.getInode(ino))
   }
 }

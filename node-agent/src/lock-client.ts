@@ -314,6 +314,17 @@ export class LockClient {
     return this.locks.get(lockId(start))?.mode ?? LockMode.NULL
   }
 
+  /** How many locks this mount holds in each mode. */
+  heldByMode(): { read: number; write: number; writeOnly: number } {
+    const n = { read: 0, write: 0, writeOnly: 0 }
+    for (const l of this.locks.values()) {
+      if (l.mode === LockMode.READ) n.read++
+      else if (l.mode === LockMode.WRITE) n.write++
+      else if (l.mode === LockMode.WRITE_ONLY) n.writeOnly++
+    }
+    return n
+  }
+
   get lockCount(): number {
     return this.locks.size
   }

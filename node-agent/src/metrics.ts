@@ -21,6 +21,8 @@ export class AgentMetrics {
   readonly registry = new Registry()
   private readonly opTotal: Counter<'op' | 'result'>
   private readonly opSeconds: Histogram<'op'>
+  /** time to take the cluster locks of one operation (0 when held locally already) */
+  readonly lockWait: Histogram
   private http: HttpServer | undefined
 
   constructor(labels: Record<string, string>) {
@@ -38,6 +40,26 @@ export class AgentMetrics {
       labelNames: ['op'],
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
       registers: [this.registry],
+    })
+    this.lockWait = new Histogram({
+      name: 'scoutfs_lock_wait_seconds',
+      help: 'Time an operation waited for its cluster locks',
+      buckets: [0.00001, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
+      registers: [this.registry],
+    })
+  }
+
+  /** A gauge with one label whose values are read at scrape time. */
+  addLabeled(name: string, help: string, label: string, read: () => Record<string, number>): void {
+    new Gauge({
+      name,
+      help,
+      labelNames: [label],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const [k, v] of Object.entries(read())) this.set({ [label]: k }, v)
+      },
     })
   }
 

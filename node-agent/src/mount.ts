@@ -1,10 +1,23 @@
 /*
- * One agent's mount of a filesystem: opens the devices, joins the server (in-process here;
- * the cluster puts it on the network behind the same ServerApi), assembles forest, item
- * cache, transactions and the filesystem, mounts it through FUSE, and serves metrics and the
- * admin socket.  stop() undoes all of it in reverse: unmount, commit, farewell, close.
+ * One agent's mount of a filesystem: opens the devices, runs the server role when this agent
+ * is the server (cluster-server.ts), joins the server over the network (NetClient: the same
+ * path for the server's own mount as for every other), takes cluster locks through its lock
+ * client, assembles forest, item cache, transactions and the filesystem, mounts it through
+ * FUSE, and serves metrics and the admin socket.  stop() undoes all of it in reverse:
+ * unmount, commit, farewell, close, and last the server role.
+ *
+ * Which agent serves, until quorum elections exist: the agent mounted with
+ * `quorum_slot_nr=N` serves on slot N's address; every other agent connects to
+ * `server_addr`, or else to the lowest slot that has an address.  A filesystem formatted
+ * without slot addresses is a single-node one: the agent serves itself on a loopback port.
+ *
+ * Lock invalidation (the lock client's hook, DESIGN §8): commit if the lock could write, then
+ * (unless WRITE -> READ) drop the lock range from the item cache and, for inode groups, the
+ * FUSE adapter's paths through those inodes.  A grant that carries newer roots makes the
+ * forest ask the server for them before the next read.
  */
 import { randomInt } from 'node:crypto'
+import { hostname } from 'node:os'
 import type { Logger } from 'pino'
 import { AdminServer, adminSocketPath } from './admin.js'
 import { BlockCache } from './block.js'
@@ -13,11 +26,15 @@ import { FileDevice, type BlockDevice } from './device.js'
 import { FsError } from './errors.js'
 import { FORMAT_VERSION } from './format.js'
 import { Forest, forestCounters } from './forest.js'
-import { Filesystem } from './fs.js'
+import { Filesystem, type ClusterLocks as ClusterLocksApi } from './fs.js'
 import { FuseAdapter } from './fuse.js'
 import { ItemCache } from './item-cache.js'
 import { AgentMetrics } from './metrics.js'
-import { Server } from './server.js'
+import { ClusterServer } from './cluster-server.js'
+import { Zone } from './format.js'
+import { LockClient, type LockHandle } from './lock-client.js'
+import { LockMode, invalidationDropsCache, isWriteMode, type LockRange, type OrderedLockRequest } from './lock-modes.js'
+import { NetClient } from './net-client.js'
 import { readDataSuper, readSuper } from './super.js'
 import { Trans } from './trans.js'
 import { tsToMs } from './fs-items.js'
@@ -33,6 +50,63 @@ export interface MountOptions {
   blockCacheBlocks?: number
   metricsAddr?: string
   fuseDebug?: boolean
+  /** this agent is quorum member N: it runs the server on slot N's address */
+  quorumSlotNr?: number
+  /** connect to the server here instead of the lowest slot with an address */
+  serverAddr?: string
+  /** server role: how long recorded mounts get to reconnect after a start (ms) */
+  recoveryMs?: number
+  /** server role: a mount silent this long is reclaimed (ms) */
+  mountTimeoutMs?: number
+}
+
+/**
+ * Where this agent serves and where it connects (see the top of this file).  `local`: a
+ * single-node filesystem, served on a loopback port nobody else knows.
+ */
+export function serverRole(
+  slotAddrs: readonly string[],
+  o: Pick<MountOptions, 'quorumSlotNr' | 'serverAddr'>,
+): { serve?: string; connect?: string; local: boolean } {
+  if (o.quorumSlotNr !== undefined) {
+    const n = o.quorumSlotNr
+    if (n >= slotAddrs.length)
+      throw new FsError(
+        'EINVAL',
+        `quorum slot ${n} does not exist: the filesystem has ${slotAddrs.length} slot(s) (0..${slotAddrs.length - 1})`,
+      )
+    if (!slotAddrs[n])
+      throw new FsError(
+        'EINVAL',
+        `quorum slot ${n} has no address: format with mkfs -Q ${n},ADDR,PORT to give the server one`,
+      )
+    return { serve: slotAddrs[n], local: false }
+  }
+  if (o.serverAddr) return { connect: o.serverAddr, local: false }
+  const first = slotAddrs.find((a) => a)
+  if (first) return { connect: first, local: false }
+  return { serve: '127.0.0.1:0', local: true }
+}
+
+/** The lock client as the filesystem uses it, with every acquisition timed for the metrics. */
+function timedLocks(locks: LockClient, metrics: AgentMetrics): ClusterLocksApi {
+  return {
+    lockAll: async (reqs: readonly OrderedLockRequest[]): Promise<LockHandle[]> => {
+      const end = metrics.lockWait.startTimer()
+      try {
+        return await locks.lockAll(reqs)
+      } finally {
+        end()
+      }
+    },
+    unlockAll: (h, opts) => locks.unlockAll(h, opts),
+  }
+}
+
+/** The inode numbers an inode-group lock range covers. */
+function inoRange(r: LockRange): [number, number] {
+  const ino = (k: Buffer): number => k.readUInt32BE(1) * 0x100000000 + k.readUInt32BE(5)
+  return [ino(r[0]), ino(r[1])]
 }
 
 export class Mount {
@@ -40,20 +114,23 @@ export class Mount {
   metricsAddr: string | undefined
   /** called when an unmount requested over the admin socket has finished */
   onStopped: (() => void) | undefined
+  private fuse: FuseAdapter | undefined
+  private admin: AdminServer | undefined
 
   private constructor(
     readonly opts: MountOptions,
     readonly meta: BlockDevice,
     readonly data: BlockDevice,
-    readonly server: Server,
+    /** the server role, when this agent runs it */
+    readonly clusterServer: ClusterServer | undefined,
+    readonly client: NetClient,
+    readonly locks: LockClient,
     readonly rid: number,
     readonly cache: BlockCache,
     readonly items: ItemCache,
     readonly trans: Trans,
     readonly fs: Filesystem,
     readonly metrics: AgentMetrics,
-    private fuse: FuseAdapter | undefined,
-    private admin: AdminServer | undefined,
   ) {}
 
   static async start(o: MountOptions): Promise<Mount> {
@@ -74,42 +151,86 @@ export class Mount {
           `${o.dataPath} is not the data device of filesystem ${sb.fsid.toString(16)} on ${o.metaPath}` +
             (dsb ? ` (it belongs to ${dsb.fsid.toString(16)})` : ''),
         )
-      const server = await Server.start(meta, { log: (msg, f) => log.info({ ...f, role: 'server' }, msg) })
-      cleanup.unshift(() => server.stop())
+      const role = serverRole(sb.quorumAddrs, o)
+      let cs: ClusterServer | undefined
+      let serverAddr = role.connect
+      if (role.serve !== undefined) {
+        cs = await ClusterServer.start(meta, {
+          addr: role.serve,
+          log: (msg, f) => log.info({ ...f, role: 'server' }, msg),
+          recoveryMs: role.local ? 0 : o.recoveryMs,
+          mountTimeoutMs: o.mountTimeoutMs,
+        })
+        const srv = cs
+        cleanup.unshift(() => srv.stop())
+        serverAddr = cs.addr.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:')
+      }
+      const client = new NetClient(serverAddr!, {
+        log: (msg, f) => log.warn({ ...f, role: 'client' }, msg),
+        clientName: `${hostname()}:${process.pid}:${mountpoint}`,
+      })
+      cleanup.unshift(async () => client.close())
       const rid = randomInt(1, 2 ** 47)
-      await server.greeting(rid, sb.fsid, FORMAT_VERSION)
+      await client.greeting(rid, sb.fsid, FORMAT_VERSION)
       const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 1024)
       cache.onBadBlock = (err, blkno) => log.error({ blkno, code: err.code }, err.message)
-      const forest = new Forest(cache, () => server.getRoots())
+      const forest = new Forest(cache, () => client.getRoots())
       const items = new ItemCache(forest, o.itemCacheItems ?? 500_000)
-      const trans = new Trans(server, rid, cache, items, forest, meta, data, {
+      const trans = new Trans(client, rid, cache, items, forest, meta, data, {
         commitIntervalMs: o.commitIntervalMs,
         log: (msg, f) => log.error(f ?? {}, msg),
       })
+      let m: Mount | undefined
+      const locks = new LockClient({
+        rid,
+        send: (msg) => lockSend(msg),
+        onInvalidate: async (range, oldMode, newMode) => {
+          // what was written under the lock goes to the log tree first: the next holder
+          // reads it from there
+          if (isWriteMode(oldMode)) await trans.commit()
+          if (invalidationDropsCache(oldMode, newMode)) {
+            items.invalidate(range[0], range[1])
+            if (range[0][0] === Zone.FS) m?.fuse?.invalidateInodes(...inoRange(range))
+          }
+        },
+        refreshRoots: async () => forest.invalidateRoots(),
+        log: (msg) => log.warn({ role: 'locks' }, msg),
+      })
+      const lockSend = client.openLocks(locks)
+      cleanup.unshift(async () => locks.shutdown())
       trans.onCommit = (seq, ms, n) => log.debug({ seq, ms, items: n }, 'commit')
       await trans.start()
-      const fs = new Filesystem(items, trans, server, data, rid)
-      const orphans = await fs.deleteOrphans()
+      const metrics = new AgentMetrics({ fsid: sb.fsid.toString(16).padStart(16, '0'), rid: rid.toString(16) })
+      const fs = new Filesystem(items, trans, client, data, rid, timedLocks(locks, metrics))
+      const orphans = await fs.deleteOrphans(await client.listMounts())
       if (orphans) log.info({ orphans }, 'deleted orphaned inodes')
 
-      const metrics = new AgentMetrics({ fsid: sb.fsid.toString(16).padStart(16, '0'), rid: rid.toString(16) })
-      const m = new Mount(o, meta, data, server, rid, cache, items, trans, fs, metrics, undefined, undefined)
-      m.addReadings()
-      if (o.metricsAddr) m.metricsAddr = await metrics.listen(o.metricsAddr)
+      m = new Mount(o, meta, data, cs, client, locks, rid, cache, items, trans, fs, metrics)
+      const mm = m
+      mm.addReadings()
+      mm.addLabeledReadings()
+      if (o.metricsAddr) mm.metricsAddr = await metrics.listen(o.metricsAddr)
       cleanup.unshift(() => metrics.close())
 
-      m.fuse = await FuseAdapter.mount(metrics.instrument(fs), mountpoint, {
+      mm.fuse = await FuseAdapter.mount(metrics.instrument(fs), mountpoint, {
         debug: o.fuseDebug,
         fsname: `scoutfs:${sb.fsid.toString(16).padStart(16, '0')}`,
         log: { error: (msg, err) => log.error({ err: String(err) }, msg), warn: (msg) => log.warn(msg) },
       })
-      cleanup.unshift(() => m.fuse!.unmount())
-      m.admin = await AdminServer.listen(adminSocketPath(mountpoint), m.adminRoutes())
+      cleanup.unshift(() => mm.fuse!.unmount())
+      mm.admin = await AdminServer.listen(adminSocketPath(mountpoint), mm.adminRoutes())
       log.info(
-        { fsid: sb.fsid.toString(16), rid: rid.toString(16), metrics: m.metricsAddr, admin: m.admin.path },
+        {
+          fsid: sb.fsid.toString(16),
+          rid: rid.toString(16),
+          metrics: mm.metricsAddr,
+          admin: mm.admin.path,
+          server: cs !== undefined,
+          serverAddr,
+        },
         'mounted',
       )
-      return m
+      return mm
     } catch (e) {
       for (const c of cleanup) await c().catch(() => undefined)
       throw e
@@ -120,7 +241,15 @@ export class Mount {
     const c = this.items.counters
     const t = this.trans.counters
     const b = this.cache.counters
-    const s = this.server.counters
+    const s = this.clusterServer?.server.counters ?? {
+      commits: 0,
+      logCommits: 0,
+      merges: 0,
+      mergedItems: 0,
+      reclaims: 0,
+      tombstones: 0,
+    }
+    const l = this.locks.counters
     const f = this.fs.counters
     this.metrics.add([
       {
@@ -288,6 +417,72 @@ export class Mount {
         read: () => s.mergedItems,
       },
       {
+        name: 'scoutfs_server_merge_tombstones_total',
+        help: 'Merged deletions kept in the fs root while an older copy was in another log tree',
+        kind: 'counter',
+        read: () => s.tombstones,
+      },
+      {
+        name: 'scoutfs_server_reclaims_total',
+        help: 'Mounts the server reclaimed (farewell, or gone)',
+        kind: 'counter',
+        read: () => s.reclaims,
+      },
+      {
+        name: 'scoutfs_server_clients',
+        help: 'Mounts connected to this server (0 on agents that do not serve)',
+        kind: 'gauge',
+        read: () => this.clusterServer?.clientCount ?? 0,
+      },
+      {
+        name: 'scoutfs_server_log_trees',
+        help: 'Log trees the committed roots hold (open and finalized)',
+        kind: 'gauge',
+        read: () => this.clusterServer?.server.logTrees.length ?? 0,
+      },
+      {
+        name: 'scoutfs_lock_requests_total',
+        help: 'Cluster lock requests this mount sent to the server',
+        kind: 'counter',
+        read: () => l.requests,
+      },
+      {
+        name: 'scoutfs_lock_grants_total',
+        help: 'Cluster lock grants this mount received',
+        kind: 'counter',
+        read: () => l.grants,
+      },
+      {
+        name: 'scoutfs_lock_invalidations_total',
+        help: 'Cluster lock invalidations this mount received',
+        kind: 'counter',
+        read: () => l.invalidations,
+      },
+      {
+        name: 'scoutfs_lock_local_hits_total',
+        help: 'Lock uses served by a lock this mount already held',
+        kind: 'counter',
+        read: () => l.localHits,
+      },
+      {
+        name: 'scoutfs_lock_idle_releases_total',
+        help: 'Idle locks released by this mount (beyond lock_idle_count)',
+        kind: 'counter',
+        read: () => l.idleReleases,
+      },
+      {
+        name: 'scoutfs_lock_server_grants_total',
+        help: 'Grants the lock server sent (0 on agents that do not serve)',
+        kind: 'counter',
+        read: () => this.clusterServer?.locks.counters.grants ?? 0,
+      },
+      {
+        name: 'scoutfs_lock_server_invalidations_total',
+        help: 'Invalidations the lock server sent (0 on agents that do not serve)',
+        kind: 'counter',
+        read: () => this.clusterServer?.locks.counters.invalidations ?? 0,
+      },
+      {
         name: 'scoutfs_inodes_created_total',
         help: 'Inodes created by this mount',
         kind: 'counter',
@@ -312,6 +507,13 @@ export class Mount {
         read: () => f.dataBytesRead,
       },
     ])
+  }
+
+  private addLabeledReadings(): void {
+    this.metrics.addLabeled('scoutfs_locks_held', 'Cluster locks this mount holds, by mode', 'mode', () => {
+      const h = this.locks.heldByMode()
+      return { read: h.read, write: h.write, write_only: h.writeOnly }
+    })
   }
 
   private adminRoutes(): Record<string, (q: URLSearchParams, body: unknown) => Promise<unknown>> {
@@ -350,7 +552,7 @@ export class Mount {
         }
       },
       'GET /statfs': async () => {
-        const s = await this.server.statfs()
+        const s = await this.client.statfs()
         return {
           fsid: s.fsid.toString(16).padStart(16, '0'),
           rid: this.rid.toString(16).padStart(16, '0'),
@@ -361,15 +563,30 @@ export class Mount {
           free_data_blocks: s.freeDataBlocks,
         }
       },
-      'GET /status': async () => ({
-        rid: this.rid.toString(16),
-        seq: this.trans.seq,
-        commits: this.trans.counters.commits,
-        items: this.items.size,
-        dirtyItems: this.items.dirtyItems,
-        metrics: this.metricsAddr,
-        server: true,
-      }),
+      'GET /status': async () => {
+        const h = this.locks.heldByMode()
+        const c = this.locks.counters
+        return {
+          rid: this.rid.toString(16),
+          seq: this.trans.seq,
+          commits: this.trans.counters.commits,
+          items: this.items.size,
+          dirtyItems: this.items.dirtyItems,
+          metrics: this.metricsAddr,
+          server: this.clusterServer !== undefined,
+          serverAddr: this.client.addr,
+          locks: {
+            held: h.read + h.write + h.writeOnly,
+            read: h.read,
+            write: h.write,
+            writeOnly: h.writeOnly,
+            requests: c.requests,
+            grants: c.grants,
+            invalidations: c.invalidations,
+          },
+          serverState: await this.clusterServer?.status(),
+        }
+      },
       'POST /unmount': async () => {
         setImmediate(() => void this.stop().then(() => this.onStopped?.()))
         return { unmounting: true }
@@ -387,10 +604,15 @@ export class Mount {
         log.error({ err: String(e) }, 'unmount failed')
       }
       await this.admin?.close().catch(() => undefined)
-      await this.trans.close()
-      await this.server.farewell(this.rid)
-      await this.server.drainMerges()
-      await this.server.stop()
+      try {
+        await this.trans.close()
+      } catch (e) {
+        log.error({ err: String(e) }, 'final commit failed')
+      }
+      await this.client.farewell(this.rid).catch((e: unknown) => log.error({ err: String(e) }, 'farewell failed'))
+      this.locks.shutdown()
+      this.client.close()
+      await this.clusterServer?.stop()
       await this.metrics.close()
       await this.data.close()
       await this.meta.close()

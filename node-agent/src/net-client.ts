@@ -312,6 +312,11 @@ export class NetClient extends EventEmitter implements ServerApi {
     return statfsFromWire(await this.call('Statfs', { rid: this.rid }))
   }
 
+  async listMounts(): Promise<number[]> {
+    const w = await this.call('ListMounts', { rid: this.rid })
+    return (Array.isArray(w.rids) ? (w.rids as unknown[]) : []).map((r) => num(r, 'rid'))
+  }
+
   async farewell(rid: number): Promise<void> {
     // no re-greeting first: a mount the server already forgot has nothing left to say
     await this.call('Farewell', { rid }, { greetFirst: false })

@@ -395,6 +395,10 @@ export class NetServer extends EventEmitter {
         this.touch(num(r.rid, 'rid'), call)
         return statfsToWire(await api.statfs())
       }),
+      ListMounts: this.unary('ListMounts', async (r, call) => {
+        this.touch(num(r.rid, 'rid'), call)
+        return { rids: await api.listMounts() }
+      }),
       Farewell: this.unary('Farewell', async (r) => {
         const rid = num(r.rid, 'rid')
         await api.farewell(rid)

@@ -141,6 +141,8 @@ export interface ServerApi {
   /** the last seq no mount still has open: index walks stop here */
   getLastSeq(): Promise<number>
   statfs(): Promise<ServerStatfs>
+  /** the rids of the mounts recorded as mounted (live, or not yet reclaimed) */
+  listMounts(): Promise<number[]>
   /** the mount is leaving cleanly: reclaim its allocators, forget it */
   farewell(rid: number): Promise<void>
 }

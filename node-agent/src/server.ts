@@ -11,6 +11,14 @@
  * Allocator hand-out keeps the rule that nothing freed is reused before it is durable: a
  * mount's freed list and data_freed tree are drained into the server's allocators only when
  * the mount opens its next transaction, i.e. after the commit that freed them.
+ *
+ * Merging never lets an item go backwards (DESIGN §6): a merged deletion removes the fs-root
+ * item only when no other log tree holds an older copy of the key; otherwise the fs root keeps
+ * the deletion item (a tombstone) until the last older copy has been merged.  So each log tree
+ * is merged on its own, whenever it is finalized, without waiting for the other mounts.
+ *
+ * The roots version readers compare is the super block's write seq: it only grows, across
+ * server restarts too, so a lock grant naming a version is never mistaken for an older one.
  */
 import { ExtentAlloc, encodeList, readList } from './alloc.js'
 import { Btree, ITEM_DELETION } from './btree.js'
@@ -35,6 +43,8 @@ import { SuperWriter } from './super-writer.js'
 import { ServerLease } from './server-lease.js'
 import { randomInt } from 'node:crypto'
 
+const EMPTY_VAL = Buffer.alloc(0)
+
 /** a mount's meta avail list is refilled below LOW up to TARGET blocks */
 export const MOUNT_META_LOW = 512
 export const MOUNT_META_TARGET = 2048
@@ -52,15 +62,29 @@ export interface ServerCounters {
   merges: number
   mergedItems: number
   reclaims: number
+  /** deletions kept in the fs root because an older copy was still in another log tree */
+  tombstones: number
 }
 
 export interface ServerOptions {
   /** log lines (structured logging is the caller's) */
   log?: (msg: string, fields?: Record<string, unknown>) => void
+  /**
+   * reclaim every mount recorded as mounted when the server starts (default true: a lone
+   * server); a cluster server waits for them to reconnect and reclaims only the absent
+   */
+  reclaimAtStart?: boolean
 }
 
 export class Server implements ServerApi {
-  readonly counters: ServerCounters = { commits: 0, logCommits: 0, merges: 0, mergedItems: 0, reclaims: 0 }
+  readonly counters: ServerCounters = {
+    commits: 0,
+    logCommits: 0,
+    merges: 0,
+    mergedItems: 0,
+    reclaims: 0,
+    tombstones: 0,
+  }
   private chain: Promise<unknown> = Promise.resolve()
   private roots: Roots = { fsRoot: EMPTY_ROOT, logTrees: [], version: 0 }
   private merging = false
@@ -74,22 +98,62 @@ export class Server implements ServerApi {
     private readonly log: NonNullable<ServerOptions['log']>,
   ) {}
 
-  /** Start serving the filesystem on `meta`; mounts recorded as mounted are reclaimed. */
+  /**
+   * Start serving the filesystem on `meta`.  The core counter is moved above every seq the
+   * log trees hold (a server that died may not have written its last increments).
+   */
   static async start(meta: BlockDevice, opts: ServerOptions = {}): Promise<Server> {
     const w = await SuperWriter.open(meta)
     const s = new Server(w, opts.log ?? (() => undefined))
     s.lease = await ServerLease.acquire(meta, w.sb.fsid, randomInt(1, 2 ** 47))
     await s.refreshRoots()
-    // a server that starts is the only one: every mount it finds recorded is gone
+    let floor = 0
+    for (const lt of s.roots.logTrees) floor = Math.max(floor, lt.maxItemSeq, lt.getTransSeq, lt.commitTransSeq)
+    await s.seedSeq(floor + 1)
+    if (opts.reclaimAtStart ?? true) {
+      // a lone server that starts is the only one: every mount it finds recorded is gone
+      for (const rid of await s.recordedMounts()) await s.reclaim(rid)
+    }
+    s.kickMerge()
+    return s
+  }
+
+  /** The mounts the super block records as mounted (rids). */
+  async recordedMounts(): Promise<number[]> {
     const rids: number[] = []
-    for await (const it of new Btree(w.sb.mountedClients, w.cache).range(
+    for await (const it of new Btree(this.w.sb.mountedClients, this.w.cache).range(
       mountedClientKey(0),
       mountedClientKey(0x1fffffffffffff),
     ))
       rids.push(Number(it.key.readBigUInt64BE(1)))
-    for (const rid of rids) await s.reclaim(rid)
-    s.kickMerge()
-    return s
+    return rids
+  }
+
+  /** Make the core counter issue nothing below `min` from now on (durably). */
+  async seedSeq(min: number): Promise<void> {
+    if (this.w.sb.nextSeq >= min) return
+    await this.txn(async (w) => {
+      if (w.sb.nextSeq < min) w.sb.nextSeq = min
+    })
+  }
+
+  /**
+   * The next seq of the core counter for a lock grant's write_seq.  Not committed by itself
+   * (the next server commit carries it); a new server starts above every write_seq its
+   * clients report in lock recovery.
+   */
+  nextLockSeq(): number {
+    return this.w.nextSeq()
+  }
+
+  /** the version of the committed roots (the super block's write seq) */
+  get rootsVersion(): number {
+    return this.roots.version
+  }
+
+  /** the committed log trees, as readers see them */
+  get logTrees(): readonly LogTrees[] {
+    return this.roots.logTrees
   }
 
   get fsid(): bigint {
@@ -132,7 +196,13 @@ export class Server implements ServerApi {
     const logTrees: LogTrees[] = []
     for await (const it of new Btree(this.w.sb.logsRoot, this.w.cache).range(LOG_TREES_FIRST, LOG_TREES_LAST))
       logTrees.push(decodeLogTrees(it.val))
-    this.roots = { fsRoot: this.w.sb.fsRoot, logTrees, version: this.roots.version + 1 }
+    this.roots = { fsRoot: this.w.sb.fsRoot, logTrees, version: this.w.sb.writeSeq }
+  }
+
+  private async allLogTrees(w: SuperWriter): Promise<LogTrees[]> {
+    const out: LogTrees[] = []
+    for await (const it of w.logs.range(LOG_TREES_FIRST, LOG_TREES_LAST)) out.push(decodeLogTrees(it.val))
+    return out
   }
 
   private async currentLogTrees(w: SuperWriter, rid: number): Promise<LogTrees | undefined> {
@@ -247,6 +317,11 @@ export class Server implements ServerApi {
       const cur = await w.logs.lookup(logTreesKey(lt.rid, lt.nr))
       const c = cur && decodeLogTrees(cur.val)
       if (c && c.commitTransSeq >= lt.getTransSeq) return // a resend
+      if (c && c.flags & LOG_TREES_FINALIZED)
+        throw new FsError(
+          'ESTALE',
+          `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: the mount was reclaimed; its open transaction is lost`,
+        )
       if (!c || c.getTransSeq !== lt.getTransSeq)
         throw new FsError(
           'EINVAL',
@@ -298,6 +373,10 @@ export class Server implements ServerApi {
     }
   }
 
+  listMounts(): Promise<number[]> {
+    return this.recordedMounts()
+  }
+
   async farewell(rid: number): Promise<void> {
     await this.reclaim(rid)
   }
@@ -306,7 +385,7 @@ export class Server implements ServerApi {
    * Forget a mount: finalize its open log tree (committed items survive; the merge picks
    * them up), return its allocators, and delete its mounted-client record last.
    */
-  private async reclaim(rid: number): Promise<void> {
+  async reclaim(rid: number): Promise<void> {
     await this.txn(async (w) => {
       const lt = await this.currentLogTrees(w, rid)
       if (lt && !(lt.flags & LOG_TREES_FINALIZED)) {
@@ -375,14 +454,31 @@ export class Server implements ServerApi {
         batch.push(it)
         if (++n >= MERGE_BATCH) break
       }
+      // every other log tree, finalized or not: where older copies of a key may still be
+      const others = (await this.allLogTrees(w))
+        .filter((lt) => !(lt.rid === target!.rid && lt.nr === target!.nr) && lt.itemRoot.height > 0)
+        .map((lt) => new Btree(lt.itemRoot, w.cache))
+      const olderElsewhere = async (key: Buffer, seq: number): Promise<boolean> => {
+        for (const t of others) {
+          const o = await t.lookup(key)
+          if (o && o.seq < seq) return true
+        }
+        return false
+      }
       for (const it of batch) {
         const cur = await w.fs.lookup(it.key)
         if (!cur || cur.seq <= it.seq) {
           if (it.flags & ITEM_DELETION) {
-            if (cur) await w.fs.delete(it.key)
+            if (await olderElsewhere(it.key, it.seq)) {
+              await w.fs.put(it.key, EMPTY_VAL, it.seq, ITEM_DELETION)
+              this.counters.tombstones++
+            } else if (cur) await w.fs.delete(it.key)
           } else {
             await w.fs.put(it.key, it.val, it.seq)
           }
+        } else if (cur.flags & ITEM_DELETION && !(await olderElsewhere(it.key, cur.seq))) {
+          // this was the last older copy a tombstone was kept for
+          await w.fs.delete(it.key)
         }
         await src.delete(it.key)
         await w.reserve()

@@ -555,6 +555,7 @@ describe('NetServer error mapping and lock fallbacks (in-process)', function () 
       statfs: async () => {
         throw new FsError('ENXIO', 'the server has stopped')
       },
+      listMounts: async () => [],
       farewell: async () => undefined,
     } as ServerApi
     net = await NetServer.listen(api, '127.0.0.1:0', { rootsPollMs: 0 })

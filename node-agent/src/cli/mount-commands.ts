@@ -42,17 +42,42 @@ interface MountCliOptions {
   logLevel: string
 }
 
+const MOUNT_OPTIONS = [
+  'commit_interval_ms',
+  'item_cache_items',
+  'block_cache_blocks',
+  'debug',
+  'quorum_slot_nr',
+  'server_addr',
+  'recovery_ms',
+  'mount_timeout_ms',
+]
+
 function parseMountOptions(s: string | undefined): Record<string, string> {
   const out: Record<string, string> = {}
   for (const part of (s ?? '').split(',').filter(Boolean)) {
     const [k, v] = part.split('=', 2) as [string, string | undefined]
-    if (!['commit_interval_ms', 'item_cache_items', 'block_cache_blocks', 'debug'].includes(k))
-      throw new CliUsageError(
-        `unknown mount option '${k}' (known: commit_interval_ms, item_cache_items, block_cache_blocks, debug)`,
-      )
+    if (!MOUNT_OPTIONS.includes(k))
+      throw new CliUsageError(`unknown mount option '${k}' (known: ${MOUNT_OPTIONS.join(', ')})`)
     out[k] = v ?? '1'
   }
   return out
+}
+
+function wholeNumber(opts: Record<string, string>, k: string): number | undefined {
+  if (opts[k] === undefined) return undefined
+  const n = Number(opts[k])
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new CliUsageError(`mount option ${k} needs a whole number (0 or more), not '${opts[k]}'`)
+  return n
+}
+
+function hostPort(opts: Record<string, string>, k: string): string | undefined {
+  const v = opts[k]
+  if (v === undefined) return undefined
+  if (!/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(v) || Number(v.slice(v.lastIndexOf(':') + 1)) > 65535)
+    throw new CliUsageError(`mount option ${k} needs HOST:PORT, not '${v}'`)
+  return v
 }
 
 function positiveInt(opts: Record<string, string>, k: string): number | undefined {
@@ -79,6 +104,10 @@ async function runForeground(data: string, mountpoint: string, o: MountCliOption
     blockCacheBlocks: positiveInt(mo, 'block_cache_blocks'),
     metricsAddr: o.metricsAddr,
     fuseDebug: mo.debug === '1',
+    quorumSlotNr: wholeNumber(mo, 'quorum_slot_nr'),
+    serverAddr: hostPort(mo, 'server_addr'),
+    recoveryMs: wholeNumber(mo, 'recovery_ms'),
+    mountTimeoutMs: positiveInt(mo, 'mount_timeout_ms'),
   })
   process.send?.({ ready: true, metrics: m.metricsAddr })
   if (process.send) process.disconnect?.()
