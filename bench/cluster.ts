@@ -227,7 +227,12 @@ elif cmd == 'vis':
     with open(still_a, 'wb') as f: f.write(b'u' * 100)
     settle(still_b, 100)
     c0 = cpu(); w0 = pc()
+    # marks around the cross-mount rounds, so that their lock traffic can be read apart
+    out(ready=True)
+    if sys.stdin.readline().strip() != 'go': die('no go')
     cross = rounds(a_dir, b_dir, 'x')
+    out(ready=True)
+    if sys.stdin.readline().strip() != 'go': die('no go')
     same = rounds(a_dir, a_dir, 's')
     # the no-invalidation baseline: a plain stat on B of a file nobody changes
     for _ in range(3): os.stat(still_b)
@@ -235,6 +240,14 @@ elif cmd == 'vis':
     for _ in range(k):
         t0 = pc(); os.stat(still_b); plain.append((pc() - t0) * 1000)
     out(cross=cross, same=same, plain_ms=plain, secs=pc() - w0, cpu=cpu() - c0)
+elif cmd == 'fsync':
+    # the floor of a commit: one FILE_SIZE write + fsync of a file on the local disk, k times
+    path, k, size = a[0], int(a[1]), int(a[2])
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644); data = b'f' * max(size, 1); ms = []
+    for i in range(k):
+        t0 = time.perf_counter(); os.pwrite(fd, data, i * len(data)); os.fsync(fd); ms.append((time.perf_counter() - t0) * 1000)
+    os.close(fd); os.unlink(path)
+    out(ms=ms)
 else:
     die('unknown worker command ' + cmd)
 `
@@ -245,8 +258,8 @@ interface WorkerRun {
   child: ChildProcess
   /** resolves with the worker's last JSON line; rejects on a failure */
   done: Promise<Record<string, unknown>>
-  /** resolves when the worker printed {"ready": true} */
-  ready: Promise<void>
+  /** resolves when the worker has printed {"ready": true} n times (default 1) */
+  ready(n?: number): Promise<void>
 }
 
 const children = new Set<ChildProcess>()
@@ -270,13 +283,26 @@ function startWorker(o: Options, label: string, args: string[]): WorkerRun {
   let error: string | undefined
   let progress: Record<string, unknown> | undefined
   let lastLog = performance.now()
-  let readyRes: () => void = () => undefined
-  let readyRej: (e: Error) => void = () => undefined
-  const ready = new Promise<void>((res, rej) => {
-    readyRes = res
-    readyRej = rej
-  })
-  ready.catch(() => undefined)
+  let readies = 0
+  let failure: Error | undefined
+  const waiters: Array<{ n: number; res: () => void; rej: (e: Error) => void }> = []
+  const readyRes = (): void => {
+    readies++
+    for (const w of waiters.filter((x) => x.n <= readies)) {
+      waiters.splice(waiters.indexOf(w), 1)
+      w.res()
+    }
+  }
+  const readyRej = (e: Error): void => {
+    failure = e
+    for (const w of waiters.splice(0)) w.rej(e)
+  }
+  const ready = (n = 1): Promise<void> =>
+    n <= readies
+      ? Promise.resolve()
+      : failure
+        ? Promise.reject(failure)
+        : new Promise<void>((res, rej) => waiters.push({ n, res, rej }))
   child.stdout!.on('data', (c: Buffer) => {
     partial += c.toString()
     let i: number
@@ -398,6 +424,9 @@ const METRICS = [
   'scoutfs_lock_requests_total',
   'scoutfs_lock_invalidations_total',
   'scoutfs_trans_commits_total',
+  'scoutfs_trans_commit_seconds_total',
+  'scoutfs_server_commits_total',
+  'scoutfs_server_merges_total',
   'scoutfs_lock_wait_seconds_sum',
   'scoutfs_lock_wait_seconds_count',
 ] as const
@@ -438,6 +467,13 @@ interface AgentDelta {
   lockRequests?: number
   invalidations?: number
   commits?: number
+  /** mean duration of this mount's commits */
+  commitMs?: number
+  /** super block commits and log-tree merges of the server role */
+  serverCommits?: number
+  merges?: number
+  /** lock acquisitions by the filesystem (served locally or not), and the time they waited */
+  lockAcquisitions?: number
   lockWaitMs?: number
   cpuSecs?: number
 }
@@ -471,14 +507,19 @@ function deltas(before: AgentReading[], after: AgentReading[]): AgentDelta[] {
       return x === undefined || y === undefined ? undefined : x - y
     }
     const waitS = d('scoutfs_lock_wait_seconds_sum')
-    const waits = d('scoutfs_lock_wait_seconds_count')
+    const commits = d('scoutfs_trans_commits_total')
+    const commitS = d('scoutfs_trans_commit_seconds_total')
     return {
       label: a.label,
       role: a.role,
       lockRequests: d('scoutfs_lock_requests_total'),
       invalidations: d('scoutfs_lock_invalidations_total'),
-      commits: d('scoutfs_trans_commits_total'),
-      lockWaitMs: waitS !== undefined && waits ? (waitS / waits) * 1000 : undefined,
+      commits,
+      commitMs: commitS !== undefined && commits ? (commitS / commits) * 1000 : undefined,
+      serverCommits: d('scoutfs_server_commits_total'),
+      merges: d('scoutfs_server_merges_total'),
+      lockAcquisitions: d('scoutfs_lock_wait_seconds_count'),
+      lockWaitMs: waitS === undefined ? undefined : waitS * 1000,
       cpuSecs: a.cpu !== undefined && b?.cpu !== undefined ? a.cpu - b.cpu : undefined,
     }
   })
@@ -612,7 +653,7 @@ async function createRun(o: Options, label: string, dirs: string[]): Promise<Omi
     startWorker(o, `${label} writer ${i}`, ['create', d, String(o.files), String(o.fileSize)]),
   )
   try {
-    await Promise.all(ws.map((w) => w.ready))
+    await Promise.all(ws.map((w) => w.ready()))
     for (const w of ws) w.child.stdin!.end('go\n')
     const outs = await Promise.all(ws.map((w) => w.done))
     const t0 = Math.min(...outs.map((r) => Number(r.t0)))
@@ -687,12 +728,16 @@ interface VisResult {
   cross?: VisSide
   same?: VisSide
   plain?: Dist
+  /** 4 KiB write + fsync of a file on the local disk that holds the device files */
+  fsync?: Dist
   secs?: number
   /** CPU seconds of the python process */
   cpu?: number
   error?: string
   machine?: PhaseMachine
+  /** agent counters over the whole phase, and over the cross-mount rounds alone */
   agents?: AgentDelta[]
+  crossAgents?: AgentDelta[]
 }
 
 function visSide(j: unknown): VisSide {
@@ -717,9 +762,17 @@ async function visPhase(o: Options, c: Cluster, roles: string[]): Promise<VisRes
   const B = c.agents[ib]!
   const res: VisResult = { a: `m${ia} (${roles[ia]})`, b: `m${ib} (${roles[ib]})`, rounds: o.rounds }
   await quiesce(c.agents.map((a) => a.mnt))
+  try {
+    const f = startWorker(o, 'fsync', ['fsync', join(c.dev.dir, 'fsync-probe'), '50', String(o.fileSize)])
+    f.child.stdin!.end()
+    res.fsync = dist((await f.done).ms as number[])
+  } catch (e) {
+    if (aborting) throw e
+    log(`  the fsync probe failed: ${(e as Error).message}`)
+  }
   let p: { r: Record<string, unknown>; machine: PhaseMachine; agents: AgentDelta[] }
   try {
-    p = await phase(`visibility ${res.a} -> ${res.b}, ${o.rounds} rounds`, c, roles, () => {
+    p = await phase(`visibility ${res.a} -> ${res.b}, ${o.rounds} rounds`, c, roles, async () => {
       const w = startWorker(o, 'visibility', [
         'vis',
         join(A.mnt, 'vis'),
@@ -728,7 +781,16 @@ async function visPhase(o: Options, c: Cluster, roles: string[]): Promise<VisRes
         String(o.fileSize),
         String(o.visTimeoutMs),
       ])
-      w.child.stdin!.end()
+      try {
+        await w.ready(1)
+        const a0 = await readAgents(c, roles)
+        w.child.stdin!.write('go\n')
+        await w.ready(2)
+        res.crossAgents = deltas(a0, await readAgents(c, roles))
+        w.child.stdin!.end('go\n')
+      } catch {
+        w.child.kill('SIGKILL')
+      }
       return w.done
     })
   } catch (e) {
@@ -795,13 +857,28 @@ function agentTable(ds: AgentDelta[] | undefined, indent = '    '): string[] {
   if (!ds?.length) return []
   const rows = ds.map((d) => [
     `${d.label} (${d.role})`,
+    opt(d.lockAcquisitions),
+    opt(d.lockWaitMs, fmtMs),
     opt(d.lockRequests),
     opt(d.invalidations),
     opt(d.commits),
-    opt(d.lockWaitMs, fmtMs),
+    opt(d.commitMs, fmtMs),
+    opt(d.serverCommits),
+    opt(d.merges),
     opt(d.cpuSecs, (x) => x.toFixed(1)),
   ])
-  const head = ['agent', 'lock requests', 'invalidations', 'commits', 'avg lock wait ms', 'agent CPU s']
+  const head = [
+    'agent',
+    'lock uses',
+    'lock wait ms',
+    'lock requests',
+    'invalidations',
+    'commits',
+    'ms/commit',
+    'server commits',
+    'merges',
+    'CPU s',
+  ]
   return table(head, rows).map((l) => indent + l)
 }
 
@@ -828,8 +905,7 @@ function report(
       if (d.lockRequests === undefined) missing.add('scoutfs_lock_requests_total')
       if (d.invalidations === undefined) missing.add('scoutfs_lock_invalidations_total')
       if (d.commits === undefined) missing.add('scoutfs_trans_commits_total')
-      if (d.lockWaitMs === undefined && d.lockRequests !== undefined && d.lockRequests > 0)
-        missing.add('scoutfs_lock_wait_seconds')
+      if (d.lockWaitMs === undefined) missing.add('scoutfs_lock_wait_seconds')
     }
   }
   out.push('')
@@ -856,11 +932,27 @@ function report(
       c.error || !c.agents?.length
         ? ''
         : `${opt(sumOf(c.agents, 'cpuSecs'), (x) => ((x / c.secs!) * 100).toFixed(0))}%`,
+      c.error || !c.agents?.length ? '' : opt(sumOf(c.agents, 'cpuSecs'), (x) => ((x * 1000) / c.files).toFixed(2)),
     ])
     out.push(
-      ...table(['target', 'writers', 'files/s (all)', 'files/s per writer', 'secs', 'writer CPU', 'agent CPU'], rows),
+      ...table(
+        [
+          'target',
+          'writers',
+          'files/s (all)',
+          'files/s per writer',
+          'secs',
+          'writer CPU',
+          'agent CPU',
+          'agent CPU ms/file',
+        ],
+        rows,
+      ),
     )
-    out.push('(CPU: seconds used over the timed wall time, 100% = one CPU busy all along)')
+    out.push(
+      '(CPU: seconds used over the timed wall time, 100% = one CPU busy all along; the agents are read over the ' +
+        'whole phase, writer start-up included)',
+    )
     const get = (k: string): CreateResult | undefined => creates.find((c) => c.label.startsWith(k) && !c.error)
     const single = get('scoutfs, 1 mount')
     const par = get(`scoutfs, ${o.mounts} mounts`)
@@ -924,6 +1016,7 @@ function report(
             row('same mount: create on A -> A sees it', vis.same?.create),
             row('same mount: append on A -> A sees it', vis.same?.append),
             row('plain stat on B, unchanged file', vis.plain),
+            row('local disk: 4 KiB write + fsync', vis.fsync),
           ],
         ).map((l) => '  ' + l),
       )
@@ -938,17 +1031,19 @@ function report(
       out.push(
         `  ${machineLine(vis.machine, env.cpus, agentCpu === undefined || vis.cpu === undefined ? undefined : agentCpu + vis.cpu)}`,
       )
-      out.push(...agentTable(vis.agents))
-      noteMissing(vis.agents)
-      if (vis.agents) {
-        const inv = sumOf(vis.agents, 'invalidations')
-        const com = sumOf(vis.agents, 'commits')
-        // the phase has 2 x rounds changes (cross-mount, then same-mount) and the plain stats
-        if (inv !== undefined)
-          out.push(
-            `  per cross-mount round: ${(inv / vis.rounds).toFixed(2)} lock invalidations, ` +
-              `${com === undefined ? '-' : (com / vis.rounds).toFixed(2)} commits (all agents, whole phase / rounds)`,
-          )
+      const ca = vis.crossAgents
+      if (ca) {
+        out.push(`  the agents over the ${vis.rounds} cross-mount rounds alone (counter deltas):`)
+        out.push(...agentTable(ca))
+        noteMissing(ca)
+        const per = (k: 'invalidations' | 'commits' | 'serverCommits' | 'lockWaitMs'): string => {
+          const v = sumOf(ca, k)
+          return v === undefined ? '-' : (v / vis.rounds).toFixed(2)
+        }
+        out.push(
+          `  per round (all agents): ${per('invalidations')} lock invalidations, ${per('commits')} mount commits, ` +
+            `${per('serverCommits')} server commits, ${per('lockWaitMs')} ms waited for locks`,
+        )
       }
     }
     if (vis.error) out.push(`  FAILED: ${vis.error}`)
@@ -966,7 +1061,10 @@ function report(
   return out
 }
 
-function sumOf(ds: AgentDelta[], k: 'cpuSecs' | 'invalidations' | 'commits'): number | undefined {
+function sumOf(
+  ds: AgentDelta[],
+  k: 'cpuSecs' | 'invalidations' | 'commits' | 'serverCommits' | 'lockWaitMs',
+): number | undefined {
   let s = 0
   for (const d of ds) {
     const v = d[k]
