@@ -37,6 +37,8 @@ type Phase = (typeof ALL_PHASES)[number]
 interface Options {
   /** files per writer */
   files: number
+  /** runs of every create target, interleaved */
+  repeat: number
   fileSize: number
   /** agents in the cluster (= parallel writers) */
   mounts: number
@@ -53,10 +55,11 @@ interface Options {
   json: boolean
 }
 
-const USAGE = `usage: node dist/bench/cluster.js [--files N] [--rounds K] [--mounts M] [--phases LIST] [--json]
+const USAGE = `usage: node dist/bench/cluster.js [--files N] [--repeat R] [--rounds K] [--mounts M] [--phases LIST] [--json]
   env (a flag wins over its variable):
     SCOUTFS_BENCH_CLUSTER_FILES (3000)   --files    files per writer (create + write + close)
     SCOUTFS_BENCH_FILE_SIZE (4096)                  bytes written per file
+    SCOUTFS_BENCH_CLUSTER_REPEAT (3)     --repeat   runs of every create target, interleaved (the ratio: median of the runs')
     SCOUTFS_BENCH_CLUSTER_MOUNTS (3)     --mounts   agents in the cluster = parallel writers
     SCOUTFS_BENCH_VIS_ROUNDS (200)       --rounds   visibility rounds (alternately create, append)
     SCOUTFS_BENCH_VIS_MOUNTS (1,2)                  visibility mounts A,B (agent indexes; 0 is the server)
@@ -92,7 +95,7 @@ function parseOptions(argv: string[]): Options {
       json = true
       continue
     }
-    const m = /^--(files|rounds|mounts|phases)(?:=(.*))?$/.exec(a)
+    const m = /^--(files|repeat|rounds|mounts|phases)(?:=(.*))?$/.exec(a)
     if (!m) usageError(`unknown argument '${a}'`)
     const v = m[2] ?? argv[++i]
     if (v === undefined) usageError(`--${m[1]} needs a value`)
@@ -124,6 +127,7 @@ function parseOptions(argv: string[]): Options {
   }
   return {
     files: num('files', 'SCOUTFS_BENCH_CLUSTER_FILES', 3000, 1, 1_000_000),
+    repeat: num('repeat', 'SCOUTFS_BENCH_CLUSTER_REPEAT', 3, 1, 100),
     fileSize: num(undefined, 'SCOUTFS_BENCH_FILE_SIZE', 4096, 0, 1 << 24),
     mounts,
     rounds: num('rounds', 'SCOUTFS_BENCH_VIS_ROUNDS', 200, 2, 100_000),
@@ -467,8 +471,8 @@ interface AgentDelta {
   lockRequests?: number
   invalidations?: number
   commits?: number
-  /** mean duration of this mount's commits */
-  commitMs?: number
+  /** time this mount spent committing */
+  commitSecs?: number
   /** super block commits and log-tree merges of the server role */
   serverCommits?: number
   merges?: number
@@ -515,7 +519,7 @@ function deltas(before: AgentReading[], after: AgentReading[]): AgentDelta[] {
       lockRequests: d('scoutfs_lock_requests_total'),
       invalidations: d('scoutfs_lock_invalidations_total'),
       commits,
-      commitMs: commitS !== undefined && commits ? (commitS / commits) * 1000 : undefined,
+      commitSecs: commitS,
       serverCommits: d('scoutfs_server_commits_total'),
       merges: d('scoutfs_server_merges_total'),
       lockAcquisitions: d('scoutfs_lock_wait_seconds_count'),
@@ -630,7 +634,23 @@ function cleanup(): Promise<void> {
 
 /* ---- small-file creates ------------------------------------------------------------------- */
 
+type CreateKey = 'local1' | 'localN' | 'single' | 'client' | 'parallel'
+
+interface CreateTarget {
+  key: CreateKey
+  label: string
+  /** the writers' directories in run `rep` (one per writer, made by the writer) */
+  dirs(rep: number): string[]
+  cluster?: Cluster
+  roles: string[]
+  /** mounts to `scoutfs sync` before a run */
+  syncMnts: string[]
+}
+
 interface CreateResult {
+  key: CreateKey
+  /** which run (0-based) */
+  rep: number
   label: string
   writers: number
   files: number
@@ -647,8 +667,14 @@ interface CreateResult {
 }
 
 /** `dirs.length` writers, started together, each creating o.files files in its own directory */
-async function createRun(o: Options, label: string, dirs: string[]): Promise<Omit<CreateResult, 'machine' | 'agents'>> {
-  const res = { label, writers: dirs.length, files: o.files * dirs.length }
+async function createRun(
+  o: Options,
+  t: CreateTarget,
+  rep: number,
+  label: string,
+  dirs: string[],
+): Promise<Omit<CreateResult, 'machine' | 'agents'>> {
+  const res = { key: t.key, rep, label: t.label, writers: dirs.length, files: o.files * dirs.length }
   const ws = dirs.map((d, i) =>
     startWorker(o, `${label} writer ${i}`, ['create', d, String(o.files), String(o.fileSize)]),
   )
@@ -674,20 +700,14 @@ async function createRun(o: Options, label: string, dirs: string[]): Promise<Omi
   }
 }
 
-async function createPhase(
-  o: Options,
-  label: string,
-  dirs: string[],
-  c: Cluster | undefined,
-  roles: string[],
-  syncMnts: string[],
-): Promise<CreateResult> {
-  await quiesce(syncMnts)
-  const p = await phase(label, c, roles, () => createRun(o, label, dirs))
+async function createPhase(o: Options, t: CreateTarget, rep: number): Promise<CreateResult> {
+  await quiesce(t.syncMnts)
+  const label = o.repeat > 1 ? `${t.label} [run ${rep + 1}/${o.repeat}]` : t.label
+  const p = await phase(label, t.cluster, t.roles, () => createRun(o, t, rep, label, t.dirs(rep)))
   const r: CreateResult = { ...p.r, machine: p.machine, agents: p.agents }
   if (r.error) {
     log(`  FAILED: ${r.error}`)
-    if (c) r.error += ` (agent logs: ${saveLogs(c, label.replace(/\W+/g, '-')).join(', ')})`
+    if (t.cluster) r.error += ` (agent logs: ${saveLogs(t.cluster, `${t.key}-${rep + 1}`).join(', ')})`
   } else log(`  ${fmtRate(r.rate!)} files/s (${r.secs!.toFixed(2)} s)`)
   return r
 }
@@ -842,15 +862,49 @@ function table(head: string[], rows: string[][]): string[] {
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)]
 }
 
+/** this benchmark's share of the machine's CPU over a phase, and everyone else's (fractions) */
+function cpuShares(m: PhaseMachine, ncpu: number, oursSecs: number): { ours: number; rest: number } {
+  const ours = oursSecs / (m.wallSecs * ncpu)
+  return { ours, rest: Math.max(0, m.busy - ours) }
+}
+
 /** the machine over a phase; `oursSecs`: CPU seconds of this phase's agents and python workers */
 function machineLine(m: PhaseMachine | undefined, ncpu: number, oursSecs?: number): string {
   if (!m) return ''
-  const cap = m.wallSecs * ncpu
-  const ours =
-    oursSecs === undefined
-      ? ''
-      : ` (agents + workers ${((oursSecs / cap) * 100).toFixed(0)}%, the rest ${Math.max(0, (m.busy - oursSecs / cap) * 100).toFixed(0)}%)`
+  const sh = oursSecs === undefined ? undefined : cpuShares(m, ncpu, oursSecs)
+  const ours = sh ? ` (agents + workers ${(sh.ours * 100).toFixed(0)}%, the rest ${(sh.rest * 100).toFixed(0)}%)` : ''
   return `load ${m.loadBefore} -> ${m.loadAfter}, machine CPU ${(m.busy * 100).toFixed(0)}% busy of ${ncpu} CPUs${ours} over ${m.wallSecs.toFixed(1)} s`
+}
+
+/** CPU seconds of a run's writers and agents */
+function runCpu(c: CreateResult): number | undefined {
+  const a = c.agents?.length ? sumOf(c.agents, 'cpuSecs') : 0
+  return a === undefined || c.writerCpu === undefined ? undefined : a + c.writerCpu
+}
+
+function median(xs: number[]): number | undefined {
+  if (!xs.length) return undefined
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1]! + s[m]!) / 2
+}
+
+/** every agent's counters summed over several runs (the same agents in the same order) */
+function sumDeltas(runs: AgentDelta[][]): AgentDelta[] {
+  const keys = ['lockRequests', 'invalidations', 'commits', 'commitSecs', 'serverCommits', 'merges'] as const
+  const more = ['lockAcquisitions', 'lockWaitMs', 'cpuSecs'] as const
+  return (runs[0] ?? []).map((first, i) => {
+    const d: AgentDelta = { label: first.label, role: first.role }
+    for (const k of [...keys, ...more]) {
+      let sum: number | undefined = 0
+      for (const r of runs) {
+        const v = r[i]?.[k]
+        sum = v === undefined || sum === undefined ? undefined : sum + v
+      }
+      d[k] = sum
+    }
+    return d
+  })
 }
 
 function agentTable(ds: AgentDelta[] | undefined, indent = '    '): string[] {
@@ -862,7 +916,7 @@ function agentTable(ds: AgentDelta[] | undefined, indent = '    '): string[] {
     opt(d.lockRequests),
     opt(d.invalidations),
     opt(d.commits),
-    opt(d.commitMs, fmtMs),
+    opt(d.commitSecs !== undefined && d.commits ? (d.commitSecs * 1000) / d.commits : undefined, fmtMs),
     opt(d.serverCommits),
     opt(d.merges),
     opt(d.cpuSecs, (x) => x.toFixed(1)),
@@ -920,68 +974,105 @@ function report(
   if (creates.length) {
     out.push('')
     out.push(
-      `small-file creates: open(O_CREAT|O_EXCL) + one ${fmtInt(o.fileSize)} B write + close per file, python writers`,
+      `small-file creates: open(O_CREAT|O_EXCL) + one ${fmtInt(o.fileSize)} B write + close per file, python writers; ` +
+        (o.repeat > 1 ? `${o.repeat} interleaved runs of every target, the median run shown` : 'one run'),
     )
-    const rows = creates.map((c) => [
-      c.label,
-      String(c.writers),
-      c.error ? 'FAILED' : fmtRate(c.rate),
-      c.error || c.writers === 1 ? '' : c.perWriter!.map(fmtRate).join(' / '),
-      c.error ? '' : c.secs!.toFixed(2),
-      c.error ? '' : `${((c.writerCpu! / c.secs!) * 100).toFixed(0)}%`,
-      c.error || !c.agents?.length
-        ? ''
-        : `${opt(sumOf(c.agents, 'cpuSecs'), (x) => ((x / c.secs!) * 100).toFixed(0))}%`,
-      c.error || !c.agents?.length ? '' : opt(sumOf(c.agents, 'cpuSecs'), (x) => ((x * 1000) / c.files).toFixed(2)),
-    ])
+    const keys = (['local1', 'localN', 'single', 'client', 'parallel'] as const).filter((k) =>
+      creates.some((c) => c.key === k),
+    )
+    const runsOf = (k: CreateKey): CreateResult[] => creates.filter((c) => c.key === k)
+    const okRuns = (k: CreateKey): CreateResult[] => runsOf(k).filter((c) => !c.error)
+    /** the run with the median rate (the lower middle one) */
+    const medianRun = (k: CreateKey): CreateResult | undefined => {
+      const ok = okRuns(k).sort((a, b) => a.rate! - b.rate!)
+      return ok[(ok.length - 1) >> 1]
+    }
+    const rate = (k: CreateKey): number | undefined => median(okRuns(k).map((c) => c.rate!))
+    const rows = keys.map((k) => {
+      const runs = runsOf(k)
+      const ok = okRuns(k)
+      const mr = medianRun(k)
+      const secs = ok.reduce((x, c) => x + c.secs!, 0)
+      const files = ok.reduce((x, c) => x + c.files, 0)
+      const wcpu = ok.reduce((x, c) => x + c.writerCpu!, 0)
+      const agents = ok.every((c) => c.agents?.length) ? sumDeltas(ok.map((c) => c.agents!)) : undefined
+      const acpu = agents ? sumOf(agents, 'cpuSecs') : undefined
+      return [
+        runs[0]!.label,
+        String(runs[0]!.writers),
+        ok.length < runs.length ? `FAILED ${runs.length - ok.length}/${runs.length}` : fmtRate(rate(k)),
+        o.repeat > 1 ? ok.map((c) => fmtRate(c.rate)).join(' / ') : '',
+        mr && mr.writers > 1 ? mr.perWriter!.map(fmtRate).join(' / ') : '',
+        mr ? mr.secs!.toFixed(2) : '',
+        ok.length ? `${((wcpu / secs) * 100).toFixed(0)}%` : '',
+        acpu !== undefined && ok.length ? `${((acpu / secs) * 100).toFixed(0)}%` : '',
+        acpu !== undefined && files ? ((acpu * 1000) / files).toFixed(2) : '',
+      ]
+    })
+    const head = ['target', 'writers', 'files/s (all)']
+    if (o.repeat > 1) head.push('every run')
+    head.push('per writer', 'secs', 'writer CPU', 'agent CPU', 'agent CPU ms/file')
+    out.push(...table(head, o.repeat > 1 ? rows : rows.map((r) => r.filter((_, i) => i !== 3))))
     out.push(
-      ...table(
-        [
-          'target',
-          'writers',
-          'files/s (all)',
-          'files/s per writer',
-          'secs',
-          'writer CPU',
-          'agent CPU',
-          'agent CPU ms/file',
-        ],
-        rows,
-      ),
+      '(per writer and secs: of the median run; CPU: seconds used over the timed wall time of all runs, 100% = one ' +
+        'CPU busy all along; the agents are read over the whole phase, writer start-up included)',
     )
-    out.push(
-      '(CPU: seconds used over the timed wall time, 100% = one CPU busy all along; the agents are read over the ' +
-        'whole phase, writer start-up included)',
-    )
-    const get = (k: string): CreateResult | undefined => creates.find((c) => c.label.startsWith(k) && !c.error)
-    const single = get('scoutfs, 1 mount')
-    const par = get(`scoutfs, ${o.mounts} mounts`)
-    const client = get('scoutfs, 1 client')
-    const local1 = get('local disk, 1 ')
-    const localN = get(`local disk, ${o.mounts} `)
     out.push('')
     out.push('ratios:')
-    const ratio = (what: string, a: CreateResult | undefined, b: CreateResult | undefined): number | undefined => {
-      const r = a?.rate !== undefined && b?.rate ? a.rate / b.rate : undefined
-      out.push(`  ${what.padEnd(58)} ${fmtRatio(r).padStart(7)}`)
-      return r
+    const ratioLine = (what: string, r: number | undefined, extra = ''): void => {
+      out.push(`  ${what.padEnd(58)} ${fmtRatio(r).padStart(7)}${extra}`)
     }
-    const scale = ratio(`${o.mounts}-mount aggregate / 1 mount (1-agent cluster)`, par, single)
-    ratio(`${o.mounts}-mount aggregate / 1 client mount of the ${o.mounts}-agent cluster`, par, client)
-    ratio('1 client mount / 1 mount (1-agent cluster)', client, single)
-    ratio(`local disk: ${o.mounts} writers / 1 writer (what ${env.cpus} CPUs allow)`, localN, local1)
-    ratio('scoutfs 1 mount / local disk 1 writer', single, local1)
+    const of = (a: CreateKey, b: CreateKey): number | undefined => {
+      const x = rate(a)
+      const y = rate(b)
+      return x !== undefined && y ? x / y : undefined
+    }
+    // the target figure: each run's N-mount rate over the 1-mount rate of the same run (measured
+    // seconds apart, so a change of the machine's load hits both alike), the median of those
+    const pairs: Array<{ rep: number; r: number; rest1?: number; restN?: number }> = []
+    for (let rep = 0; rep < o.repeat; rep++) {
+      const a = creates.find((c) => c.key === 'parallel' && c.rep === rep && !c.error)
+      const b = creates.find((c) => c.key === 'single' && c.rep === rep && !c.error)
+      if (!a || !b) continue
+      const rest = (c: CreateResult): number | undefined => {
+        const cpu = runCpu(c)
+        return c.machine && cpu !== undefined ? cpuShares(c.machine, env.cpus, cpu).rest : undefined
+      }
+      pairs.push({ rep, r: a.rate! / b.rate!, rest1: rest(b), restN: rest(a) })
+    }
+    const scale = median(pairs.map((p) => p.r))
+    ratioLine(
+      `${o.mounts}-mount aggregate / 1 mount (1-agent cluster)`,
+      scale,
+      pairs.length > 1 ? `  (median of the runs: ${pairs.map((p) => fmtRatio(p.r)).join(', ')})` : '',
+    )
+    ratioLine(`${o.mounts}-mount aggregate / 1 client mount of the ${o.mounts}-agent cluster`, of('parallel', 'client'))
+    ratioLine('1 client mount / 1 mount (1-agent cluster)', of('client', 'single'))
+    ratioLine(`local disk: ${o.mounts} writers / 1 writer (what ${env.cpus} CPUs allow)`, of('localN', 'local1'))
+    ratioLine('scoutfs 1 mount / local disk 1 writer', of('single', 'local1'))
+    const pct = (x: number | undefined): string => (x === undefined ? '-' : `${(x * 100).toFixed(0)}%`)
+    if (pairs.length) {
+      out.push(`  other work on the machine (CPU share not ours) during each run of 1 mount / ${o.mounts} mounts:`)
+      out.push(
+        '    ' +
+          pairs.map((p) => `run ${p.rep + 1}: ${fmtRatio(p.r)} with ${pct(p.rest1)} / ${pct(p.restN)}`).join('; '),
+      )
+      if (pairs.some((p) => p.rest1 !== undefined && p.restN !== undefined && Math.abs(p.rest1 - p.restN) > 0.2))
+        out.push('    WARNING: other work changed a lot between the two phases of a run: that ratio is skewed')
+    }
     out.push('')
-    out.push('the machine and the agents during each phase (agent counters: deltas over the phase):')
-    for (const c of creates) {
-      if (!c.agents) continue
-      const agentCpu = sumOf(c.agents, 'cpuSecs')
-      const ours = agentCpu === undefined || c.writerCpu === undefined ? undefined : agentCpu + c.writerCpu
-      out.push(`  ${c.label}: ${machineLine(c.machine, env.cpus, ours)}`)
-      out.push(...agentTable(c.agents))
-      noteMissing(c.agents)
+    out.push('the machine and the agents during each target (agent counters: deltas summed over its runs):')
+    for (const k of keys) {
+      const ok = okRuns(k)
+      out.push(`  ${runsOf(k)[0]!.label}:`)
+      for (const c of runsOf(k))
+        out.push(`    ${o.repeat > 1 ? `run ${c.rep + 1}: ` : ''}${machineLine(c.machine, env.cpus, runCpu(c))}`)
+      if (ok.length && ok.every((c) => c.agents?.length)) {
+        const d = sumDeltas(ok.map((c) => c.agents!))
+        out.push(...agentTable(d, '      '))
+        noteMissing(d)
+      }
     }
-    for (const c of creates) if (!c.agents && c.machine) out.push(`  ${c.label}: ${machineLine(c.machine, env.cpus)}`)
     out.push('')
     out.push('target:')
     const met = scale === undefined ? 'NOT MEASURED' : scale >= 1.5 ? 'met' : 'NOT met'
@@ -1103,63 +1194,70 @@ async function main(): Promise<number> {
   const n = o.mounts
   let fatal: string | undefined
   try {
+    const targets: CreateTarget[] = []
     if (o.phases.has('local')) {
       const root = join(tempRoot, 'local')
       mkdirSync(root)
-      creates.push(await createPhase(o, 'local disk, 1 writer', [join(root, 'one')], undefined, [], []))
-      creates.push(
-        await createPhase(
-          o,
-          `local disk, ${n} writers, ${n} dirs`,
-          Array.from({ length: n }, (_, i) => join(root, `par${i}`)),
-          undefined,
-          [],
-          [],
-        ),
-      )
+      targets.push({
+        key: 'local1',
+        label: 'local disk, 1 writer',
+        dirs: (r) => [join(root, `one-${r}`)],
+        roles: [],
+        syncMnts: [],
+      })
+      targets.push({
+        key: 'localN',
+        label: `local disk, ${n} writers, ${n} dirs`,
+        dirs: (r) => Array.from({ length: n }, (_, i) => join(root, `par${i}-${r}`)),
+        roles: [],
+        syncMnts: [],
+      })
     }
+    // both clusters stay up for all the runs, so that the runs can be interleaved
     if (o.phases.has('single')) {
       const { c, roles } = await newCluster(o, 1)
-      try {
-        const m = c.agents[0]!.mnt
-        creates.push(await createPhase(o, 'scoutfs, 1 mount (1-agent cluster)', [join(m, 'one')], c, roles, [m]))
-      } finally {
-        await stopCluster(c)
-      }
+      const m = c.agents[0]!.mnt
+      targets.push({
+        key: 'single',
+        label: 'scoutfs, 1 mount (1-agent cluster)',
+        dirs: (r) => [join(m, `one-${r}`)],
+        cluster: c,
+        roles,
+        syncMnts: [m],
+      })
     }
+    let big: { c: Cluster; roles: string[] } | undefined
     if (o.phases.has('client') || o.phases.has('parallel') || o.phases.has('vis')) {
-      const { c, roles } = await newCluster(o, n)
-      try {
-        const mnts = c.agents.map((a) => a.mnt)
-        if (o.phases.has('client')) {
-          const ci = Math.min(1, n - 1)
-          creates.push(
-            await createPhase(
-              o,
-              `scoutfs, 1 client mount (m${ci}) of the ${n}-agent cluster`,
-              [join(mnts[ci]!, 'client-one')],
-              c,
-              roles,
-              mnts,
-            ),
-          )
-        }
-        if (o.phases.has('parallel'))
-          creates.push(
-            await createPhase(
-              o,
-              `scoutfs, ${n} mounts of the ${n}-agent cluster, 1 writer each`,
-              mnts.map((m, i) => join(m, `par${i}`)),
-              c,
-              roles,
-              mnts,
-            ),
-          )
-        if (o.phases.has('vis')) vis = await visPhase(o, c, roles)
-      } finally {
-        await stopCluster(c)
-      }
+      big = await newCluster(o, n)
+      const { c, roles } = big
+      const mnts = c.agents.map((a) => a.mnt)
+      const ci = Math.min(1, n - 1)
+      if (o.phases.has('client'))
+        targets.push({
+          key: 'client',
+          label: `scoutfs, 1 client mount (m${ci}) of the ${n}-agent cluster`,
+          dirs: (r) => [join(mnts[ci]!, `client-one-${r}`)],
+          cluster: c,
+          roles,
+          syncMnts: mnts,
+        })
+      if (o.phases.has('parallel'))
+        targets.push({
+          key: 'parallel',
+          label: `scoutfs, ${n} mounts of the ${n}-agent cluster, 1 writer each`,
+          dirs: (r) => mnts.map((m, i) => join(m, `par${i}-${r}`)),
+          cluster: c,
+          roles,
+          syncMnts: mnts,
+        })
     }
+    // in each run the 1-mount and the N-mount targets go last, one right after the other
+    const order: CreateKey[] = ['local1', 'localN', 'client', 'single', 'parallel']
+    targets.sort((a, b) => order.indexOf(a.key) - order.indexOf(b.key))
+    for (let rep = 0; rep < o.repeat; rep++) for (const t of targets) creates.push(await createPhase(o, t, rep))
+    for (const t of targets.filter((x) => x.key === 'single')) await stopCluster(t.cluster!)
+    if (big && o.phases.has('vis')) vis = await visPhase(o, big.c, big.roles)
+    if (big) await stopCluster(big.c)
   } catch (e) {
     if (interrupted) throw e
     fatal = e instanceof Error ? e.message : String(e)
