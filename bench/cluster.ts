@@ -431,6 +431,7 @@ const METRICS = [
   'scoutfs_trans_commit_seconds_total',
   'scoutfs_server_commits_total',
   'scoutfs_server_merges_total',
+  'scoutfs_item_cache_items',
   'scoutfs_lock_wait_seconds_sum',
   'scoutfs_lock_wait_seconds_count',
 ] as const
@@ -480,6 +481,8 @@ interface AgentDelta {
   lockAcquisitions?: number
   lockWaitMs?: number
   cpuSecs?: number
+  /** items in the agent's item cache at the end (a gauge, not a delta) */
+  cachedItems?: number
 }
 
 interface PhaseMachine {
@@ -522,6 +525,7 @@ function deltas(before: AgentReading[], after: AgentReading[]): AgentDelta[] {
       commitSecs: commitS,
       serverCommits: d('scoutfs_server_commits_total'),
       merges: d('scoutfs_server_merges_total'),
+      cachedItems: a.metrics?.scoutfs_item_cache_items,
       lockAcquisitions: d('scoutfs_lock_wait_seconds_count'),
       lockWaitMs: waitS === undefined ? undefined : waitS * 1000,
       cpuSecs: a.cpu !== undefined && b?.cpu !== undefined ? a.cpu - b.cpu : undefined,
@@ -903,6 +907,7 @@ function sumDeltas(runs: AgentDelta[][]): AgentDelta[] {
       }
       d[k] = sum
     }
+    d.cachedItems = runs[runs.length - 1]?.[i]?.cachedItems
     return d
   })
 }
@@ -920,6 +925,7 @@ function agentTable(ds: AgentDelta[] | undefined, indent = '    '): string[] {
     opt(d.serverCommits),
     opt(d.merges),
     opt(d.cpuSecs, (x) => x.toFixed(1)),
+    opt(d.cachedItems),
   ])
   const head = [
     'agent',
@@ -932,6 +938,7 @@ function agentTable(ds: AgentDelta[] | undefined, indent = '    '): string[] {
     'server commits',
     'merges',
     'CPU s',
+    'cached items',
   ]
   return table(head, rows).map((l) => indent + l)
 }
