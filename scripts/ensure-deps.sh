@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# (not `ldconfig -p | grep -q`: grep quitting early makes ldconfig die of SIGPIPE, and
+# pipefail then reports the library missing, so it got reinstalled on some runs)
+have_lib() { grep -q "$1" <<<"$(ldconfig -p 2>/dev/null)"; }
 have_lib 'libfuse.so.2' || need_pkgs+=(libfuse2)
 command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || need_pkgs+=(fuse3)
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
@@ -44,6 +46,7 @@ if [ ! -d node_modules/fuse-native ] || [ ! -d node_modules/typescript ]; then
   echo "installing npm dependencies (npm ci)" >&2
   npm ci --no-audit --no-fund
 fi
-if [ ! -f dist/node-agent/src/cli/main.js ] || [ -n "$(find node-agent test bench -name '*.ts' -newer dist/node-agent/src/cli/main.js 2>/dev/null | head -1)" ]; then
+if [ ! -f dist/node-agent/src/cli/main.js ] || [ ! -f dist/scripts/local-cluster.js ] ||
+  [ -n "$(find node-agent test bench scripts -name '*.ts' -newer dist/node-agent/src/cli/main.js 2>/dev/null | head -1)" ]; then
   npx tsc -p .
 fi

@@ -109,7 +109,13 @@ export class ClusterServer {
   }
 
   private hello(rid: number, held: RecoveredLock[]): void {
-    if (!this.locks.isRecovering || !this.pending.has(rid)) return
+    if (!this.locks.isRecovering) {
+      // a reconnect to this same server: what it was sent while away was lost
+      const n = this.locks.resendInvalidations(rid)
+      if (n) this.o.log('resent invalidations after a reconnect', { rid: rid.toString(16), invalidations: n })
+      return
+    }
+    if (!this.pending.has(rid)) return
     this.locks.recover(rid, held)
     this.pending.delete(rid)
     this.o.log('mount recovered', { rid: rid.toString(16), locks: held.length })

@@ -127,6 +127,9 @@ export function randomSeq(): number {
 export const KEY_SIZE = 34
 export type KeyField = number | bigint
 
+/** consecutive inode numbers that share one cluster lock (and item-cache coverage) */
+export const INODE_GROUP = 1024
+
 export const Zone = {
   INODE_INDEX: 4,
   ORPHAN: 8,

@@ -116,7 +116,11 @@ export interface FsApi {
   open(ino: number): Promise<void>
   release(ino: number): Promise<void>
   read(ino: number, offset: number, length: number): Promise<Buffer>
-  write(ino: number, offset: number, data: Buffer): Promise<number>
+  /**
+   * Write `data` at `offset`; with `append` (a file opened O_APPEND) at the end of the file as
+   * it is when the write runs, ignoring `offset` (so appends from several nodes never overlap)
+   */
+  write(ino: number, offset: number, data: Buffer, append?: boolean): Promise<number>
   /** make this inode's data and metadata durable */
   fsync(ino: number, datasync: boolean): Promise<void>
   setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void>

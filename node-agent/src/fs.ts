@@ -699,6 +699,10 @@ export class Filesystem implements FsApi {
       return
     }
     this.opens.delete(ino)
+    // most closes delete nothing: look under READ first, so closing a file another mount
+    // writes does not take its lock away
+    const orphaned = await this.reading([ino], async () => (await this.readInode(ino))?.nlink === 0)
+    if (!orphaned) return
     await this.op(
       [ino],
       async (t) => {
@@ -863,12 +867,14 @@ export class Filesystem implements FsApi {
     return out
   }
 
-  async write(ino: number, offset: number, data: Buffer): Promise<number> {
+  async write(ino: number, at: number, data: Buffer, append = false): Promise<number> {
     if (data.length === 0) return 0
-    if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new FsError('EFBIG', 'write past the largest file size')
     return this.op([ino], async (t) => {
       const i = await this.getInode(ino)
       if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
+      // the kernel's idea of the end of the file may be another mount's old one: ours is current
+      const offset = append ? i.size : at
+      if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new FsError('EFBIG', 'write past the largest file size')
       const end = offset + data.length
       let b = Math.floor(offset / BS)
       const last = Math.floor((end - 1) / BS)

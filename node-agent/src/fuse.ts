@@ -54,6 +54,7 @@ const FuseNative: FuseNativeClass = require('fuse-native')
 
 const E = osConstants.errno
 const NAME_MAX = 255
+const O_APPEND = 0o2000
 /** libfuse 2's hidden name for an unlinked open file */
 const HIDDEN_RE = /^\.fuse_hidden[0-9a-f]{16}$/
 const U32 = 0x100000000
@@ -645,7 +646,7 @@ export class FuseAdapter {
             const h = this.handle(fh as number)
             // copy: the kernel's buffer is only ours until we answer
             const data = Buffer.from((buf as Buffer).subarray(0, len as number))
-            return fs.write(h.ino, pos as number, data)
+            return fs.write(h.ino, pos as number, data, (h.flags & O_APPEND) !== 0)
           },
           (n) => (cb as Cb)(n),
           'write',

@@ -18,7 +18,7 @@
  */
 import { FsError } from './errors.js'
 import type { ForestReader } from './forest.js'
-import { KEY_SIZE, Zone } from './format.js'
+import { INODE_GROUP, KEY_SIZE, Zone } from './format.js'
 import { IntervalSet, SortedMap, nextKey } from './sorted-map.js'
 
 export interface CachedItem {
@@ -42,8 +42,6 @@ export interface ItemCacheCounters {
   shrinks: number
   shrunkItems: number
 }
-
-const INODE_GROUP = 1024
 
 /** The lock range holding `key`: an inode group in the fs zone, else the whole zone. */
 export function lockRange(key: Buffer): [Buffer, Buffer] {
@@ -244,12 +242,16 @@ export class ItemCache {
     }
     this.dirtyCount = 0
     this.dirtyBytesTotal = 0
-    for (const [, it] of this.items.range('\0'.repeat(KEY_SIZE), '\xff'.repeat(KEY_SIZE))) {
+    const unread: string[] = []
+    for (const [k, it] of this.items.range('\0'.repeat(KEY_SIZE), '\xff'.repeat(KEY_SIZE))) {
       if (it.dirty) {
         this.dirtyCount++
         this.dirtyBytesTotal += KEY_SIZE + (it.val?.length ?? 0)
-      }
+      } else if (k.charCodeAt(0) !== Zone.FS && !this.covered.find(k)) unread.push(k)
     }
+    // items written blindly (write-only zones: the seq indexes, orphans) are never read back
+    // from here: once committed they would only crowd out what readers cached
+    for (const k of unread) this.items.delete(k)
     this.maybeShrink()
   }
 

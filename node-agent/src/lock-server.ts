@@ -237,6 +237,30 @@ export class LockServer {
     }
   }
 
+  /**
+   * `rid` opened a new stream: send it again every invalidation it has not answered (one sent
+   * while its old stream was broken was lost with it).  A duplicate is harmless: the client
+   * answers it as a no-op, and the server ignores an answer it no longer waits for.
+   */
+  resendInvalidations(rid: number): number {
+    let n = 0
+    for (const lock of this.locks.values()) {
+      const out = lock.invalidating.get(rid)
+      if (!out) continue
+      const oldMode = lock.granted.get(rid) ?? LockMode.NULL
+      this.send(rid, {
+        kind: 'invalidate',
+        start: lock.start,
+        end: lock.end,
+        oldMode,
+        mode: out.mode,
+        invId: out.invId,
+      })
+      n++
+    }
+    return n
+  }
+
   /** Every client has reported (or been removed): serve the queued requests. */
   finishRecovery(): void {
     if (!this.recovering) return

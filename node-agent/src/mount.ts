@@ -209,6 +209,7 @@ export class Mount {
       const mm = m
       mm.addReadings()
       mm.addLabeledReadings()
+      if (cs) mm.addServerReadings(cs)
       if (o.metricsAddr) mm.metricsAddr = await metrics.listen(o.metricsAddr)
       cleanup.unshift(() => metrics.close())
 
@@ -241,14 +242,6 @@ export class Mount {
     const c = this.items.counters
     const t = this.trans.counters
     const b = this.cache.counters
-    const s = this.clusterServer?.server.counters ?? {
-      commits: 0,
-      logCommits: 0,
-      merges: 0,
-      mergedItems: 0,
-      reclaims: 0,
-      tombstones: 0,
-    }
     const l = this.locks.counters
     const f = this.fs.counters
     this.metrics.add([
@@ -331,7 +324,12 @@ export class Mount {
         kind: 'gauge',
         read: () => t.lastCommitMs / 1000,
       },
-      { name: 'scoutfs_trans_seq', help: 'Seq of the open transaction', kind: 'gauge', read: () => this.trans.seq },
+      {
+        name: 'scoutfs_trans_seq',
+        help: 'Seq of the open transaction (0: none open)',
+        kind: 'gauge',
+        read: () => this.trans.openSeq,
+      },
       {
         name: 'scoutfs_block_cache_hits_total',
         help: 'Metadata block cache hits',
@@ -393,6 +391,67 @@ export class Mount {
         read: () => btreeCounters.joins,
       },
       {
+        name: 'scoutfs_lock_requests_total',
+        help: 'Cluster lock requests this mount sent to the server',
+        kind: 'counter',
+        read: () => l.requests,
+      },
+      {
+        name: 'scoutfs_lock_grants_total',
+        help: 'Cluster lock grants this mount received',
+        kind: 'counter',
+        read: () => l.grants,
+      },
+      {
+        name: 'scoutfs_lock_invalidations_total',
+        help: 'Cluster lock invalidations this mount received',
+        kind: 'counter',
+        read: () => l.invalidations,
+      },
+      {
+        name: 'scoutfs_lock_local_hits_total',
+        help: 'Lock uses served by a lock this mount already held',
+        kind: 'counter',
+        read: () => l.localHits,
+      },
+      {
+        name: 'scoutfs_lock_idle_releases_total',
+        help: 'Idle locks released by this mount (beyond lock_idle_count)',
+        kind: 'counter',
+        read: () => l.idleReleases,
+      },
+      {
+        name: 'scoutfs_inodes_created_total',
+        help: 'Inodes created by this mount',
+        kind: 'counter',
+        read: () => f.inodesCreated,
+      },
+      {
+        name: 'scoutfs_inodes_deleted_total',
+        help: 'Inodes deleted by this mount',
+        kind: 'counter',
+        read: () => f.inodesDeleted,
+      },
+      {
+        name: 'scoutfs_data_written_bytes_total',
+        help: 'File data bytes written',
+        kind: 'counter',
+        read: () => f.dataBytesWritten,
+      },
+      {
+        name: 'scoutfs_data_read_bytes_total',
+        help: 'File data bytes read',
+        kind: 'counter',
+        read: () => f.dataBytesRead,
+      },
+    ])
+  }
+
+  /** The server role's readings: only the agent that runs it exports them. */
+  private addServerReadings(cs: ClusterServer): void {
+    const s = cs.server.counters
+    this.metrics.add([
+      {
         name: 'scoutfs_server_commits_total',
         help: 'Server (super block) commits',
         kind: 'counter',
@@ -432,79 +491,25 @@ export class Mount {
         name: 'scoutfs_server_clients',
         help: 'Mounts connected to this server (0 on agents that do not serve)',
         kind: 'gauge',
-        read: () => this.clusterServer?.clientCount ?? 0,
+        read: () => cs.clientCount,
       },
       {
         name: 'scoutfs_server_log_trees',
         help: 'Log trees the committed roots hold (open and finalized)',
         kind: 'gauge',
-        read: () => this.clusterServer?.server.logTrees.length ?? 0,
-      },
-      {
-        name: 'scoutfs_lock_requests_total',
-        help: 'Cluster lock requests this mount sent to the server',
-        kind: 'counter',
-        read: () => l.requests,
-      },
-      {
-        name: 'scoutfs_lock_grants_total',
-        help: 'Cluster lock grants this mount received',
-        kind: 'counter',
-        read: () => l.grants,
-      },
-      {
-        name: 'scoutfs_lock_invalidations_total',
-        help: 'Cluster lock invalidations this mount received',
-        kind: 'counter',
-        read: () => l.invalidations,
-      },
-      {
-        name: 'scoutfs_lock_local_hits_total',
-        help: 'Lock uses served by a lock this mount already held',
-        kind: 'counter',
-        read: () => l.localHits,
-      },
-      {
-        name: 'scoutfs_lock_idle_releases_total',
-        help: 'Idle locks released by this mount (beyond lock_idle_count)',
-        kind: 'counter',
-        read: () => l.idleReleases,
+        read: () => cs.server.logTrees.length,
       },
       {
         name: 'scoutfs_lock_server_grants_total',
         help: 'Grants the lock server sent (0 on agents that do not serve)',
         kind: 'counter',
-        read: () => this.clusterServer?.locks.counters.grants ?? 0,
+        read: () => cs.locks.counters.grants,
       },
       {
         name: 'scoutfs_lock_server_invalidations_total',
         help: 'Invalidations the lock server sent (0 on agents that do not serve)',
         kind: 'counter',
-        read: () => this.clusterServer?.locks.counters.invalidations ?? 0,
-      },
-      {
-        name: 'scoutfs_inodes_created_total',
-        help: 'Inodes created by this mount',
-        kind: 'counter',
-        read: () => f.inodesCreated,
-      },
-      {
-        name: 'scoutfs_inodes_deleted_total',
-        help: 'Inodes deleted by this mount',
-        kind: 'counter',
-        read: () => f.inodesDeleted,
-      },
-      {
-        name: 'scoutfs_data_written_bytes_total',
-        help: 'File data bytes written',
-        kind: 'counter',
-        read: () => f.dataBytesWritten,
-      },
-      {
-        name: 'scoutfs_data_read_bytes_total',
-        help: 'File data bytes read',
-        kind: 'counter',
-        read: () => f.dataBytesRead,
+        read: () => cs.locks.counters.invalidations,
       },
     ])
   }
@@ -525,7 +530,7 @@ export class Mount {
     return {
       'POST /sync': async () => {
         await this.fs.sync()
-        return { seq: this.trans.seq }
+        return { seq: this.trans.committedSeq }
       },
       'GET /walk-inodes': async (q) => {
         const index = q.get('index')
@@ -568,7 +573,8 @@ export class Mount {
         const c = this.locks.counters
         return {
           rid: this.rid.toString(16),
-          seq: this.trans.seq,
+          seq: this.trans.openSeq,
+          committedSeq: this.trans.committedSeq,
           commits: this.trans.counters.commits,
           items: this.items.size,
           dirtyItems: this.items.dirtyItems,

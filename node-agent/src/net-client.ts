@@ -26,8 +26,6 @@ import * as grpc from '@grpc/grpc-js'
 import { FsError } from './errors.js'
 import {
   type LockEndpoint,
-  type LockGrantInfo,
-  type LockMode,
   type NetEvent,
   type Wire,
   big,
@@ -37,7 +35,6 @@ import {
   fromServiceError,
   isServiceError,
   lockClientMsgToWire,
-  lockGrantFromWire,
   lockServerMsgFromWire,
   logTreesFromWire,
   logTreesToWire,
@@ -123,7 +120,6 @@ export class NetClient extends EventEmitter implements ServerApi {
   private locksDelay: number
   private locksOpened = 0
   private readonly lockBacklog: LockClientMsg[] = []
-  private nextLockId = 1
   private closed = false
 
   constructor(
@@ -321,29 +317,6 @@ export class NetClient extends EventEmitter implements ServerApi {
     // no re-greeting first: a mount the server already forgot has nothing left to say
     await this.call('Farewell', { rid }, { greetFirst: false })
     if (rid === this.rid) this.stopSession()
-  }
-
-  /* ---- locks ------------------------------------------------------------------------------ */
-
-  /** Ask for a cluster lock; waits (without deadline) until the server grants it. */
-  async lock(
-    keyStart: Buffer,
-    keyEnd: Buffer,
-    oldMode: LockMode,
-    newMode: LockMode,
-    id = this.nextLockId++,
-  ): Promise<LockGrantInfo> {
-    const w = await this.call(
-      'Lock',
-      { rid: this.rid, keyStart, keyEnd, oldMode, newMode, id },
-      { timeoutMs: Infinity },
-    )
-    return lockGrantFromWire(w)
-  }
-
-  /** Tell the server an invalidation is done. */
-  async invalidateDone(keyStart: Buffer, newMode: LockMode, id: number): Promise<void> {
-    await this.call('InvalidateDone', { rid: this.rid, keyStart, newMode, id })
   }
 
   /* ---- the Locks stream ------------------------------------------------------------------- */

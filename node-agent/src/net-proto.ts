@@ -3,7 +3,8 @@
  * the service definition built at runtime from the .proto with protobufjs (no generated code,
  * no proto-loader), conversions between the wire messages and the ServerApi types, the
  * mapping of FsErrors to gRPC statuses and back, the events the server pushes, and the
- * interface a lock server implements to plug into NetServer.
+ * messages of the Locks stream with the interfaces a lock server and a lock client implement
+ * to plug into NetServer and NetClient.
  *
  * Errors.  A failing RPC carries the errno name in the trailing metadata key `scoutfs-errno`
  * and the FsError's message (without its "EINVAL: " prefix) as the status details; the client
@@ -233,18 +234,11 @@ function lockMode(v: unknown): LockMode {
   return n
 }
 
-/** What the server pushes to one mount over its Events stream. */
-export type NetEvent =
-  | { type: 'lockInvalidate'; keyStart: Buffer; keyEnd: Buffer; mode: LockMode; seq: number; id: number }
-  | { type: 'syncLogTrees'; seq: number }
-  | { type: 'rootsChanged'; version: number }
+/** What the server pushes to one mount over its Events stream (lock messages go over Locks). */
+export type NetEvent = { type: 'syncLogTrees'; seq: number } | { type: 'rootsChanged'; version: number }
 
 export function eventToWire(ev: NetEvent): Wire {
   switch (ev.type) {
-    case 'lockInvalidate':
-      return {
-        lockInvalidate: { keyStart: ev.keyStart, keyEnd: ev.keyEnd, mode: ev.mode, seq: ev.seq, id: ev.id },
-      }
     case 'syncLogTrees':
       return { syncLogTrees: { seq: ev.seq } }
     case 'rootsChanged':
@@ -256,17 +250,6 @@ export function eventToWire(ev: NetEvent): Wire {
 export function eventFromWire(w: Wire): NetEvent | undefined {
   const part = (k: string): Wire => (w[k] ?? {}) as Wire
   switch (w.kind) {
-    case 'lockInvalidate': {
-      const p = part('lockInvalidate')
-      return {
-        type: 'lockInvalidate',
-        keyStart: buf(p.keyStart),
-        keyEnd: buf(p.keyEnd),
-        mode: lockMode(p.mode),
-        seq: num(p.seq),
-        id: num(p.id),
-      }
-    }
     case 'syncLogTrees':
       return { type: 'syncLogTrees', seq: num(part('syncLogTrees').seq) }
     case 'rootsChanged':
@@ -274,75 +257,6 @@ export function eventFromWire(w: Wire): NetEvent | undefined {
     default:
       return undefined
   }
-}
-
-export interface LockGrantInfo {
-  mode: LockMode
-  /** the least seq of items written under a write or write-only grant */
-  writeSeq: number
-  /** the roots version the holder must read at least */
-  rootsVersion: number
-}
-
-export function lockRequestFromWire(w: Wire): {
-  rid: number
-  keyStart: Buffer
-  keyEnd: Buffer
-  oldMode: LockMode
-  newMode: LockMode
-  id: number
-} {
-  return {
-    rid: num(w.rid, 'rid'),
-    keyStart: buf(w.keyStart),
-    keyEnd: buf(w.keyEnd),
-    oldMode: lockMode(w.oldMode),
-    newMode: lockMode(w.newMode),
-    id: num(w.id, 'id'),
-  }
-}
-
-export function invalidateDoneFromWire(w: Wire): { rid: number; keyStart: Buffer; newMode: LockMode; id: number } {
-  return { rid: num(w.rid, 'rid'), keyStart: buf(w.keyStart), newMode: lockMode(w.newMode), id: num(w.id, 'id') }
-}
-
-export function lockGrantFromWire(w: Wire): LockGrantInfo {
-  return { mode: lockMode(w.mode), writeSeq: num(w.writeSeq), rootsVersion: num(w.rootsVersion) }
-}
-
-/**
- * Delivers one event to a mount's open Events stream(s).  Returns false when the mount has
- * no stream open right now (disconnected): the event is not queued, so the caller keeps what
- * it still needs (an unanswered invalidation) and sends it again when the mount attaches.
- */
-export type EventSink = (ev: NetEvent) => boolean
-
-/**
- * The lock server as NetServer needs it (DESIGN §8).  Plugged into NetServer.listen's
- * options; without one, Lock and InvalidateDone answer UNIMPLEMENTED (ENOSYS).
- */
-export interface LockService {
-  /**
-   * Grant [start, end] to `rid` in `newMode` (it holds `oldMode` now); resolves once granted,
-   * after invalidating conflicting holders.  `id` is the client's request id: a resend of a
-   * request carries the same id and must not be granted twice.
-   */
-  request(
-    rid: number,
-    start: Buffer,
-    end: Buffer,
-    oldMode: LockMode,
-    newMode: LockMode,
-    id: number,
-  ): Promise<LockGrantInfo>
-  /** `rid` finished the invalidation `id` of the lock starting at `start`, now holding `newMode`. */
-  invalidateDone(rid: number, start: Buffer, newMode: LockMode, id: number): Promise<void>
-  /**
-   * A mount opened its Events stream: push its invalidations through `sink` from now on.
-   * Called again each time the mount reconnects (resend anything still unanswered then);
-   * the returned function is called when that stream goes away.
-   */
-  attach(rid: number, sink: EventSink): () => void
 }
 
 /* ---- the Locks stream --------------------------------------------------------------------- */

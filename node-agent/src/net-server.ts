@@ -12,8 +12,8 @@
  *   with an open Events stream is told RootsChanged when it moves.
  * - Locks: the Locks stream of each mount is delivered, message by message and in order, to
  *   the plugged-in LockPort (options.lockPort: lock-server.ts LockServer), whose replies go out
- *   through sendLock(rid, msg).  The unary Lock and InvalidateDone go to options.lockService.
- *   Without them, those RPCs answer UNIMPLEMENTED (ENOSYS).
+ *   through sendLock(rid, msg).  Without a LockPort the Locks stream is refused with
+ *   UNIMPLEMENTED (ENOSYS).
  *
  * Insecure credentials for now: the listener is meant for a cluster-private network.
  */
@@ -22,14 +22,11 @@ import { randomInt } from 'node:crypto'
 import * as grpc from '@grpc/grpc-js'
 import { FsError } from './errors.js'
 import {
-  type EventSink,
   type LockPort,
-  type LockService,
   type NetEvent,
   type Wire,
   big,
   eventToWire,
-  lockRequestFromWire,
   logTreesFromWire,
   logTreesToWire,
   num,
@@ -37,7 +34,6 @@ import {
   rootsToWire,
   statfsToWire,
   toStatus,
-  invalidateDoneFromWire,
   lockClientMsgFromWire,
   lockServerMsgToWire,
 } from './net-proto.js'
@@ -47,8 +43,6 @@ import type { ServerApi } from './server-api.js'
 export interface NetServerOptions {
   /** the message-based lock server, fed by the Locks streams */
   lockPort?: LockPort
-  /** the request/response lock service behind the unary Lock and InvalidateDone */
-  lockService?: LockService
   log?: (msg: string, fields?: Record<string, unknown>) => void
   /** how often the roots version is checked for RootsChanged events; 0: only after commits */
   rootsPollMs?: number
@@ -90,7 +84,6 @@ export class NetServer extends EventEmitter {
   readonly instance = randomInt(1, 2 ** 47)
   private readonly known = new Map<number, ClientState>()
   private readonly streams = new Map<number, Set<EventsCall>>()
-  private readonly detach = new Map<number, () => void>()
   private readonly lockStreams = new Map<number, LocksCall>()
   private rootsVersion = -1
   private rootsTimer: NodeJS.Timeout | undefined
@@ -154,7 +147,6 @@ export class NetServer extends EventEmitter {
     s.log('listening', {
       addr: s.addr,
       instance: s.instance,
-      lockService: !!opts.lockService,
       lockPort: !!opts.lockPort,
     })
     return s
@@ -242,11 +234,7 @@ export class NetServer extends EventEmitter {
       if (gone) return
       gone = true
       set.delete(call)
-      if (set.size === 0) {
-        this.streams.delete(rid)
-        this.detach.get(rid)?.()
-        this.detach.delete(rid)
-      }
+      if (set.size === 0) this.streams.delete(rid)
       this.log('events stream closed', { rid })
     }
     call.on('cancelled', drop)
@@ -254,13 +242,6 @@ export class NetServer extends EventEmitter {
     call.on('finish', drop)
     call.on('error', drop)
     call.write(eventToWire({ type: 'rootsChanged', version: this.rootsVersion }))
-    const ls = this.opts.lockService
-    if (ls) {
-      // re-attach on every stream so the lock service resends what is still unanswered
-      this.detach.get(rid)?.()
-      const sink: EventSink = (ev) => this.send(rid, ev)
-      this.detach.set(rid, ls.attach(rid, sink))
-    }
     this.log('events stream opened', { rid, peer: call.getPeer() })
   }
 
@@ -338,12 +319,6 @@ export class NetServer extends EventEmitter {
     }
   }
 
-  private lockService(): LockService {
-    const ls = this.opts.lockService
-    if (!ls) throw new FsError('ENOSYS', 'this server runs no lock service')
-    return ls
-  }
-
   private handlers(): grpc.UntypedServiceImplementation {
     const api = this.api
     return {
@@ -417,20 +392,6 @@ export class NetServer extends EventEmitter {
       }),
       Events: (call: EventsCall) => this.openEvents(call),
       Locks: (call: LocksCall) => this.openLocks(call),
-      Lock: this.unary('Lock', async (r, call) => {
-        const ls = this.lockService()
-        const q = lockRequestFromWire(r)
-        this.touch(q.rid, call)
-        const g = await ls.request(q.rid, q.keyStart, q.keyEnd, q.oldMode, q.newMode, q.id)
-        return { mode: g.mode, writeSeq: g.writeSeq, rootsVersion: g.rootsVersion }
-      }),
-      InvalidateDone: this.unary('InvalidateDone', async (r, call) => {
-        const ls = this.lockService()
-        const q = invalidateDoneFromWire(r)
-        this.touch(q.rid, call)
-        await ls.invalidateDone(q.rid, q.keyStart, q.newMode, q.id)
-        return {}
-      }),
     }
   }
 
@@ -444,8 +405,6 @@ export class NetServer extends EventEmitter {
     if (this.closed) return
     this.closed = true
     if (this.rootsTimer) clearInterval(this.rootsTimer)
-    for (const d of this.detach.values()) d()
-    this.detach.clear()
     for (const set of this.streams.values()) for (const s of set) s.end()
     this.streams.clear()
     for (const s of this.lockStreams.values()) s.end()

@@ -24,7 +24,7 @@ import { ExtentAlloc, encodeList, readList } from './alloc.js'
 import { Btree, ITEM_DELETION } from './btree.js'
 import type { BlockDevice } from './device.js'
 import { FsError } from './errors.js'
-import { EMPTY_LIST, EMPTY_ROOT, FORMAT_VERSION, LIST_BLOCK_CAPACITY, type ListHead } from './format.js'
+import { EMPTY_LIST, EMPTY_ROOT, FORMAT_VERSION, INODE_GROUP, LIST_BLOCK_CAPACITY, type ListHead } from './format.js'
 import {
   LOG_TREES_FINALIZED,
   LOG_TREES_FIRST,
@@ -92,6 +92,8 @@ export class Server implements ServerApi {
   private mergeDone: Promise<void> = Promise.resolve()
 
   private lease: ServerLease | undefined
+  /** mounts reclaimed since this server started: a greeting from one is refused */
+  private readonly reclaimed = new Set<number>()
 
   private constructor(
     readonly w: SuperWriter,
@@ -242,8 +244,15 @@ export class Server implements ServerApi {
         `mount with format version ${formatVersion} refused: the server runs ${FORMAT_VERSION}`,
       )
     await this.txn(async (w) => {
-      if (!(await w.clients.lookup(mountedClientKey(rid))))
-        await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
+      if (await w.clients.lookup(mountedClientKey(rid))) return
+      // a rid that has log trees but no record was reclaimed: what it holds in memory (locks,
+      // an open transaction, allocators) is no longer its own
+      if (this.reclaimed.has(rid) || (await this.currentLogTrees(w, rid)))
+        throw new FsError(
+          'ESTALE',
+          `mount ${rid.toString(16)} was reclaimed by the server (it said farewell or stopped answering); unmount it and mount again`,
+        )
+      await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
     })
     return { fsid: this.w.sb.fsid, formatVersion: FORMAT_VERSION }
   }
@@ -334,10 +343,14 @@ export class Server implements ServerApi {
     this.kickMerge()
   }
 
+  /**
+   * A range of unused inode numbers.  It starts on an inode-group boundary (INODE_GROUP), so
+   * the inodes two mounts create never share a group lock.
+   */
   async allocInodes(_rid: number, count: number): Promise<{ first: number; count: number }> {
     return this.txn(async (w) => {
-      const first = w.sb.nextIno
-      w.sb.nextIno += count
+      const first = Math.ceil(w.sb.nextIno / INODE_GROUP) * INODE_GROUP
+      w.sb.nextIno = first + count
       return { first, count }
     })
   }
@@ -406,8 +419,9 @@ export class Server implements ServerApi {
       }
       await w.clients.delete(mountedClientKey(rid))
     })
+    this.reclaimed.add(rid)
     this.counters.reclaims++
-    this.log('reclaimed mount', { rid })
+    this.log('reclaimed mount', { rid: rid.toString(16) })
     this.kickMerge()
   }
 

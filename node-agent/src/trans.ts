@@ -11,7 +11,14 @@
  * transaction; after it, none of it.
  *
  * Commit triggers: a timer, dirty bytes over a limit, the allocators running low, fsync/sync,
- * unmount.  Never wait for a commit while holding the transaction.
+ * unmount, and an invalidated cluster lock that was written under.  Never wait for a commit
+ * while holding the transaction.
+ *
+ * The next transaction opens when it is first held, not when the last one commits: an idle
+ * mount has no open transaction, so it holds back neither the last stable seq that index
+ * walks stop at nor the lock invalidation that made it commit.  A commit of an open
+ * transaction always reaches the server, even with nothing dirty, so that it stops counting
+ * as open.
  */
 import { ExtentAlloc, ListAllocator, readList, type Extent } from './alloc.js'
 import type { BlockCache } from './block.js'
@@ -80,16 +87,24 @@ export class Trans {
     private readonly opts: TransOptions = {},
   ) {}
 
-  get seq(): number {
+  private opening: Promise<void> | undefined
+  /** seq of the last transaction committed (0: none yet) */
+  committedSeq = 0
+
+  /** seq of the open transaction, 0 when none is open */
+  get openSeq(): number {
+    return this.cur?.lt.getTransSeq ?? 0
+  }
+
+  private get seq(): number {
     if (!this.cur) throw new FsError('EIO', 'no transaction is open')
     return this.cur.lt.getTransSeq
   }
 
-  async start(): Promise<void> {
-    await this.open()
+  start(): void {
     const ms = this.opts.commitIntervalMs ?? 10_000
     this.timer = setInterval(() => {
-      if (this.items.dirtyItems > 0 && !this.committing) void this.commit().catch((e: unknown) => this.commitFailed(e))
+      if (this.cur && !this.committing) void this.commit().catch((e: unknown) => this.commitFailed(e))
     }, ms)
     this.timer.unref()
   }
@@ -111,12 +126,22 @@ export class Trans {
     }
   }
 
-  /** Enter the open transaction; returns its seq.  Pair with release(). */
+  /** Enter the open transaction (opening it if none is); returns its seq.  Pair with release(). */
   async hold(): Promise<number> {
-    if (this.closed) throw new FsError('EROFS', 'the filesystem is unmounting')
-    while (this.committing) await this.committing.catch(() => undefined)
-    this.holders++
-    return this.seq
+    for (;;) {
+      if (this.closed) throw new FsError('EROFS', 'the filesystem is unmounting')
+      if (this.committing) {
+        await this.committing.catch(() => undefined)
+        continue
+      }
+      if (!this.cur) {
+        this.opening ??= this.open().finally(() => (this.opening = undefined))
+        await this.opening
+        continue
+      }
+      this.holders++
+      return this.seq
+    }
   }
 
   release(): void {
@@ -140,7 +165,7 @@ export class Trans {
     if (this.committing) {
       // a commit is running: wait for it, then commit whatever came after it
       const prev = this.committing
-      return prev.catch(() => undefined).then(() => (this.items.dirtyItems > 0 ? this.commit() : undefined))
+      return prev.catch(() => undefined).then(() => (this.cur ? this.commit() : undefined))
     }
     const p = this.doCommit().finally(() => {
       this.committing = undefined
@@ -150,21 +175,13 @@ export class Trans {
   }
 
   private async doCommit(): Promise<void> {
+    if (this.opening) await this.opening.catch(() => undefined)
     if (this.holders > 0) await new Promise<void>((res) => (this.drained = res))
     this.drained = undefined
     const t0 = Date.now()
     const c = this.cur
-    if (!c) throw new FsError('EIO', 'no transaction is open')
+    if (!c) return // nothing was held since the last commit
     const dirty = this.items.dirtyList()
-    if (
-      dirty.length === 0 &&
-      c.alloc.freed.length === 0 &&
-      c.txn.dirtyBlocks === 0 &&
-      !c.cached &&
-      !this.inodesCreated &&
-      !this.inodesDeleted
-    )
-      return
     await this.data.flush()
     // what is left of the cached data extent goes back to the allocator it came from
     if (c.cached) {
@@ -204,9 +221,9 @@ export class Trans {
     this.counters.commitBlocks += blocks
     this.counters.commitMs += ms
     this.counters.lastCommitMs = ms
+    this.committedSeq = lt.getTransSeq
     this.onCommit?.(lt.getTransSeq, ms, dirty.length)
     this.cur = undefined
-    await this.open()
   }
 
   /** Serialize data-allocator changes (their btrees take one writer at a time). */

@@ -7,27 +7,20 @@
  * serves.  Reads commands from stdin, one JSON object a line, and answers each with a JSON
  * line carrying the same "id":
  *   {"id":1,"cmd":"clients"}                 -> {"id":1,"clients":[...]}
- *   {"id":2,"cmd":"broadcast","event":{...}} -> {"id":2,"n":N}       (NetEvent; Buffers as hex)
+ *   {"id":2,"cmd":"broadcast","event":{...}} -> {"id":2,"n":N}       (a NetEvent)
  *   {"id":3,"cmd":"counters"}                -> {"id":3,"counters":{...}}
  *   {"id":4,"cmd":"lockLog"}                 -> {"id":4,"log":[...]}  (with --locks)
  * SIGTERM: close the listener, stop the server, exit 0.
  *
- * --locks plugs in a toy LockService (unary Lock) and a toy LockPort (the Locks stream): both
- * grant every request at once (write_seq = 1000 + id) and, on a WRITE request, send every
- * other attached mount an invalidation of the range to NULL.  What they receive is logged
- * (lockLog).
+ * --locks plugs in a toy LockPort (the Locks stream): it grants every request at once
+ * (write_seq = 1000 + id) and, on a WRITE request, sends every other mount that said hello an
+ * invalidation of the range to NULL.  What it receives is logged (lockLog).
  */
 import { createInterface } from 'node:readline'
 import { FileDevice } from '../../node-agent/src/device.js'
 import { Server } from '../../node-agent/src/server.js'
 import { NetServer } from '../../node-agent/src/net-server.js'
-import {
-  LockMode,
-  type EventSink,
-  type LockPort,
-  type LockService,
-  type NetEvent,
-} from '../../node-agent/src/net-proto.js'
+import { LockMode, type LockPort, type NetEvent } from '../../node-agent/src/net-proto.js'
 
 function toyLockPort(server: Server, net: () => NetServer, log: unknown[]): LockPort {
   const holders = new Set<number>()
@@ -72,53 +65,6 @@ function toyLockPort(server: Server, net: () => NetServer, log: unknown[]): Lock
   }
 }
 
-function toyLocks(server: Server): { service: LockService; log: unknown[] } {
-  const sinks = new Map<number, EventSink>()
-  const log: unknown[] = []
-  let seq = 0
-  const service: LockService = {
-    async request(rid, start, end, oldMode, newMode, id) {
-      log.push({ op: 'request', rid, start: start.toString('hex'), end: end.toString('hex'), oldMode, newMode, id })
-      if (newMode === LockMode.WRITE)
-        for (const [other, sink] of sinks)
-          if (other !== rid)
-            sink({
-              type: 'lockInvalidate',
-              keyStart: start,
-              keyEnd: end,
-              mode: LockMode.NULL,
-              seq: ++seq,
-              id: 500 + seq,
-            })
-      return { mode: newMode, writeSeq: 1000 + id, rootsVersion: (await server.getRoots()).version }
-    },
-    async invalidateDone(rid, start, newMode, id) {
-      log.push({ op: 'invalidateDone', rid, start: start.toString('hex'), newMode, id })
-    },
-    attach(rid, sink) {
-      sinks.set(rid, sink)
-      log.push({ op: 'attach', rid })
-      return () => {
-        if (sinks.get(rid) === sink) sinks.delete(rid)
-      }
-    },
-  }
-  return { service, log }
-}
-
-function eventFromJson(j: Record<string, unknown>): NetEvent {
-  if (j.type === 'lockInvalidate')
-    return {
-      type: 'lockInvalidate',
-      keyStart: Buffer.from(String(j.keyStart), 'hex'),
-      keyEnd: Buffer.from(String(j.keyEnd), 'hex'),
-      mode: Number(j.mode) as LockMode,
-      seq: Number(j.seq),
-      id: Number(j.id),
-    }
-  return j as unknown as NetEvent
-}
-
 async function main(): Promise<void> {
   const [metaPath, addr] = process.argv.slice(2)
   if (!metaPath || !addr) throw new Error('usage: server-child META_PATH HOST:PORT [--locks]')
@@ -126,12 +72,12 @@ async function main(): Promise<void> {
     process.stderr.write(JSON.stringify({ t: Date.now(), msg, ...fields }) + '\n')
   }
   const meta = await FileDevice.open(metaPath)
-  const server = await Server.start(meta, { log })
-  const locks = process.argv.includes('--locks') ? toyLocks(server) : undefined
+  const server = await Server.start(meta, { log, reclaimAtStart: false })
+  const lockLog = process.argv.includes('--locks') ? ([] as unknown[]) : undefined
   // eslint-disable-next-line prefer-const
   let net: NetServer | undefined
-  const lockPort = locks && toyLockPort(server, () => net!, locks.log)
-  net = await NetServer.listen(server, addr, { log, rootsPollMs: 200, lockService: locks?.service, lockPort })
+  const lockPort = lockLog && toyLockPort(server, () => net!, lockLog)
+  net = await NetServer.listen(server, addr, { log, rootsPollMs: 200, lockPort })
 
   let stopping = false
   const stop = async (): Promise<void> => {
@@ -158,11 +104,11 @@ async function main(): Promise<void> {
       case 'clients':
         return answer({ clients: net.clients() })
       case 'broadcast':
-        return answer({ n: net.broadcast(eventFromJson(req.event as Record<string, unknown>)) })
+        return answer({ n: net.broadcast(req.event as NetEvent) })
       case 'counters':
         return answer({ counters: server.counters })
       case 'lockLog':
-        return answer({ log: locks?.log ?? [] })
+        return answer({ log: lockLog ?? [] })
       default:
         return answer({ error: `unknown command ${String(req.cmd)}` })
     }

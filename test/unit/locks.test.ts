@@ -834,6 +834,40 @@ describe('cluster locks', function () {
       assert.equal(a.heldMode(L1[0]), NULL)
     })
 
+    it('sends an unanswered invalidation again when the client reconnects (one sent while away is lost)', function () {
+      const sent: Array<[number, LockServerMsg]> = []
+      let connected = new Set([1, 2])
+      const ls = new LockServer({
+        send: (rid, m) => {
+          if (connected.has(rid)) sent.push([rid, m])
+        },
+        nextSeq: () => 7,
+        rootsVersion: () => 1,
+      })
+      const req = (rid: number, mode: Mode, reqId: number): void =>
+        ls.receive(rid, { kind: 'request', start: L1[0], end: L1[1], oldMode: NULL, mode, reqId })
+      req(1, WRITE, 1)
+      assert.deepEqual(
+        sent.map(([r, m]) => [r, m.kind, m.mode]),
+        [[1, 'grant', WRITE]],
+      )
+      connected = new Set([2]) // client 1's stream is down: the invalidation is lost
+      req(2, WRITE, 1)
+      assert.equal(sent.length, 1)
+      assert.equal(ls.resendInvalidations(2), 0, 'nothing is owed by client 2')
+      connected = new Set([1, 2])
+      assert.equal(ls.resendInvalidations(1), 1)
+      const inv = sent[1]!
+      assert.equal(inv[0], 1)
+      assert.ok(inv[1].kind === 'invalidate' && inv[1].mode === NULL && inv[1].oldMode === WRITE)
+      ls.receive(1, { kind: 'invalidated', start: L1[0], end: L1[1], mode: NULL, invId: inv[1].invId })
+      assert.deepEqual(
+        sent.slice(2).map(([r, m]) => [r, m.kind, m.mode]),
+        [[2, 'grant', WRITE]],
+      )
+      assert.equal(ls.resendInvalidations(1), 0, 'answered: nothing left to resend')
+    })
+
     it('removing a client drops its locks and unblocks the waiters', async function () {
       const h = new Harness(testRng('locks removal'))
       const [a, b, c] = [h.client(1), h.client(2), h.client(3)]
