@@ -1159,17 +1159,19 @@ function report(
   return out
 }
 
+/**
+ * A counter summed over agents; undefined when an agent does not export it — except the
+ * server's own counters, which only the server agent exports.
+ */
 function sumOf(
   ds: AgentDelta[],
   k: 'cpuSecs' | 'invalidations' | 'commits' | 'serverCommits' | 'lockWaitMs',
 ): number | undefined {
-  let s = 0
-  for (const d of ds) {
-    const v = d[k]
-    if (v === undefined) return undefined
-    s += v
-  }
-  return s
+  const vs = ds.map((d) => d[k])
+  if (k === 'serverCommits')
+    return vs.some((v) => v !== undefined) ? vs.reduce<number>((s, v) => s + (v ?? 0), 0) : undefined
+  if (vs.some((v) => v === undefined)) return undefined
+  return vs.reduce<number>((s, v) => s + v!, 0)
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
