@@ -78,6 +78,11 @@ async function deviceSize(path: string, st: Stats): Promise<number> {
 }
 
 export class FileDevice implements BlockDevice {
+  /** a write completed since the last sync began */
+  private unflushed = false
+  /** the sync running now, if any */
+  private syncing: Promise<void> | undefined
+
   private constructor(
     readonly path: string,
     private readonly fh: fsp.FileHandle,
@@ -161,7 +166,11 @@ export class FileDevice implements BlockDevice {
     if (this.readOnly) throw new FsError('EROFS', `${this.path} is open read-only`)
     this.check(off, data.length)
     try {
-      if (!this.direct) return await this.writeFully(data, 0, data.length, off)
+      if (!this.direct) {
+        await this.writeFully(data, 0, data.length, off)
+        this.unflushed = true
+        return
+      }
       pool ??= new AlignedPool()
       const { slot, buf } = await pool.get()
       try {
@@ -174,18 +183,35 @@ export class FileDevice implements BlockDevice {
       } finally {
         pool.put(slot)
       }
+      this.unflushed = true
     } catch (e) {
       throw fromNodeError(e, `${this.path}: write at ${off}+${data.length}`)
     }
   }
 
-  async flush(): Promise<void> {
-    if (this.readOnly) return
-    try {
-      await this.fh.datasync()
-    } catch (e) {
-      throw fromNodeError(e, `${this.path}: flush`)
-    }
+  /**
+   * Make every write that completed before this call durable.  Nothing to do when this
+   * device completed no write since the last flush began (a metadata-only commit does not
+   * flush the data device) but to wait for a sync still running.  The flag is set when a
+   * write completes and cleared as a sync starts, so a write that completes during a sync is
+   * flushed by the next call, and one that completed before it is covered by it.
+   */
+  flush(): Promise<void> {
+    if (this.readOnly) return Promise.resolve()
+    if (!this.unflushed) return this.syncing ?? Promise.resolve()
+    this.unflushed = false
+    const p = this.fh.datasync().then(
+      () => undefined,
+      (e: unknown) => {
+        this.unflushed = true
+        throw fromNodeError(e, `${this.path}: flush`)
+      },
+    )
+    const done = p.finally(() => {
+      if (this.syncing === done) this.syncing = undefined
+    })
+    this.syncing = done
+    return done
   }
 
   async close(): Promise<void> {

@@ -8,6 +8,11 @@
  * Roots come from the server.  A block that no longer matches its reference means the roots
  * are old (a merge freed and reused the block): refresh them and read again; the same failure
  * from fresh roots is corruption (EIO).
+ *
+ * Invalidating the roots (after this mount's commit, or for a lock grant that names a newer
+ * roots version) must win over a fetch already in flight: that fetch may have been answered
+ * before the commit it must see, so its answer is dropped and the roots fetched again, and a
+ * grant's version is a floor the roots in use must reach.
  */
 import type { BlockCache } from './block.js'
 import { Btree, ITEM_DELETION, keyInc, type Item } from './btree.js'
@@ -30,20 +35,43 @@ export const forestCounters = { reads: 0, staleRetries: 0, treesRead: 0 }
 
 export class Forest implements ForestReader {
   private roots: Roots | undefined
+  /** bumps at every invalidation: a fetch that spans one is not trusted */
+  private gen = 0
+  /** the roots in use must be at least this version (from lock grants) */
+  private minVersion = 0
 
   constructor(
     readonly cache: BlockCache,
     private readonly fetchRoots: () => Promise<Roots>,
   ) {}
 
-  /** Forget the roots: the next read asks the server (after our own commit, or on ESTALE). */
-  invalidateRoots(): void {
+  /**
+   * Forget the roots: the next read asks the server (after our own commit, or on ESTALE), and
+   * uses nothing older than `minVersion`.
+   */
+  invalidateRoots(minVersion = 0): void {
+    this.gen++
     this.roots = undefined
+    if (minVersion > this.minVersion) this.minVersion = minVersion
   }
 
   private async getRoots(): Promise<Roots> {
-    this.roots ??= await this.fetchRoots()
-    return this.roots
+    for (let tries = 0; ; tries++) {
+      const have = this.roots
+      if (have && have.version >= this.minVersion) return have
+      const gen = this.gen
+      const r = await this.fetchRoots()
+      if (gen !== this.gen) continue // invalidated meanwhile: this answer may predate it
+      if (r.version >= this.minVersion) {
+        this.roots = r
+        return r
+      }
+      // the server answered with roots older than a grant it sent: it restarted, or the
+      // answer crossed the grant; ask again shortly
+      if (tries > 100)
+        throw new FsError('EIO', `the server's roots stay at version ${r.version}, below ${this.minVersion}`)
+      await new Promise((res) => setTimeout(res, 10))
+    }
   }
 
   async readAround(key: Buffer, lo: Buffer, hi: Buffer): Promise<ForestRead> {
@@ -60,7 +88,7 @@ export class Forest implements ForestReader {
         lastVersion = roots.version
         forestCounters.staleRetries++
         this.cache.clear()
-        this.roots = undefined
+        this.invalidateRoots()
       }
     }
   }

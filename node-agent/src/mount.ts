@@ -193,12 +193,12 @@ export class Mount {
             if (range[0][0] === Zone.FS) m?.fuse?.invalidateInodes(...inoRange(range))
           }
         },
-        refreshRoots: async () => forest.invalidateRoots(),
+        refreshRoots: async (version) => forest.invalidateRoots(version),
         log: (msg) => log.warn({ role: 'locks' }, msg),
       })
       const lockSend = client.openLocks(locks)
       cleanup.unshift(async () => locks.shutdown())
-      trans.onCommit = (seq, ms, n) => log.debug({ seq, ms, items: n }, 'commit')
+      trans.onCommit = (seq, ms, n, phases) => log.debug({ seq, ms, items: n, phases }, 'commit')
       await trans.start()
       const metrics = new AgentMetrics({ fsid: sb.fsid.toString(16).padStart(16, '0'), rid: rid.toString(16) })
       const fs = new Filesystem(items, trans, client, data, rid, timedLocks(locks, metrics))

@@ -48,6 +48,8 @@ const EMPTY_VAL = Buffer.alloc(0)
 /** a mount's meta avail list is refilled below LOW up to TARGET blocks */
 export const MOUNT_META_LOW = 512
 export const MOUNT_META_TARGET = 2048
+/** blocks a mount freed go back onto its own avail list up to this many */
+export const MOUNT_META_MAX = 4096
 /** a mount's data avail is refilled below LOW up to TARGET 4 KiB blocks */
 export const MOUNT_DATA_LOW = 16384 // 64 MiB
 export const MOUNT_DATA_TARGET = 65536 // 256 MiB
@@ -279,8 +281,15 @@ export class Server implements ServerApi {
         inodesCreated: 0,
         inodesDeleted: 0,
       }
-      // what the mount freed in its last (durable) commit may be reused now
-      await this.drainList(w, lt.metaFreed)
+      // what the mount freed in its last (durable) commit may be reused now: metadata blocks
+      // go back onto its own avail list while that has room (no meta_alloc rewrite)
+      let reuse: number[] = []
+      if (lt.metaFreed.totalNr) {
+        const freed = await readList(w.cache, lt.metaFreed)
+        for (const r of freed.blocks) w.freeBlock(r.blkno)
+        if (lt.metaAvail.totalNr + freed.entries.length <= MOUNT_META_MAX) reuse = freed.entries
+        else await w.freeToMetaAlloc(freed.entries)
+      }
       lt.metaFreed = EMPTY_LIST
       lt.dataFreed = await this.drainData(w, lt.dataFreed)
 
@@ -295,14 +304,17 @@ export class Server implements ServerApi {
         lt = { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
       }
 
-      if (lt.metaAvail.totalNr < MOUNT_META_LOW) {
+      if (reuse.length || lt.metaAvail.totalNr < MOUNT_META_LOW) {
         const l = await readList(w.cache, lt.metaAvail)
         for (const r of l.blocks) w.freeBlock(r.blkno)
-        const entries = l.entries
-        while (entries.length < MOUNT_META_TARGET) {
-          const e = await w.metaAlloc.allocLargest(MOUNT_META_TARGET - entries.length)
-          if (!e) break
-          for (let b = e.start; b < e.start + e.len; b++) entries.push(b)
+        const entries = [...l.entries, ...reuse]
+        if (entries.length < MOUNT_META_LOW) {
+          // refill from meta_alloc up to TARGET
+          while (entries.length < MOUNT_META_TARGET) {
+            const e = await w.metaAlloc.allocLargest(MOUNT_META_TARGET - entries.length)
+            if (!e) break
+            for (let b = e.start; b < e.start + e.len; b++) entries.push(b)
+          }
         }
         const need = Math.ceil(entries.length / LIST_BLOCK_CAPACITY)
         const blknos = Array.from({ length: need }, () => w.allocBlock())

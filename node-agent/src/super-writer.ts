@@ -23,6 +23,8 @@ import { readSuper, writeSuper, type SuperBlock } from './super.js'
 export const SERVER_AVAIL_LOW = 256
 /** and refills it to this many */
 export const SERVER_AVAIL_TARGET = 1024
+/** blocks freed by the last commit go straight back onto the avail list up to this many */
+export const SERVER_AVAIL_MAX = 4096
 /** blocks mkfs hands the first transaction before meta_alloc exists */
 export const SUPER_WRITER_BOOT_BLOCKS = 32
 
@@ -130,8 +132,11 @@ export class SuperWriter {
     this.txnState = this.newState(alloc)
     try {
       for (const r of [...avail.blocks, ...freed.blocks]) alloc.free(r.blkno)
-      // the previous commit is durable: what it freed may be allocated again
-      await this.freeToMetaAlloc(freed.entries)
+      // the previous commit is durable: what it freed may be allocated again.  Straight onto
+      // the avail list while it has room: returning them to meta_alloc would rewrite its
+      // btrees in every transaction (and free their old blocks, to be returned next time)
+      if (alloc.avail.length + freed.entries.length <= SERVER_AVAIL_MAX) alloc.avail.push(...freed.entries)
+      else await this.freeToMetaAlloc(freed.entries)
       await this.reserve()
     } catch (e) {
       this.abort()

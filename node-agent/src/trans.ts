@@ -50,6 +50,15 @@ const META_AVAIL_RESERVE = 256
 /** data blocks taken from the allocator tree at a time and handed out from memory (8 MiB) */
 const DATA_PREALLOC = 2048
 
+/** where one commit's time went (ms), for the commit log line */
+export interface CommitPhases {
+  data: number
+  items: number
+  write: number
+  flush: number
+  server: number
+}
+
 interface Open {
   lt: LogTrees
   alloc: ListAllocator
@@ -74,7 +83,7 @@ export class Trans {
   inodesCreated = 0
   inodesDeleted = 0
   /** listeners told after every commit (durable seq) */
-  onCommit: ((seq: number, ms: number, items: number) => void) | undefined
+  onCommit: ((seq: number, ms: number, items: number, phases: CommitPhases) => void) | undefined
 
   constructor(
     private readonly server: ServerApi,
@@ -182,7 +191,15 @@ export class Trans {
     const c = this.cur
     if (!c) return // nothing was held since the last commit
     const dirty = this.items.dirtyList()
+    let tp = performance.now()
+    const phases: CommitPhases = { data: 0, items: 0, write: 0, flush: 0, server: 0 }
+    const phase = (k: keyof CommitPhases): void => {
+      const now = performance.now()
+      phases[k] += Math.round((now - tp) * 100) / 100
+      tp = now
+    }
     await this.data.flush()
+    phase('data')
     // what is left of the cached data extent goes back to the allocator it came from
     if (c.cached) {
       await c.dataAvail.free(c.cached.start, c.cached.len)
@@ -195,9 +212,12 @@ export class Trans {
     }
     const lists = c.alloc.persist(this.cache.fsid)
     const blocks = c.txn.dirtyBlocks + lists.blocks.length
+    phase('items')
     await c.txn.write()
     await this.cache.writeBlocks(lists.blocks)
+    phase('write')
     await this.meta.flush()
+    phase('flush')
     const lt: LogTrees = {
       ...c.lt,
       itemRoot: c.logTree.root,
@@ -210,6 +230,7 @@ export class Trans {
       inodesDeleted: this.inodesDeleted,
     }
     await this.server.commitLogTrees(lt)
+    phase('server')
     this.inodesCreated = 0
     this.inodesDeleted = 0
     c.alloc.committed()
@@ -222,7 +243,7 @@ export class Trans {
     this.counters.commitMs += ms
     this.counters.lastCommitMs = ms
     this.committedSeq = lt.getTransSeq
-    this.onCommit?.(lt.getTransSeq, ms, dirty.length)
+    this.onCommit?.(lt.getTransSeq, ms, dirty.length, phases)
     this.cur = undefined
   }
 

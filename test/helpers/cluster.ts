@@ -41,7 +41,7 @@ export async function makeClusterDevices(
   writeFileSync(meta, '')
   writeFileSync(data, '')
   truncateSync(meta, opts.metaBytes ?? 1 << 30)
-  truncateSync(data, opts.dataBytes ?? 2 * 2 ** 30)
+  truncateSync(data, opts.dataBytes ?? 2 * 1024 ** 3)
   const port = await freePort()
   const r = await sh(process.execPath, [
     BIN,
