@@ -195,11 +195,11 @@ export class SuperWriter {
       await this.dev.flush()
       sb.serverAvail = lists.avail
       sb.serverFreed = lists.freed
-      this.sb = await writeSuper(this.dev, sb)
+      this.sb = this.keepSeq(await writeSuper(this.dev, sb))
     } catch (e) {
       // nothing the failed commit wrote is referenced by the super on disk: start over from it
       this.abort()
-      this.sb = await readSuper(this.dev).catch(() => this.sb)
+      this.sb = this.keepSeq(await readSuper(this.dev).catch(() => this.sb))
       throw e
     }
     t.alloc.committed()
@@ -212,6 +212,17 @@ export class SuperWriter {
     this.txnState?.txn.discard()
     this.txnState = undefined
     this.cache.clear()
+  }
+
+  /**
+   * `next` with the core counter as it is now: seqs are issued outside transactions too (lock
+   * grants' write seqs, while a commit is writing), and the super this commit captured at its
+   * start must not take the counter back below what was issued meanwhile.  Read and assigned
+   * in one synchronous step.
+   */
+  private keepSeq(next: SuperBlock): SuperBlock {
+    if (next.nextSeq < this.sb.nextSeq) next.nextSeq = this.sb.nextSeq
+    return next
   }
 
   /** Issue the next seq of the core counter (committed with the next super write). */

@@ -168,13 +168,14 @@ export function sampleLogTrees(
 }
 
 /**
- * A test of behaviour the fuse-native binding (libfuse 2's path API) cannot deliver today
- * (docs/mount.md; the low-level binding of DESIGN §12 is the fix), as in
- * test/mount/posix.test.ts: skipped, loudly, unless SCOUTFS_TEST_KNOWN_LIMITS=1 runs it.
+ * A test of behaviour that `source` cannot deliver today — the fuse-native binding (libfuse
+ * 2's path API; docs/mount.md, the low-level binding of DESIGN §12 is the fix) or the cluster
+ * (docs/cluster.md's known limits) — as in test/mount/posix.test.ts: skipped, loudly, unless
+ * SCOUTFS_TEST_KNOWN_LIMITS=1 runs it.
  */
-export function knownBindingLimit(ctx: Mocha.Context, what: string): void {
+export function knownLimit(ctx: Mocha.Context, what: string, source = 'fuse-native'): void {
   if (process.env.SCOUTFS_TEST_KNOWN_LIMITS === '1') return
-  console.log(`      KNOWN LIMIT (fuse-native): ${what}; run with SCOUTFS_TEST_KNOWN_LIMITS=1 to see it fail`)
+  console.log(`      KNOWN LIMIT (${source}): ${what}; run with SCOUTFS_TEST_KNOWN_LIMITS=1 to see it fail`)
   ctx.skip()
 }
 

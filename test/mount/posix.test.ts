@@ -31,7 +31,7 @@ async function lsInodes(dir: string): Promise<Map<string, number>> {
  * our own low-level binding, DESIGN §12, is the fix).  It is skipped, loudly, unless
  * SCOUTFS_TEST_KNOWN_LIMITS=1 runs it; it is not counted as working.
  */
-function knownBindingLimit(ctx: Mocha.Context, what: string): void {
+function knownLimit(ctx: Mocha.Context, what: string): void {
   if (process.env.SCOUTFS_TEST_KNOWN_LIMITS === '1') return
   console.log(`      KNOWN LIMIT (fuse-native): ${what}; run with SCOUTFS_TEST_KNOWN_LIMITS=1 to see it fail`)
   ctx.skip()
@@ -870,7 +870,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('utimensat with UTIME_OMIT sets only the other timestamp (touch -m, touch -a)', async function () {
-    knownBindingLimit(this, 'utimensat with UTIME_OMIT never reaches the filesystem (flag_utime_omit_ok unset)')
+    knownLimit(this, 'utimensat with UTIME_OMIT never reaches the filesystem (flag_utime_omit_ok unset)')
     const d = fresh('utime-omit')
     const f = join(d, 'f')
     const stamp = async (): Promise<string[]> => {
@@ -889,7 +889,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('files, directories and symlinks another user creates belong to that user', async function () {
-    knownBindingLimit(this, 'the caller uid/gid is not passed to the filesystem; new files belong to the agent')
+    knownLimit(this, 'the caller uid/gid is not passed to the filesystem; new files belong to the agent')
     // the devices directory is mkdtemp's 0700: let uid 1000 through to the mountpoint
     chmodSync(dev.dir, 0o755)
     const d = fresh('owner')
@@ -1081,7 +1081,7 @@ describe('mount: POSIX semantics', function () {
   })
 
   it('names are bytes: names that are not UTF-8 are kept apart and listed as created', async function () {
-    knownBindingLimit(this, 'paths reach JavaScript as UTF-8 strings, so invalid bytes become U+FFFD')
+    knownLimit(this, 'paths reach JavaScript as UTF-8 strings, so invalid bytes become U+FFFD')
     const r = await runPy(
       fresh('bytes'),
       String.raw`

@@ -576,3 +576,27 @@ describe('SuperWriter block reuse', function () {
     assert.equal(report.stats.freeDataBlocks, w.sb.totalDataBlocks - DATA_FIRST_BLKNO)
   })
 })
+
+describe('SuperWriter core counter', function () {
+  it('never goes back below seqs issued while a commit was writing (lock grants issue them outside transactions)', async () => {
+    const meta = new MemDevice(128 * MiB, 'meta')
+    const data = new MemDevice(32 * MiB, 'data')
+    await mkfs(meta, data, { quorumSlots: 1, fsid: FSID })
+    const w = await SuperWriter.open(meta, 256)
+    const issued: number[] = []
+    for (let round = 0; round < 5; round++) {
+      await w.begin()
+      issued.push(w.nextSeq())
+      const commit = w.commit() // captures the super, then awaits its writes
+      issued.push(w.nextSeq(), w.nextSeq()) // a grant's write seqs, mid-commit
+      await commit
+      issued.push(w.nextSeq())
+    }
+    assert.equal(new Set(issued).size, issued.length, `no seq issued twice: ${issued.join(' ')}`)
+    assert.deepEqual(
+      issued,
+      [...issued].sort((a, b) => a - b),
+      'seqs only grow',
+    )
+  })
+})
