@@ -42,15 +42,18 @@ export function validateBlock(b: Buffer, fsid: bigint, magic: number, ref: Block
   const where = `${what} ${ref.blkno}`
   if (h.crc !== blockChecksum(b))
     throw new FsError('EIO', `${where} is corrupt: checksum ${h.crc.toString(16)} does not match its contents`)
-  if (h.magic !== magic)
-    throw new FsError('EIO', `${where} is corrupt: magic ${magicName(h.magic)}, expected ${magicName(magic)}`)
   if (h.fsid !== fsid)
     throw new FsError('EIO', `${where} is corrupt: fsid ${h.fsid.toString(16)} is not this filesystem's`)
+  // a sound block of this filesystem written since the reference was made is stale, whatever
+  // it holds now: freed and reused, it may well be another kind of block (a list block where
+  // a reader with old roots expects a btree node); the reader refreshes its roots
   if (h.blkno !== ref.blkno || h.seq !== ref.seq)
     throw new FsError(
       'ESTALE',
       `${where} is stale: holds blkno ${h.blkno} seq ${h.seq}, reference wants blkno ${ref.blkno} seq ${ref.seq}`,
     )
+  if (h.magic !== magic)
+    throw new FsError('EIO', `${where} is corrupt: magic ${magicName(h.magic)}, expected ${magicName(magic)}`)
 }
 
 interface CacheEntry {

@@ -73,7 +73,8 @@ export class ItemCache {
   private useClock = 0
   /** bumps at every commit; a forest read that spans one is retried */
   private commitGen = 0
-  private dirtyCount = 0
+  /** the keys of the dirty entries: a commit visits them, not the whole cache */
+  private readonly dirtyKeys = new Set<string>()
   private dirtyBytesTotal = 0
 
   constructor(
@@ -88,7 +89,7 @@ export class ItemCache {
     return this.covered.size
   }
   get dirtyItems(): number {
-    return this.dirtyCount
+    return this.dirtyKeys.size
   }
   get dirtyBytes(): number {
     return this.dirtyBytesTotal
@@ -206,9 +207,9 @@ export class ItemCache {
     if (key.length !== KEY_SIZE) throw new FsError('EINVAL', `item key of ${key.length} bytes`)
     const k = L(key)
     const cur = this.items.get(k)
-    if (!cur?.dirty) this.dirtyCount++
-    else this.dirtyBytesTotal -= KEY_SIZE + (cur.val?.length ?? 0)
+    if (cur?.dirty) this.dirtyBytesTotal -= KEY_SIZE + (cur.val?.length ?? 0)
     this.dirtyBytesTotal += KEY_SIZE + (val?.length ?? 0)
+    this.dirtyKeys.add(k)
     this.items.set(k, { val, dirty: true, seq })
   }
 
@@ -225,8 +226,11 @@ export class ItemCache {
   /** Every dirty item, in key order, for the commit. */
   dirtyList(): DirtyItem[] {
     const out: DirtyItem[] = []
-    for (const [k, it] of this.items.range('\0'.repeat(KEY_SIZE), '\xff'.repeat(KEY_SIZE)))
-      if (it.dirty) out.push({ key: B(k), val: it.val, seq: it.seq })
+    // latin1 strings compare as their bytes do: this is key order
+    for (const k of [...this.dirtyKeys].sort()) {
+      const it = this.items.get(k)!
+      out.push({ key: B(k), val: it.val, seq: it.seq })
+    }
     return out
   }
 
@@ -236,22 +240,15 @@ export class ItemCache {
     for (const d of items) {
       const k = L(d.key)
       const cur = this.items.get(k)
+      // changed again during the commit: still dirty, for the next one
       if (!cur || !cur.dirty || cur.seq !== d.seq || cur.val !== d.val) continue
-      if (cur.val === null) this.items.delete(k)
+      this.dirtyKeys.delete(k)
+      this.dirtyBytesTotal -= KEY_SIZE + (cur.val?.length ?? 0)
+      // items written blindly (write-only zones: the seq indexes, orphans) are never read
+      // back from here: once committed they would only crowd out what readers cached
+      if (cur.val === null || (k.charCodeAt(0) !== Zone.FS && !this.covered.find(k))) this.items.delete(k)
       else cur.dirty = false
     }
-    this.dirtyCount = 0
-    this.dirtyBytesTotal = 0
-    const unread: string[] = []
-    for (const [k, it] of this.items.range('\0'.repeat(KEY_SIZE), '\xff'.repeat(KEY_SIZE))) {
-      if (it.dirty) {
-        this.dirtyCount++
-        this.dirtyBytesTotal += KEY_SIZE + (it.val?.length ?? 0)
-      } else if (k.charCodeAt(0) !== Zone.FS && !this.covered.find(k)) unread.push(k)
-    }
-    // items written blindly (write-only zones: the seq indexes, orphans) are never read back
-    // from here: once committed they would only crowd out what readers cached
-    for (const k of unread) this.items.delete(k)
     this.maybeShrink()
   }
 

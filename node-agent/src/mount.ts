@@ -184,10 +184,11 @@ export class Mount {
       const locks = new LockClient({
         rid,
         send: (msg) => lockSend(msg),
-        onInvalidate: async (range, oldMode, newMode) => {
+        onInvalidate: async (range, oldMode, newMode, info) => {
           // what was written under the lock goes to the log tree first: the next holder
-          // reads it from there
-          if (isWriteMode(oldMode)) await trans.commit()
+          // reads it from there (nothing to do when those writes are committed already)
+          if (isWriteMode(oldMode) && info.wrote && !(info.dirtyTransSeq && info.dirtyTransSeq <= trans.committedSeq))
+            await trans.commit()
           if (invalidationDropsCache(oldMode, newMode)) {
             items.invalidate(range[0], range[1])
             if (range[0][0] === Zone.FS) m?.fuse?.invalidateInodes(...inoRange(range))
