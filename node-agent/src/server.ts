@@ -293,7 +293,12 @@ export class Server implements ServerApi {
       lt.metaFreed = EMPTY_LIST
       lt.dataFreed = await this.drainData(w, lt.dataFreed)
 
-      if (lt.itemRoot.height >= FINALIZE_HEIGHT) {
+      // one finalized tree per mount waits for the merge at a time: until it is merged the
+      // open tree keeps growing, so a mount never has more than two trees
+      let unmerged = false
+      for await (const it of w.logs.range(logTreesKey(rid, 0), logTreesKey(rid, 0x1fffffffffffff)))
+        if (decodeLogTrees(it.val).flags & LOG_TREES_FINALIZED) unmerged = true
+      if (lt.itemRoot.height >= FINALIZE_HEIGHT && !unmerged) {
         await this.putLogTrees(w, {
           ...lt,
           metaAvail: EMPTY_LIST,

@@ -6,12 +6,11 @@
  * of the cluster, and every file's content hash checked on every mount.
  *
  * The bound on log trees: each mount writes into one open log tree (DESIGN §6), so N mounts
- * have N open trees; a tree is finalized when it is tall enough and then merged.  The
- * design merges one generation of finalized trees at a time (kernel scoutfs: all mounts
- * finalize together, and no new finalization starts while a merge is in flight), so at any
- * moment there are at most N open + N finalized trees: 2N.  More means finalization outruns
- * merging with nothing to push back, and the trees every reader must search grow without
- * bound.
+ * have N open trees; a tree is finalized when it is tall enough and then merged, and the
+ * server finalizes a mount's tree only when its previous finalized tree has been merged
+ * (server.ts getLogTrees), so at any moment there are at most N open + N finalized trees:
+ * 2N.  More means finalization outruns merging with nothing to push back, and the trees
+ * every reader must search grow without bound.
  */
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
