@@ -10,10 +10,9 @@
  * serializes them under the inode's cluster lock: that test can fail and says how.
  */
 import assert from 'node:assert/strict'
-import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { agentStatus, type Cluster } from '../helpers/cluster.js'
-import { clusterPerSuite, concurrently, onMount } from '../helpers/cluster-tests.js'
+import { clusterPerSuite, concurrently, freshClusterDirs, onMount } from '../helpers/cluster-tests.js'
 import { envInt, testRng } from '../helpers/rng.js'
 
 const N = 3
@@ -31,13 +30,7 @@ async function lockCounts(c: Cluster): Promise<{ commits: number; requests: numb
 describe('cluster: concurrent work on shared objects from 3 mounts', function () {
   this.timeout(600_000)
   let c: Cluster
-  let dirs = 0
-  /** a fresh directory (made on mount 0), relative to every mount's root */
-  const fresh = (name: string): string => {
-    const rel = `${++dirs}-${name}`
-    mkdirSync(join(c.agents[0]!.mnt, rel))
-    return rel
-  }
+  const fresh = freshClusterDirs(() => c)
   clusterPerSuite(N, {}, (cl) => (c = cl))
   const path = (m: number, ...p: string[]): string => join(c.agents[m]!.mnt, ...p)
 

@@ -15,10 +15,9 @@
  * cluster (no open map yet): a file unlinked on one mount while open on another.
  */
 import assert from 'node:assert/strict'
-import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Cluster } from '../helpers/cluster.js'
-import { clusterPerSuite, knownLimit, onMount, others } from '../helpers/cluster-tests.js'
+import { clusterPerSuite, freshClusterDirs, knownLimit, onMount, others } from '../helpers/cluster-tests.js'
 import { startPy } from '../helpers/fuse-harness.js'
 import { dedent, walkInodes } from '../helpers/mount-tests.js'
 import { testRng } from '../helpers/rng.js'
@@ -27,13 +26,7 @@ for (const n of [2, 3]) {
   describe(`cluster: visibility across ${n} mounts`, function () {
     this.timeout(180_000)
     let c: Cluster
-    let dirs = 0
-    /** a fresh directory (made on mount 0), as a path relative to every mount's root */
-    const fresh = (name: string): string => {
-      const rel = `${++dirs}-${name}`
-      mkdirSync(join(c.agents[0]!.mnt, rel))
-      return rel
-    }
+    const fresh = freshClusterDirs(() => c)
     clusterPerSuite(n, {}, (cl) => (c = cl))
 
     it('a file, directory and symlink created on one mount are there on every other at once', async () => {

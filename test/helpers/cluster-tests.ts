@@ -6,6 +6,7 @@
  * server's /status sampled in the background.
  */
 import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { BIN, forceUnmount, startAgent, stopAllAgents, type Agent } from './agent.js'
 import { agentStatus, makeClusterDevices, startCluster, type Cluster, type ClusterDevices } from './cluster.js'
@@ -67,6 +68,19 @@ export function assertCleanStops(stops: Array<{ mnt: string; code: number | null
  * (stopAllAgents), asserts nothing is left mounted under the devices and that the clean stops
  * exited 0.  A test may replace entries of cluster.agents (restarts); after() stops those.
  */
+/**
+ * A maker of fresh, numbered directories, made on mount 0 of the cluster `c()` returns, each
+ * named by its path relative to every mount's root (one per test).
+ */
+export function freshClusterDirs(c: () => Cluster): (name: string) => string {
+  let n = 0
+  return (name) => {
+    const rel = `${++n}-${name}`
+    mkdirSync(join(c().agents[0]!.mnt, rel))
+    return rel
+  }
+}
+
 export function clusterPerSuite(
   n: number,
   opts: { options?: string; metrics?: boolean; metaBytes?: number; dataBytes?: number },
