@@ -2,18 +2,28 @@
  * The POSIX filesystem of one mount, by inode number (FsApi), over the item cache and the
  * mount's transactions.
  *
- * Every changing operation: lock the inodes it touches (inode-number order), hold the
- * transaction, change items, release.  Each inode change stamps meta_seq (and data_seq for
- * data changes) with the transaction's seq and moves the inode's seq index items in the same
- * transaction, so `walk-inodes` finds exactly the inodes changed since a seq.
+ * Cluster locks (DESIGN §8) guard every item this mount reads or writes, so what another
+ * mount did is what the next operation here sees.  A read takes READ on the inode group of
+ * each inode it reads, one group at a time.  A change locks the inodes it touches locally
+ * (inode-number order), then takes their groups' cluster locks in WRITE, the seq index's in
+ * WRITE_ONLY (and the orphan zone's when it may orphan or delete an inode), and only then
+ * holds the transaction; it never waits for a lock while holding it.  Its items carry
+ * max(transaction seq, the write seqs of those locks), so a later holder's always win.
+ * Cross-directory renames take the global rename lock first.
+ *
+ * Each inode change stamps meta_seq (and data_seq for data changes) with the transaction's
+ * seq and moves the inode's seq index items in the same transaction, so `walk-inodes` finds
+ * exactly the inodes changed since a seq.
  *
  * File data lives in extents on the data device.  A write allocates holes run by run, writes
  * the data (zero-padding partial blocks of new runs) and only then records the extent, so no
  * extent ever points at blocks holding another file's old data.  Freed data blocks go to the
  * transaction's data_freed tree and are reused only after the commit is durable.
  *
- * Unlinked inodes that are still open stay as orphans (an orphan item marks them) and are
- * deleted at their last release, or by the orphan scan when the filesystem is next mounted.
+ * Unlinked inodes that are still open on this mount stay as orphans (an orphan item names
+ * the mount) and are deleted at their last release, or by the orphan scan of the next mount
+ * that starts after this one is gone.  Opens on other mounts are not known here (no open map
+ * yet): an inode unlinked here while open elsewhere is deleted at once.
  */
 import type { BlockDevice } from './device.js'
 import { FsError, isFsError } from './errors.js'
