@@ -1,8 +1,9 @@
 /*
  * Local exclusive locks on inode numbers: the operations of one mount that change an inode
- * run one at a time, taking every inode they touch in inode-number order (no deadlock).  This
- * is the place the cluster lock client joins (DESIGN §8): it will take the cluster lock of
- * each inode's group here, in the same order, before the transaction is held.
+ * run one at a time, taking every inode they touch in inode-number order (no deadlock).  A
+ * cluster lock is shared by every local user of its mode, so these are what serialize one
+ * mount's changes; fs.ts takes the cluster locks (DESIGN §8) after them, in the same order,
+ * and holds the transaction last.
  */
 export class InodeLocks {
   private readonly tails = new Map<number, Promise<void>>()
