@@ -239,18 +239,16 @@ export class Filesystem implements FsApi {
   }
 
   /** Run `fn` with READ cluster locks on the groups of `inos` (reads take no local locks). */
-  private async reading<T>(inos: number[], fn: () => Promise<T>): Promise<T> {
-    const held = await this.cluster.lockAll(inos.map((ino) => inodeLock(ino, LockMode.READ)))
-    try {
-      return await fn()
-    } finally {
-      this.cluster.unlockAll(held)
-    }
+  private reading<T>(inos: number[], fn: () => Promise<T>): Promise<T> {
+    return this.withLocks(
+      inos.map((ino) => inodeLock(ino, LockMode.READ)),
+      fn,
+    )
   }
 
-  /** Run `fn` holding one cluster lock (a zone, or the rename lock). */
-  private async withLock<T>(req: OrderedLockRequest, fn: () => Promise<T>): Promise<T> {
-    const held = await this.cluster.lockAll([req])
+  /** Run `fn` holding cluster locks (taken in the deadlock-free order). */
+  private async withLocks<T>(reqs: readonly OrderedLockRequest[], fn: () => Promise<T>): Promise<T> {
+    const held = await this.cluster.lockAll(reqs)
     try {
       return await fn()
     } finally {
@@ -603,7 +601,7 @@ export class Filesystem implements FsApi {
     this.renameLock = new Promise<void>((res) => (releaseLocal = res))
     await prev
     try {
-      await this.withLock(RENAME_WRITE, () => this.renameEntries(parent, on, newParent, nn))
+      await this.withLocks([RENAME_WRITE], () => this.renameEntries(parent, on, newParent, nn))
     } finally {
       releaseLocal()
     }
@@ -730,7 +728,7 @@ export class Filesystem implements FsApi {
    */
   async deleteOrphans(liveRids: readonly number[]): Promise<number> {
     const live = new Set(liveRids)
-    const inos = await this.withLock(ORPHAN_READ, async () => {
+    const inos = await this.withLocks([ORPHAN_READ], async () => {
       const out: number[] = []
       for await (const it of this.items.range(ORPHAN_FIRST, ORPHAN_LAST)) {
         const owner = it.val.length >= 8 ? Number(it.val.readBigUInt64BE(0)) : 0
@@ -1088,7 +1086,7 @@ export class Filesystem implements FsApi {
     last: { seq: number; ino: number },
     limit: number,
   ): Promise<Array<{ seq: number; ino: number }>> {
-    return this.withLock(INDEX_READ, () => this.walkLocked(index, first, last, limit))
+    return this.withLocks([INDEX_READ], () => this.walkLocked(index, first, last, limit))
   }
 
   private async walkLocked(

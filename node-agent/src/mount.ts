@@ -11,9 +11,9 @@
  * `server_addr`, or else to the lowest slot that has an address.  A filesystem formatted
  * without slot addresses is a single-node one: the agent serves itself on a loopback port.
  *
- * Lock invalidation (the lock client's hook, DESIGN §8): commit if the lock could write, then
- * (unless WRITE -> READ) drop the lock range from the item cache and, for inode groups, the
- * FUSE adapter's paths through those inodes.  A grant that carries newer roots makes the
+ * Lock invalidation (the lock client's hook, DESIGN §8): commit what was written under the
+ * lock and is not committed yet, then (unless WRITE -> READ) drop the lock range from the
+ * item cache and, for inode groups, the FUSE adapter's paths through those inodes.  A grant that carries newer roots makes the
  * forest ask the server for them before the next read.
  */
 import { randomInt } from 'node:crypto'
@@ -24,20 +24,19 @@ import { BlockCache } from './block.js'
 import { btreeCounters } from './btree.js'
 import { FileDevice, type BlockDevice } from './device.js'
 import { FsError } from './errors.js'
-import { FORMAT_VERSION } from './format.js'
+import { FORMAT_VERSION, Zone } from './format.js'
 import { Forest, forestCounters } from './forest.js'
 import { Filesystem, type ClusterLocks as ClusterLocksApi } from './fs.js'
 import { FuseAdapter } from './fuse.js'
 import { ItemCache } from './item-cache.js'
 import { AgentMetrics } from './metrics.js'
 import { ClusterServer } from './cluster-server.js'
-import { Zone } from './format.js'
 import { LockClient, type LockHandle } from './lock-client.js'
-import { LockMode, invalidationDropsCache, isWriteMode, type LockRange, type OrderedLockRequest } from './lock-modes.js'
+import { invalidationDropsCache, isWriteMode, type LockRange, type OrderedLockRequest } from './lock-modes.js'
 import { NetClient } from './net-client.js'
 import { readDataSuper, readSuper } from './super.js'
 import { Trans } from './trans.js'
-import { tsToMs } from './fs-items.js'
+import { keyIno, tsToMs } from './fs-items.js'
 import { resolve } from 'node:path'
 
 export interface MountOptions {
@@ -105,8 +104,7 @@ function timedLocks(locks: LockClient, metrics: AgentMetrics): ClusterLocksApi {
 
 /** The inode numbers an inode-group lock range covers. */
 function inoRange(r: LockRange): [number, number] {
-  const ino = (k: Buffer): number => k.readUInt32BE(1) * 0x100000000 + k.readUInt32BE(5)
-  return [ino(r[0]), ino(r[1])]
+  return [keyIno(r[0]), keyIno(r[1])]
 }
 
 export class Mount {
@@ -180,7 +178,8 @@ export class Mount {
         commitIntervalMs: o.commitIntervalMs,
         log: (msg, f) => log.error(f ?? {}, msg),
       })
-      let m: Mount | undefined
+      // the hook below reaches the FUSE adapter through the mount made further down
+      let mounted: Mount | undefined
       const locks = new LockClient({
         rid,
         send: (msg) => lockSend(msg),
@@ -191,7 +190,7 @@ export class Mount {
             await trans.commit()
           if (invalidationDropsCache(oldMode, newMode)) {
             items.invalidate(range[0], range[1])
-            if (range[0][0] === Zone.FS) m?.fuse?.invalidateInodes(...inoRange(range))
+            if (range[0][0] === Zone.FS) mounted?.fuse?.invalidateInodes(...inoRange(range))
           }
         },
         refreshRoots: async (version) => forest.invalidateRoots(version),
@@ -200,39 +199,39 @@ export class Mount {
       const lockSend = client.openLocks(locks)
       cleanup.unshift(async () => locks.shutdown())
       trans.onCommit = (seq, ms, n, phases) => log.debug({ seq, ms, items: n, phases }, 'commit')
-      await trans.start()
+      trans.start()
       const metrics = new AgentMetrics({ fsid: sb.fsid.toString(16).padStart(16, '0'), rid: rid.toString(16) })
       const fs = new Filesystem(items, trans, client, data, rid, timedLocks(locks, metrics))
       const orphans = await fs.deleteOrphans(await client.listMounts())
       if (orphans) log.info({ orphans }, 'deleted orphaned inodes')
 
-      m = new Mount(o, meta, data, cs, client, locks, rid, cache, items, trans, fs, metrics)
-      const mm = m
-      mm.addReadings()
-      mm.addLabeledReadings()
-      if (cs) mm.addServerReadings(cs)
-      if (o.metricsAddr) mm.metricsAddr = await metrics.listen(o.metricsAddr)
+      const m = new Mount(o, meta, data, cs, client, locks, rid, cache, items, trans, fs, metrics)
+      mounted = m
+      m.addReadings()
+      m.addLabeledReadings()
+      if (cs) m.addServerReadings(cs)
+      if (o.metricsAddr) m.metricsAddr = await metrics.listen(o.metricsAddr)
       cleanup.unshift(() => metrics.close())
 
-      mm.fuse = await FuseAdapter.mount(metrics.instrument(fs), mountpoint, {
+      m.fuse = await FuseAdapter.mount(metrics.instrument(fs), mountpoint, {
         debug: o.fuseDebug,
         fsname: `scoutfs:${sb.fsid.toString(16).padStart(16, '0')}`,
         log: { error: (msg, err) => log.error({ err: String(err) }, msg), warn: (msg) => log.warn(msg) },
       })
-      cleanup.unshift(() => mm.fuse!.unmount())
-      mm.admin = await AdminServer.listen(adminSocketPath(mountpoint), mm.adminRoutes())
+      cleanup.unshift(() => m.fuse!.unmount())
+      m.admin = await AdminServer.listen(adminSocketPath(mountpoint), m.adminRoutes())
       log.info(
         {
           fsid: sb.fsid.toString(16),
           rid: rid.toString(16),
-          metrics: mm.metricsAddr,
-          admin: mm.admin.path,
+          metrics: m.metricsAddr,
+          admin: m.admin.path,
           server: cs !== undefined,
           serverAddr,
         },
         'mounted',
       )
-      return mm
+      return m
     } catch (e) {
       for (const c of cleanup) await c().catch(() => undefined)
       throw e

@@ -467,14 +467,8 @@ export class Server implements ServerApi {
    */
   private async mergeStep(): Promise<boolean> {
     return this.txn(async (w) => {
-      let target: LogTrees | undefined
-      for await (const it of w.logs.range(LOG_TREES_FIRST, LOG_TREES_LAST)) {
-        const lt = decodeLogTrees(it.val)
-        if (lt.flags & LOG_TREES_FINALIZED) {
-          target = lt
-          break
-        }
-      }
+      const all = await this.allLogTrees(w)
+      const target = all.find((lt) => lt.flags & LOG_TREES_FINALIZED)
       if (!target) return false
       // the finalized tree is rewritten as items are consumed, so each step starts over at
       // its first remaining item
@@ -486,8 +480,8 @@ export class Server implements ServerApi {
         if (++n >= MERGE_BATCH) break
       }
       // every other log tree, finalized or not: where older copies of a key may still be
-      const others = (await this.allLogTrees(w))
-        .filter((lt) => !(lt.rid === target!.rid && lt.nr === target!.nr) && lt.itemRoot.height > 0)
+      const others = all
+        .filter((lt) => lt !== target && lt.itemRoot.height > 0)
         .map((lt) => new Btree(lt.itemRoot, w.cache))
       const olderElsewhere = async (key: Buffer, seq: number): Promise<boolean> => {
         for (const t of others) {
