@@ -25,8 +25,8 @@ import { open as fopen } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { Btree, btreeCounters, MAX_VAL_LEN } from '../node-agent/src/btree.js'
-import { FileDevice } from '../node-agent/src/device.js'
+import { Btree, btreeCounters, MAX_VAL_LEN } from '../node-agent/src/storage/btree.js'
+import { FileDevice } from '../node-agent/src/storage/device.js'
 import {
   KEY_SIZE,
   KeyType,
@@ -38,9 +38,9 @@ import {
   DATA_BLOCK_SIZE,
   Zone,
   makeKey,
-} from '../node-agent/src/format.js'
-import { mkfs } from '../node-agent/src/mkfs.js'
-import { SuperWriter } from '../node-agent/src/super-writer.js'
+} from '../node-agent/src/storage/format.js'
+import { mkfs } from '../node-agent/src/tools/mkfs.js'
+import { SuperWriter } from '../node-agent/src/storage/super-writer.js'
 
 /* ---- options ------------------------------------------------------------------------------ */
 

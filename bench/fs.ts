@@ -23,7 +23,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { BIN, makeDevices, startAgent, stopAllAgents, type Agent, type Devices } from '../test/helpers/agent.js'
-import { forceUnmount } from '../node-agent/src/fuse.js'
+import { forceUnmount } from '../node-agent/src/fuse/fuse-native-adapter.js'
 import { passthroughOptions } from './passthrough.js'
 
 /* ---- options ------------------------------------------------------------------------------ */

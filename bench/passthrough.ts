@@ -21,7 +21,7 @@
 import { constants as fsConstants, promises as fsp, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { resolve } from 'node:path'
-import { FuseAdapter, forceUnmount } from '../node-agent/src/fuse.js'
+import { FuseAdapter, forceUnmount } from '../node-agent/src/fuse/fuse-native-adapter.js'
 
 type Cb = (...args: unknown[]) => void
 interface FuseNativeInstance {

@@ -6,7 +6,7 @@
  */
 import { request } from 'node:http'
 import { relative } from 'node:path'
-import { adminSocketPath } from '../node-agent/src/admin.js'
+import { adminSocketPath } from '../node-agent/src/agent/admin.js'
 
 /** GET /status of one agent, as far as it reports it (see notes/cluster-contract.md). */
 export interface AgentStatus {

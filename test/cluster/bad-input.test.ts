@@ -7,8 +7,8 @@
  */
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { FileDevice } from '../../node-agent/src/device.js'
-import { readSuper } from '../../node-agent/src/super.js'
+import { FileDevice } from '../../node-agent/src/storage/device.js'
+import { readSuper } from '../../node-agent/src/storage/super.js'
 import { agentStatus, makeClusterDevices, type Cluster } from '../helpers/cluster.js'
 import { clusterPerSuite, onMount, runRefusedMount } from '../helpers/cluster-tests.js'
 import { fuseMountsUnder } from '../helpers/fuse-harness.js'

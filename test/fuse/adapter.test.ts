@@ -7,9 +7,9 @@ import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { FsError } from '../../node-agent/src/errors.js'
-import { FuseAdapter, type FuseLogger } from '../../node-agent/src/fuse.js'
-import { ROOT_INO } from '../../node-agent/src/fs-api.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
+import { FuseAdapter, type FuseLogger } from '../../node-agent/src/fuse/fuse-native-adapter.js'
+import { ROOT_INO } from '../../node-agent/src/fs/fs-api.js'
 import { MemFs } from '../helpers/mem-fs.js'
 import {
   bash,

@@ -8,7 +8,7 @@ import { createServer } from 'node:net'
 import { mkdtempSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { adminCall } from '../../node-agent/src/admin.js'
+import { adminCall } from '../../node-agent/src/agent/admin.js'
 import { BIN, registerDir, startAgent, type Agent, type Devices } from './agent.js'
 import { sh } from './fuse-harness.js'
 

@@ -14,8 +14,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rmdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { FuseAdapter, forceUnmount, type FuseMountOptions } from '../../node-agent/src/fuse.js'
-import type { FsApi } from '../../node-agent/src/fs-api.js'
+import { FuseAdapter, forceUnmount, type FuseMountOptions } from '../../node-agent/src/fuse/fuse-native-adapter.js'
+import type { FsApi } from '../../node-agent/src/fs/fs-api.js'
 
 export interface Run {
   code: number

@@ -13,8 +13,8 @@
  * Both keep their contents as a map of immutable 64 KiB chunks: a write replaces the chunks
  * it touches, so snapshots (durable images, recovered devices) are cheap map copies.
  */
-import type { BlockDevice } from '../../node-agent/src/device.js'
-import { FsError } from '../../node-agent/src/errors.js'
+import type { BlockDevice } from '../../node-agent/src/storage/device.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
 import type { Rng } from './rng.js'
 
 export const SECTOR_SIZE = 512

@@ -11,7 +11,7 @@
  * For tests it counts calls per op (`calls`), can record every call with its arguments
  * (`trace`), and can make the next call of an op throw an arbitrary error (`injectFault`).
  */
-import { FsError, type Errno } from '../../node-agent/src/errors.js'
+import { FsError, type Errno } from '../../node-agent/src/util/errors.js'
 import {
   DT,
   ROOT_INO,
@@ -32,7 +32,7 @@ import {
   S_IFREG,
   S_IFSOCK,
   dtypeOf,
-} from '../../node-agent/src/fs-api.js'
+} from '../../node-agent/src/fs/fs-api.js'
 
 const S_ISGID = 0o2000
 

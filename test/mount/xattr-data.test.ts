@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict'
 import * as fs from 'node:fs'
 import { join } from 'node:path'
-import { XATTR_HDR, XATTR_PART_MAX } from '../../node-agent/src/fs-items.js'
+import { XATTR_HDR, XATTR_PART_MAX } from '../../node-agent/src/fs/fs-items.js'
 import { makeDevices, scoutfs, startAgent, stopAllAgents, type Agent, type Devices } from '../helpers/agent.js'
 import { fuseMountsUnder } from '../helpers/fuse-harness.js'
 import { agentPerSuite, errorLines, freshDirs, runPy } from '../helpers/mount-tests.js'

@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import * as grpc from '@grpc/grpc-js'
-import { FileDevice } from '../../node-agent/src/device.js'
-import { FsError, isFsError, type Errno } from '../../node-agent/src/errors.js'
-import { DATA_BLOCK_SIZE, FORMAT_VERSION, META_BLOCK_SIZE } from '../../node-agent/src/format.js'
-import { mkfs } from '../../node-agent/src/mkfs.js'
-import { NetClient, type NetClientOptions } from '../../node-agent/src/net-client.js'
-import type { LockServerMsg, RecoveredLock } from '../../node-agent/src/lock-modes.js'
+import { FileDevice } from '../../node-agent/src/storage/device.js'
+import { FsError, isFsError, type Errno } from '../../node-agent/src/util/errors.js'
+import { DATA_BLOCK_SIZE, FORMAT_VERSION, META_BLOCK_SIZE } from '../../node-agent/src/storage/format.js'
+import { mkfs } from '../../node-agent/src/tools/mkfs.js'
+import { NetClient, type NetClientOptions } from '../../node-agent/src/net/net-client.js'
+import type { LockServerMsg, RecoveredLock } from '../../node-agent/src/protocol/lock-modes.js'
 import {
   LockMode,
   method,
@@ -22,9 +22,14 @@ import {
   type LockEndpoint,
   type NetEvent,
   type Wire,
-} from '../../node-agent/src/net-proto.js'
-import { NetServer } from '../../node-agent/src/net-server.js'
-import { LOG_TREES_FINALIZED, encodeLogTrees, type LogTrees, type ServerApi } from '../../node-agent/src/server-api.js'
+} from '../../node-agent/src/net/net-proto.js'
+import { NetServer } from '../../node-agent/src/net/net-server.js'
+import {
+  LOG_TREES_FINALIZED,
+  encodeLogTrees,
+  type LogTrees,
+  type ServerApi,
+} from '../../node-agent/src/protocol/server-api.js'
 
 const FSID = 0x5c0f5c0f12345678n
 const OTHER_FSID = 0xdeadbeef00c0ffeen

@@ -17,10 +17,10 @@
  * invalidation of the range to NULL.  What it receives is logged (lockLog).
  */
 import { createInterface } from 'node:readline'
-import { FileDevice } from '../../node-agent/src/device.js'
-import { Server } from '../../node-agent/src/server.js'
-import { NetServer } from '../../node-agent/src/net-server.js'
-import { LockMode, type LockPort, type NetEvent } from '../../node-agent/src/net-proto.js'
+import { FileDevice } from '../../node-agent/src/storage/device.js'
+import { Server } from '../../node-agent/src/server/server.js'
+import { NetServer } from '../../node-agent/src/net/net-server.js'
+import { LockMode, type LockPort, type NetEvent } from '../../node-agent/src/net/net-proto.js'
 
 function toyLockPort(server: Server, net: () => NetServer, log: unknown[]): LockPort {
   const holders = new Set<number>()

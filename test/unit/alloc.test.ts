@@ -4,11 +4,11 @@
  * commit is durable.
  */
 import assert from 'node:assert/strict'
-import { ExtentAlloc, ListAllocator, readList, type Extent } from '../../node-agent/src/alloc.js'
-import { BlockCache } from '../../node-agent/src/block.js'
-import { Btree, BtreeTxn, MAX_VAL_LEN } from '../../node-agent/src/btree.js'
-import { checkFilesystem } from '../../node-agent/src/check.js'
-import { FsError } from '../../node-agent/src/errors.js'
+import { ExtentAlloc, ListAllocator, readList, type Extent } from '../../node-agent/src/storage/alloc.js'
+import { BlockCache } from '../../node-agent/src/storage/block.js'
+import { Btree, BtreeTxn, MAX_VAL_LEN } from '../../node-agent/src/storage/btree.js'
+import { checkFilesystem } from '../../node-agent/src/tools/check.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
 import {
   DATA_FIRST_BLKNO,
   EMPTY_ROOT,
@@ -21,10 +21,10 @@ import {
   Zone,
   makeKey,
   type AllocRoot,
-} from '../../node-agent/src/format.js'
-import { mkfs } from '../../node-agent/src/mkfs.js'
-import { type SuperBlock } from '../../node-agent/src/super.js'
-import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/super-writer.js'
+} from '../../node-agent/src/storage/format.js'
+import { mkfs } from '../../node-agent/src/tools/mkfs.js'
+import { type SuperBlock } from '../../node-agent/src/storage/super.js'
+import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/storage/super-writer.js'
 import { MemDevice } from '../helpers/mem-device.js'
 import { Rng, testRng } from '../helpers/rng.js'
 

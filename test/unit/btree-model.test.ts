@@ -15,7 +15,7 @@ import {
   keyDec,
   keyInc,
   type Item,
-} from '../../node-agent/src/btree.js'
+} from '../../node-agent/src/storage/btree.js'
 import {
   KEY_SIZE,
   KeyType,
@@ -25,9 +25,9 @@ import {
   keyToString,
   makeKey,
   type KeyField,
-} from '../../node-agent/src/format.js'
-import { mkfs } from '../../node-agent/src/mkfs.js'
-import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/super-writer.js'
+} from '../../node-agent/src/storage/format.js'
+import { mkfs } from '../../node-agent/src/tools/mkfs.js'
+import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/storage/super-writer.js'
 import { MemDevice } from '../helpers/mem-device.js'
 import { Rng, envInt, testRng } from '../helpers/rng.js'
 

@@ -6,10 +6,10 @@
  * SCOUTFS_TEST_SEED replays a run.
  */
 import assert from 'node:assert/strict'
-import { BlockCache, sealBlock } from '../../node-agent/src/block.js'
-import { Btree, type Item } from '../../node-agent/src/btree.js'
-import { checkFilesystem } from '../../node-agent/src/check.js'
-import { FsError } from '../../node-agent/src/errors.js'
+import { BlockCache, sealBlock } from '../../node-agent/src/storage/block.js'
+import { Btree, type Item } from '../../node-agent/src/storage/btree.js'
+import { checkFilesystem } from '../../node-agent/src/tools/check.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
 import {
   HDR_SIZE,
   KeyType,
@@ -23,10 +23,10 @@ import {
   makeKey,
   readHeader,
   type BlockRef,
-} from '../../node-agent/src/format.js'
-import { mkfs } from '../../node-agent/src/mkfs.js'
-import { readSuper, readSuperCopies } from '../../node-agent/src/super.js'
-import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/super-writer.js'
+} from '../../node-agent/src/storage/format.js'
+import { mkfs } from '../../node-agent/src/tools/mkfs.js'
+import { readSuper, readSuperCopies } from '../../node-agent/src/storage/super.js'
+import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/storage/super-writer.js'
 import { MemDevice } from '../helpers/mem-device.js'
 import { Rng, testRng } from '../helpers/rng.js'
 

@@ -7,10 +7,10 @@
  * SCOUTFS_TEST_SEED replays a run; SCOUTFS_TEST_CRASHES sets the number of crashes per test.
  */
 import assert from 'node:assert/strict'
-import { BlockCache } from '../../node-agent/src/block.js'
-import { Btree, MAX_VAL_LEN, type Item } from '../../node-agent/src/btree.js'
-import { checkFilesystem } from '../../node-agent/src/check.js'
-import { FsError } from '../../node-agent/src/errors.js'
+import { BlockCache } from '../../node-agent/src/storage/block.js'
+import { Btree, MAX_VAL_LEN, type Item } from '../../node-agent/src/storage/btree.js'
+import { checkFilesystem } from '../../node-agent/src/tools/check.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
 import {
   KeyType,
   MAX_KEY,
@@ -20,10 +20,10 @@ import {
   Zone,
   keyToString,
   makeKey,
-} from '../../node-agent/src/format.js'
-import { mkfs } from '../../node-agent/src/mkfs.js'
-import { readSuper, readSuperCopies } from '../../node-agent/src/super.js'
-import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/super-writer.js'
+} from '../../node-agent/src/storage/format.js'
+import { mkfs } from '../../node-agent/src/tools/mkfs.js'
+import { readSuper, readSuperCopies } from '../../node-agent/src/storage/super.js'
+import { SERVER_AVAIL_LOW, SuperWriter } from '../../node-agent/src/storage/super-writer.js'
 import { CrashDevice, MemDevice, SECTOR_SIZE } from '../helpers/mem-device.js'
 import { Rng, envInt, testRng } from '../helpers/rng.js'
 

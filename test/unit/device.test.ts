@@ -10,8 +10,8 @@ import { promises as fsp } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
-import { DIRECT_ALIGN, FileDevice } from '../../node-agent/src/device.js'
-import { FsError, type Errno } from '../../node-agent/src/errors.js'
+import { DIRECT_ALIGN, FileDevice } from '../../node-agent/src/storage/device.js'
+import { FsError, type Errno } from '../../node-agent/src/util/errors.js'
 
 const run = promisify(execFile)
 const KiB = 1024

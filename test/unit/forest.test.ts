@@ -5,10 +5,10 @@
  * whatever the test decides, when the test decides.
  */
 import assert from 'node:assert/strict'
-import { BlockCache } from '../../node-agent/src/block.js'
-import { EMPTY_ROOT, makeKey, Zone } from '../../node-agent/src/format.js'
-import { Forest } from '../../node-agent/src/forest.js'
-import type { Roots } from '../../node-agent/src/server-api.js'
+import { BlockCache } from '../../node-agent/src/storage/block.js'
+import { EMPTY_ROOT, makeKey, Zone } from '../../node-agent/src/storage/format.js'
+import { Forest } from '../../node-agent/src/client/forest.js'
+import type { Roots } from '../../node-agent/src/protocol/server-api.js'
 import { MemDevice } from '../helpers/mem-device.js'
 
 const roots = (version: number): Roots => ({ fsRoot: EMPTY_ROOT, logTrees: [], version })

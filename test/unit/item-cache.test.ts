@@ -5,11 +5,11 @@
  * leaves), which is what this layer sees of the real one.
  */
 import assert from 'node:assert/strict'
-import type { Item } from '../../node-agent/src/btree.js'
-import type { ForestRead, ForestReader } from '../../node-agent/src/forest.js'
-import { KeyType, Zone, makeKey } from '../../node-agent/src/format.js'
-import { ItemCache } from '../../node-agent/src/item-cache.js'
-import { IntervalSet } from '../../node-agent/src/sorted-map.js'
+import type { Item } from '../../node-agent/src/storage/btree.js'
+import type { ForestRead, ForestReader } from '../../node-agent/src/client/forest.js'
+import { KeyType, Zone, makeKey } from '../../node-agent/src/storage/format.js'
+import { ItemCache } from '../../node-agent/src/client/item-cache.js'
+import { IntervalSet } from '../../node-agent/src/util/sorted-map.js'
 import { testRng } from '../helpers/rng.js'
 
 /** A forest over a sorted list of items that answers in windows of `leaf` items. */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { AdminServer, adminSocketPath } from '../../node-agent/src/admin.js'
+import { AdminServer, adminSocketPath } from '../../node-agent/src/agent/admin.js'
 import { parseSize } from '../../scripts/local-cluster.js'
 import {
   fetchStatus,

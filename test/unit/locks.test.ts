@@ -18,15 +18,15 @@
  * first violation.
  */
 import assert from 'node:assert/strict'
-import { FsError, isFsError } from '../../node-agent/src/errors.js'
-import { KeyType, Zone, makeKey } from '../../node-agent/src/format.js'
-import { lockRange } from '../../node-agent/src/item-cache.js'
+import { FsError, isFsError } from '../../node-agent/src/util/errors.js'
+import { KeyType, Zone, makeKey } from '../../node-agent/src/storage/format.js'
+import { lockRange } from '../../node-agent/src/client/item-cache.js'
 import {
   LOCK_DEADLOCK_ERRNO,
   LockClient,
   type InvalidateInfo,
   type LockHandle,
-} from '../../node-agent/src/lock-client.js'
+} from '../../node-agent/src/lock/lock-client.js'
 import {
   LockMode,
   LockOrderClass,
@@ -42,8 +42,8 @@ import {
   type LockRange,
   type LockServerMsg,
   type OrderedLockRequest,
-} from '../../node-agent/src/lock-modes.js'
-import { LockServer } from '../../node-agent/src/lock-server.js'
+} from '../../node-agent/src/protocol/lock-modes.js'
+import { LockServer } from '../../node-agent/src/lock/lock-server.js'
 import { Rng, envInt, testRng } from '../helpers/rng.js'
 
 const { NULL, READ, WRITE, WRITE_ONLY } = LockMode

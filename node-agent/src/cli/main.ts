@@ -5,12 +5,12 @@
  * do); 2 the command line was wrong; check: 4 when it found problems.
  */
 import { Command, CommanderError, Option } from 'commander'
-import { FileDevice, type BlockDevice } from '../device.js'
-import { FsError, isFsError } from '../errors.js'
-import { META_BLOCK_SIZE, DATA_BLOCK_SIZE, QUORUM_MAX_SLOTS } from '../format.js'
-import { human, mkfs } from '../mkfs.js'
-import { checkFilesystem } from '../check.js'
-import { printFilesystem } from '../print.js'
+import { FileDevice, type BlockDevice } from '../storage/device.js'
+import { FsError, isFsError } from '../util/errors.js'
+import { META_BLOCK_SIZE, DATA_BLOCK_SIZE, QUORUM_MAX_SLOTS } from '../storage/format.js'
+import { human, mkfs } from '../tools/mkfs.js'
+import { checkFilesystem } from '../tools/check.js'
+import { printFilesystem } from '../tools/print.js'
 
 export const EXIT_OK = 0
 export const EXIT_FAILED = 1

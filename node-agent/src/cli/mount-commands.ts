@@ -8,9 +8,9 @@ import { promises as fsp, openSync, closeSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import pino from 'pino'
-import { ADMIN_DIR, adminCall, adminSocketPath } from '../admin.js'
-import { FsError } from '../errors.js'
-import { Mount } from '../mount.js'
+import { ADMIN_DIR, adminCall, adminSocketPath } from '../agent/admin.js'
+import { FsError } from '../util/errors.js'
+import { Mount } from '../agent/mount.js'
 
 type Out = (s: string) => void
 

@@ -1,0 +1,100 @@
+/*
+ * The agent's admin socket: a small HTTP/JSON API on a unix socket next to each mount, the
+ * way the CLI reaches a mounted filesystem (FUSE through fuse-native carries no ioctls).  The
+ * socket's path is derived from the mountpoint, so `scoutfs CMD PATH` finds it from any path
+ * inside the mount.
+ */
+import { createHash } from 'node:crypto'
+import { promises as fsp } from 'node:fs'
+import { createServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http'
+import { dirname, join } from 'node:path'
+import { FsError, type Errno } from '../util/errors.js'
+
+export const ADMIN_DIR = process.env.SCOUTFS_ADMIN_DIR ?? '/run/scoutfs'
+
+export function adminSocketPath(mountpoint: string): string {
+  const h = createHash('sha256').update(mountpoint).digest('hex').slice(0, 16)
+  return join(ADMIN_DIR, `mount-${h}.sock`)
+}
+
+export type AdminHandler = (query: URLSearchParams, body: unknown) => Promise<unknown>
+
+export class AdminServer {
+  private constructor(
+    private readonly http: HttpServer,
+    readonly path: string,
+  ) {}
+
+  static async listen(path: string, routes: Record<string, AdminHandler>): Promise<AdminServer> {
+    await fsp.mkdir(dirname(path), { recursive: true, mode: 0o700 })
+    await fsp.rm(path, { force: true })
+    const http = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://scoutfs')
+      const route = routes[`${req.method} ${url.pathname}`]
+      const reply = (status: number, v: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' })
+        res.end(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x)))
+      }
+      if (!route) return reply(404, { code: 'ENOENT', message: `no admin route ${req.method} ${url.pathname}` })
+      readBody(req)
+        .then((body) => route(url.searchParams, body))
+        .then(
+          (v) => reply(200, v ?? {}),
+          (e: unknown) =>
+            reply(e instanceof FsError ? 400 : 500, {
+              code: e instanceof FsError ? e.code : 'EIO',
+              message: e instanceof Error ? e.message : String(e),
+            }),
+        )
+    })
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject)
+      http.listen(path, () => resolve())
+    })
+    await fsp.chmod(path, 0o600)
+    return new AdminServer(http, path)
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((r) => this.http.close(() => r()))
+    await fsp.rm(this.path, { force: true })
+  }
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = []
+  for await (const c of req) chunks.push(c as Buffer)
+  if (!chunks.length) return undefined
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+}
+
+/** Call an admin route of the agent serving `mountpoint`. */
+export function adminCall<T>(mountpoint: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  const socketPath = adminSocketPath(mountpoint)
+  return new Promise<T>((resolve, reject) => {
+    const req = request({ socketPath, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        let v: { code?: string; message?: string }
+        try {
+          v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof v
+        } catch {
+          return reject(new FsError('EIO', `bad reply from the agent of ${mountpoint}`))
+        }
+        if (res.statusCode === 200) resolve(v as T)
+        else reject(new FsError((v.code ?? 'EIO') as Errno, v.message ?? 'agent error'))
+      })
+    })
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new FsError(
+          'ENOTCONN',
+          `cannot reach the scoutfs agent of ${mountpoint} (${e.code ?? e.message}); is it a scoutfs mount?`,
+        ),
+      ),
+    )
+    if (body !== undefined) req.write(JSON.stringify(body))
+    req.end()
+  })
+}

@@ -1,0 +1,152 @@
+/*
+ * Prometheus metrics of one agent: a prom-client registry whose gauges and counters read the
+ * subsystems' own counter objects at scrape time (no double bookkeeping on hot paths), plus
+ * per-operation counters and latency histograms of the filesystem API, and an HTTP server
+ * for /metrics.
+ */
+import { createServer, type Server as HttpServer } from 'node:http'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { FsApi } from '../fs/fs-api.js'
+import { FsError } from '../util/errors.js'
+
+/** A number read at scrape time, exported as a counter (monotonic) or a gauge. */
+export interface Reading {
+  name: string
+  help: string
+  kind: 'counter' | 'gauge'
+  read: () => number
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry()
+  private readonly opTotal: Counter<'op' | 'result'>
+  private readonly opSeconds: Histogram<'op'>
+  /** time to take the cluster locks of one operation (0 when held locally already) */
+  readonly lockWait: Histogram
+  private http: HttpServer | undefined
+
+  constructor(labels: Record<string, string>) {
+    this.registry.setDefaultLabels(labels)
+    collectDefaultMetrics({ register: this.registry, prefix: 'scoutfs_agent_' })
+    this.opTotal = new Counter({
+      name: 'scoutfs_fs_ops_total',
+      help: 'Filesystem operations served, by operation and result (ok or errno)',
+      labelNames: ['op', 'result'],
+      registers: [this.registry],
+    })
+    this.opSeconds = new Histogram({
+      name: 'scoutfs_fs_op_seconds',
+      help: 'Latency of filesystem operations',
+      labelNames: ['op'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers: [this.registry],
+    })
+    this.lockWait = new Histogram({
+      name: 'scoutfs_lock_wait_seconds',
+      help: 'Time an operation waited for its cluster locks',
+      buckets: [0.00001, 0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
+      registers: [this.registry],
+    })
+  }
+
+  /** A gauge with one label whose values are read at scrape time. */
+  addLabeled(name: string, help: string, label: string, read: () => Record<string, number>): void {
+    new Gauge({
+      name,
+      help,
+      labelNames: [label],
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const [k, v] of Object.entries(read())) this.set({ [label]: k }, v)
+      },
+    })
+  }
+
+  add(readings: Reading[]): void {
+    for (const r of readings) {
+      if (r.kind === 'counter') {
+        new Counter({
+          name: r.name,
+          help: r.help,
+          registers: [this.registry],
+          collect() {
+            this.reset()
+            this.inc(r.read())
+          },
+        })
+      } else {
+        new Gauge({
+          name: r.name,
+          help: r.help,
+          registers: [this.registry],
+          collect() {
+            this.set(r.read())
+          },
+        })
+      }
+    }
+  }
+
+  /** Wrap a filesystem so each call is counted and timed by operation. */
+  instrument<T extends FsApi>(fs: T): T {
+    const total = this.opTotal
+    const seconds = this.opSeconds
+    return new Proxy(fs, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown
+        if (typeof v !== 'function' || typeof prop !== 'string') return v
+        const fn = v as (...a: unknown[]) => unknown
+        return (...args: unknown[]) => {
+          const end = seconds.startTimer({ op: prop })
+          const r = fn.apply(target, args)
+          if (!(r instanceof Promise)) {
+            end()
+            return r
+          }
+          return r.then(
+            (x) => {
+              end()
+              total.inc({ op: prop, result: 'ok' })
+              return x
+            },
+            (e: unknown) => {
+              end()
+              total.inc({ op: prop, result: e instanceof FsError ? e.code : 'EIO' })
+              throw e
+            },
+          )
+        }
+      },
+    })
+  }
+
+  /** Serve /metrics on host:port (port 0 picks one); resolves to the bound address. */
+  async listen(addr: string): Promise<string> {
+    const m = /^(.*):(\d+)$/.exec(addr)
+    if (!m) throw new FsError('EINVAL', `metrics address '${addr}' is not HOST:PORT`)
+    const host = m[1] || '127.0.0.1'
+    this.http = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('try /metrics\n')
+        return
+      }
+      this.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
+        (e: Error) => res.writeHead(500).end(String(e)),
+      )
+    })
+    await new Promise<void>((resolve, reject) => {
+      this.http!.once('error', reject)
+      this.http!.listen(Number(m[2]), host, () => resolve())
+    })
+    const a = this.http.address()
+    return typeof a === 'object' && a ? `${host}:${a.port}` : addr
+  }
+
+  async close(): Promise<void> {
+    const h = this.http
+    this.http = undefined
+    if (h) await new Promise<void>((r) => h.close(() => r()))
+  }
+}

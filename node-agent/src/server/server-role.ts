@@ -1,0 +1,188 @@
+/*
+ * The server role of an agent (DESIGN §3): the Server (the only writer of the super block:
+ * log trees, allocators, inode numbers, merges), the LockServer, and the NetServer that
+ * carries both to every mount of the cluster.  The agent's own mount talks to it over the
+ * same gRPC as every other mount, so there is one path for all of them.
+ *
+ * Start-up recovery (DESIGN §8): the mounts the super block records as mounted may still be
+ * alive (the previous server stopped, or this agent restarted).  They get `recoveryMs` to
+ * reconnect; until each has said hello on its Locks stream, reporting the locks it holds,
+ * or the time is up, the lock server grants nothing.  The absent are then reclaimed and the
+ * core counter is moved above every write seq that was reported.
+ *
+ * Liveness: a mount with no Locks stream that sent no request or heartbeat for
+ * `mountTimeoutMs` is gone: its locks are dropped, so the other mounts go on, and it is
+ * reclaimed (its committed log tree is merged; its uncommitted work is lost).  Fencing comes
+ * with the quorum issue; until then a mount that was only cut off finds its next commit
+ * refused (ESTALE) and must be remounted.
+ */
+import type { BlockDevice } from '../storage/device.js'
+import { LockServer } from '../lock/lock-server.js'
+import type { RecoveredLock } from '../protocol/lock-modes.js'
+import { NetServer } from '../net/net-server.js'
+import { LOG_TREES_FINALIZED } from '../protocol/server-api.js'
+import { Server } from './server.js'
+
+export interface ClusterServerOptions {
+  /** 'host:port' to listen on (port 0: any free one) */
+  addr: string
+  log: (msg: string, fields?: Record<string, unknown>) => void
+  /** how long recorded mounts get to reconnect after a start (default 10 s; 0: reclaim at once) */
+  recoveryMs?: number
+  /** a mount silent this long, with its Locks stream gone, is reclaimed (default 10 s) */
+  mountTimeoutMs?: number
+}
+
+export interface ClusterServerStatus {
+  /** mounts connected to this server (rids, hex) */
+  mounts: string[]
+  /** mounts the super block records */
+  recorded: number
+  logTrees: number
+  finalized: number
+  commits: number
+  merges: number
+  reclaims: number
+  recovering: boolean
+}
+
+export class ClusterServer {
+  private readonly pending = new Set<number>()
+  private recoveryTimer: NodeJS.Timeout | undefined
+  private livenessTimer: NodeJS.Timeout | undefined
+  private recovery: Promise<void> | undefined
+  private net!: NetServer
+  private stopped = false
+
+  private constructor(
+    readonly server: Server,
+    readonly locks: LockServer,
+    private readonly o: ClusterServerOptions,
+  ) {}
+
+  static async start(meta: BlockDevice, o: ClusterServerOptions): Promise<ClusterServer> {
+    const recoveryMs = o.recoveryMs ?? 10_000
+    const server = await Server.start(meta, { log: o.log, reclaimAtStart: recoveryMs === 0 })
+    try {
+      const recorded = await server.recordedMounts()
+      let net: NetServer | undefined
+      const locks = new LockServer({
+        send: (rid, m) => void net?.sendLock(rid, m),
+        nextSeq: () => server.nextLockSeq(),
+        rootsVersion: () => server.rootsVersion,
+        recovering: recorded.length > 0,
+        log: (m) => o.log(m),
+      })
+      const cs = new ClusterServer(server, locks, o)
+      for (const rid of recorded) cs.pending.add(rid)
+      net = await NetServer.listen(server, o.addr, {
+        log: o.log,
+        lockPort: {
+          receive: (rid, m) => locks.receive(rid, m),
+          hello: (rid, held) => cs.hello(rid, held),
+        },
+      })
+      cs.net = net
+      net.on('farewell', (rid: number) => locks.removeClient(rid))
+      if (recorded.length > 0) {
+        o.log('waiting for recorded mounts to reconnect', { mounts: recorded.length, ms: recoveryMs })
+        cs.recoveryTimer = setTimeout(() => void cs.endRecovery(), recoveryMs)
+      }
+      const timeout = o.mountTimeoutMs ?? 10_000
+      cs.livenessTimer = setInterval(() => void cs.checkLiveness(timeout), Math.min(1000, timeout))
+      cs.livenessTimer.unref()
+      return cs
+    } catch (e) {
+      await server.stop()
+      throw e
+    }
+  }
+
+  /** mounts connected now */
+  get clientCount(): number {
+    return this.net.clients().length
+  }
+
+  /** the address mounts reach this server at */
+  get addr(): string {
+    return this.net.addr
+  }
+
+  private hello(rid: number, held: RecoveredLock[]): void {
+    if (!this.locks.isRecovering) {
+      // a reconnect to this same server: what it was sent while away was lost
+      const n = this.locks.resendInvalidations(rid)
+      if (n) this.o.log('resent invalidations after a reconnect', { rid: rid.toString(16), invalidations: n })
+      return
+    }
+    if (!this.pending.has(rid)) return
+    this.locks.recover(rid, held)
+    this.pending.delete(rid)
+    this.o.log('mount recovered', { rid: rid.toString(16), locks: held.length })
+    if (this.pending.size === 0) void this.endRecovery()
+  }
+
+  /** Reclaim the mounts that did not come back and start granting. */
+  private endRecovery(): Promise<void> {
+    this.recovery ??= (async () => {
+      if (this.recoveryTimer) clearTimeout(this.recoveryTimer)
+      const gone = [...this.pending]
+      this.pending.clear()
+      try {
+        for (const rid of gone) {
+          this.locks.removeClient(rid)
+          await this.server.reclaim(rid)
+          this.o.log('reclaimed a mount that did not reconnect', { rid: rid.toString(16) })
+        }
+        await this.server.seedSeq(this.locks.maxRecoveredWriteSeq + 1)
+      } catch (e) {
+        this.o.log('lock recovery could not reclaim every absent mount', { err: (e as Error).message })
+      }
+      this.locks.finishRecovery()
+      this.o.log('lock recovery finished', { reclaimed: gone.length })
+    })()
+    return this.recovery
+  }
+
+  private async checkLiveness(timeoutMs: number): Promise<void> {
+    if (this.stopped) return
+    for (const c of this.net.staleClients(timeoutMs)) {
+      if (c.lockStream) continue
+      this.o.log('mount stopped answering; reclaiming it', {
+        rid: c.rid.toString(16),
+        name: c.name,
+        silentMs: Date.now() - c.lastHeartbeat,
+      })
+      this.net.forget(c.rid)
+      this.locks.removeClient(c.rid)
+      await this.server
+        .reclaim(c.rid)
+        .catch((e: unknown) => this.o.log('reclaim failed', { rid: c.rid.toString(16), err: (e as Error).message }))
+    }
+  }
+
+  async status(): Promise<ClusterServerStatus> {
+    const lts = this.server.logTrees
+    return {
+      mounts: this.net.clients().map((c) => c.rid.toString(16)),
+      recorded: (await this.server.recordedMounts()).length,
+      logTrees: lts.length,
+      finalized: lts.filter((lt) => lt.flags & LOG_TREES_FINALIZED).length,
+      commits: this.server.counters.commits,
+      merges: this.server.counters.merges,
+      reclaims: this.server.counters.reclaims,
+      recovering: this.locks.isRecovering,
+    }
+  }
+
+  /** Stop serving: the network first, then merges in progress, then the super writer. */
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.recoveryTimer) clearTimeout(this.recoveryTimer)
+    if (this.livenessTimer) clearInterval(this.livenessTimer)
+    await this.net.close()
+    await this.server.drainMerges().catch(() => undefined)
+    await this.server.stop()
+  }
+}

@@ -1,0 +1,537 @@
+/*
+ * The server: the only writer of the super block.  It records each mount's committed log
+ * tree, hands out transaction seqs, inode numbers and allocators, merges finalized log trees
+ * into the fs root in the background, and reclaims mounts that are gone.
+ *
+ * Every request runs as one server transaction (SuperWriter begin .. commit), serialized, and
+ * resolves only once that transaction is durable.  Requests are idempotent: a repeated
+ * getLogTrees returns the transaction already open, a repeated commitLogTrees is a no-op, and
+ * reclaiming a mount deletes its mounted-client record last.
+ *
+ * Allocator hand-out keeps the rule that nothing freed is reused before it is durable: a
+ * mount's freed list and data_freed tree are drained into the server's allocators only when
+ * the mount opens its next transaction, i.e. after the commit that freed them.
+ *
+ * Merging never lets an item go backwards (DESIGN §6): a merged deletion removes the fs-root
+ * item only when no other log tree holds an older copy of the key; otherwise the fs root keeps
+ * the deletion item (a tombstone) until the last older copy has been merged.  So each log tree
+ * is merged on its own, whenever it is finalized, without waiting for the other mounts.
+ *
+ * The roots version readers compare is the super block's write seq: it only grows, across
+ * server restarts too, so a lock grant naming a version is never mistaken for an older one.
+ */
+import { ExtentAlloc, encodeList, readList } from '../storage/alloc.js'
+import { Btree, ITEM_DELETION } from '../storage/btree.js'
+import type { BlockDevice } from '../storage/device.js'
+import { FsError } from '../util/errors.js'
+import {
+  EMPTY_LIST,
+  EMPTY_ROOT,
+  FORMAT_VERSION,
+  INODE_GROUP,
+  LIST_BLOCK_CAPACITY,
+  type ListHead,
+} from '../storage/format.js'
+import {
+  LOG_TREES_FINALIZED,
+  LOG_TREES_FIRST,
+  LOG_TREES_LAST,
+  decodeLogTrees,
+  encodeLogTrees,
+  logTreesKey,
+  mountedClientKey,
+  type GreetingReply,
+  type LogTrees,
+  type Roots,
+  type ServerApi,
+  type ServerStatfs,
+} from '../protocol/server-api.js'
+import { SuperWriter } from '../storage/super-writer.js'
+import { ServerLease } from './server-lease.js'
+import { randomInt } from 'node:crypto'
+
+const EMPTY_VAL = Buffer.alloc(0)
+
+/** a mount's meta avail list is refilled below LOW up to TARGET blocks */
+export const MOUNT_META_LOW = 512
+export const MOUNT_META_TARGET = 2048
+/** blocks a mount freed go back onto its own avail list up to this many */
+export const MOUNT_META_MAX = 4096
+/** a mount's data avail is refilled below LOW up to TARGET 4 KiB blocks */
+export const MOUNT_DATA_LOW = 16384 // 64 MiB
+export const MOUNT_DATA_TARGET = 65536 // 256 MiB
+/** a log tree this tall is finalized and merged into the fs root */
+export const FINALIZE_HEIGHT = 2
+/** items merged per server transaction */
+export const MERGE_BATCH = 4000
+
+export interface ServerCounters {
+  commits: number
+  logCommits: number
+  merges: number
+  mergedItems: number
+  reclaims: number
+  /** deletions kept in the fs root because an older copy was still in another log tree */
+  tombstones: number
+}
+
+export interface ServerOptions {
+  /** log lines (structured logging is the caller's) */
+  log?: (msg: string, fields?: Record<string, unknown>) => void
+  /**
+   * reclaim every mount recorded as mounted when the server starts (default true: a lone
+   * server); a cluster server waits for them to reconnect and reclaims only the absent
+   */
+  reclaimAtStart?: boolean
+}
+
+export class Server implements ServerApi {
+  readonly counters: ServerCounters = {
+    commits: 0,
+    logCommits: 0,
+    merges: 0,
+    mergedItems: 0,
+    reclaims: 0,
+    tombstones: 0,
+  }
+  private chain: Promise<unknown> = Promise.resolve()
+  private roots: Roots = { fsRoot: EMPTY_ROOT, logTrees: [], version: 0 }
+  private merging = false
+  private stopped = false
+  private mergeDone: Promise<void> = Promise.resolve()
+
+  private lease: ServerLease | undefined
+  /** mounts reclaimed since this server started: a greeting from one is refused */
+  private readonly reclaimed = new Set<number>()
+
+  private constructor(
+    readonly w: SuperWriter,
+    private readonly log: NonNullable<ServerOptions['log']>,
+  ) {}
+
+  /**
+   * Start serving the filesystem on `meta`.  The core counter is moved above every seq the
+   * log trees hold (a server that died may not have written its last increments).
+   */
+  static async start(meta: BlockDevice, opts: ServerOptions = {}): Promise<Server> {
+    const w = await SuperWriter.open(meta)
+    const s = new Server(w, opts.log ?? (() => undefined))
+    s.lease = await ServerLease.acquire(meta, w.sb.fsid, randomInt(1, 2 ** 47))
+    await s.refreshRoots()
+    let floor = 0
+    for (const lt of s.roots.logTrees) floor = Math.max(floor, lt.maxItemSeq, lt.getTransSeq, lt.commitTransSeq)
+    await s.seedSeq(floor + 1)
+    if (opts.reclaimAtStart ?? true) {
+      // a lone server that starts is the only one: every mount it finds recorded is gone
+      for (const rid of await s.recordedMounts()) await s.reclaim(rid)
+    }
+    s.kickMerge()
+    return s
+  }
+
+  /** The mounts the super block records as mounted (rids). */
+  async recordedMounts(): Promise<number[]> {
+    const rids: number[] = []
+    for await (const it of new Btree(this.w.sb.mountedClients, this.w.cache).range(
+      mountedClientKey(0),
+      mountedClientKey(0x1fffffffffffff),
+    ))
+      rids.push(Number(it.key.readBigUInt64BE(1)))
+    return rids
+  }
+
+  /** Make the core counter issue nothing below `min` from now on (durably). */
+  async seedSeq(min: number): Promise<void> {
+    if (this.w.sb.nextSeq >= min) return
+    await this.txn(async (w) => {
+      if (w.sb.nextSeq < min) w.sb.nextSeq = min
+    })
+  }
+
+  /**
+   * The next seq of the core counter for a lock grant's write_seq.  Not committed by itself
+   * (the next server commit carries it); a new server starts above every write_seq its
+   * clients report in lock recovery.
+   */
+  nextLockSeq(): number {
+    return this.w.nextSeq()
+  }
+
+  /** the version of the committed roots (the super block's write seq) */
+  get rootsVersion(): number {
+    return this.roots.version
+  }
+
+  /** the committed log trees, as readers see them */
+  get logTrees(): readonly LogTrees[] {
+    return this.roots.logTrees
+  }
+
+  get fsid(): bigint {
+    return this.w.sb.fsid
+  }
+
+  /** Stop background work; requests after this fail. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    await this.mergeDone
+    await this.chain.catch(() => undefined)
+    await this.lease?.release()
+    this.lease = undefined
+  }
+
+  /** Run `fn` as one durable server transaction, serialized with every other. */
+  private txn<T>(fn: (w: SuperWriter) => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      if (this.stopped) throw new FsError('ENXIO', 'the server has stopped')
+      await this.w.begin()
+      let r: T
+      try {
+        r = await fn(this.w)
+        await this.w.reserve()
+      } catch (e) {
+        this.w.abort()
+        throw e
+      }
+      await this.w.commit()
+      this.counters.commits++
+      await this.refreshRoots()
+      return r
+    }
+    const p = this.chain.then(run, run)
+    this.chain = p.catch(() => undefined)
+    return p
+  }
+
+  private async refreshRoots(): Promise<void> {
+    const logTrees: LogTrees[] = []
+    for await (const it of new Btree(this.w.sb.logsRoot, this.w.cache).range(LOG_TREES_FIRST, LOG_TREES_LAST))
+      logTrees.push(decodeLogTrees(it.val))
+    this.roots = { fsRoot: this.w.sb.fsRoot, logTrees, version: this.w.sb.writeSeq }
+  }
+
+  private async allLogTrees(w: SuperWriter): Promise<LogTrees[]> {
+    const out: LogTrees[] = []
+    for await (const it of w.logs.range(LOG_TREES_FIRST, LOG_TREES_LAST)) out.push(decodeLogTrees(it.val))
+    return out
+  }
+
+  private async currentLogTrees(w: SuperWriter, rid: number): Promise<LogTrees | undefined> {
+    for await (const it of w.logs.range(logTreesKey(rid, 0), logTreesKey(rid, 0x1fffffffffffff), { reverse: true }))
+      return decodeLogTrees(it.val)
+    return undefined
+  }
+
+  private async putLogTrees(w: SuperWriter, lt: LogTrees): Promise<void> {
+    await w.logs.put(logTreesKey(lt.rid, lt.nr), encodeLogTrees(lt), 0)
+  }
+
+  /** Free a list's blocks and return its entries to meta_alloc. */
+  private async drainList(w: SuperWriter, head: ListHead): Promise<void> {
+    if (!head.totalNr) return
+    const l = await readList(w.cache, head)
+    for (const r of l.blocks) w.freeBlock(r.blkno)
+    await w.freeToMetaAlloc(l.entries)
+  }
+
+  /** Move every extent of a mount's data tree into data_alloc. */
+  private async drainData(w: SuperWriter, root: LogTrees['dataFreed']): Promise<LogTrees['dataFreed']> {
+    const a = new ExtentAlloc(root, w.cache, w.txn, 'mount data')
+    await a.moveTo(w.dataAlloc, a.totalLen)
+    return a.root
+  }
+
+  async greeting(rid: number, fsid: bigint, formatVersion: number): Promise<GreetingReply> {
+    if (fsid !== this.w.sb.fsid)
+      throw new FsError(
+        'EINVAL',
+        `mount of filesystem ${fsid.toString(16)} refused: this server serves ${this.w.sb.fsid.toString(16)}`,
+      )
+    if (formatVersion !== FORMAT_VERSION)
+      throw new FsError(
+        'EINVAL',
+        `mount with format version ${formatVersion} refused: the server runs ${FORMAT_VERSION}`,
+      )
+    await this.txn(async (w) => {
+      if (await w.clients.lookup(mountedClientKey(rid))) return
+      // a rid that has log trees but no record was reclaimed: what it holds in memory (locks,
+      // an open transaction, allocators) is no longer its own
+      if (this.reclaimed.has(rid) || (await this.currentLogTrees(w, rid)))
+        throw new FsError(
+          'ESTALE',
+          `mount ${rid.toString(16)} was reclaimed by the server (it said farewell or stopped answering); unmount it and mount again`,
+        )
+      await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
+    })
+    return { fsid: this.w.sb.fsid, formatVersion: FORMAT_VERSION }
+  }
+
+  async getLogTrees(rid: number): Promise<LogTrees> {
+    return this.txn(async (w) => {
+      let lt = await this.currentLogTrees(w, rid)
+      if (lt && lt.getTransSeq > lt.commitTransSeq && !(lt.flags & LOG_TREES_FINALIZED)) return lt // a resend
+      // a finalized tree belongs to the merge now: the mount continues in a new one
+      if (lt && lt.flags & LOG_TREES_FINALIZED)
+        lt = { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
+      lt ??= {
+        rid,
+        nr: 1,
+        itemRoot: EMPTY_ROOT,
+        metaAvail: EMPTY_LIST,
+        metaFreed: EMPTY_LIST,
+        dataAvail: { root: EMPTY_ROOT, totalLen: 0 },
+        dataFreed: { root: EMPTY_ROOT, totalLen: 0 },
+        getTransSeq: 0,
+        commitTransSeq: 0,
+        maxItemSeq: 0,
+        flags: 0,
+        inodesCreated: 0,
+        inodesDeleted: 0,
+      }
+      // what the mount freed in its last (durable) commit may be reused now: metadata blocks
+      // go back onto its own avail list while that has room (no meta_alloc rewrite)
+      let reuse: number[] = []
+      if (lt.metaFreed.totalNr) {
+        const freed = await readList(w.cache, lt.metaFreed)
+        for (const r of freed.blocks) w.freeBlock(r.blkno)
+        if (lt.metaAvail.totalNr + freed.entries.length <= MOUNT_META_MAX) reuse = freed.entries
+        else await w.freeToMetaAlloc(freed.entries)
+      }
+      lt.metaFreed = EMPTY_LIST
+      lt.dataFreed = await this.drainData(w, lt.dataFreed)
+
+      // one finalized tree per mount waits for the merge at a time: until it is merged the
+      // open tree keeps growing, so a mount never has more than two trees
+      let unmerged = false
+      for await (const it of w.logs.range(logTreesKey(rid, 0), logTreesKey(rid, 0x1fffffffffffff)))
+        if (decodeLogTrees(it.val).flags & LOG_TREES_FINALIZED) unmerged = true
+      if (lt.itemRoot.height >= FINALIZE_HEIGHT && !unmerged) {
+        await this.putLogTrees(w, {
+          ...lt,
+          metaAvail: EMPTY_LIST,
+          dataAvail: { root: EMPTY_ROOT, totalLen: 0 },
+          dataFreed: { root: EMPTY_ROOT, totalLen: 0 },
+          flags: lt.flags | LOG_TREES_FINALIZED,
+        })
+        lt = { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
+      }
+
+      if (reuse.length || lt.metaAvail.totalNr < MOUNT_META_LOW) {
+        const l = await readList(w.cache, lt.metaAvail)
+        for (const r of l.blocks) w.freeBlock(r.blkno)
+        const entries = [...l.entries, ...reuse]
+        if (entries.length < MOUNT_META_LOW) {
+          // refill from meta_alloc up to TARGET
+          while (entries.length < MOUNT_META_TARGET) {
+            const e = await w.metaAlloc.allocLargest(MOUNT_META_TARGET - entries.length)
+            if (!e) break
+            for (let b = e.start; b < e.start + e.len; b++) entries.push(b)
+          }
+        }
+        const need = Math.ceil(entries.length / LIST_BLOCK_CAPACITY)
+        const blknos = Array.from({ length: need }, () => w.allocBlock())
+        const enc = encodeList(w.sb.fsid, entries, blknos)
+        for (const b of enc.blocks) w.addBlock(b.blkno, b.buf)
+        lt.metaAvail = enc.head
+      }
+      if (lt.dataAvail.totalLen < MOUNT_DATA_LOW) {
+        const a = new ExtentAlloc(lt.dataAvail, w.cache, w.txn, 'mount data_avail')
+        await w.dataAlloc.moveTo(a, MOUNT_DATA_TARGET - a.totalLen)
+        lt.dataAvail = a.root
+      }
+      lt.getTransSeq = w.nextSeq()
+      await this.putLogTrees(w, lt)
+      return lt
+    })
+  }
+
+  async commitLogTrees(lt: LogTrees): Promise<void> {
+    await this.txn(async (w) => {
+      const cur = await w.logs.lookup(logTreesKey(lt.rid, lt.nr))
+      const c = cur && decodeLogTrees(cur.val)
+      if (c && c.commitTransSeq >= lt.getTransSeq) return // a resend
+      if (c && c.flags & LOG_TREES_FINALIZED)
+        throw new FsError(
+          'ESTALE',
+          `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: the mount was reclaimed; its open transaction is lost`,
+        )
+      if (!c || c.getTransSeq !== lt.getTransSeq)
+        throw new FsError(
+          'EINVAL',
+          `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: no such open transaction`,
+        )
+      w.sb.inodeCount = Math.max(0, w.sb.inodeCount + lt.inodesCreated - lt.inodesDeleted)
+      await this.putLogTrees(w, { ...lt, commitTransSeq: lt.getTransSeq, inodesCreated: 0, inodesDeleted: 0 })
+    })
+    this.counters.logCommits++
+    this.kickMerge()
+  }
+
+  /**
+   * A range of unused inode numbers.  It starts on an inode-group boundary (INODE_GROUP), so
+   * the inodes two mounts create never share a group lock.
+   */
+  async allocInodes(_rid: number, count: number): Promise<{ first: number; count: number }> {
+    return this.txn(async (w) => {
+      const first = Math.ceil(w.sb.nextIno / INODE_GROUP) * INODE_GROUP
+      w.sb.nextIno = first + count
+      return { first, count }
+    })
+  }
+
+  async getRoots(): Promise<Roots> {
+    return this.roots
+  }
+
+  async getLastSeq(): Promise<number> {
+    let last = this.w.sb.nextSeq - 1
+    for (const lt of this.roots.logTrees)
+      if (lt.getTransSeq > lt.commitTransSeq && !(lt.flags & LOG_TREES_FINALIZED))
+        last = Math.min(last, lt.getTransSeq - 1)
+    return last
+  }
+
+  async statfs(): Promise<ServerStatfs> {
+    const sb = this.w.sb
+    let freeMeta = sb.metaAlloc.totalLen + sb.serverAvail.totalNr + sb.serverFreed.totalNr
+    let freeData = sb.dataAlloc.totalLen
+    for (const lt of this.roots.logTrees) {
+      freeMeta += lt.metaAvail.totalNr + lt.metaFreed.totalNr
+      freeData += lt.dataAvail.totalLen + lt.dataFreed.totalLen
+    }
+    return {
+      fsid: sb.fsid,
+      totalMetaBlocks: sb.totalMetaBlocks,
+      freeMetaBlocks: freeMeta,
+      totalDataBlocks: sb.totalDataBlocks,
+      freeDataBlocks: freeData,
+      inodeCount: sb.inodeCount,
+      committedSeq: await this.getLastSeq(),
+    }
+  }
+
+  listMounts(): Promise<number[]> {
+    return this.recordedMounts()
+  }
+
+  async farewell(rid: number): Promise<void> {
+    await this.reclaim(rid)
+  }
+
+  /**
+   * Forget a mount: finalize its open log tree (committed items survive; the merge picks
+   * them up), return its allocators, and delete its mounted-client record last.
+   */
+  async reclaim(rid: number): Promise<void> {
+    await this.txn(async (w) => {
+      const lt = await this.currentLogTrees(w, rid)
+      if (lt && !(lt.flags & LOG_TREES_FINALIZED)) {
+        await this.drainList(w, lt.metaFreed)
+        await this.drainList(w, lt.metaAvail)
+        await this.drainData(w, lt.dataFreed)
+        await this.drainData(w, lt.dataAvail)
+        const done: LogTrees = {
+          ...lt,
+          metaAvail: EMPTY_LIST,
+          metaFreed: EMPTY_LIST,
+          dataAvail: { root: EMPTY_ROOT, totalLen: 0 },
+          dataFreed: { root: EMPTY_ROOT, totalLen: 0 },
+          getTransSeq: lt.commitTransSeq,
+          flags: lt.flags | LOG_TREES_FINALIZED,
+        }
+        await this.putLogTrees(w, done)
+      }
+      await w.clients.delete(mountedClientKey(rid))
+    })
+    this.reclaimed.add(rid)
+    this.counters.reclaims++
+    this.log('reclaimed mount', { rid: rid.toString(16) })
+    this.kickMerge()
+  }
+
+  /** Start merging finalized log trees in the background if it is not running. */
+  private kickMerge(): void {
+    if (this.merging || this.stopped) return
+    if (!this.roots.logTrees.some((lt) => lt.flags & LOG_TREES_FINALIZED)) return
+    this.merging = true
+    this.mergeDone = (async () => {
+      try {
+        while (!this.stopped && (await this.mergeStep())) {
+          // keep going while there is work
+        }
+      } catch (e) {
+        this.log('log merge failed; will retry on the next commit', { err: (e as Error).message })
+      } finally {
+        this.merging = false
+      }
+    })()
+  }
+
+  /**
+   * Merge up to MERGE_BATCH items of the oldest finalized log tree into the fs root.  Items
+   * are applied newest-seq-wins, so re-merging after a crash is harmless.  Returns whether
+   * there may be more to do.
+   */
+  private async mergeStep(): Promise<boolean> {
+    return this.txn(async (w) => {
+      const all = await this.allLogTrees(w)
+      const target = all.find((lt) => lt.flags & LOG_TREES_FINALIZED)
+      if (!target) return false
+      // the finalized tree is rewritten as items are consumed, so each step starts over at
+      // its first remaining item
+      const src = new Btree(target.itemRoot, w.cache, w.txn)
+      let n = 0
+      const batch: Array<{ key: Buffer; seq: number; flags: number; val: Buffer }> = []
+      for await (const it of src.range(Buffer.alloc(34, 0), Buffer.alloc(34, 0xff))) {
+        batch.push(it)
+        if (++n >= MERGE_BATCH) break
+      }
+      // every other log tree, finalized or not: where older copies of a key may still be
+      const others = all
+        .filter((lt) => lt !== target && lt.itemRoot.height > 0)
+        .map((lt) => new Btree(lt.itemRoot, w.cache))
+      const olderElsewhere = async (key: Buffer, seq: number): Promise<boolean> => {
+        for (const t of others) {
+          const o = await t.lookup(key)
+          if (o && o.seq < seq) return true
+        }
+        return false
+      }
+      for (const it of batch) {
+        const cur = await w.fs.lookup(it.key)
+        if (!cur || cur.seq <= it.seq) {
+          if (it.flags & ITEM_DELETION) {
+            if (await olderElsewhere(it.key, it.seq)) {
+              await w.fs.put(it.key, EMPTY_VAL, it.seq, ITEM_DELETION)
+              this.counters.tombstones++
+            } else if (cur) await w.fs.delete(it.key)
+          } else {
+            await w.fs.put(it.key, it.val, it.seq)
+          }
+        } else if (cur.flags & ITEM_DELETION && !(await olderElsewhere(it.key, cur.seq))) {
+          // this was the last older copy a tombstone was kept for
+          await w.fs.delete(it.key)
+        }
+        await src.delete(it.key)
+        await w.reserve()
+      }
+      this.counters.mergedItems += batch.length
+      if (src.root.height === 0) {
+        await w.logs.delete(logTreesKey(target.rid, target.nr))
+        this.counters.merges++
+        return true
+      }
+      await this.putLogTrees(w, { ...target, itemRoot: src.root })
+      return true
+    })
+  }
+
+  /** Wait until no finalized log tree is left unmerged (for tests and clean shutdown). */
+  async drainMerges(): Promise<void> {
+    for (;;) {
+      this.kickMerge()
+      await this.mergeDone
+      if (!this.roots.logTrees.some((lt) => lt.flags & LOG_TREES_FINALIZED) || this.stopped) return
+    }
+  }
+}

@@ -1,0 +1,220 @@
+/*
+ * Block devices: a regular file or a block device holding the metadata or data of a
+ * filesystem.  This layer knows only byte offsets; the block layer above it decides sizes.
+ *
+ * Two modes:
+ *  - buffered: plain pread/pwrite through the page cache, fdatasync on flush.  For
+ *    file-backed devices of a local cluster, where every agent shares one page cache.
+ *  - direct:   O_DIRECT, every transfer bounced through 4 KiB-aligned buffers carved from a
+ *    WebAssembly.Memory arena (whose base is page-aligned), so no host ever reads a stale
+ *    copy of a block another host wrote.  Offsets and lengths must be 4 KiB multiples.
+ *
+ * Block devices default to direct, regular files to buffered.  Nothing here blocks the event
+ * loop: all I/O is asynchronous.
+ */
+import { promises as fsp, constants as fsc, type Stats } from 'node:fs'
+import { FsError, fromNodeError } from '../util/errors.js'
+
+export const DIRECT_ALIGN = 4096
+
+export interface BlockDevice {
+  readonly path: string
+  readonly size: number
+  readonly direct: boolean
+  read(off: number, len: number): Promise<Buffer>
+  write(off: number, buf: Buffer): Promise<void>
+  flush(): Promise<void>
+  close(): Promise<void>
+}
+
+export interface OpenOptions {
+  /** 'auto' (default): O_DIRECT on block devices, buffered on regular files */
+  direct?: boolean | 'auto'
+  readOnly?: boolean
+}
+
+/** Aligned bounce buffers for O_DIRECT, shared by every direct device in the process. */
+class AlignedPool {
+  static readonly SLOT = 1 << 20
+  static readonly SLOTS = 16
+  private readonly memory = new WebAssembly.Memory({
+    initial: (AlignedPool.SLOT * AlignedPool.SLOTS) / 65536,
+    maximum: (AlignedPool.SLOT * AlignedPool.SLOTS) / 65536,
+  })
+  private readonly free: number[] = []
+  private readonly waiters: Array<(slot: number) => void> = []
+
+  constructor() {
+    for (let i = AlignedPool.SLOTS - 1; i >= 0; i--) this.free.push(i)
+  }
+
+  async get(): Promise<{ slot: number; buf: Buffer }> {
+    const slot = this.free.pop() ?? (await new Promise<number>((res) => this.waiters.push(res)))
+    return { slot, buf: Buffer.from(this.memory.buffer, slot * AlignedPool.SLOT, AlignedPool.SLOT) }
+  }
+
+  put(slot: number): void {
+    const w = this.waiters.shift()
+    if (w) w(slot)
+    else this.free.push(slot)
+  }
+}
+
+let pool: AlignedPool | undefined
+
+async function deviceSize(path: string, st: Stats): Promise<number> {
+  if (st.isFile()) return st.size
+  if (st.isBlockDevice()) {
+    const major = Number(BigInt(st.rdev) >> 8n) & 0xfff
+    const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)
+    try {
+      const sectors = await fsp.readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')
+      return Number(sectors.trim()) * 512
+    } catch (e) {
+      throw fromNodeError(e, `cannot learn the size of block device ${path}`)
+    }
+  }
+  throw new FsError('ENODEV', `${path} is neither a regular file nor a block device`)
+}
+
+export class FileDevice implements BlockDevice {
+  /** a write completed since the last sync began */
+  private unflushed = false
+  /** the sync running now, if any */
+  private syncing: Promise<void> | undefined
+
+  private constructor(
+    readonly path: string,
+    private readonly fh: fsp.FileHandle,
+    readonly size: number,
+    readonly direct: boolean,
+    readonly readOnly: boolean,
+  ) {}
+
+  static async open(path: string, opts: OpenOptions = {}): Promise<FileDevice> {
+    let st: Stats
+    try {
+      st = await fsp.stat(path)
+    } catch (e) {
+      throw fromNodeError(e, `cannot open device ${path}`)
+    }
+    const size = await deviceSize(path, st)
+    const direct = opts.direct === undefined || opts.direct === 'auto' ? st.isBlockDevice() : opts.direct
+    let flags = opts.readOnly ? fsc.O_RDONLY : fsc.O_RDWR
+    if (direct) flags |= fsc.O_DIRECT
+    let fh: fsp.FileHandle
+    try {
+      fh = await fsp.open(path, flags)
+    } catch (e) {
+      throw fromNodeError(e, `cannot open device ${path}`)
+    }
+    return new FileDevice(path, fh, size, direct, !!opts.readOnly)
+  }
+
+  private check(off: number, len: number): void {
+    if (off < 0 || off + len > this.size)
+      throw new FsError('EIO', `${this.path}: I/O at ${off}+${len} is past the device end ${this.size}`)
+    if (this.direct && (off % DIRECT_ALIGN || len % DIRECT_ALIGN))
+      throw new FsError('EINVAL', `${this.path}: direct I/O at ${off}+${len} is not ${DIRECT_ALIGN}-aligned`)
+  }
+
+  async read(off: number, len: number): Promise<Buffer> {
+    this.check(off, len)
+    const out = Buffer.allocUnsafe(len)
+    try {
+      if (!this.direct) {
+        await this.readFully(out, 0, len, off)
+        return out
+      }
+      pool ??= new AlignedPool()
+      const { slot, buf } = await pool.get()
+      try {
+        for (let done = 0; done < len;) {
+          const n = Math.min(AlignedPool.SLOT, len - done)
+          await this.readFully(buf, 0, n, off + done)
+          buf.copy(out, done, 0, n)
+          done += n
+        }
+      } finally {
+        pool.put(slot)
+      }
+      return out
+    } catch (e) {
+      throw fromNodeError(e, `${this.path}: read at ${off}+${len}`)
+    }
+  }
+
+  private async readFully(buf: Buffer, bufOff: number, len: number, pos: number): Promise<void> {
+    for (let done = 0; done < len;) {
+      const { bytesRead } = await this.fh.read(buf, bufOff + done, len - done, pos + done)
+      if (bytesRead === 0) {
+        buf.fill(0, bufOff + done, bufOff + len) // sparse tail of a short file
+        return
+      }
+      done += bytesRead
+    }
+  }
+
+  private async writeFully(buf: Buffer, bufOff: number, len: number, pos: number): Promise<void> {
+    for (let done = 0; done < len;) {
+      const { bytesWritten } = await this.fh.write(buf, bufOff + done, len - done, pos + done)
+      done += bytesWritten
+    }
+  }
+
+  async write(off: number, data: Buffer): Promise<void> {
+    if (this.readOnly) throw new FsError('EROFS', `${this.path} is open read-only`)
+    this.check(off, data.length)
+    try {
+      if (!this.direct) {
+        await this.writeFully(data, 0, data.length, off)
+        this.unflushed = true
+        return
+      }
+      pool ??= new AlignedPool()
+      const { slot, buf } = await pool.get()
+      try {
+        for (let done = 0; done < data.length;) {
+          const n = Math.min(AlignedPool.SLOT, data.length - done)
+          data.copy(buf, 0, done, done + n)
+          await this.writeFully(buf, 0, n, off + done)
+          done += n
+        }
+      } finally {
+        pool.put(slot)
+      }
+      this.unflushed = true
+    } catch (e) {
+      throw fromNodeError(e, `${this.path}: write at ${off}+${data.length}`)
+    }
+  }
+
+  /**
+   * Make every write that completed before this call durable.  Nothing to do when this
+   * device completed no write since the last flush began (a metadata-only commit does not
+   * flush the data device) but to wait for a sync still running.  The flag is set when a
+   * write completes and cleared as a sync starts, so a write that completes during a sync is
+   * flushed by the next call, and one that completed before it is covered by it.
+   */
+  flush(): Promise<void> {
+    if (this.readOnly) return Promise.resolve()
+    if (!this.unflushed) return this.syncing ?? Promise.resolve()
+    this.unflushed = false
+    const p = this.fh.datasync().then(
+      () => undefined,
+      (e: unknown) => {
+        this.unflushed = true
+        throw fromNodeError(e, `${this.path}: flush`)
+      },
+    )
+    const done = p.finally(() => {
+      if (this.syncing === done) this.syncing = undefined
+    })
+    this.syncing = done
+    return done
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close()
+  }
+}
