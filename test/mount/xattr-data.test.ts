@@ -435,7 +435,7 @@ describe('mount: file data', function () {
     const rng: Rng = testRng('data-64m')
     const at = `(seed ${rng.seed}; replay with SCOUTFS_TEST_SEED=${rng.seed})`
     const model = Buffer.alloc(SIZE)
-    let size = 0
+    let size: number
     const path = join(M, 'big')
     const fd = fs.openSync(path, 'w+')
     try {

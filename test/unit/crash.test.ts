@@ -269,7 +269,7 @@ describe('crash consistency', function () {
     // the survivor still takes commits and checks clean
     const w = await SuperWriter.open(meta)
     await w.begin()
-    await randomTxn(w, committed, rng, seq++)
+    await randomTxn(w, committed, rng, seq)
     await w.commit()
     assert.equal(diff((await readTree(meta)).items, committed), '')
     await assertClean(meta.durableImage(), data, 'after the last crash')

@@ -163,7 +163,7 @@ export class IntervalSet {
 
   /** add [s, e], merging with overlapping or adjacent-by-key intervals it touches */
   add(s: string, e: string): void {
-    let i = lowerBound(this.ends, s)
+    const i = lowerBound(this.ends, s)
     let ns = s
     let ne = e
     let j = i
