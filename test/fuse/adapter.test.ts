@@ -897,6 +897,42 @@ describe('fuse: mount lifecycle', function () {
     }
   })
 
+  it('issue 10: a file open under a directory another mount emptied keeps its path here (no crash at its close)', async function () {
+    // libfuse 2 calls flush/release with a NULL path once the open file's directory lost its
+    // name on this mount, and fuse-native dies of SIGSEGV on it: this mount must refuse to
+    // remove (rmdir, rename over) a directory with a file open below it, even when another
+    // mount removed that file
+    const fs = new MemFs()
+    const log = new RecordingLog()
+    const a = await mountFs(fs, { log })
+    const b = await mountFs(fs, { log })
+    ok(await bash(`mkdir ${a.mnt}/D && echo contents > ${a.mnt}/D/ou`))
+    const child = startPy(
+      `fd = os.open(sys.argv[1], os.O_RDONLY); ready(os.pread(fd, 8, 0).decode()); wait(); os.close(fd); ready('closed')`,
+      [`${a.mnt}/D/ou`],
+    )
+    assert.equal(await child.next(), 'contents')
+    ok(await sh('rm', [`${b.mnt}/D/ou`]))
+    const tryRm = `out([err(os.rmdir, p) for p in sys.argv[1:]])`
+    assert.deepEqual(JSON.parse(ok(await py(tryRm, [`${a.mnt}/D`]))), ['ENOTEMPTY'])
+    // rename over it is refused too; renaming it keeps the open file below it
+    ok(await sh('mkdir', [`${a.mnt}/x`]))
+    assert.equal(
+      ok(await py(`out(err(os.rename, sys.argv[1] + '/x', sys.argv[1] + '/D'))`, [a.mnt])).trim(),
+      '"ENOTEMPTY"',
+    )
+    ok(await sh('mv', [`${a.mnt}/D`, `${a.mnt}/E`]))
+    assert.deepEqual(JSON.parse(ok(await py(tryRm, [`${a.mnt}/E`]))), ['ENOTEMPTY'])
+    child.send('go')
+    assert.equal(await child.next(), 'closed')
+    await child.done()
+    await waitFor('the release', () => a.adapter.openHandles() === 0)
+    // after the close: removable, and the mount still serves
+    ok(await sh('rmdir', [`${a.mnt}/E`, `${a.mnt}/x`]))
+    assert.equal(ok(await sh('ls', ['-a', a.mnt])), '.\n..\n')
+    assert.deepEqual(log.errors, [])
+  })
+
   it('two mounts of one fs see each other at once', async function () {
     const fs = new MemFs()
     const a = await mountFs(fs)

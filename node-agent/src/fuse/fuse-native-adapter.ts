@@ -34,7 +34,9 @@
  */
 import { execFile } from 'node:child_process'
 import { constants as osConstants } from 'node:os'
-import { posix as pathPosix, resolve as resolvePath } from 'node:path'
+import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, resolve as resolvePath } from 'node:path'
 import { FsError, isFsError } from '../util/errors.js'
 import { ROOT_INO, type Attr, type Caller, type FsApi, type StatFs } from '../fs/fs-api.js'
 
@@ -42,6 +44,7 @@ import { ROOT_INO, type Attr, type Caller, type FsApi, type StatFs } from '../fs
 type Cb = (...args: unknown[]) => void
 type Signal = (...args: unknown[]) => void
 interface FuseNativeInstance {
+  _thread: Buffer
   mount(cb: (err: Error | null) => void): void
   unmount(cb: (err: Error | null) => void): void
   _handlers: Array<((...args: unknown[]) => unknown) | undefined>
@@ -51,6 +54,10 @@ interface FuseNativeClass {
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const FuseNative: FuseNativeClass = require('fuse-native')
+/** the native binding fuse-native loaded (node-gyp-build returns the same module) */
+const nativeBinding = createRequire(require.resolve('fuse-native'))('node-gyp-build')(
+  dirname(require.resolve('fuse-native')),
+) as { fuse_native_unmount(mnt: string, thread: Buffer): void }
 
 const E = osConstants.errno
 const NAME_MAX = 255
@@ -135,6 +142,17 @@ function setU64(a: Uint32Array, i: number, n: number): void {
 
 function execQuiet(cmd: string, args: string[]): Promise<boolean> {
   return new Promise((resolve) => execFile(cmd, args, (err) => resolve(!err)))
+}
+
+async function isMounted(mountpoint: string): Promise<boolean> {
+  const mounts = await readFile('/proc/mounts', 'utf8').catch(() => '')
+  return mounts.split('\n').some((l) => l.split(' ')[1]?.replace(/\\040/g, ' ') === mountpoint)
+}
+
+/** forceUnmount, unless it is not mounted (any more); whether it is gone */
+async function forceUnmountIfMounted(mountpoint: string): Promise<boolean> {
+  if (!(await isMounted(mountpoint))) return true
+  return (await forceUnmount(mountpoint)) || !(await isMounted(mountpoint))
 }
 
 /** force a mount away: fusermount -uz, then umount -l */
@@ -228,6 +246,19 @@ export class FuseAdapter {
       }
       _fuseOptions(): string {
         return optString
+      }
+      // fuse-native's _close skips the binding's unmount (which unrefs the handle the FUSE
+      // thread wakes the loop with) when fusermount fails, e.g. on a mount already detached
+      // by `fusermount -uz`: the process then never exits.  Always release the binding.
+      _close(cb: (err: Error | null) => void): void {
+        forceUnmountIfMounted(self.mountpoint).then((gone) => {
+          try {
+            nativeBinding.fuse_native_unmount(self.mountpoint, this._thread)
+          } catch (e) {
+            return cb(e instanceof Error ? e : new Error(String(e)))
+          }
+          cb(gone ? null : new Error(`${self.mountpoint} is still mounted`))
+        }, cb)
       }
       _op_getattr(signal: Signal, path: string): void {
         self.respond(
@@ -582,7 +613,6 @@ export class FuseAdapter {
           },
           () => [0],
         ),
-      releasedir: (_path, _fh, cb) => (cb as Cb)(0),
       fsyncdir: (path, datasync, _fh, cb) =>
         this.cbOp('fsyncdir', cb as Cb, () => this.withIno(path as string, (ino) => fs.fsync(ino, !!datasync))),
       open: (path, flags, cb) =>
@@ -651,7 +681,6 @@ export class FuseAdapter {
           (n) => (cb as Cb)(n),
           'write',
         ),
-      flush: (_path, _fh, cb) => (cb as Cb)(0),
       fsync: (path, datasync, fh, cb) =>
         this.cbOp('fsync', cb as Cb, async () => {
           const h = this.handles.get(fh as number)
@@ -706,7 +735,7 @@ export class FuseAdapter {
       unlink: (path, cb) => this.cbOp('unlink', cb as Cb, () => this.unlink(path as string)),
       rmdir: (path, cb) =>
         this.cbOp('rmdir', cb as Cb, async () => {
-          await this.checkNoHiddenIn(path as string)
+          this.checkNoOpenBelow(path as string)
           await this.withParent(path as string, (p, n) => fs.rmdir(p, n))
           this.invalidate(path as string)
         }),
@@ -772,22 +801,20 @@ export class FuseAdapter {
   }
 
   /**
-   * libfuse 2 cannot build the path of a hidden file once this mount removed its directory
-   * (rmdir, or a rename over it), and then calls flush/release with a NULL path, which
-   * crashes fuse-native (napi_create_string_utf8(NULL)).  So on this mount, as on any libfuse
-   * 2 filesystem, a directory holding an unlinked file that is still open is not empty.
-   * Other mounts see the directory empty.
+   * libfuse 2 names an open file by the path of its node in libfuse's own tree, which only
+   * this mount's operations change.  Once this mount removes a directory (rmdir, or a rename
+   * over it) with a file open below it -- the file unlinked here (its hidden name) or by
+   * another mount, so the fs sees the directory empty -- libfuse can no longer build that
+   * path and calls flush/release with a NULL path, on which fuse-native dies of SIGSEGV
+   * (napi_create_string_utf8(NULL) leaves its argument unset).  So on this mount, as on any
+   * libfuse 2 filesystem, a directory with a file open below it is not empty.  Other mounts
+   * see it as the fs has it.  (The handles' paths follow this mount's renames: movePaths.)
    */
-  private async checkNoHiddenIn(dirPath: string): Promise<void> {
-    if (this.hidden.size === 0) return
-    let ino: number
-    try {
-      ino = (await this.resolve(dirPath)).ino
-    } catch {
-      return // no such directory: the fs answers
-    }
-    for (const h of this.hidden.values())
-      if (h.parent === ino) throw fsErr('ENOTEMPTY', `${dirPath} holds an unlinked file still open on this mount`)
+  private checkNoOpenBelow(dirPath: string): void {
+    const prefix = dirPath.endsWith('/') ? dirPath : dirPath + '/'
+    for (const h of this.handles.values())
+      if (h.path.startsWith(prefix))
+        throw fsErr('ENOTEMPTY', `${dirPath} holds ${h.path}, unlinked but still open on this mount`)
   }
 
   /** the last handle of an inode is gone: its hidden names need no mapping any more */
@@ -821,12 +848,23 @@ export class FuseAdapter {
       })
       this.hidden.set(d.name, { ino, parent })
       this.invalidate(src)
+      this.movePaths(src, dest)
       return
     }
-    await this.checkNoHiddenIn(dest)
+    this.checkNoOpenBelow(dest)
     await this.withParent(src, (sp, sn) => this.withParent(dest, (dp, dn) => this.fs.rename(sp, sn, dp, dn)))
     this.invalidate(src)
     this.invalidate(dest)
+    this.movePaths(src, dest)
+  }
+
+  /** libfuse moved its node of src (and everything below) to dest: so do the handles' paths */
+  private movePaths(src: string, dest: string): void {
+    const prefix = src + '/'
+    for (const h of this.handles.values()) {
+      if (h.path === src) h.path = dest
+      else if (h.path.startsWith(prefix)) h.path = dest + h.path.slice(src.length)
+    }
   }
 }
 
