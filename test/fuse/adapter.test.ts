@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { FsError } from '../../node-agent/src/util/errors.js'
 import { FuseAdapter, type FuseLogger } from '../../node-agent/src/fuse/fuse-native-adapter.js'
 import { ROOT_INO } from '../../node-agent/src/fs/fs-api.js'
+import { respond } from '../../node-agent/src/fuse/reply.js'
 import { MemFs } from '../helpers/mem-fs.js'
 import {
   bash,
@@ -858,6 +859,79 @@ os.close(fd)
     assert.equal(m.adapter.hiddenCount(), 0)
     assert.equal(fs.lifetimeCalls.get('open'), fs.lifetimeCalls.get('release'))
     assert.ok(!log.errors.some((e) => /release/.test(e)), log.errors.join('; '))
+  })
+})
+
+describe('fuse: every request is answered exactly once', function () {
+  const answers = (): { log: RecordingLog; got: number[][]; reply: (res: number, ...r: unknown[]) => void } => {
+    const got: number[][] = []
+    return { log: new RecordingLog(), got, reply: (res, ...r) => got.push([res, ...(r as number[])]) }
+  }
+
+  it('a second answer is logged and dropped', async function () {
+    const { log, got, reply } = answers()
+    respond(
+      log,
+      'op',
+      reply,
+      reply,
+      async () => 7,
+      (v, r) => {
+        r(0, v)
+        r(0, v)
+      },
+    )
+    await new Promise((r) => setImmediate(r))
+    assert.deepEqual(got, [[0, 7]])
+    assert.equal(log.errors.length, 1)
+    assert.match(log.errors[0]!, /second answer/)
+  })
+
+  it('a throw after the answer does not answer again; throws and rejections before it answer with the errno', async function () {
+    const { log, got, reply } = answers()
+    respond(
+      log,
+      'late',
+      reply,
+      reply,
+      async () => 1,
+      (_v, r) => {
+        r(0)
+        throw new Error('after')
+      },
+    )
+    respond(
+      log,
+      'sync',
+      reply,
+      reply,
+      () => {
+        throw new FsError('ENOENT', 'x')
+      },
+      () => undefined,
+    )
+    respond(
+      log,
+      'async',
+      reply,
+      reply,
+      () => Promise.reject(new FsError('EEXIST', 'x')),
+      () => undefined,
+    )
+    respond(
+      log,
+      'odd',
+      reply,
+      reply,
+      () => Promise.reject(new Error('odd')),
+      () => undefined,
+    )
+    await new Promise((r) => setImmediate(r))
+    assert.deepEqual(got, [[-2], [0], [-17], [-5]])
+    assert.deepEqual(
+      log.errors.map((e) => e.split(':')[0]),
+      ['late', 'odd failed'],
+    )
   })
 })
 

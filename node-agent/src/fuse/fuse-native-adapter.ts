@@ -5,7 +5,8 @@
  * Pieces: path-cache.ts turns paths into inode numbers (and forgets them on this mount's
  * namespace changes and on lock invalidation: invalidateInodes / invalidateEntry);
  * handles.ts keeps the open files and libfuse's hidden names of unlinked open ones; ops.ts
- * answers the requests, each exactly once.  This file mounts and unmounts.
+ * and attr-ops.ts answer the requests, each exactly once (reply.ts); fuse-native.ts types the
+ * module.  This file mounts and unmounts.
  *
  * Mount options (see FuseAdapter.optionList): use_ino (stat/readdir show our inode numbers,
  * not libfuse's node ids), attr_timeout=0, entry_timeout=0, negative_timeout=0 and direct_io
@@ -43,15 +44,9 @@ import {
   type Signal,
 } from './fuse-native.js'
 import { Handles } from './handles.js'
-import {
-  answerGetattr,
-  answerGetxattr,
-  answerListxattr,
-  answerUtimens,
-  makeOps,
-  type OpsContext,
-  type OpsLogger,
-} from './ops.js'
+import { answerGetattr, answerGetxattr, answerListxattr, answerUtimens } from './attr-ops.js'
+import { makeOps } from './ops.js'
+import type { OpsContext, OpsLogger } from './reply.js'
 import { PathCache } from './path-cache.js'
 
 const U32 = 0x100000000

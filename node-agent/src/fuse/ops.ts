@@ -1,151 +1,26 @@
 /*
- * The FUSE operations: fuse-native's ops object (FuseOps) and the _op_ methods the adapter's
- * subclass answers itself, each mapping a path-based request onto the inode-based FsApi.
- *
- * Invariants: every request is answered exactly once -- respond() wraps the reply in a guard
- * that logs and drops a second answer, catches a synchronous throw, and handles every
- * rejection (an FsError answers with its errno, anything else with EIO and is logged); the
- * kernel's buffers (read, write, xattrs) are used only before the answer.  getattr/fgetattr
- * report nlink 0 and fail with EOVERFLOW for an inode number >= 2^32 (fuse-native's stat is
- * 32-bit); getxattr/listxattr honour the caller's buffer size (size query, ERANGE).
+ * The ops object fuse-native registers with libfuse (FuseOps): each maps a path-based request
+ * onto the inode-based FsApi through the path cache and the open handles, and answers through
+ * respond() (reply.ts), so exactly once.  The kernel's buffers (read, write, setxattr) are
+ * used only before the answer.  flush and releasedir are left out: libfuse may call them with
+ * a NULL path, which fuse-native cannot take (handles.ts), and they have nothing to do.
+ * getattr, fgetattr, getxattr, listxattr and utimens are answered by the adapter's _op_
+ * methods (attr-ops.ts); their entries here only make fuse-native register them.
  */
 import { constants as osConstants } from 'node:os'
 import { FsError } from '../util/errors.js'
-import type { Attr, Caller, FsApi, StatFs } from '../fs/fs-api.js'
-import type { FuseOps, Reply, Signal } from './fuse-native.js'
-import { HIDDEN_RE, type Handles } from './handles.js'
-import { checkName, splitPath, type PathCache } from './path-cache.js'
+import type { Attr } from '../fs/fs-api.js'
+import type { FuseOps, Reply } from './fuse-native.js'
+import { getattrPath, noAcl, statfsObject } from './attr-ops.js'
+import { HIDDEN_RE } from './handles.js'
+import { checkName, splitPath } from './path-cache.js'
+import { respond, type OpsContext } from './reply.js'
 
 const E = osConstants.errno
 const O_APPEND = 0o2000
 const U32 = 0x100000000
 const NO_ID = 0xffffffff
-const NAME_MAX = 255
 const READDIR_BATCH = 1024
-/** POSIX ACLs: libfuse 2 cannot negotiate FUSE_POSIX_ACL, so the kernel would neither enforce them nor update the mode */
-const ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default'])
-
-export interface OpsLogger {
-  error(msg: string, err?: unknown): void
-  warn?(msg: string): void
-}
-
-export interface OpsContext {
-  fs: FsApi
-  paths: PathCache
-  handles: Handles
-  caller: () => Caller
-  blksize: number
-  log: OpsLogger
-}
-
-function noAcl(name: string): void {
-  if (ACL_XATTRS.has(name)) throw new FsError('EOPNOTSUPP', 'POSIX ACLs are not supported through libfuse 2')
-}
-
-function setU64(a: Uint32Array, i: number, n: number): void {
-  const v = Math.max(0, Math.floor(n))
-  a[i] = v % U32
-  a[i + 1] = Math.floor(v / U32)
-}
-
-export function statArray(a: Attr, blksize: number): Uint32Array {
-  if (a.ino >= U32) throw new FsError('EOVERFLOW', `inode number ${a.ino} does not fit fuse-native's 32 bits`)
-  const s = new Uint32Array(18)
-  s[0] = a.mode
-  s[1] = a.uid
-  s[2] = a.gid
-  setU64(s, 3, a.size)
-  s[5] = 0 // dev
-  s[6] = a.nlink
-  s[7] = a.ino
-  s[8] = a.rdev
-  s[9] = blksize
-  setU64(s, 10, a.blocks)
-  setU64(s, 12, a.atimeMs)
-  setU64(s, 14, a.mtimeMs)
-  setU64(s, 16, a.ctimeMs)
-  return s
-}
-
-export function statfsObject(s: StatFs): Record<string, number> {
-  // fuse-native passes statvfs as 32-bit fields: scale the fragment size up until the
-  // block counts fit (df multiplies them by f_frsize)
-  let frsize = s.frsize || s.bsize
-  let { blocks, bfree, bavail } = s
-  while (blocks > NO_ID) {
-    frsize *= 2
-    blocks = Math.floor(blocks / 2)
-    bfree = Math.floor(bfree / 2)
-    bavail = Math.floor(bavail / 2)
-  }
-  const files = Math.min(s.files, NO_ID)
-  const ffree = Math.min(s.ffree, NO_ID)
-  return {
-    bsize: Math.min(s.bsize, NO_ID),
-    frsize,
-    blocks,
-    bfree,
-    bavail,
-    files,
-    ffree,
-    favail: ffree,
-    fsid: 0,
-    flag: 0,
-    namemax: s.namemax || NAME_MAX,
-  }
-}
-
-/** the negative errno an op answers with for `e` */
-function errno(log: OpsLogger, e: unknown, what: string): number {
-  if (e instanceof FsError && e.errno > 0) return -e.errno
-  log.error(`${what} failed`, e)
-  return -E.EIO
-}
-
-/**
- * Run an op and answer it exactly once: ok(value, reply) on success, reply(-errno) on failure.
- * Never throws, never leaves the kernel waiting, never answers twice.
- */
-export function respond<T>(
-  log: OpsLogger,
-  what: string,
-  rawReply: Reply,
-  fail: Reply,
-  fn: () => Promise<T>,
-  ok: (v: T, reply: Reply) => void,
-): void {
-  let answered = false
-  const guard =
-    (f: Reply): Reply =>
-    (res, ...results) => {
-      if (answered) {
-        log.error(`${what}: a second answer to one request, dropped`, new Error('double reply'))
-        return
-      }
-      answered = true
-      f(res, ...results)
-    }
-  const reply = guard(rawReply)
-  const failOnce = guard(fail)
-  const onError = (e: unknown): void => {
-    if (answered) return log.error(`${what}: failed after its answer`, e)
-    failOnce(errno(log, e, what))
-  }
-  let p: Promise<T>
-  try {
-    p = fn()
-  } catch (e) {
-    return onError(e)
-  }
-  p.then((v) => {
-    try {
-      ok(v, reply)
-    } catch (e) {
-      onError(e)
-    }
-  }, onError)
-}
 
 /** respond() for a callback-style op: cb(0, ...results) or cb(-errno) */
 function cbOp<T>(ctx: OpsContext, what: string, cb: Reply, fn: () => Promise<T>, results: (v: T) => unknown[]): void {
@@ -213,16 +88,10 @@ async function rename(ctx: OpsContext, src: string, dest: string): Promise<void>
   ctx.handles.movePaths(src, dest)
 }
 
-export async function getattrPath(ctx: OpsContext, path: string): Promise<Attr> {
-  return ctx.paths.withIno(path, (ino, attr) => (attr ? Promise.resolve(attr) : ctx.fs.getattr(ino)))
-}
-
 /** the ops fuse-native registers with libfuse (flush and releasedir are left out: see handles.ts) */
 export function makeOps(ctx: OpsContext): FuseOps {
   const { fs, paths, handles } = ctx
   const withIno = paths.withIno.bind(paths)
-  // getattr/fgetattr/getxattr/listxattr/utimens are answered by the adapter's _op_ methods
-  // (answer* below); the entries here only make fuse-native register them with libfuse
   const notUsed = (...args: unknown[]): void => {
     const cb = args[args.length - 1]
     if (typeof cb === 'function') cb(-E.ENOSYS)
@@ -434,68 +303,4 @@ export function makeOps(ctx: OpsContext): FuseOps {
         none,
       ),
   }
-}
-
-// ---- the requests the adapter's fuse-native subclass answers itself (_op_ methods) ----
-
-export function answerGetattr(ctx: OpsContext, signal: Signal, path: string, fh?: number): void {
-  const h = fh === undefined ? undefined : ctx.handles.find(fh)
-  respond(
-    ctx.log,
-    fh === undefined ? 'getattr' : 'fgetattr',
-    signal,
-    signal,
-    () => (h ? ctx.fs.getattr(h.ino) : getattrPath(ctx, path)),
-    (a, reply) => reply(0, statArray(a, ctx.blksize)),
-  )
-}
-
-export function answerUtimens(ctx: OpsContext, signal: Signal, path: string, atimeMs: number, mtimeMs: number): void {
-  respond(
-    ctx.log,
-    'utimens',
-    signal,
-    signal,
-    () => ctx.paths.withIno(path, (ino) => ctx.fs.setattr(ino, { atimeMs, mtimeMs })),
-    (_v, reply) => reply(0),
-  )
-}
-
-/** answer with the bytes `packed` into the caller's buffer: a size query, ERANGE, or the copy */
-function answerBuffer(packed: Buffer, buf: Buffer, reply: Signal): void {
-  const ab = buf.buffer
-  if (buf.length === 0) return reply(packed.length, ab)
-  if (packed.length > buf.length) return reply(-E.ERANGE, ab)
-  packed.copy(buf)
-  reply(packed.length, ab)
-}
-
-export function answerGetxattr(ctx: OpsContext, signal: Signal, path: string, name: string, buf: Buffer): void {
-  respond(
-    ctx.log,
-    'getxattr',
-    signal,
-    (n) => signal(n, buf.buffer),
-    () => {
-      noAcl(name)
-      return ctx.paths.withIno(path, (ino) => ctx.fs.getxattr(ino, name))
-    },
-    (value, reply) => answerBuffer(value, buf, reply),
-  )
-}
-
-export function answerListxattr(ctx: OpsContext, signal: Signal, path: string, buf: Buffer): void {
-  respond(
-    ctx.log,
-    'listxattr',
-    signal,
-    (n) => signal(n, buf.buffer),
-    () => ctx.paths.withIno(path, (ino) => ctx.fs.listxattr(ino)),
-    (names, reply) =>
-      answerBuffer(
-        Buffer.concat(names.filter((n) => !ACL_XATTRS.has(n)).map((n) => Buffer.from(n + '\0', 'utf8'))),
-        buf,
-        reply,
-      ),
-  )
 }
