@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { FsError } from '../../node-agent/src/util/errors.js'
 import { FuseAdapter, type FuseLogger } from '../../node-agent/src/fuse/fuse-native-adapter.js'
 import { ROOT_INO } from '../../node-agent/src/fs/fs-api.js'
+import { respond } from '../../node-agent/src/fuse/reply.js'
 import { MemFs } from '../helpers/mem-fs.js'
 import {
   bash,
@@ -861,6 +862,79 @@ os.close(fd)
   })
 })
 
+describe('fuse: every request is answered exactly once', function () {
+  const answers = (): { log: RecordingLog; got: number[][]; reply: (res: number, ...r: unknown[]) => void } => {
+    const got: number[][] = []
+    return { log: new RecordingLog(), got, reply: (res, ...r) => got.push([res, ...(r as number[])]) }
+  }
+
+  it('a second answer is logged and dropped', async function () {
+    const { log, got, reply } = answers()
+    respond(
+      log,
+      'op',
+      reply,
+      reply,
+      async () => 7,
+      (v, r) => {
+        r(0, v)
+        r(0, v)
+      },
+    )
+    await new Promise((r) => setImmediate(r))
+    assert.deepEqual(got, [[0, 7]])
+    assert.equal(log.errors.length, 1)
+    assert.match(log.errors[0]!, /second answer/)
+  })
+
+  it('a throw after the answer does not answer again; throws and rejections before it answer with the errno', async function () {
+    const { log, got, reply } = answers()
+    respond(
+      log,
+      'late',
+      reply,
+      reply,
+      async () => 1,
+      (_v, r) => {
+        r(0)
+        throw new Error('after')
+      },
+    )
+    respond(
+      log,
+      'sync',
+      reply,
+      reply,
+      () => {
+        throw new FsError('ENOENT', 'x')
+      },
+      () => undefined,
+    )
+    respond(
+      log,
+      'async',
+      reply,
+      reply,
+      () => Promise.reject(new FsError('EEXIST', 'x')),
+      () => undefined,
+    )
+    respond(
+      log,
+      'odd',
+      reply,
+      reply,
+      () => Promise.reject(new Error('odd')),
+      () => undefined,
+    )
+    await new Promise((r) => setImmediate(r))
+    assert.deepEqual(got, [[-2], [0], [-17], [-5]])
+    assert.deepEqual(
+      log.errors.map((e) => e.split(':')[0]),
+      ['late', 'odd failed'],
+    )
+  })
+})
+
 describe('fuse: mount lifecycle', function () {
   this.timeout(60_000)
 
@@ -895,6 +969,42 @@ describe('fuse: mount lifecycle', function () {
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
+  })
+
+  it('issue 10: a file open under a directory another mount emptied keeps its path here (no crash at its close)', async function () {
+    // libfuse 2 calls flush/release with a NULL path once the open file's directory lost its
+    // name on this mount, and fuse-native dies of SIGSEGV on it: this mount must refuse to
+    // remove (rmdir, rename over) a directory with a file open below it, even when another
+    // mount removed that file
+    const fs = new MemFs()
+    const log = new RecordingLog()
+    const a = await mountFs(fs, { log })
+    const b = await mountFs(fs, { log })
+    ok(await bash(`mkdir ${a.mnt}/D && echo contents > ${a.mnt}/D/ou`))
+    const child = startPy(
+      `fd = os.open(sys.argv[1], os.O_RDONLY); ready(os.pread(fd, 8, 0).decode()); wait(); os.close(fd); ready('closed')`,
+      [`${a.mnt}/D/ou`],
+    )
+    assert.equal(await child.next(), 'contents')
+    ok(await sh('rm', [`${b.mnt}/D/ou`]))
+    const tryRm = `out([err(os.rmdir, p) for p in sys.argv[1:]])`
+    assert.deepEqual(JSON.parse(ok(await py(tryRm, [`${a.mnt}/D`]))), ['ENOTEMPTY'])
+    // rename over it is refused too; renaming it keeps the open file below it
+    ok(await sh('mkdir', [`${a.mnt}/x`]))
+    assert.equal(
+      ok(await py(`out(err(os.rename, sys.argv[1] + '/x', sys.argv[1] + '/D'))`, [a.mnt])).trim(),
+      '"ENOTEMPTY"',
+    )
+    ok(await sh('mv', [`${a.mnt}/D`, `${a.mnt}/E`]))
+    assert.deepEqual(JSON.parse(ok(await py(tryRm, [`${a.mnt}/E`]))), ['ENOTEMPTY'])
+    child.send('go')
+    assert.equal(await child.next(), 'closed')
+    await child.done()
+    await waitFor('the release', () => a.adapter.openHandles() === 0)
+    // after the close: removable, and the mount still serves
+    ok(await sh('rmdir', [`${a.mnt}/E`, `${a.mnt}/x`]))
+    assert.equal(ok(await sh('ls', ['-a', a.mnt])), '.\n..\n')
+    assert.deepEqual(log.errors, [])
   })
 
   it('two mounts of one fs see each other at once', async function () {

@@ -3,9 +3,14 @@
  * way the CLI reaches a mounted filesystem (FUSE through fuse-native carries no ioctls).  The
  * socket's path is derived from the mountpoint, so `scoutfs CMD PATH` finds it from any path
  * inside the mount.
+ *
+ * One socket per mountpoint: listen() replaces a stale socket (left by a dead agent: a connect
+ * is refused) but refuses to take over a live one (EBUSY); the socket is removed at close()
+ * and, failing that, when the process exits.
  */
 import { createHash } from 'node:crypto'
-import { promises as fsp } from 'node:fs'
+import { promises as fsp, rmSync } from 'node:fs'
+import { connect } from 'node:net'
 import { createServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import { dirname, join } from 'node:path'
 import { FsError, type Errno } from '../util/errors.js'
@@ -23,10 +28,12 @@ export class AdminServer {
   private constructor(
     private readonly http: HttpServer,
     readonly path: string,
+    private readonly removeAtExit: () => void,
   ) {}
 
   static async listen(path: string, routes: Record<string, AdminHandler>): Promise<AdminServer> {
     await fsp.mkdir(dirname(path), { recursive: true, mode: 0o700 })
+    if (await answers(path)) throw new FsError('EBUSY', `${path}: another agent serves this mountpoint`)
     await fsp.rm(path, { force: true })
     const http = createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://scoutfs')
@@ -52,13 +59,29 @@ export class AdminServer {
       http.listen(path, () => resolve())
     })
     await fsp.chmod(path, 0o600)
-    return new AdminServer(http, path)
+    const removeAtExit = (): void => rmSync(path, { force: true })
+    process.once('exit', removeAtExit)
+    return new AdminServer(http, path, removeAtExit)
   }
 
   async close(): Promise<void> {
+    process.off('exit', this.removeAtExit)
     await new Promise<void>((r) => this.http.close(() => r()))
     await fsp.rm(this.path, { force: true })
   }
+}
+
+/** Whether something listens on the unix socket at `path` (false: none there, or a stale one). */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path)
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    // ECONNREFUSED: a socket file nobody listens on; ENOENT: none
+    s.once('error', () => resolve(false))
+  })
 }
 
 async function readBody(req: IncomingMessage): Promise<unknown> {

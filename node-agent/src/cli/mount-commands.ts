@@ -94,6 +94,7 @@ async function runForeground(data: string, mountpoint: string, o: MountCliOption
     { level: o.logLevel, base: { pid: process.pid, mountpoint } },
     o.logFile ? pino.destination({ dest: o.logFile, sync: true, append: true }) : pino.destination(2),
   )
+  watchForCrashes(log, o.logFile)
   const m = await Mount.start({
     metaPath: o.metadev,
     dataPath: data,
@@ -111,9 +112,20 @@ async function runForeground(data: string, mountpoint: string, o: MountCliOption
   })
   process.send?.({ ready: true, metrics: m.metricsAddr })
   if (process.send) process.disconnect?.()
-  return new Promise<number>((resolveExit) => {
+  const code = await new Promise<number>((resolveExit) => {
+    let stopping = false
     const stop = (why: string): void => {
+      if (stopping) {
+        log.fatal({ why }, 'stopping again: exiting at once')
+        process.exit(1)
+      }
+      stopping = true
       log.info({ why }, 'stopping')
+      // a stop that cannot finish (no server to commit to) must not keep the agent alive
+      setTimeout(() => {
+        log.fatal({ why, ms: STOP_DEADLINE_MS }, 'stop did not finish in time: exiting')
+        process.exit(1)
+      }, STOP_DEADLINE_MS).unref()
       m.stop().then(
         () => resolveExit(0),
         (e: unknown) => {
@@ -122,10 +134,40 @@ async function runForeground(data: string, mountpoint: string, o: MountCliOption
         },
       )
     }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
     m.onStopped = () => resolveExit(0)
   })
+  // stopped: whatever handle is still open must not keep the process alive
+  setTimeout(() => {
+    log.warn({ handles: process.getActiveResourcesInfo() }, 'still running after the stop: exiting')
+    process.exit(code)
+  }, 2000).unref()
+  return code
+}
+
+/** how long a stop (SIGTERM, SIGINT) may take before the agent exits anyway */
+const STOP_DEADLINE_MS = Number(process.env.SCOUTFS_STOP_DEADLINE_MS) || 20_000
+
+/**
+ * The agent's crashes leave their reason behind: an uncaught exception or unhandled rejection
+ * is logged as one fatal line before the process exits 1, and a fatal V8 error (or SIGUSR2)
+ * writes Node's diagnostic report next to the log file (or into the working directory).
+ * A native crash (SIGSEGV) leaves no JS hook: only the report of a core dump or gdb names it.
+ */
+function watchForCrashes(log: pino.Logger, logFile: string | undefined): void {
+  const fatal = (kind: string) => (e: unknown) => {
+    log.fatal({ err: e instanceof Error ? (e.stack ?? e.message) : String(e), kind }, 'agent crashed')
+    process.exit(1)
+  }
+  process.on('uncaughtException', fatal('uncaughtException'))
+  process.on('unhandledRejection', fatal('unhandledRejection'))
+  if (process.report) {
+    process.report.directory = logFile ? dirname(resolve(logFile)) : process.cwd()
+    process.report.reportOnFatalError = true
+    process.report.reportOnUncaughtException = true
+    process.report.reportOnSignal = true
+  }
 }
 
 /** Start a detached agent and wait until it has mounted (or failed). */
