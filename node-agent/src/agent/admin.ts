@@ -2,13 +2,22 @@
  * The agent's admin socket: a small HTTP/JSON API on a unix socket next to each mount, the
  * way the CLI reaches a mounted filesystem (FUSE through fuse-native carries no ioctls).  The
  * socket's path is derived from the mountpoint, so `scoutfs CMD PATH` finds it from any path
- * inside the mount.
+ * inside the mount.  The routes and their types are admin-api.ts; adminCall is the typed
+ * client of them.
  */
 import { createHash } from 'node:crypto'
 import { promises as fsp } from 'node:fs'
 import { createServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import { dirname, join } from 'node:path'
 import { FsError, type Errno } from '../util/errors.js'
+import {
+  ADMIN_API,
+  encodeParams,
+  routeTarget,
+  type AdminParams,
+  type AdminReply,
+  type AdminRoute,
+} from './admin-api.js'
 
 export const ADMIN_DIR = process.env.SCOUTFS_ADMIN_DIR ?? '/run/scoutfs'
 
@@ -68,22 +77,42 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
 }
 
-/** Call an admin route of the agent serving `mountpoint`. */
-export function adminCall<T>(mountpoint: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+/** The parameters adminCall takes for `route`: may be left out when the route has none. */
+export type AdminCallArgs<R extends AdminRoute> =
+  {} extends AdminParams<R> ? [params?: AdminParams<R>] : [params: AdminParams<R>]
+
+/**
+ * Call an admin route of the agent serving `mountpoint`; resolves to the reply once it has
+ * been checked against the route's type (admin-api.ts), EIO when it is not of that type, the
+ * agent's errno when the route failed there, ENOTCONN when no agent answers.
+ */
+export function adminCall<R extends AdminRoute>(
+  mountpoint: string,
+  route: R,
+  ...[params]: AdminCallArgs<R>
+): Promise<AdminReply<R>> {
   const socketPath = adminSocketPath(mountpoint)
-  return new Promise<T>((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+  const { method, path } = routeTarget(route)
+  const isReply = ADMIN_API[route].isReply as (v: unknown) => v is AdminReply<R>
+  const query = encodeParams((params ?? {}) as Readonly<Record<string, string | number>>)
+  return new Promise<AdminReply<R>>((resolve, reject) => {
+    const req = request({ socketPath, method, path: path + query }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
-        let v: { code?: string; message?: string }
+        let v: unknown
         try {
-          v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof v
+          v = JSON.parse(Buffer.concat(chunks).toString('utf8'))
         } catch {
           return reject(new FsError('EIO', `bad reply from the agent of ${mountpoint}`))
         }
-        if (res.statusCode === 200) resolve(v as T)
-        else reject(new FsError((v.code ?? 'EIO') as Errno, v.message ?? 'agent error'))
+        if (res.statusCode !== 200) {
+          const err = (typeof v === 'object' && v !== null ? v : {}) as { code?: unknown; message?: unknown }
+          const code = (typeof err.code === 'string' ? err.code : 'EIO') as Errno // the agent's FsError code
+          return reject(new FsError(code, typeof err.message === 'string' ? err.message : 'agent error'))
+        }
+        if (!isReply(v)) return reject(new FsError('EIO', `the agent of ${mountpoint} sent a malformed ${route} reply`))
+        resolve(v)
       })
     })
     req.on('error', (e: NodeJS.ErrnoException) =>
@@ -94,7 +123,6 @@ export function adminCall<T>(mountpoint: string, method: 'GET' | 'POST', path: s
         ),
       ),
     )
-    if (body !== undefined) req.write(JSON.stringify(body))
     req.end()
   })
 }
