@@ -17,6 +17,7 @@ import {
   type AdminParams,
   type AdminReply,
   type AdminRoute,
+  type NoParams,
 } from './admin-api.js'
 
 export const ADMIN_DIR = process.env.SCOUTFS_ADMIN_DIR ?? '/run/scoutfs'
@@ -79,7 +80,7 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
 
 /** The parameters adminCall takes for `route`: may be left out when the route has none. */
 export type AdminCallArgs<R extends AdminRoute> =
-  {} extends AdminParams<R> ? [params?: AdminParams<R>] : [params: AdminParams<R>]
+  AdminParams<R> extends NoParams ? [params?: AdminParams<R>] : [params: AdminParams<R>]
 
 /**
  * Call an admin route of the agent serving `mountpoint`; resolves to the reply once it has
