@@ -25,7 +25,7 @@ import { open as fopen } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { Btree, btreeCounters, MAX_VAL_LEN } from '../node-agent/src/storage/btree.js'
+import { Btree, btreeCountersOf, MAX_VAL_LEN } from '../node-agent/src/storage/btree.js'
 import { FileDevice } from '../node-agent/src/storage/device.js'
 import {
   KEY_SIZE,
@@ -552,7 +552,7 @@ async function main(): Promise<void> {
     )
     console.log(
       `  baseline: Map<latin1 string, Buffer>, sorted entry array built in ${fmtMs(base.sortMs)}; ` +
-        `btree counters ${JSON.stringify(btreeCounters)}`,
+        `btree counters: inserts ${JSON.stringify(btreeCountersOf(w.cache))}, lookups and deletes ${JSON.stringify(btreeCountersOf(r.cache))}`,
     )
     console.log(
       `  cpu: this process's CPU time (all threads: GC, I/O) / wall time per phase, ${cpus().length} CPUs; well under 100%: the machine was busy ` +

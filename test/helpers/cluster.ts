@@ -112,5 +112,5 @@ export interface AgentStatus {
 }
 
 export function agentStatus(mnt: string): Promise<AgentStatus> {
-  return adminCall<AgentStatus>(mnt, 'GET', '/status')
+  return adminCall(mnt, 'GET /status')
 }

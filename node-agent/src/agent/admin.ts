@@ -6,7 +6,8 @@
  *
  * One socket per mountpoint: listen() replaces a stale socket (left by a dead agent: a connect
  * is refused) but refuses to take over a live one (EBUSY); the socket is removed at close()
- * and, failing that, when the process exits.
+ * and, failing that, when the process exits.  The routes and their types are admin-api.ts;
+ * adminCall is the typed client of them.
  */
 import { createHash } from 'node:crypto'
 import { promises as fsp, rmSync } from 'node:fs'
@@ -14,6 +15,15 @@ import { connect } from 'node:net'
 import { createServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import { dirname, join } from 'node:path'
 import { FsError, type Errno } from '../util/errors.js'
+import {
+  ADMIN_API,
+  encodeParams,
+  routeTarget,
+  type AdminParams,
+  type AdminReply,
+  type AdminRoute,
+  type NoParams,
+} from './admin-api.js'
 
 export const ADMIN_DIR = process.env.SCOUTFS_ADMIN_DIR ?? '/run/scoutfs'
 
@@ -91,22 +101,42 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
 }
 
-/** Call an admin route of the agent serving `mountpoint`. */
-export function adminCall<T>(mountpoint: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+/** The parameters adminCall takes for `route`: may be left out when the route has none. */
+export type AdminCallArgs<R extends AdminRoute> =
+  AdminParams<R> extends NoParams ? [params?: AdminParams<R>] : [params: AdminParams<R>]
+
+/**
+ * Call an admin route of the agent serving `mountpoint`; resolves to the reply once it has
+ * been checked against the route's type (admin-api.ts), EIO when it is not of that type, the
+ * agent's errno when the route failed there, ENOTCONN when no agent answers.
+ */
+export function adminCall<R extends AdminRoute>(
+  mountpoint: string,
+  route: R,
+  ...[params]: AdminCallArgs<R>
+): Promise<AdminReply<R>> {
   const socketPath = adminSocketPath(mountpoint)
-  return new Promise<T>((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+  const { method, path } = routeTarget(route)
+  const isReply = ADMIN_API[route].isReply as (v: unknown) => v is AdminReply<R>
+  const query = encodeParams((params ?? {}) as Readonly<Record<string, string | number>>)
+  return new Promise<AdminReply<R>>((resolve, reject) => {
+    const req = request({ socketPath, method, path: path + query }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
-        let v: { code?: string; message?: string }
+        let v: unknown
         try {
-          v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof v
+          v = JSON.parse(Buffer.concat(chunks).toString('utf8'))
         } catch {
           return reject(new FsError('EIO', `bad reply from the agent of ${mountpoint}`))
         }
-        if (res.statusCode === 200) resolve(v as T)
-        else reject(new FsError((v.code ?? 'EIO') as Errno, v.message ?? 'agent error'))
+        if (res.statusCode !== 200) {
+          const err = (typeof v === 'object' && v !== null ? v : {}) as { code?: unknown; message?: unknown }
+          const code = (typeof err.code === 'string' ? err.code : 'EIO') as Errno // the agent's FsError code
+          return reject(new FsError(code, typeof err.message === 'string' ? err.message : 'agent error'))
+        }
+        if (!isReply(v)) return reject(new FsError('EIO', `the agent of ${mountpoint} sent a malformed ${route} reply`))
+        resolve(v)
       })
     })
     req.on('error', (e: NodeJS.ErrnoException) =>
@@ -117,7 +147,6 @@ export function adminCall<T>(mountpoint: string, method: 'GET' | 'POST', path: s
         ),
       ),
     )
-    if (body !== undefined) req.write(JSON.stringify(body))
     req.end()
   })
 }

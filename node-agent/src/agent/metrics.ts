@@ -17,6 +17,9 @@ export interface Reading {
   read: () => number
 }
 
+/** What a component's metric registration needs of the agent's registry. */
+export type MetricSink = Pick<AgentMetrics, 'add' | 'addLabeled'>
+
 export class AgentMetrics {
   readonly registry = new Registry()
   private readonly opTotal: Counter<'op' | 'result'>

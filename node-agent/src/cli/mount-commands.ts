@@ -1,7 +1,7 @@
 /*
  * CLI commands that work on a mounted filesystem: mount and umount run and stop an agent;
  * the rest (sync, walk-inodes, stat, statfs, df) reach the agent that serves a PATH through
- * its admin socket.
+ * its admin socket (agent/admin-api.ts: the routes and their reply types).
  */
 import { spawn } from 'node:child_process'
 import { promises as fsp, openSync, closeSync } from 'node:fs'
@@ -9,6 +9,7 @@ import { dirname, resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import pino from 'pino'
 import { ADMIN_DIR, adminCall, adminSocketPath } from '../agent/admin.js'
+import type { StatReply, StatfsReply } from '../agent/admin-api.js'
 import { FsError } from '../util/errors.js'
 import { Mount } from '../agent/mount.js'
 
@@ -267,7 +268,7 @@ export function registerMountCommands(program: Command, out: Out): void {
     .option('-t, --timeout <SECONDS>', 'how long to wait', '60')
     .action(async (mnt: string, o: { timeout: string }) => {
       const mountpoint = resolve(mnt)
-      await adminCall(mountpoint, 'POST', '/unmount')
+      await adminCall(mountpoint, 'POST /unmount')
       if (!(await waitUnmounted(mountpoint, Number(o.timeout) * 1000)))
         throw new FsError(
           'ETIMEDOUT',
@@ -281,7 +282,7 @@ export function registerMountCommands(program: Command, out: Out): void {
     .description('commit the open transaction of the mount holding PATH (sync(2) does not reach a FUSE filesystem)')
     .argument('<PATH>')
     .action(async (path: string) => {
-      await adminCall(await mountpointOf(path), 'POST', '/sync')
+      await adminCall(await mountpointOf(path), 'POST /sync')
     })
 
   program
@@ -308,15 +309,14 @@ export function registerMountCommands(program: Command, out: Out): void {
       let row = 0
       const header = `${'#'.padEnd(8)} ${'major'.padEnd(20)} ${'minor'.padEnd(6)} ino\n`
       for (;;) {
-        const q = new URLSearchParams({
+        const r = await adminCall(mnt, 'GET /walk-inodes', {
           index,
-          first: String(first.seq),
-          firstIno: String(first.ino),
-          last: String(last.seq),
-          lastIno: String(last.ino),
-          limit: '10000',
+          first: first.seq,
+          firstIno: first.ino,
+          last: last.seq,
+          lastIno: last.ino,
+          limit: 10000,
         })
-        const r = await adminCall<{ entries: Array<{ seq: number; ino: number }> }>(mnt, 'GET', `/walk-inodes?${q}`)
         for (const e of r.entries) {
           if (row % 25 === 0) out(header)
           row++
@@ -328,34 +328,49 @@ export function registerMountCommands(program: Command, out: Out): void {
       }
     })
 
-  const STAT_FIELDS = ['meta_seq', 'data_seq', 'data_version', 'online_blocks', 'offline_blocks', 'crtime']
+  const STAT_FIELDS: ReadonlyArray<keyof StatReply> = [
+    'meta_seq',
+    'data_seq',
+    'data_version',
+    'online_blocks',
+    'offline_blocks',
+    'crtime',
+  ]
   program
     .command('stat')
     .description("print an inode's scoutfs fields")
     .argument('<PATH>')
     .option('-s, --single-field <FIELD>', `print one field: ${STAT_FIELDS.join(', ')}`)
     .action(async (path: string, o: { singleField?: string }) => {
-      if (o.singleField && !STAT_FIELDS.includes(o.singleField))
+      const single = STAT_FIELDS.find((f) => f === o.singleField)
+      if (o.singleField && !single)
         throw new CliUsageError(`unknown field '${o.singleField}' (${STAT_FIELDS.join(', ')})`)
       const st = await fsp.lstat(path).catch(() => {
         throw new FsError('ENOENT', `${path} does not exist`)
       })
-      const r = await adminCall<Record<string, string | number>>(await mountpointOf(path), 'GET', `/stat?ino=${st.ino}`)
-      if (o.singleField) out(`${r[o.singleField]}\n`)
+      const r = await adminCall(await mountpointOf(path), 'GET /stat', { ino: st.ino })
+      if (single) out(`${r[single]}\n`)
       else for (const f of STAT_FIELDS) out(`${f.padEnd(17)}${r[f]}\n`)
     })
 
-  const STATFS_FIELDS = ['fsid', 'rid', 'committed_seq', 'total_meta_blocks', 'total_data_blocks']
+  const STATFS_FIELDS: ReadonlyArray<keyof StatfsReply> = [
+    'fsid',
+    'rid',
+    'committed_seq',
+    'total_meta_blocks',
+    'total_data_blocks',
+  ]
   program
     .command('statfs')
     .description('print filesystem fields: ' + STATFS_FIELDS.join(', '))
     .argument('<PATH>')
     .option('-s, --single-field <FIELD>', 'print one field')
     .action(async (path: string, o: { singleField?: string }) => {
-      if (o.singleField && !STATFS_FIELDS.includes(o.singleField))
+      const single = STATFS_FIELDS.find((f) => f === o.singleField)
+      if (o.singleField && !single)
         throw new CliUsageError(`unknown field '${o.singleField}' (${STATFS_FIELDS.join(', ')})`)
-      const r = await adminCall<Record<string, string | number>>(await mountpointOf(path), 'GET', '/statfs')
-      if (o.singleField) out(`${r[o.singleField]}\n`)
+      const r = await adminCall(await mountpointOf(path), 'GET /statfs')
+      if (single) out(`${r[single]}\n`)
       else for (const f of STATFS_FIELDS) out(`${f.padEnd(Math.max(17, f.length + 1))}${r[f]}\n`)
     })
 
@@ -365,7 +380,7 @@ export function registerMountCommands(program: Command, out: Out): void {
     .argument('<PATH>')
     .option('-h, --human-readable', 'sizes in K/M/G/T', false)
     .action(async (path: string, o: { humanReadable: boolean }) => {
-      const r = await adminCall<Record<string, number>>(await mountpointOf(path), 'GET', '/statfs')
+      const r = await adminCall(await mountpointOf(path), 'GET /statfs')
       const hum = (blocks: number, bs: number): string => {
         if (!o.humanReadable) return String(blocks)
         let v = blocks * bs
@@ -385,7 +400,7 @@ export function registerMountCommands(program: Command, out: Out): void {
       out(
         `${'Type'.padEnd(10)} ${'Size'.padStart(5)} ${'Total'.padStart(12)} ${'Used'.padStart(12)} ${'Free'.padStart(12)} ${'Use%'.padStart(5)}\n`,
       )
-      out(row('MetaData', '64KB', r.total_meta_blocks!, r.free_meta_blocks!, 65536))
-      out(row('Data', '4KB', r.total_data_blocks!, r.free_data_blocks!, 4096))
+      out(row('MetaData', '64KB', r.total_meta_blocks, r.free_meta_blocks, 65536))
+      out(row('Data', '4KB', r.total_data_blocks, r.free_data_blocks, 4096))
     })
 }

@@ -31,7 +31,11 @@ export interface ForestReader {
   readAround(key: Buffer, lo: Buffer, hi: Buffer): Promise<ForestRead>
 }
 
-export const forestCounters = { reads: 0, staleRetries: 0, treesRead: 0 }
+export interface ForestCounters {
+  reads: number
+  staleRetries: number
+  treesRead: number
+}
 
 export class Forest implements ForestReader {
   private roots: Roots | undefined
@@ -39,6 +43,7 @@ export class Forest implements ForestReader {
   private gen = 0
   /** the roots in use must be at least this version (from lock grants) */
   private minVersion = 0
+  readonly counters: ForestCounters = { reads: 0, staleRetries: 0, treesRead: 0 }
 
   constructor(
     readonly cache: BlockCache,
@@ -75,7 +80,7 @@ export class Forest implements ForestReader {
   }
 
   async readAround(key: Buffer, lo: Buffer, hi: Buffer): Promise<ForestRead> {
-    forestCounters.reads++
+    this.counters.reads++
     let lastVersion = -1
     for (;;) {
       const roots = await this.getRoots()
@@ -86,7 +91,7 @@ export class Forest implements ForestReader {
         if (roots.version === lastVersion)
           throw new FsError('EIO', `metadata stays stale after refreshing roots: ${e.message}`)
         lastVersion = roots.version
-        forestCounters.staleRetries++
+        this.counters.staleRetries++
         this.cache.clear()
         this.invalidateRoots()
       }
@@ -100,7 +105,7 @@ export class Forest implements ForestReader {
     const trees = [roots.fsRoot, ...roots.logTrees.map((lt) => lt.itemRoot)]
     for (const root of trees) {
       if (root.height === 0) continue
-      forestCounters.treesRead++
+      this.counters.treesRead++
       const leaf = await new Btree(root, this.cache).leafAround(key)
       if (!leaf) continue
       if (leaf.lo && Buffer.compare(leaf.lo, start) >= 0) start = keyInc(leaf.lo)

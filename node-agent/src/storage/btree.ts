@@ -247,11 +247,33 @@ export interface RangeOptions {
   reverse?: boolean
 }
 
-/** Counters shared by every tree (for metrics). */
-export const btreeCounters = { splits: 0, joins: 0, rebalances: 0, cows: 0, lookups: 0, walks: 0 }
+/** What the trees read and written through one block cache did (for metrics). */
+export interface BtreeCounters {
+  splits: number
+  joins: number
+  rebalances: number
+  cows: number
+  lookups: number
+  walks: number
+}
+
+/**
+ * The counters of the trees that use `cache`: each cache user (a mount's transactions and
+ * forest, a server's super writer) counts its own trees, even in one process.
+ */
+const countersByCache = new WeakMap<BlockCache, BtreeCounters>()
+export function btreeCountersOf(cache: BlockCache): BtreeCounters {
+  let c = countersByCache.get(cache)
+  if (!c) {
+    c = { splits: 0, joins: 0, rebalances: 0, cows: 0, lookups: 0, walks: 0 }
+    countersByCache.set(cache, c)
+  }
+  return c
+}
 
 export class Btree {
   private busy = false
+  private readonly counters: BtreeCounters
 
   /**
    * @param root  the tree's root; updated in place by modifications
@@ -262,7 +284,9 @@ export class Btree {
     public root: BtreeRoot,
     readonly cache: BlockCache,
     readonly txn?: BtreeTxn,
-  ) {}
+  ) {
+    this.counters = btreeCountersOf(cache)
+  }
 
   private async getNode(ref: BlockRef): Promise<Node> {
     const d = this.txn?.dirty.get(ref.blkno)
@@ -297,7 +321,7 @@ export class Btree {
    */
   private findLeaf(key: Buffer): LeafBounds | undefined | Promise<LeafBounds> {
     if (this.root.height === 0) return undefined
-    btreeCounters.walks++
+    this.counters.walks++
     const rootRef = this.root.ref
     let node = this.peekNode(rootRef)
     if (node === undefined) return this.findLeafFrom(key, rootRef, this.root.height - 1, undefined, MAX_KEY)
@@ -342,7 +366,7 @@ export class Btree {
   }
 
   async lookup(key: Buffer): Promise<Item | undefined> {
-    btreeCounters.lookups++
+    this.counters.lookups++
     let f = this.findLeaf(key)
     if (f instanceof Promise) f = await f
     if (!f) return undefined
@@ -452,7 +476,7 @@ export class Btree {
     const n = clean.clone(blkno, randomSeq())
     txn.dirty.set(blkno, n)
     txn.alloc.free(ref.blkno)
-    btreeCounters.cows++
+    this.counters.cows++
     return n
   }
 
@@ -536,7 +560,7 @@ export class Btree {
     for (let d = path.length - 1; d >= 0; d--) {
       const { node, idx } = path[d]!
       if (node.bytes <= NODE_CAPACITY) return
-      btreeCounters.splits++
+      this.counters.splits++
       // the new left sibling takes the first half of the bytes
       let half = 0
       let at = 0
@@ -576,7 +600,7 @@ export class Btree {
       const [left, right, leftIdx] = sibIdx > idx ? [node, sib, idx] : [sib, node, sibIdx]
       if (left.bytes + right.bytes <= NODE_CAPACITY) {
         // join: the right node absorbs the left; the parent's key for the right stays
-        btreeCounters.joins++
+        this.counters.joins++
         right.put(0, left.take(0, left.nr))
         parent.keys.splice(leftIdx, 1)
         parent.refs.splice(leftIdx, 1)
@@ -585,7 +609,7 @@ export class Btree {
         txn.alloc.free(left.blkno)
       } else {
         // rebalance: move items across until both halves are near even
-        btreeCounters.rebalances++
+        this.counters.rebalances++
         const target = (left.bytes + right.bytes) / 2
         if (left.bytes < right.bytes) {
           let n = 0

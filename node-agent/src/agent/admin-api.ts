@@ -1,0 +1,283 @@
+/*
+ * The agent's admin API, defined once for both ends: per route (keyed "METHOD /path", as on
+ * the wire) the parameters (sent as the query string), how the agent validates them, the
+ * reply type and how a caller validates a reply.  The agent serves it (admin-routes.ts via
+ * adminHandlers); the CLI, tests and scripts call it with admin.ts adminCall, which returns a
+ * reply only after checking it against its route's type.
+ *
+ * Invariants: every route has exactly one entry in AdminApi and ADMIN_API (the mapped type
+ * enforces it); a validator checks every field of its type (`shape` demands a check per key);
+ * bad parameters are EINVAL at the agent, a reply that fails its check is EIO at the caller.
+ */
+import { FsError } from '../util/errors.js'
+import type { AdminHandler } from './admin.js'
+
+/* ---- types of the routes -------------------------------------------------------------- */
+
+export type NoParams = Record<string, never>
+
+export interface SyncReply {
+  /** the transaction seq committed when the sync finished */
+  seq: number
+}
+
+export type InodeIndex = 'meta_seq' | 'data_seq'
+
+export interface WalkInodesParams {
+  index: InodeIndex
+  first: number
+  firstIno: number
+  last: number
+  lastIno: number
+  limit: number
+}
+
+export interface WalkInodesEntry {
+  seq: number
+  ino: number
+}
+
+export interface WalkInodesReply {
+  entries: WalkInodesEntry[]
+}
+
+export interface StatParams {
+  ino: number
+}
+
+/** An inode's scoutfs fields (the names `scoutfs stat` prints). */
+export interface StatReply {
+  meta_seq: number
+  data_seq: number
+  data_version: number
+  online_blocks: number
+  offline_blocks: number
+  /** seconds.nanoseconds */
+  crtime: string
+  crtime_ms: number
+}
+
+export interface StatfsReply {
+  /** hex, 16 digits */
+  fsid: string
+  /** hex, 16 digits */
+  rid: string
+  committed_seq: number
+  total_meta_blocks: number
+  free_meta_blocks: number
+  total_data_blocks: number
+  free_data_blocks: number
+}
+
+export interface LockStatus {
+  held: number
+  read: number
+  write: number
+  writeOnly: number
+  requests: number
+  grants: number
+  invalidations: number
+}
+
+/** The server role's state, on the agent that runs it. */
+export interface ServerState {
+  /** mounts connected to this server (rids, hex) */
+  mounts: string[]
+  /** mounts the super block records */
+  recorded: number
+  logTrees: number
+  finalized: number
+  commits: number
+  merges: number
+  reclaims: number
+  recovering: boolean
+}
+
+export interface AgentStatus {
+  /** hex */
+  rid: string
+  /** the open transaction's seq (0: none open) */
+  seq: number
+  committedSeq: number
+  commits: number
+  items: number
+  dirtyItems: number
+  /** where /metrics is served, if it is */
+  metrics?: string
+  /** this agent runs the server role */
+  server: boolean
+  /** the server address this agent's mount is connected to */
+  serverAddr: string
+  locks: LockStatus
+  serverState?: ServerState
+}
+
+export interface UnmountReply {
+  unmounting: true
+}
+
+export interface AdminApi {
+  'POST /sync': { params: NoParams; reply: SyncReply }
+  'GET /walk-inodes': { params: WalkInodesParams; reply: WalkInodesReply }
+  'GET /stat': { params: StatParams; reply: StatReply }
+  'GET /statfs': { params: NoParams; reply: StatfsReply }
+  'GET /status': { params: NoParams; reply: AgentStatus }
+  'POST /unmount': { params: NoParams; reply: UnmountReply }
+}
+
+export type AdminRoute = keyof AdminApi
+export type AdminParams<R extends AdminRoute> = AdminApi[R]['params']
+export type AdminReply<R extends AdminRoute> = AdminApi[R]['reply']
+
+/* ---- validators ----------------------------------------------------------------------- */
+
+type Check = (v: unknown) => boolean
+
+const isNum: Check = (v) => typeof v === 'number' && Number.isFinite(v)
+const isStr: Check = (v) => typeof v === 'string'
+const isBool: Check = (v) => typeof v === 'boolean'
+const optional =
+  (c: Check): Check =>
+  (v) =>
+    v === undefined || c(v)
+const arrayOf =
+  (c: Check): Check =>
+  (v) =>
+    Array.isArray(v) && v.every(c)
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** A guard for T from one check per key of T. */
+function shape<T>(checks: { [K in keyof T]-?: Check }): (v: unknown) => v is T {
+  const entries = Object.entries(checks) as Array<[string, Check]>
+  return (v: unknown): v is T => isObject(v) && entries.every(([k, c]) => c(v[k]))
+}
+
+const isLockStatus = shape<LockStatus>({
+  held: isNum,
+  read: isNum,
+  write: isNum,
+  writeOnly: isNum,
+  requests: isNum,
+  grants: isNum,
+  invalidations: isNum,
+})
+
+const isServerState = shape<ServerState>({
+  mounts: arrayOf(isStr),
+  recorded: isNum,
+  logTrees: isNum,
+  finalized: isNum,
+  commits: isNum,
+  merges: isNum,
+  reclaims: isNum,
+  recovering: isBool,
+})
+
+/** A whole number >= 0 from the query string (absent: 0), or EINVAL. */
+function whole(q: URLSearchParams, k: string): number {
+  const v = Number(q.get(k))
+  if (!Number.isSafeInteger(v) || v < 0) throw new FsError('EINVAL', `bad ${k} '${q.get(k)}'`)
+  return v
+}
+
+const noParams = (): NoParams => ({})
+
+/* ---- the routes ----------------------------------------------------------------------- */
+
+interface RouteDef<P, R> {
+  /** the agent's side: the route's parameters from the query string (EINVAL when bad) */
+  parseParams(q: URLSearchParams): P
+  /** the caller's side: whether a reply has the route's type */
+  isReply(v: unknown): v is R
+}
+
+export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply<R>> } = {
+  'POST /sync': { parseParams: noParams, isReply: shape<SyncReply>({ seq: isNum }) },
+  'GET /walk-inodes': {
+    parseParams: (q) => {
+      const index = q.get('index')
+      if (index !== 'meta_seq' && index !== 'data_seq') throw new FsError('EINVAL', `unknown index '${index}'`)
+      return {
+        index,
+        first: whole(q, 'first'),
+        firstIno: whole(q, 'firstIno'),
+        last: whole(q, 'last'),
+        lastIno: whole(q, 'lastIno'),
+        limit: whole(q, 'limit'),
+      }
+    },
+    isReply: shape<WalkInodesReply>({ entries: arrayOf(shape<WalkInodesEntry>({ seq: isNum, ino: isNum })) }),
+  },
+  'GET /stat': {
+    parseParams: (q) => ({ ino: whole(q, 'ino') }),
+    isReply: shape<StatReply>({
+      meta_seq: isNum,
+      data_seq: isNum,
+      data_version: isNum,
+      online_blocks: isNum,
+      offline_blocks: isNum,
+      crtime: isStr,
+      crtime_ms: isNum,
+    }),
+  },
+  'GET /statfs': {
+    parseParams: noParams,
+    isReply: shape<StatfsReply>({
+      fsid: isStr,
+      rid: isStr,
+      committed_seq: isNum,
+      total_meta_blocks: isNum,
+      free_meta_blocks: isNum,
+      total_data_blocks: isNum,
+      free_data_blocks: isNum,
+    }),
+  },
+  'GET /status': {
+    parseParams: noParams,
+    isReply: shape<AgentStatus>({
+      rid: isStr,
+      seq: isNum,
+      committedSeq: isNum,
+      commits: isNum,
+      items: isNum,
+      dirtyItems: isNum,
+      metrics: optional(isStr),
+      server: isBool,
+      serverAddr: isStr,
+      locks: isLockStatus,
+      serverState: optional(isServerState),
+    }),
+  },
+  'POST /unmount': { parseParams: noParams, isReply: shape<UnmountReply>({ unmounting: (v) => v === true }) },
+}
+
+/** The parts of a route name: its HTTP method and path. */
+export function routeTarget(route: AdminRoute): { method: 'GET' | 'POST'; path: string } {
+  const [method, path] = route.split(' ') as ['GET' | 'POST', string]
+  return { method, path }
+}
+
+/** The query string that carries `params` (parsed back by the route's parseParams). */
+export function encodeParams(params: Readonly<Record<string, string | number>>): string {
+  const q = new URLSearchParams(Object.entries(params).map(([k, v]): [string, string] => [k, String(v)]))
+  const s = q.toString()
+  return s ? `?${s}` : ''
+}
+
+/** What the agent implements: one function per route. */
+export type AdminImpl = { [R in AdminRoute]: (p: AdminParams<R>) => Promise<AdminReply<R>> }
+
+/** The agent's handlers for AdminServer.listen: parameters validated before `impl` runs. */
+export function adminHandlers(impl: AdminImpl): Record<string, AdminHandler> {
+  const out: Record<string, AdminHandler> = {}
+  const bind = <R extends AdminRoute>(route: R): void => {
+    const def = ADMIN_API[route] as RouteDef<AdminParams<R>, AdminReply<R>>
+    const run = impl[route] as (p: AdminParams<R>) => Promise<AdminReply<R>>
+    out[route] = (q) => run(def.parseParams(q))
+  }
+  for (const route of Object.keys(ADMIN_API) as AdminRoute[]) bind(route)
+  return out
+}

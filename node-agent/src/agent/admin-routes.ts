@@ -1,0 +1,100 @@
+/*
+ * What the agent answers on its admin socket: one function per route of admin-api.ts (whose
+ * types it must return; parameters arrive validated).  Reads a mount's parts, changes nothing
+ * but what sync and unmount are for.
+ */
+import type { ItemCache } from '../client/item-cache.js'
+import type { Trans } from '../client/trans.js'
+import type { Filesystem } from '../fs/fs.js'
+import { tsToMs } from '../fs/fs-items.js'
+import type { LockClient } from '../lock/lock-client.js'
+import type { NetClient } from '../net/net-client.js'
+import type { ClusterServer } from '../server/server-role.js'
+import type { AdminImpl } from './admin-api.js'
+
+/** The parts of a mount the routes read (the Mount itself). */
+export interface AdminTarget {
+  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode'>
+  readonly trans: Pick<Trans, 'committedSeq' | 'openSeq' | 'counters'>
+  readonly items: Pick<ItemCache, 'size' | 'dirtyItems'>
+  readonly locks: Pick<LockClient, 'heldByMode' | 'counters'>
+  readonly client: Pick<NetClient, 'statfs' | 'addr'>
+  readonly rid: number
+  readonly metricsAddr: string | undefined
+  readonly clusterServer: ClusterServer | undefined
+  /** unmount and stop the agent (after the reply has gone) */
+  stop(): Promise<void>
+  onStopped: (() => void) | undefined
+}
+
+export function adminRoutes(a: AdminTarget): AdminImpl {
+  return {
+    'POST /sync': async () => {
+      await a.fs.sync()
+      return { seq: a.trans.committedSeq }
+    },
+    'GET /walk-inodes': async (p) => {
+      await a.fs.sync()
+      const entries = await a.fs.walkInodes(
+        p.index,
+        { seq: p.first, ino: p.firstIno },
+        { seq: p.last, ino: p.lastIno },
+        p.limit,
+      )
+      return { entries }
+    },
+    'GET /stat': async (p) => {
+      const i = await a.fs.inode(p.ino)
+      return {
+        meta_seq: i.metaSeq,
+        data_seq: i.dataSeq,
+        data_version: i.dataVersion,
+        online_blocks: i.onlineBlocks,
+        offline_blocks: i.offlineBlocks,
+        crtime: `${i.crtime.sec}.${String(i.crtime.nsec).padStart(9, '0')}`,
+        crtime_ms: tsToMs(i.crtime),
+      }
+    },
+    'GET /statfs': async () => {
+      const s = await a.client.statfs()
+      return {
+        fsid: s.fsid.toString(16).padStart(16, '0'),
+        rid: a.rid.toString(16).padStart(16, '0'),
+        committed_seq: s.committedSeq,
+        total_meta_blocks: s.totalMetaBlocks,
+        free_meta_blocks: s.freeMetaBlocks,
+        total_data_blocks: s.totalDataBlocks,
+        free_data_blocks: s.freeDataBlocks,
+      }
+    },
+    'GET /status': async () => {
+      const h = a.locks.heldByMode()
+      const c = a.locks.counters
+      return {
+        rid: a.rid.toString(16),
+        seq: a.trans.openSeq,
+        committedSeq: a.trans.committedSeq,
+        commits: a.trans.counters.commits,
+        items: a.items.size,
+        dirtyItems: a.items.dirtyItems,
+        metrics: a.metricsAddr,
+        server: a.clusterServer !== undefined,
+        serverAddr: a.client.addr,
+        locks: {
+          held: h.read + h.write + h.writeOnly,
+          read: h.read,
+          write: h.write,
+          writeOnly: h.writeOnly,
+          requests: c.requests,
+          grants: c.grants,
+          invalidations: c.invalidations,
+        },
+        serverState: await a.clusterServer?.status(),
+      }
+    },
+    'POST /unmount': async () => {
+      setImmediate(() => void a.stop().then(() => a.onStopped?.()))
+      return { unmounting: true }
+    },
+  }
+}

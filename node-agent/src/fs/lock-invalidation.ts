@@ -1,0 +1,40 @@
+/*
+ * The lock-invalidation policy of a mount (DESIGN §8): what happens to its caches when it
+ * loses (part of) a cluster lock; the lock client calls the hook built here before replying.
+ *
+ * - what was written under the lock and is not committed yet goes to the log tree first:
+ *   the next holder reads it from there (nothing to do when those writes are committed);
+ * - then, unless the lock goes WRITE -> READ (the cached items stay true), the lock's key
+ *   range is dropped from the item cache and, for inode-group ranges of the fs zone, the
+ *   kernel cache forgets those inodes.
+ *
+ * The kernel cache is looked up at every invalidation: the frontend is mounted after the lock
+ * client exists (before that nothing can be cached in the kernel).
+ */
+import type { ItemCache } from '../client/item-cache.js'
+import type { Trans } from '../client/trans.js'
+import type { InvalidateHook } from '../lock/lock-client.js'
+import { invalidationDropsCache, isWriteMode, type LockRange } from '../protocol/lock-modes.js'
+import { Zone } from '../storage/format.js'
+import { keyIno } from './fs-items.js'
+import type { KernelCache } from './frontend.js'
+
+/** The inode numbers an inode-group lock range covers. */
+function inoRange(r: LockRange): [number, number] {
+  return [keyIno(r[0]), keyIno(r[1])]
+}
+
+export function lockInvalidationHook(
+  trans: Pick<Trans, 'commit' | 'committedSeq'>,
+  items: Pick<ItemCache, 'invalidate'>,
+  kernel: () => KernelCache,
+): InvalidateHook {
+  return async (range, oldMode, newMode, info) => {
+    if (isWriteMode(oldMode) && info.wrote && !(info.dirtyTransSeq && info.dirtyTransSeq <= trans.committedSeq))
+      await trans.commit()
+    if (invalidationDropsCache(oldMode, newMode)) {
+      items.invalidate(range[0], range[1])
+      if (range[0][0] === Zone.FS) kernel().invalidateInodes(...inoRange(range))
+    }
+  }
+}

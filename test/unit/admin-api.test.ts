@@ -1,0 +1,84 @@
+/*
+ * The typed admin API (node-agent/src/agent/admin-api.ts) end to end over a real admin
+ * socket: parameters are validated at the agent (EINVAL), replies at the caller (EIO when a
+ * reply is not of its route's type), and a well-typed reply comes back as sent.
+ */
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { AdminServer, adminCall, adminSocketPath } from '../../node-agent/src/agent/admin.js'
+import { ADMIN_API, adminHandlers, type AdminImpl } from '../../node-agent/src/agent/admin-api.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
+
+const status = {
+  rid: '1a2b',
+  seq: 3,
+  committedSeq: 2,
+  commits: 2,
+  items: 10,
+  dirtyItems: 1,
+  server: false,
+  serverAddr: '127.0.0.1:7150',
+  locks: { held: 1, read: 1, write: 0, writeOnly: 0, requests: 1, grants: 1, invalidations: 0 },
+}
+
+describe('admin API', () => {
+  it('validates each reply against its route', () => {
+    assert.ok(ADMIN_API['GET /status'].isReply(status))
+    assert.ok(!ADMIN_API['GET /status'].isReply({ ...status, locks: { held: 1 } }))
+    assert.ok(!ADMIN_API['GET /status'].isReply({ ...status, metrics: 7 }))
+    assert.ok(ADMIN_API['GET /walk-inodes'].isReply({ entries: [{ seq: 1, ino: 2 }] }))
+    assert.ok(!ADMIN_API['GET /walk-inodes'].isReply({ entries: [{ seq: '1', ino: 2 }] }))
+    assert.ok(!ADMIN_API['POST /unmount'].isReply({ unmounting: false }))
+  })
+
+  it('carries typed parameters and replies over the socket, and rejects bad ones', async () => {
+    const mnt = `/tmp/scoutfs-admin-api-${randomBytes(4).toString('hex')}`
+    let badStatus = false
+    const seen: unknown[] = []
+    const impl: AdminImpl = {
+      'POST /sync': async () => ({ seq: 5 }),
+      'GET /walk-inodes': async (p) => {
+        seen.push(p)
+        return { entries: [{ seq: p.first, ino: p.firstIno }] }
+      },
+      'GET /stat': async (p) => ({
+        meta_seq: p.ino,
+        data_seq: 0,
+        data_version: 0,
+        online_blocks: 0,
+        offline_blocks: 0,
+        crtime: '0.000000000',
+        crtime_ms: 0,
+      }),
+      'GET /statfs': async () => {
+        throw new FsError('ENOSPC', 'full')
+      },
+      'GET /status': async () => (badStatus ? ({ rid: 1 } as unknown as typeof status) : status),
+      'POST /unmount': async () => ({ unmounting: true }),
+    }
+    const admin = await AdminServer.listen(adminSocketPath(mnt), adminHandlers(impl))
+    try {
+      assert.deepEqual(await adminCall(mnt, 'POST /sync'), { seq: 5 })
+      assert.deepEqual(await adminCall(mnt, 'GET /status'), status)
+      const w = await adminCall(mnt, 'GET /walk-inodes', {
+        index: 'data_seq',
+        first: 7,
+        firstIno: 9,
+        last: 10,
+        lastIno: 11,
+        limit: 3,
+      })
+      assert.deepEqual(w, { entries: [{ seq: 7, ino: 9 }] })
+      assert.deepEqual(seen, [{ index: 'data_seq', first: 7, firstIno: 9, last: 10, lastIno: 11, limit: 3 }])
+      assert.equal((await adminCall(mnt, 'GET /stat', { ino: 42 })).meta_seq, 42)
+      await assert.rejects(adminCall(mnt, 'GET /stat', { ino: -1 }), (e: unknown) => {
+        return e instanceof FsError && e.code === 'EINVAL'
+      })
+      await assert.rejects(adminCall(mnt, 'GET /statfs'), (e: unknown) => e instanceof FsError && e.code === 'ENOSPC')
+      badStatus = true
+      await assert.rejects(adminCall(mnt, 'GET /status'), (e: unknown) => e instanceof FsError && e.code === 'EIO')
+    } finally {
+      await admin.close()
+    }
+  })
+})
