@@ -121,7 +121,11 @@ export class AgentProcess {
       this.logStart = existsSync(s.logFile) ? statSync(s.logFile).size : 0
       const fd = openSync(s.logFile, 'a')
       try {
-        this.proc = spawn(process.execPath, [SCOUTFS_BIN, ...args], { stdio: ['ignore', fd, fd], detached: s.detached, env })
+        this.proc = spawn(process.execPath, [SCOUTFS_BIN, ...args], {
+          stdio: ['ignore', fd, fd],
+          detached: s.detached,
+          env,
+        })
       } finally {
         closeSync(fd)
       }
@@ -176,9 +180,12 @@ export class AgentProcess {
    * says so, 'timeout' after `timeoutMs` from its start.  `onLine` sees every other JSON log
    * line on the way (to explain a slow start).
    */
-  async waitMounted(
-    o: { timeoutMs: number; aborted?: () => boolean; onLine?: (v: Record<string, unknown>) => void; pollMs?: number },
-  ): Promise<WaitResult> {
+  async waitMounted(o: {
+    timeoutMs: number
+    aborted?: () => boolean
+    onLine?: (v: Record<string, unknown>) => void
+    pollMs?: number
+  }): Promise<WaitResult> {
     const deadline = this.startedAt + o.timeoutMs
     let scanned = 0
     for (;;) {
@@ -239,7 +246,15 @@ export class AgentProcess {
     const ms = Date.now() - t0
     const leftMounted = await isMounted(this.mnt)
     const unmounted = !leftMounted || (await forceUnmount(this.mnt))
-    return { wasRunning: true, inTime, code: this.exitCode ?? null, signal: this.exitSignal ?? null, ms, leftMounted, unmounted }
+    return {
+      wasRunning: true,
+      inTime,
+      code: this.exitCode ?? null,
+      signal: this.exitSignal ?? null,
+      ms,
+      leftMounted,
+      unmounted,
+    }
   }
 
   /** SIGKILL, wait for the exit, force the dead mount away. */
