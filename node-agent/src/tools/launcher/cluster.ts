@@ -117,18 +117,23 @@ export class Cluster {
 
   /**
    * Stop the live agents: the clients together, then the server, each SIGTERMed and given
-   * `timeoutMs`.  `onGroup` hears of each group before it is stopped.
+   * `timeoutMs`.  `onGroup` hears of each group before it is stopped, `onStopped` of its results.
    */
   async stop(
     timeoutMs: number,
-    onGroup?: (agents: AgentProcess[]) => void,
+    h: {
+      onGroup?: (agents: AgentProcess[]) => void
+      onStopped?: (results: Array<{ agent: AgentProcess; result: StopResult }>) => void
+    } = {},
   ): Promise<Array<{ agent: AgentProcess; result: StopResult }>> {
     const out: Array<{ agent: AgentProcess; result: StopResult }> = []
     for (const group of [this.clients, [this.server]]) {
       const live = group.filter((a) => a.running)
       if (!live.length) continue
-      onGroup?.(live)
-      out.push(...(await Promise.all(live.map(async (agent) => ({ agent, result: await agent.stop(timeoutMs) })))))
+      h.onGroup?.(live)
+      const results = await Promise.all(live.map(async (agent) => ({ agent, result: await agent.stop(timeoutMs) })))
+      h.onStopped?.(results)
+      out.push(...results)
     }
     return out
   }

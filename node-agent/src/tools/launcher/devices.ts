@@ -41,7 +41,7 @@ export interface MkfsOptions {
 export function mkfs(dev: DevicePaths, o: MkfsOptions): Promise<CliResult> {
   const args = ['mkfs', '-Q', String(o.quorumSlots)]
   if (o.server) args.push('-Q', `0,${o.server.host},${o.server.port}`)
-  return runScoutfs([...args, dev.meta, dev.data], { timeoutMs: 600_000 })
+  return runScoutfs([...args, dev.meta, dev.data])
 }
 
 export interface MakeDevicesOptions {

@@ -26,7 +26,7 @@ export interface CliResult {
   stderr: string
 }
 
-/** Run `scoutfs ...args` to its end (SIGKILLed after `timeoutMs`) and collect its output. */
+/** Run `scoutfs ...args` to its end (SIGKILLed after `timeoutMs`, if given) and collect its output. */
 export function runScoutfs(
   args: string[],
   opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
@@ -38,7 +38,7 @@ export function runScoutfs(
       {
         encoding: 'utf8',
         env: opts.env,
-        timeout: opts.timeoutMs ?? 300_000,
+        timeout: opts.timeoutMs ?? 0,
         killSignal: 'SIGKILL',
         maxBuffer: 64 * 1024 * 1024,
       },
