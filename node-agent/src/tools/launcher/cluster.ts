@@ -45,12 +45,13 @@ export interface StartHooks {
   onResult?: (a: AgentProcess, r: WaitResult) => void | Promise<void>
 }
 
-export class Cluster {
+/** `D`: what the caller keeps about the devices (a Devices with its directory, say). */
+export class Cluster<D extends DevicePaths = DevicePaths> {
   readonly agents: AgentProcess[]
 
   /** `agents[0]` is the server: SERVER_OPTION is added to its options. */
   constructor(
-    readonly dev: DevicePaths,
+    readonly dev: D,
     agents: AgentSettings[],
     readonly mountTimeoutMs = 60_000,
   ) {
