@@ -10,14 +10,15 @@
 import type { ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { AgentProcess, launchAgent } from '../../node-agent/src/tools/launcher/agent-process.js'
+import { launchAgent, type AgentProcess } from '../../node-agent/src/tools/launcher/agent-process.js'
 import { makeDevices as launchDevices } from '../../node-agent/src/tools/launcher/devices.js'
 import { SCOUTFS_BIN } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
-import { forceUnmount as launcherUnmount } from '../../node-agent/src/tools/launcher/unmount.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
 import { sh } from './fuse-harness.js'
 
 export const BIN = SCOUTFS_BIN
+/** Force a (dead) mount away: fusermount -uz, else umount -l. */
+export { forceUnmount } from '../../node-agent/src/tools/launcher/unmount.js'
 
 const MOUNT_TIMEOUT_MS = 30_000
 const STOP_TIMEOUT_MS = 60_000
@@ -64,11 +65,6 @@ export interface Agent {
 }
 
 const agents = new Set<Agent>()
-
-/** Force a (dead) mount away: fusermount -uz, else umount -l. */
-export async function forceUnmount(mnt: string): Promise<void> {
-  await launcherUnmount(mnt)
-}
 
 /** A test's Agent for a launched agent process (remembered until stopped). */
 export function wrapAgent(p: AgentProcess): Agent {
