@@ -18,12 +18,14 @@
  * to the next.  Every mount and process is cleaned up at the end, on failure and on Ctrl-C.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { BIN, makeDevices, startAgent, stopAllAgents, type Agent, type Devices } from '../test/helpers/agent.js'
-import { forceUnmount } from '../node-agent/src/fuse/fuse-native-adapter.js'
+import { killAllAgents, launchAgent, type AgentProcess } from '../node-agent/src/tools/launcher/agent-process.js'
+import { makeDevices, type Devices } from '../node-agent/src/tools/launcher/devices.js'
+import { SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
+import { forceUnmount, isMounted, mountsBelow } from '../node-agent/src/tools/launcher/unmount.js'
 import { passthroughOptions } from './passthrough.js'
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -323,7 +325,7 @@ async function mustRun(cmd: string, args: string[], what: string, timeoutMs = 60
 }
 
 const scoutfsCli = (...args: string[]): Promise<RunResult> =>
-  mustRun(process.execPath, [BIN, ...args], `scoutfs ${args.join(' ')}`)
+  mustRun(process.execPath, [SCOUTFS_BIN, ...args], `scoutfs ${args.join(' ')}`)
 
 function log(msg: string): void {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
@@ -346,12 +348,6 @@ interface Target {
 
 const mountsToClean = new Set<string>()
 const passthroughs = new Set<ChildProcess>()
-
-async function isMounted(mnt: string): Promise<boolean> {
-  return readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[1] === mnt)
-}
 
 async function startPassthrough(root: string, key: 'ptSame' | 'ptDefault'): Promise<Target> {
   const mode = key === 'ptSame' ? 'same' : 'default'
@@ -404,11 +400,19 @@ async function startPassthrough(root: string, key: 'ptSame' | 'ptDefault'): Prom
   }
 }
 
-const agentsStarted = new Set<Agent>()
+const agentsStarted = new Set<AgentProcess>()
+/** device directories (under os.tmpdir()) of targets not torn down yet */
+const devices = new Set<Devices>()
+const AGENT_STOP_MS = 60_000
 
 async function startScoutfs(o: Options, metaBytes: number, dataBytes: number): Promise<{ t: Target; dev: Devices }> {
-  const dev = await makeDevices(metaBytes, dataBytes, 'scoutfs-bench-')
-  const agent = await startAgent(dev, join(dev.dir, 'mnt'), { options: o.mountOptions })
+  const dev = await makeDevices({ prefix: 'scoutfs-bench-', metaBytes, dataBytes, quorumSlots: 1 })
+  devices.add(dev)
+  const mnt = join(dev.dir, 'mnt')
+  const agent = await launchAgent(
+    { meta: dev.meta, data: dev.data, mnt, logLevel: 'info', options: o.mountOptions },
+    30_000,
+  )
   agentsStarted.add(agent)
   mountsToClean.add(agent.mnt)
   return {
@@ -428,10 +432,13 @@ async function startScoutfs(o: Options, metaBytes: number, dataBytes: number): P
       async teardown() {
         agentsStarted.delete(agent)
         try {
-          const code = await agent.stop()
-          if (code !== 0) log(`scoutfs agent exited with code ${code}`)
+          const r = await agent.stop(AGENT_STOP_MS)
+          if (!r.inTime)
+            throw new Error(`agent for ${agent.mnt} did not stop in ${AGENT_STOP_MS / 1000} s; log:\n${agent.log()}`)
+          if (r.code !== 0) log(`scoutfs agent exited with code ${r.code}`)
         } finally {
           mountsToClean.delete(agent.mnt)
+          devices.delete(dev)
           dev.remove()
         }
       },
@@ -457,14 +464,12 @@ async function doCleanup(): Promise<void> {
   while ([...passthroughs].some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline)
     await new Promise((r) => setTimeout(r, 100))
   for (const c of passthroughs) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-  for (const a of agentsStarted) await a.kill9().catch(() => undefined)
-  await stopAllAgents().catch(() => undefined)
+  for (const a of agentsStarted) await a.kill().catch(() => undefined)
+  await killAllAgents()
   for (const m of mountsToClean) if (await isMounted(m)) await forceUnmount(m)
+  for (const d of devices) if (!(await mountsBelow(d.dir)).length) d.remove()
   if (tempRoot) {
-    const still = readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1] ?? '')
-      .filter((m) => m.startsWith(tempRoot + '/'))
+    const still = await mountsBelow(tempRoot)
     if (still.length) log(`not removing ${tempRoot}: still mounted: ${still.join(', ')}`)
     else {
       log(`removing ${tempRoot}`)
@@ -903,7 +908,7 @@ async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2))
   if ((await run('python3', ['-c', 'import sys; assert sys.version_info >= (3, 9)'])).code !== 0)
     throw new Error('python3 (>= 3.9) is needed for the I/O workers')
-  if (!existsSync(BIN)) throw new Error(`${BIN} is missing`)
+  if (!existsSync(SCOUTFS_BIN)) throw new Error(`${SCOUTFS_BIN} is missing`)
   // makeDevices() puts the device files under os.tmpdir(), which follows TMPDIR
   process.env.TMPDIR = o.dir
   tempRoot = mkdtempSync(join(o.dir, 'scoutfs-bench-'))

@@ -5,28 +5,23 @@
  * no filesystem, checked), the three `scoutfs mount --foreground` agents as child processes
  * (agent0 with quorum_slot_nr=0 runs the server and starts first), the status table, and the
  * clean stop on Ctrl-C/SIGTERM (clients first, then the server; SIGKILL and a lazy unmount for
- * whatever does not stop in time).  What the table shows lives in local-cluster-status.ts.
+ * whatever does not stop in time).  Starting, stopping and unmounting the agents is the
+ * launcher's (node-agent/src/tools/launcher/); what the table shows is local-cluster-status.ts's.
  *
  * Environment: SCOUTFS_RUN_DIR (default <repo>/run), SCOUTFS_META_SIZE (1G),
  * SCOUTFS_DATA_SIZE (4G), SCOUTFS_SERVER_PORT (7150, used when formatting),
  * SCOUTFS_METRICS_PORT (9560: agentN serves metrics on 127.0.0.1:9560+N).
  * Exit codes: 0 all agents ran and stopped cleanly, 1 something failed, 2 bad settings.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import {
-  closeSync,
-  existsSync,
-  openSync,
-  promises as fsp,
-  readFileSync,
-  readdirSync,
-  readSync,
-  statSync,
-  truncateSync,
-  writeFileSync,
-} from 'node:fs'
-import { createServer } from 'node:net'
+import { spawnSync } from 'node:child_process'
+import { existsSync, promises as fsp, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import type { AgentProcess, StopResult, WaitResult } from '../node-agent/src/tools/launcher/agent-process.js'
+import { Cluster } from '../node-agent/src/tools/launcher/cluster.js'
+import { createSparse, mkfs } from '../node-agent/src/tools/launcher/devices.js'
+import { addrFree } from '../node-agent/src/tools/launcher/ports.js'
+import { cliBuilt, REPO_ROOT, runScoutfs, SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
+import { forceUnmount, forceUnmountSync, mountedPaths } from '../node-agent/src/tools/launcher/unmount.js'
 import {
   Screen,
   fetchStatus,
@@ -37,8 +32,6 @@ import {
   type ClusterInfo,
 } from './local-cluster-status.js'
 
-const REPO = resolve(__dirname, '..', '..')
-const BIN = join(REPO, 'bin', 'scoutfs')
 const AGENTS = 3
 const QUORUM_SLOTS = 3
 const MOUNT_TIMEOUT_MS = 60_000
@@ -95,7 +88,7 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
     )
   return {
     warnings,
-    runDir: resolve(env.SCOUTFS_RUN_DIR || join(REPO, 'run')),
+    runDir: resolve(env.SCOUTFS_RUN_DIR || join(REPO_ROOT, 'run')),
     metaSize: size('SCOUTFS_META_SIZE', '1G'),
     dataSize: size('SCOUTFS_DATA_SIZE', '4G'),
     serverPort: port('SCOUTFS_SERVER_PORT', 7150, 0),
@@ -114,75 +107,12 @@ const human = (n: number): string => {
   return `${Number.isInteger(n) ? n : n.toFixed(1)} ${u[i]}`
 }
 
-interface CliResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-/** Run the scoutfs CLI and collect its output. */
-function scoutfs(args: string[]): Promise<CliResult> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
-    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
-    p.once('error', rej)
-    p.once('close', (code) => res({ code, stdout, stderr }))
-  })
-}
-
 const indent = (s: string): string =>
   s
     .trimEnd()
     .split('\n')
     .map((l) => `  ${l}`)
     .join('\n')
-
-/** Mountpoints in /proc/mounts (octal escapes decoded). */
-function mountedPaths(): Set<string> {
-  let text = ''
-  try {
-    text = readFileSync('/proc/mounts', 'utf8')
-  } catch {
-    return new Set()
-  }
-  return new Set(
-    text
-      .split('\n')
-      .map((l) => l.split(' ')[1])
-      .filter((p): p is string => !!p)
-      .map((p) => p.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))),
-  )
-}
-
-/** fusermount -uz (falling back to umount -l); true when `mnt` is no longer mounted. */
-function forceUnmount(mnt: string): boolean {
-  if (!mountedPaths().has(mnt)) return true
-  for (const [cmd, args] of [
-    ['fusermount3', ['-uz', mnt]],
-    ['fusermount', ['-uz', mnt]],
-    ['umount', ['-l', mnt]],
-  ] as const) {
-    spawnSync(cmd, [...args], { stdio: 'ignore' })
-    if (!mountedPaths().has(mnt)) return true
-  }
-  return false
-}
-
-/** Whether HOST:PORT can be listened on right now. */
-function addrFree(addr: string): Promise<boolean> {
-  const i = addr.lastIndexOf(':')
-  const host = addr.slice(0, i).replace(/^\[(.*)\]$/, '$1')
-  const port = Number(addr.slice(i + 1))
-  if (!Number.isInteger(port)) return Promise.resolve(true) // not ours to judge; the agent will say
-  return new Promise((res) => {
-    const s = createServer()
-    s.once('error', () => res(false))
-    s.listen(port, host, () => s.close(() => res(true)))
-  })
-}
 
 /** pid of the process running `scoutfs mount ... MOUNTPOINT`, and of its parent. */
 function agentOf(mnt: string): { pid: number; ppid: number; parent: string } | undefined {
@@ -205,196 +135,73 @@ function hasCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
 }
 
-interface MountedLine {
-  rid?: string
-  metrics?: string
-  server?: boolean
-  serverAddr?: string
-}
-
-/** One `scoutfs mount --foreground` child process. */
+/** One agent of the main job: a launched agent process with its place in the table. */
 class Agent {
-  proc: ChildProcess | undefined
-  exitCode: number | null | undefined
-  exitSignal: NodeJS.Signals | null | undefined
-  exited: Promise<void> = Promise.resolve()
-  mounted: MountedLine | undefined
   /** set before we signal it: its exit is then expected */
   stopRequested = false
   /** why it failed: exited without being asked to, or did not mount */
   failure: string | undefined
   view: AgentView
-  private logStart = 0
-  private startedAt = 0
 
   constructor(
     readonly name: string,
     readonly role: 'server' | 'client',
-    readonly meta: string,
-    readonly data: string,
-    readonly mountpoint: string,
-    readonly logFile: string,
-    readonly metricsAddr: string,
+    readonly p: AgentProcess,
   ) {
     this.view = {
       name,
-      mountpoint,
+      mountpoint: p.mnt,
       role,
       pid: undefined,
       state: 'starting',
-      metricsAddr,
+      metricsAddr: this.metricsAddr,
       logTail: [],
     }
   }
 
+  get mountpoint(): string {
+    return this.p.mnt
+  }
+
+  get logFile(): string {
+    return this.p.spec.logFile!
+  }
+
+  get metricsAddr(): string {
+    return this.p.spec.metricsAddr!
+  }
+
   get running(): boolean {
-    return this.proc !== undefined && this.exitCode === undefined
+    return this.p.running
   }
 
-  get exitText(): string {
-    return this.exitSignal ? `signal ${this.exitSignal}` : `code ${this.exitCode}`
-  }
-
-  start(onExit: (a: Agent) => void): void {
-    this.logStart = existsSync(this.logFile) ? statSync(this.logFile).size : 0
-    const args = ['mount', '--metadev', this.meta, this.data, this.mountpoint, '--foreground']
-    args.push('--log-file', this.logFile, '--metrics-addr', this.metricsAddr)
-    if (this.role === 'server') args.push('-o', 'quorum_slot_nr=0')
-    // Its own process group: Ctrl-C in the terminal reaches only this program, which then
-    // stops the agents in order.  Output that bypasses the logger (a crash) joins its log.
-    const fd = openSync(this.logFile, 'a')
-    try {
-      this.proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', fd, fd], detached: true })
-    } finally {
-      closeSync(fd)
-    }
-    this.startedAt = Date.now()
-    this.view.pid = this.proc.pid
-    this.exited = new Promise((res) => {
-      this.proc!.once('exit', (code, signal) => {
-        this.exitCode = code
-        this.exitSignal = signal
-        res()
-        onExit(this)
-      })
-    })
-  }
-
-  /** This run's part of the log file. */
-  log(): string {
-    let fd: number
-    try {
-      fd = openSync(this.logFile, 'r')
-    } catch {
-      return ''
-    }
-    try {
-      const size = statSync(this.logFile).size
-      const buf = Buffer.alloc(Math.max(0, size - this.logStart))
-      readSync(fd, buf, 0, buf.length, this.logStart)
-      return buf.toString('utf8')
-    } finally {
-      closeSync(fd)
-    }
+  get started(): boolean {
+    return this.p.proc !== undefined
   }
 
   tail(n = TAIL_LINES): string[] {
-    return this.log().trimEnd().split('\n').filter(Boolean).slice(-n).map(formatLogLine)
+    return this.p.log().trimEnd().split('\n').filter(Boolean).slice(-n).map(formatLogLine)
   }
 
-  /**
-   * Wait for its "mounted" log line; 'exited' when it died first, 'aborted' when asked to stop.
-   * `onLine` sees every other JSON log line on the way (to explain a slow start).
-   */
-  async waitMounted(
-    aborted: () => boolean,
-    onLine: (v: Record<string, unknown>) => void,
-  ): Promise<'mounted' | 'exited' | 'timeout' | 'aborted'> {
-    const deadline = this.startedAt + MOUNT_TIMEOUT_MS
-    let scanned = 0
-    for (;;) {
-      const text = this.log()
-      const end = text.lastIndexOf('\n') + 1
-      const lines = text.slice(scanned, end).split('\n')
-      scanned = Math.max(scanned, end)
-      for (const line of lines) {
-        let v: unknown
-        try {
-          v = JSON.parse(line)
-        } catch {
-          continue
-        }
-        if (typeof v !== 'object' || v === null || Array.isArray(v)) continue
-        const o = v as Record<string, unknown>
-        if (o.msg !== 'mounted') {
-          onLine(o)
-          continue
-        }
-        this.mounted = {
-          rid: typeof o.rid === 'string' ? o.rid : undefined,
-          metrics: typeof o.metrics === 'string' ? o.metrics : undefined,
-          server: typeof o.server === 'boolean' ? o.server : undefined,
-          serverAddr: typeof o.serverAddr === 'string' ? o.serverAddr : undefined,
-        }
-        this.view.rid = this.mounted.rid
-        return 'mounted'
-      }
-      if (!this.running) return 'exited'
-      if (aborted()) return 'aborted'
-      if (Date.now() > deadline) return 'timeout'
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
-
-  get mountMs(): number {
-    return Date.now() - this.startedAt
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    if (!this.running || this.proc?.pid === undefined) return
-    try {
-      process.kill(this.proc.pid, sig)
-    } catch {
-      // already gone
-    }
-  }
-
-  /** SIGTERM and wait (bounded); SIGKILL and a lazy unmount when it does not stop in time. */
-  async stop(): Promise<{ clean: boolean; text: string }> {
-    const t0 = Date.now()
-    this.stopRequested = true
-    if (!this.running) {
-      const gone = forceUnmount(this.mountpoint)
-      return { clean: false, text: `was not running${gone ? '' : `; ${this.mountpoint} is still mounted`}` }
-    }
-    this.view.state = 'stopping'
-    this.signal('SIGTERM')
-    const inTime = await Promise.race([
-      this.exited.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), STOP_TIMEOUT_MS).unref()),
-    ])
-    if (!inTime) {
-      this.signal('SIGKILL')
-      await this.exited
-      const gone = forceUnmount(this.mountpoint)
+  /** What a stop (SIGTERM, bounded wait, SIGKILL, lazy unmount) came to, in words. */
+  stopText(r: StopResult): { clean: boolean; text: string } {
+    const mnt = this.mountpoint
+    if (!r.wasRunning) return { clean: false, text: `was not running${r.unmounted ? '' : `; ${mnt} is still mounted`}` }
+    if (!r.inTime)
       return {
         clean: false,
-        text: `did not stop within ${STOP_TIMEOUT_MS / 1000} s: killed (SIGKILL)${gone ? ', mount removed' : `; ${this.mountpoint} is STILL MOUNTED`}`,
+        text: `did not stop within ${STOP_TIMEOUT_MS / 1000} s: killed (SIGKILL)${r.unmounted ? ', mount removed' : `; ${mnt} is STILL MOUNTED`}`,
       }
-    }
-    const secs = ((Date.now() - t0) / 1000).toFixed(1)
-    const left = mountedPaths().has(this.mountpoint)
-    const gone = !left || forceUnmount(this.mountpoint)
     // SIGTERM before its handler is in place (still starting) ends it at once: nothing mounted
-    const early = !this.mounted && this.exitSignal === 'SIGTERM'
-    const ok = (this.exitCode === 0 || early) && !left
+    const early = !this.p.mounted && r.signal === 'SIGTERM'
+    const ok = (r.code === 0 || early) && !r.leftMounted
     return {
       clean: ok,
       text:
-        (early ? 'was still starting; SIGTERM ended it' : `exited with ${this.exitText}`) +
-        ` after ${secs} s` +
-        (left
-          ? gone
+        (early ? 'was still starting; SIGTERM ended it' : `exited with ${this.p.exitText}`) +
+        ` after ${(r.ms / 1000).toFixed(1)} s` +
+        (r.leftMounted
+          ? r.unmounted
             ? ' leaving its mount behind (removed with fusermount -uz)'
             : '; its mount is STILL MOUNTED'
           : ''),
@@ -405,6 +212,7 @@ class Agent {
 class LocalCluster {
   private readonly screen = new Screen()
   private agents: Agent[] = []
+  private cluster: Cluster | undefined
   private info: ClusterInfo | undefined
   private stopping = false
   private forced = false
@@ -425,19 +233,19 @@ class LocalCluster {
     await fsp.mkdir(s.runDir, { recursive: true })
     const meta = join(s.runDir, 'meta.img')
     const data = join(s.runDir, 'data.img')
-    this.agents = Array.from(
-      { length: AGENTS },
-      (_, i) =>
-        new Agent(
-          `agent${i}`,
-          i === 0 ? 'server' : 'client',
-          meta,
-          data,
-          join(s.runDir, `mnt${i}`),
-          join(s.runDir, `agent${i}.log`),
-          `127.0.0.1:${s.metricsPort + i}`,
-        ),
+    // Each agent in its own process group: Ctrl-C in the terminal reaches only this program,
+    // which then stops the agents in order.  Output that bypasses the logger joins its log.
+    this.cluster = new Cluster(
+      { meta, data },
+      Array.from({ length: AGENTS }, (_, i) => ({
+        mnt: join(s.runDir, `mnt${i}`),
+        logFile: join(s.runDir, `agent${i}.log`),
+        metricsAddr: `127.0.0.1:${s.metricsPort + i}`,
+        detached: true,
+      })),
+      MOUNT_TIMEOUT_MS,
     )
+    this.agents = this.cluster.agents.map((p, i) => new Agent(`agent${i}`, i === 0 ? 'server' : 'client', p))
     this.refuseMounted()
     this.note(`scoutfs local cluster: ${AGENTS} agents on devices in ${s.runDir}`)
     for (const w of s.warnings) this.note(`  warning: ${w}`)
@@ -453,8 +261,8 @@ class LocalCluster {
 
     const ok = await this.startAgents()
     if (!ok || this.stopping) return this.shutdown()
-    const up = this.agents.filter((a) => a.mounted && a.running)
-    const down = this.agents.filter((a) => !(a.mounted && a.running))
+    const up = this.agents.filter((a) => a.p.mounted && a.running)
+    const down = this.agents.filter((a) => !(a.p.mounted && a.running))
     const every = `the table refreshes every ${(this.screen.tty ? TTY_INTERVAL_MS : PLAIN_INTERVAL_MS) / 1000} s`
     if (down.length)
       this.note(
@@ -497,17 +305,16 @@ class LocalCluster {
       this.stopped?.()
     }
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal)
-    // Last resort (a crash of this program): nothing it started may outlive it.
-    process.on('exit', () => this.killAll())
+    // Last resort (a crash of this program): the launcher kills whatever it started on exit.
   }
 
   /** SIGKILL every agent still running and lazily unmount every mountpoint (synchronous). */
   private killAll(): void {
     for (const a of this.agents) {
       a.stopRequested = true
-      a.signal('SIGKILL')
+      a.p.signal('SIGKILL')
     }
-    for (const a of this.agents) if (a.proc) forceUnmount(a.mountpoint)
+    for (const a of this.agents) if (a.started) forceUnmountSync(a.mountpoint)
   }
 
   private preflight(): void {
@@ -520,15 +327,14 @@ class LocalCluster {
       throw new StartError(
         "fusermount is missing (Debian package fuse3): run 'bash scripts/ensure-deps.sh' as root, or 'apt-get install -y fuse3'.",
       )
-    if (!existsSync(BIN) || !existsSync(join(REPO, 'dist', 'node-agent', 'src', 'cli', 'main.js')))
-      throw new StartError(`the project is not built: run 'npm run build' in ${REPO}`)
+    if (!cliBuilt()) throw new StartError(`the project is not built: run 'npm run build' in ${REPO_ROOT}`)
   }
 
   private refuseMounted(): void {
     const mounted = mountedPaths()
     const busy = this.agents.filter((a) => mounted.has(a.mountpoint))
     if (!busy.length) return
-    const bin = shortPath(BIN)
+    const bin = shortPath(SCOUTFS_BIN)
     const lines = busy.map((a) => {
       const ag = agentOf(a.mountpoint)
       if (!ag)
@@ -556,8 +362,7 @@ class LocalCluster {
       this.note(`  ${name}: existing, ${human(have)}${differs}`)
       return undefined
     }
-    writeFileSync(path, '', { flag: 'wx' })
-    truncateSync(path, size)
+    createSparse(path, size, true)
     this.note(`  ${name}: created, ${human(size)} (sparse)`)
     return path
   }
@@ -569,7 +374,7 @@ class LocalCluster {
     created: string[],
   ): Promise<{ fsid: string; serverAddr: string }> {
     const s = this.s
-    let p = await scoutfs(['print', meta, '-n', '0'])
+    let p = await runScoutfs(['print', meta, '-n', '0'])
     if (p.code !== 0) {
       const why = p.stderr.trim().replace(/^scoutfs: /, '') || `print exit ${p.code}`
       this.note(created.includes(meta) ? '  formatting the new devices' : `  ${shortPath(meta)}: ${why}; formatting`)
@@ -582,11 +387,14 @@ class LocalCluster {
         throw new StartError(
           `${addr} (the server address to format with) is in use; set SCOUTFS_SERVER_PORT${await removeCreated()}`,
         )
-      const m = await scoutfs(['mkfs', '-Q', String(QUORUM_SLOTS), '-Q', `0,127.0.0.1,${s.serverPort}`, meta, data])
+      const m = await mkfs(
+        { meta, data },
+        { quorumSlots: QUORUM_SLOTS, server: { host: '127.0.0.1', port: s.serverPort } },
+      )
       if (m.code !== 0)
         throw new StartError(`mkfs failed (exit ${m.code}):\n${indent(m.stderr + m.stdout)}${await removeCreated()}`)
       this.note(indent(m.stdout))
-      p = await scoutfs(['print', meta, '-n', '0'])
+      p = await runScoutfs(['print', meta, '-n', '0'])
       if (p.code !== 0) throw new StartError(`print after mkfs failed:\n${indent(p.stderr)}`)
     }
     const fsid = /^\s*fsid\s+([0-9a-f]+)/m.exec(p.stdout)?.[1] ?? '?'
@@ -613,7 +421,7 @@ class LocalCluster {
 
   private async check(meta: string, data: string): Promise<void> {
     const t0 = Date.now()
-    const c = await scoutfs(['check', '-q', meta, data])
+    const c = await runScoutfs(['check', '-q', meta, data])
     if (c.code !== 0)
       throw new StartError(
         `check found problems (exit ${c.code}); not mounting:\n${indent(c.stdout + c.stderr)}\n` +
@@ -633,67 +441,74 @@ class LocalCluster {
   }
 
   private onExit = (a: Agent): void => {
+    const p = a.p
     a.view.status = undefined
     if (a.stopRequested) {
       a.view.state = 'stopped'
-      a.view.exit = a.exitText
+      a.view.exit = p.exitText
       return
     }
-    a.failure = `${a.mounted ? 'exited unexpectedly' : 'exited before mounting'} with ${a.exitText}`
-    a.view.state = a.mounted ? 'exited' : 'failed'
-    a.view.exit = a.exitText
+    a.failure = `${p.mounted ? 'exited unexpectedly' : 'exited before mounting'} with ${p.exitText}`
+    a.view.state = p.mounted ? 'exited' : 'failed'
+    a.view.exit = p.exitText
     a.view.logTail = a.tail()
-    const removed = a.mounted && mountedPaths().has(a.mountpoint) && forceUnmount(a.mountpoint)
+    const removed = p.mounted && mountedPaths().has(a.mountpoint) && forceUnmountSync(a.mountpoint)
     const lines = [
-      `${a.name} (${a.role}, pid ${a.proc?.pid}, ${shortPath(a.mountpoint)}) ${a.mounted ? 'exited unexpectedly' : 'exited before mounting'} with ${a.exitText}; ` +
+      `${a.name} (${a.role}, pid ${p.pid}, ${shortPath(a.mountpoint)}) ${p.mounted ? 'exited unexpectedly' : 'exited before mounting'} with ${p.exitText}; ` +
         `last lines of ${shortPath(a.logFile)}:`,
       ...a.view.logTail.map((l) => `  ${l}`),
     ]
     if (removed) lines.push(`  its dead mount ${shortPath(a.mountpoint)} was removed (fusermount -uz)`)
-    if (a.role === 'server' && this.agents.some((b) => b.running) && a.mounted)
+    if (a.role === 'server' && this.agents.some((b) => b.running) && p.mounted)
       lines.push('  the server agent is gone: the other agents keep running but cannot reach a server')
-    else if (a.mounted) lines.push('  the other agents keep running')
+    else if (p.mounted) lines.push('  the other agents keep running')
     this.note(lines.join('\n'))
+  }
+
+  private agentOf(p: AgentProcess): Agent {
+    return this.agents.find((a) => a.p === p)!
   }
 
   /** agent0 (the server) first, then the others in parallel; false when the server did not mount. */
   private async startAgents(): Promise<boolean> {
-    const [server, ...clients] = this.agents as [Agent, ...Agent[]]
-    if (this.stopping) return true
-    if (!(await this.startOne(server))) return false
-    if (this.stopping) return true
-    await Promise.all(clients.map((a) => this.startOne(a)))
-    return true
-  }
-
-  private async startOne(a: Agent): Promise<boolean> {
-    a.start(this.onExit)
-    this.note(
-      `${a.name} (${a.role}): mounting at ${shortPath(a.mountpoint)}, pid ${a.proc?.pid}, log ${shortPath(a.logFile)}`,
-    )
-    const r = await a.waitMounted(
-      () => this.stopping,
-      (v) => {
+    const results = await this.cluster!.start({
+      aborted: () => this.stopping,
+      onSpawn: (p) => {
+        const a = this.agentOf(p)
+        a.view.pid = p.pid
+        void p.exited.then(() => this.onExit(a))
+        this.note(
+          `${a.name} (${a.role}): mounting at ${shortPath(a.mountpoint)}, pid ${p.pid}, log ${shortPath(a.logFile)}`,
+        )
+      },
+      onLine: (p, v) => {
         if (v.msg === 'waiting for recorded mounts to reconnect')
           this.note(
-            `${a.name}: the server waits up to ${typeof v.ms === 'number' ? v.ms / 1000 : '?'} s for the ` +
+            `${this.agentOf(p).name}: the server waits up to ${typeof v.ms === 'number' ? v.ms / 1000 : '?'} s for the ` +
               `${typeof v.mounts === 'number' ? v.mounts : '?'} mount(s) recorded by the last run to reconnect ` +
               `(that run did not stop cleanly); they are gone, so it then reclaims them and goes on`,
           )
       },
-    )
+      onResult: (p, r) => this.started(this.agentOf(p), r),
+    })
+    return results[0] === 'mounted' || results[0] === 'not started'
+  }
+
+  /** Report how an agent's start ended; one that did not mount in time is stopped. */
+  private async started(a: Agent, r: WaitResult): Promise<void> {
     if (r === 'mounted') {
-      const m = a.mounted!
+      const m = a.p.mounted!
+      a.view.rid = m.rid
       const role = m.server === undefined ? '' : m.server ? ', runs the server' : `, client of ${m.serverAddr ?? '?'}`
       this.note(
-        `${a.name} (${a.role}): mounted in ${(a.mountMs / 1000).toFixed(1)} s, rid ${m.rid ?? '?'}${role}, metrics http://${m.metrics ?? a.metricsAddr}/metrics`,
+        `${a.name} (${a.role}): mounted in ${(a.p.age / 1000).toFixed(1)} s, rid ${m.rid ?? '?'}${role}, metrics http://${m.metrics ?? a.metricsAddr}/metrics`,
       )
       if (m.server !== undefined && m.server !== (a.role === 'server'))
         this.note(`  warning: ${a.name} was started as the ${a.role} but reports server=${m.server}`)
       a.view.state = 'up'
-      return true
+      return
     }
-    if (r === 'exited' || r === 'aborted') return false // onExit reported it / we are stopping
+    if (r === 'exited' || r === 'aborted') return // onExit reported it / we are stopping
     a.failure = `did not mount within ${MOUNT_TIMEOUT_MS / 1000} s`
     a.view.state = 'failed'
     a.view.exit = `no "mounted" within ${MOUNT_TIMEOUT_MS / 1000} s`
@@ -704,8 +519,9 @@ class LocalCluster {
         ...a.view.logTail.map((l) => `  ${l}`),
       ].join('\n'),
     )
-    await a.stop()
-    return false
+    a.stopRequested = true
+    a.view.state = 'stopping'
+    await a.p.stop(STOP_TIMEOUT_MS)
   }
 
   private async tick(): Promise<void> {
@@ -719,7 +535,7 @@ class LocalCluster {
             v.status = undefined
             return
           }
-          if (!a.mounted) return
+          if (!a.p.mounted) return
           try {
             v.status = await fetchStatus(a.mountpoint, STATUS_TIMEOUT_MS)
             v.state = 'up'
@@ -752,34 +568,41 @@ class LocalCluster {
     this.stopping = true
     if (this.ticker) clearInterval(this.ticker)
     this.screen.done()
-    const started = this.agents.filter((a) => a.proc)
+    const started = this.agents.filter((a) => a.started)
     let clean = !started.some((a) => a.failure)
-    const groups = [started.filter((a) => a.role !== 'server'), started.filter((a) => a.role === 'server')]
-    for (const group of groups) {
-      const live = group.filter((a) => a.running)
-      if (!live.length) continue
-      this.note(`stopping ${live.map((a) => `${a.name} (${a.role}, pid ${a.proc?.pid})`).join(', ')}`)
-      const results = await Promise.all(live.map(async (a) => ({ a, r: await a.stop() })))
-      for (const { a, r } of results) {
-        if (!r.clean) {
-          clean = false
-          a.view.logTail = a.tail()
-          this.note([`  ${a.name}: ${r.text}; its log ends:`, ...a.view.logTail.map((l) => `    ${l}`)].join('\n'))
-        } else this.note(`  ${a.name}: ${r.text}`)
-      }
-    }
+    await this.cluster?.stop(STOP_TIMEOUT_MS, {
+      onGroup: (live) => {
+        const group = live.map((p) => this.agentOf(p))
+        for (const a of group) {
+          a.stopRequested = true
+          a.view.state = 'stopping'
+        }
+        this.note(`stopping ${group.map((a) => `${a.name} (${a.role}, pid ${a.p.pid})`).join(', ')}`)
+      },
+      onStopped: (results) => {
+        for (const { agent, result } of results) {
+          const a = this.agentOf(agent)
+          const r = a.stopText(result)
+          if (!r.clean) {
+            clean = false
+            a.view.logTail = a.tail()
+            this.note([`  ${a.name}: ${r.text}; its log ends:`, ...a.view.logTail.map((l) => `    ${l}`)].join('\n'))
+          } else this.note(`  ${a.name}: ${r.text}`)
+        }
+      },
+    })
     const mounted = mountedPaths()
     const left = this.agents.filter((a) => mounted.has(a.mountpoint))
     for (const a of left) {
       clean = false
       this.note(
-        `  ${a.mountpoint} was still mounted: ${forceUnmount(a.mountpoint) ? 'removed (fusermount -uz)' : 'COULD NOT UNMOUNT it'}`,
+        `  ${a.mountpoint} was still mounted: ${(await forceUnmount(a.mountpoint)) ? 'removed (fusermount -uz)' : 'COULD NOT UNMOUNT it'}`,
       )
     }
     const alive = this.agents.filter((a) => a.running)
     for (const a of alive) {
       clean = false
-      this.note(`  ${a.name} (pid ${a.proc?.pid}) is still running`)
+      this.note(`  ${a.name} (pid ${a.p.pid}) is still running`)
     }
     const failed = this.agents.filter((a) => a.failure)
     if (clean) this.note(`all ${started.length} agents stopped cleanly; nothing is mounted`)
@@ -794,7 +617,7 @@ class LocalCluster {
 
   /** After a start error: stop whatever was started. */
   async abort(): Promise<void> {
-    if (this.agents.some((a) => a.proc)) await this.shutdown()
+    if (this.agents.some((a) => a.started)) await this.shutdown()
   }
 }
 

@@ -1,18 +1,27 @@
 /*
- * Real agents for tests: file-backed devices formatted with the real `scoutfs mkfs`, and
- * `scoutfs mount --foreground` agents as child processes serving real FUSE mounts.  The test
- * process may use the mount with ordinary (even synchronous) fs calls: it does not serve it.
+ * Real agents for tests, on the launcher (node-agent/src/tools/launcher): file-backed devices
+ * formatted with the real `scoutfs mkfs`, and `scoutfs mount --foreground` agents as child
+ * processes serving real FUSE mounts.  The test process may use the mount with ordinary (even
+ * synchronous) fs calls: it does not serve it.
  *
  * Every agent started here is remembered; stopAllAgents() (call it from an after hook)
- * SIGKILLs whatever is left, force-unmounts its mountpoint and removes the temp directory.
+ * SIGKILLs whatever is left, force-unmounts its mountpoint and removes the temp directories.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, truncateSync, writeFileSync, promises as fsp } from 'node:fs'
-import { tmpdir } from 'node:os'
+import type { ChildProcess } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { launchAgent, type AgentProcess } from '../../node-agent/src/tools/launcher/agent-process.js'
+import { makeDevices as launchDevices } from '../../node-agent/src/tools/launcher/devices.js'
+import { SCOUTFS_BIN } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
 import { sh } from './fuse-harness.js'
 
-export const BIN = join(__dirname, '..', '..', '..', 'bin', 'scoutfs')
+export const BIN = SCOUTFS_BIN
+/** Force a (dead) mount away: fusermount -uz, else umount -l. */
+export { forceUnmount } from '../../node-agent/src/tools/launcher/unmount.js'
+
+const MOUNT_TIMEOUT_MS = 30_000
+const STOP_TIMEOUT_MS = 60_000
 
 export interface Devices {
   dir: string
@@ -30,23 +39,15 @@ export function registerDir(dir: string): void {
 
 /** Fresh file-backed devices, formatted. */
 export async function makeDevices(metaBytes = 512 << 20, dataBytes = 1 << 30, prefix = 'scoutfs-t-'): Promise<Devices> {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  dirs.add(dir)
-  const meta = join(dir, 'meta.img')
-  const data = join(dir, 'data.img')
-  writeFileSync(meta, '')
-  writeFileSync(data, '')
-  truncateSync(meta, metaBytes)
-  truncateSync(data, dataBytes)
-  const r = await sh(BIN, ['mkfs', '-Q', '1', meta, data])
-  if (r.code !== 0) throw new Error(`mkfs failed: ${r.stderr}`)
+  const d = await launchDevices({ prefix, metaBytes, dataBytes, quorumSlots: 1 })
+  dirs.add(d.dir)
   return {
-    dir,
-    meta,
-    data,
+    dir: d.dir,
+    meta: d.meta,
+    data: d.data,
     remove: () => {
-      rmSync(dir, { recursive: true, force: true })
-      dirs.delete(dir)
+      rmSync(d.dir, { recursive: true, force: true })
+      dirs.delete(d.dir)
     },
   }
 }
@@ -65,15 +66,31 @@ export interface Agent {
 
 const agents = new Set<Agent>()
 
-async function mounted(mnt: string): Promise<boolean> {
-  const t = await fsp.readFile('/proc/mounts', 'utf8')
-  return t.split('\n').some((l) => l.split(' ')[1] === mnt)
-}
-
-export async function forceUnmount(mnt: string): Promise<void> {
-  if (!(await mounted(mnt))) return
-  if ((await sh('fusermount', ['-uz', mnt])).code === 0) return
-  await sh('umount', ['-l', mnt])
+/** A test's Agent for a launched agent process (remembered until stopped). */
+export function wrapAgent(p: AgentProcess): Agent {
+  const agent: Agent = {
+    mnt: p.mnt,
+    proc: p.proc!,
+    log: () => p.log(),
+    metricsAddr: p.mounted?.metrics,
+    exited: p.exited.then(() => p.exitCode ?? null),
+    async stop() {
+      const r = await p.stop(STOP_TIMEOUT_MS)
+      agents.delete(agent)
+      if (!r.inTime)
+        throw new FsError(
+          'ETIMEDOUT',
+          `agent for ${p.mnt} did not stop in ${STOP_TIMEOUT_MS / 1000} s; log:\n${p.log()}`,
+        )
+      return r.code
+    },
+    async kill9() {
+      await p.kill()
+      agents.delete(agent)
+    },
+  }
+  agents.add(agent)
+  return agent
 }
 
 /** Start an agent mounting `dev` at `mnt` (created) and wait until it serves. */
@@ -82,57 +99,19 @@ export async function startAgent(
   mnt = join(dev.dir, 'mnt'),
   opts: { options?: string; metricsAddr?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<Agent> {
-  await fsp.mkdir(mnt, { recursive: true })
-  const args = ['mount', '--metadev', dev.meta, dev.data, mnt, '--foreground', '--log-level', 'info']
-  if (opts.options) args.push('-o', opts.options)
-  if (opts.metricsAddr) args.push('--metrics-addr', opts.metricsAddr)
-  const proc = spawn(process.execPath, [BIN, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
-  })
-  let log = ''
-  proc.stdout!.on('data', (c: Buffer) => (log += c.toString()))
-  proc.stderr!.on('data', (c: Buffer) => (log += c.toString()))
-  const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)))
-  const agent: Agent = {
-    mnt,
-    proc,
-    log: () => log,
-    exited,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
-      const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 60_000))])
-      agents.delete(agent)
-      if (code === 'timeout') {
-        proc.kill('SIGKILL')
-        await forceUnmount(mnt)
-        throw new Error(`agent for ${mnt} did not stop in 60 s; log:\n${log}`)
-      }
-      await forceUnmount(mnt)
-      return code
+  const p = await launchAgent(
+    {
+      meta: dev.meta,
+      data: dev.data,
+      mnt,
+      logLevel: 'info',
+      options: opts.options,
+      metricsAddr: opts.metricsAddr,
+      env: opts.env,
     },
-    async kill9() {
-      proc.kill('SIGKILL')
-      await exited
-      agents.delete(agent)
-      await forceUnmount(mnt)
-    },
-  }
-  agents.add(agent)
-  const deadline = Date.now() + 30_000
-  for (;;) {
-    const m = /"metrics":"([^"]+)"/.exec(log)
-    if (/"msg":"mounted"/.test(log)) {
-      agent.metricsAddr = m?.[1]
-      return agent
-    }
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`agent exited before mounting:\n${log}`)
-    if (Date.now() > deadline) {
-      await agent.kill9()
-      throw new Error(`agent did not mount within 30 s:\n${log}`)
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
+    MOUNT_TIMEOUT_MS,
+  )
+  return wrapAgent(p)
 }
 
 /** Kill every agent still running, force their mounts away, remove their devices. */

@@ -1,29 +1,19 @@
 /*
- * Real clusters for tests and benchmarks: one set of file-backed devices formatted with a
- * server address in quorum slot 0, the server agent (`-o quorum_slot_nr=0`) started first,
- * then the other agents, each a `scoutfs mount --foreground` child process with its own
- * FUSE mount.  Everything started here is stopped by stopAllAgents() (agent.ts).
+ * Real clusters for tests, on the launcher (node-agent/src/tools/launcher/cluster.ts): one set
+ * of file-backed devices formatted with a server address in quorum slot 0, the server agent
+ * (`-o quorum_slot_nr=0`) started first, then the other agents, each a `scoutfs mount
+ * --foreground` child process with its own FUSE mount.  Everything started here is stopped by
+ * stopAllAgents() (agent.ts).
  */
-import { createServer } from 'node:net'
-import { mkdtempSync, truncateSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { adminCall } from '../../node-agent/src/agent/admin.js'
-import { BIN, registerDir, startAgent, type Agent, type Devices } from './agent.js'
-import { sh } from './fuse-harness.js'
+import {
+  Cluster as Launched,
+  makeClusterDevices as launchClusterDevices,
+  numberedAgents,
+} from '../../node-agent/src/tools/launcher/cluster.js'
+import { registerDir, wrapAgent, type Agent, type Devices } from './agent.js'
 
-/** A port on 127.0.0.1 that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer()
-    s.once('error', rej)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      const port = typeof a === 'object' && a ? a.port : 0
-      s.close(() => res(port))
-    })
-  })
-}
+export { freePort } from '../../node-agent/src/tools/launcher/ports.js'
+export { agentStatus, type AgentStatus } from '../../node-agent/src/tools/launcher/status.js'
 
 export interface ClusterDevices extends Devices {
   /** the server's address (quorum slot 0) */
@@ -34,27 +24,9 @@ export interface ClusterDevices extends Devices {
 export async function makeClusterDevices(
   opts: { metaBytes?: number; dataBytes?: number; slots?: number } = {},
 ): Promise<ClusterDevices> {
-  const dir = mkdtempSync(join(tmpdir(), 'scoutfs-c-'))
-  registerDir(dir)
-  const meta = join(dir, 'meta.img')
-  const data = join(dir, 'data.img')
-  writeFileSync(meta, '')
-  writeFileSync(data, '')
-  truncateSync(meta, opts.metaBytes ?? 1 << 30)
-  truncateSync(data, opts.dataBytes ?? 2 * 1024 ** 3)
-  const port = await freePort()
-  const r = await sh(process.execPath, [
-    BIN,
-    'mkfs',
-    '-Q',
-    String(opts.slots ?? 3),
-    '-Q',
-    `0,127.0.0.1,${port}`,
-    meta,
-    data,
-  ])
-  if (r.code !== 0) throw new Error(`mkfs failed: ${r.stderr}`)
-  return { dir, meta, data, serverAddr: `127.0.0.1:${port}`, remove: () => undefined }
+  const d = await launchClusterDevices(opts)
+  registerDir(d.dir)
+  return { dir: d.dir, meta: d.meta, data: d.data, serverAddr: d.serverAddr, remove: () => undefined }
 }
 
 export interface Cluster {
@@ -73,44 +45,12 @@ export async function startCluster(
   opts: { dev?: ClusterDevices; options?: string; metrics?: boolean } = {},
 ): Promise<Cluster> {
   const dev = opts.dev ?? (await makeClusterDevices())
-  const o = (extra?: string): string | undefined => [extra, opts.options].filter(Boolean).join(',') || undefined
   const metricsAddr = opts.metrics ? '127.0.0.1:0' : undefined
-  const first = await startAgent(dev, join(dev.dir, 'm0'), { options: o('quorum_slot_nr=0'), metricsAddr })
-  const rest = await Promise.all(
-    Array.from({ length: n - 1 }, (_, i) => startAgent(dev, join(dev.dir, `m${i + 1}`), { options: o(), metricsAddr })),
+  const c = new Launched(
+    dev,
+    numberedAgents(dev.dir, n, { logLevel: 'info', options: opts.options, metricsAddr }),
+    30_000,
   )
-  return { dev, agents: [first, ...rest] }
-}
-
-/** The admin socket's GET /status of the agent serving `mnt`. */
-export interface AgentStatus {
-  rid: string
-  seq: number
-  commits: number
-  items: number
-  dirtyItems: number
-  metrics?: string
-  server: boolean
-  serverAddr: string
-  locks: {
-    held: number
-    read: number
-    write: number
-    writeOnly: number
-    requests: number
-    grants: number
-    invalidations: number
-  }
-  serverState?: {
-    mounts: string[]
-    logTrees: number
-    finalized: number
-    commits: number
-    merges: number
-    recovering: boolean
-  }
-}
-
-export function agentStatus(mnt: string): Promise<AgentStatus> {
-  return adminCall(mnt, 'GET /status')
+  await c.startOrThrow()
+  return { dev, agents: c.agents.map(wrapAgent) }
 }

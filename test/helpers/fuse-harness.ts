@@ -7,15 +7,16 @@
  * processes (sh / py below) or, at most, with fs.promises (libuv threads).
  *
  * Every mount made here is remembered; unmountAll() (call it from an after/afterEach hook)
- * unmounts whatever is left, forcing it with fusermount -uz / umount -l if need be, and
+ * unmounts whatever is left, forcing it with the launcher's lazy unmount if need be, and
  * removes the temporary mountpoints (rmdir, never recursive: a mount may still be there).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rmdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { FuseAdapter, forceUnmount, type FuseMountOptions } from '../../node-agent/src/fuse/fuse-native-adapter.js'
+import { FuseAdapter, type FuseMountOptions } from '../../node-agent/src/fuse/fuse-native-adapter.js'
 import type { FsApi } from '../../node-agent/src/fs/fs-api.js'
+import { forceUnmount } from '../../node-agent/src/tools/launcher/unmount.js'
 
 export interface Run {
   code: number

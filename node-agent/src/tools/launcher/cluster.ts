@@ -1,0 +1,151 @@
+/*
+ * A launched cluster: N agents on one set of devices formatted with a server address in quorum
+ * slot 0.  Agent 0 mounts with quorum_slot_nr=0 and runs the server: it starts first, the
+ * others (clients) start together once it serves.  Stopping goes the other way: the clients
+ * together, then the server.  kill() SIGKILLs every agent and forces every mount away.
+ */
+import { join } from 'node:path'
+import { FsError } from '../../util/errors.js'
+import { AgentProcess, type AgentSpec, type StopResult, type WaitResult } from './agent-process.js'
+import { makeDevices, type Devices, type DevicePaths } from './devices.js'
+
+/** The mount option that makes an agent the server (quorum slot 0). */
+export const SERVER_OPTION = 'quorum_slot_nr=0'
+
+/** `extra` options joined to `options`; undefined when there are none. */
+export function joinOptions(...opts: Array<string | undefined>): string | undefined {
+  return opts.filter(Boolean).join(',') || undefined
+}
+
+export type AgentSettings = Omit<AgentSpec, 'meta' | 'data'>
+
+/** Fresh devices in a temporary directory formatted for a cluster (slot 0 at a free port). */
+export function makeClusterDevices(
+  o: { metaBytes?: number; dataBytes?: number; slots?: number; prefix?: string } = {},
+): Promise<Devices & { serverAddr: string }> {
+  return makeDevices({
+    prefix: o.prefix ?? 'scoutfs-c-',
+    metaBytes: o.metaBytes ?? 1 << 30,
+    dataBytes: o.dataBytes ?? 2 * 1024 ** 3,
+    quorumSlots: o.slots ?? 3,
+    serverPort: 0,
+  }) as Promise<Devices & { serverAddr: string }>
+}
+
+export type StartResult = WaitResult | 'not started'
+
+export interface StartHooks {
+  /** checked before each start and while waiting: true stops the start */
+  aborted?: () => boolean
+  /** right after an agent was spawned */
+  onSpawn?: (a: AgentProcess) => void
+  /** every JSON log line of a starting agent but its "mounted" */
+  onLine?: (a: AgentProcess, v: Record<string, unknown>) => void
+  /** an agent's wait ended (the cluster goes on only once this returns) */
+  onResult?: (a: AgentProcess, r: WaitResult) => void | Promise<void>
+}
+
+/** `D`: what the caller keeps about the devices (a Devices with its directory, say). */
+export class Cluster<D extends DevicePaths = DevicePaths> {
+  readonly agents: AgentProcess[]
+
+  /** `agents[0]` is the server: SERVER_OPTION is added to its options. */
+  constructor(
+    readonly dev: D,
+    agents: AgentSettings[],
+    readonly mountTimeoutMs = 60_000,
+  ) {
+    if (!agents.length) throw new FsError('EINVAL', 'a cluster needs at least one agent')
+    this.agents = agents.map(
+      (s, i) =>
+        new AgentProcess({
+          ...s,
+          meta: dev.meta,
+          data: dev.data,
+          options: i === 0 ? joinOptions(SERVER_OPTION, s.options) : s.options,
+        }),
+    )
+  }
+
+  get server(): AgentProcess {
+    return this.agents[0]!
+  }
+
+  get clients(): AgentProcess[] {
+    return this.agents.slice(1)
+  }
+
+  /** The server first; once it serves, the clients together.  Each agent's result, in order. */
+  async start(h: StartHooks = {}): Promise<StartResult[]> {
+    const results: StartResult[] = this.agents.map(() => 'not started')
+    const one = async (i: number): Promise<void> => {
+      const a = this.agents[i]!
+      await a.start()
+      h.onSpawn?.(a)
+      const r = await a.waitMounted({
+        timeoutMs: this.mountTimeoutMs,
+        aborted: h.aborted,
+        onLine: h.onLine && ((v) => h.onLine!(a, v)),
+      })
+      results[i] = r
+      await h.onResult?.(a, r)
+    }
+    if (h.aborted?.()) return results
+    await one(0)
+    if (results[0] !== 'mounted' || h.aborted?.()) return results
+    await Promise.all(this.clients.map((_, i) => one(i + 1)))
+    return results
+  }
+
+  /** start(), and on any failure kill every agent and throw with the failed agent's log. */
+  async startOrThrow(): Promise<void> {
+    let results: StartResult[]
+    try {
+      results = await this.start()
+    } catch (e) {
+      await this.kill()
+      throw e
+    }
+    const bad = results.findIndex((r) => r !== 'mounted')
+    if (bad < 0) return
+    await this.kill()
+    const a = this.agents[bad]!
+    throw new FsError(
+      results[bad] === 'timeout' ? 'ETIMEDOUT' : 'EIO',
+      `agent ${bad} (${a.mnt}) ${results[bad] === 'timeout' ? `did not mount within ${this.mountTimeoutMs / 1000} s` : results[bad]}:\n${a.log()}`,
+    )
+  }
+
+  /**
+   * Stop the live agents: the clients together, then the server, each SIGTERMed and given
+   * `timeoutMs`.  `onGroup` hears of each group before it is stopped, `onStopped` of its results.
+   */
+  async stop(
+    timeoutMs: number,
+    h: {
+      onGroup?: (agents: AgentProcess[]) => void
+      onStopped?: (results: Array<{ agent: AgentProcess; result: StopResult }>) => void
+    } = {},
+  ): Promise<Array<{ agent: AgentProcess; result: StopResult }>> {
+    const out: Array<{ agent: AgentProcess; result: StopResult }> = []
+    for (const group of [this.clients, [this.server]]) {
+      const live = group.filter((a) => a.running)
+      if (!live.length) continue
+      h.onGroup?.(live)
+      const results = await Promise.all(live.map(async (agent) => ({ agent, result: await agent.stop(timeoutMs) })))
+      h.onStopped?.(results)
+      out.push(...results)
+    }
+    return out
+  }
+
+  /** SIGKILL every agent and force every mount away. */
+  async kill(): Promise<void> {
+    await Promise.all(this.agents.map((a) => a.kill().catch(() => undefined)))
+  }
+}
+
+/** Settings of `n` agents mounted at DIR/m0, m1, ... (test and benchmark clusters). */
+export function numberedAgents(dir: string, n: number, s: Omit<AgentSettings, 'mnt'> = {}): AgentSettings[] {
+  return Array.from({ length: n }, (_, i) => ({ ...s, mnt: join(dir, `m${i}`) }))
+}
