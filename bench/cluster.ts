@@ -31,7 +31,7 @@ import { Cluster, makeClusterDevices, numberedAgents } from '../node-agent/src/t
 import type { Devices } from '../node-agent/src/tools/launcher/devices.js'
 import { SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
 import { agentStatus } from '../node-agent/src/tools/launcher/status.js'
-import { mountsBelow } from '../node-agent/src/tools/launcher/unmount.js'
+import { mountsBelow } from '../node-agent/src/fuse/unmount.js'
 import { parseOptions, type Options } from './cluster-options.js'
 import {
   deltas,

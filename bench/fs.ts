@@ -25,7 +25,7 @@ import { performance } from 'node:perf_hooks'
 import { killAllAgents, launchAgent, type AgentProcess } from '../node-agent/src/tools/launcher/agent-process.js'
 import { makeDevices, type Devices } from '../node-agent/src/tools/launcher/devices.js'
 import { SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
-import { forceUnmount, isMounted, mountsBelow } from '../node-agent/src/tools/launcher/unmount.js'
+import { forceUnmount, isMounted, mountsBelow } from '../node-agent/src/fuse/unmount.js'
 import { passthroughOptions } from './passthrough.js'
 
 /* ---- options ------------------------------------------------------------------------------ */

@@ -22,7 +22,7 @@ import { constants as fsConstants, promises as fsp, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { FuseAdapter } from '../node-agent/src/fuse/fuse-native-adapter.js'
-import { forceUnmount } from '../node-agent/src/tools/launcher/unmount.js'
+import { forceUnmount } from '../node-agent/src/fuse/unmount.js'
 
 type Cb = (...args: unknown[]) => void
 interface FuseNativeInstance {

@@ -21,7 +21,7 @@ import { Cluster } from '../node-agent/src/tools/launcher/cluster.js'
 import { createSparse, mkfs } from '../node-agent/src/tools/launcher/devices.js'
 import { addrFree } from '../node-agent/src/tools/launcher/ports.js'
 import { cliBuilt, REPO_ROOT, runScoutfs, SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
-import { forceUnmount, forceUnmountSync, mountedPaths } from '../node-agent/src/tools/launcher/unmount.js'
+import { forceUnmount, forceUnmountSync, mountedPaths } from '../node-agent/src/fuse/unmount.js'
 import {
   Screen,
   fetchStatus,

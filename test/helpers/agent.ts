@@ -18,7 +18,7 @@ import { sh } from './fuse-harness.js'
 
 export const BIN = SCOUTFS_BIN
 /** Force a (dead) mount away: fusermount -uz, else umount -l. */
-export { forceUnmount } from '../../node-agent/src/tools/launcher/unmount.js'
+export { forceUnmount } from '../../node-agent/src/fuse/unmount.js'
 
 const MOUNT_TIMEOUT_MS = 30_000
 const STOP_TIMEOUT_MS = 60_000

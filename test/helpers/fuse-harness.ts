@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FuseAdapter, type FuseMountOptions } from '../../node-agent/src/fuse/fuse-native-adapter.js'
 import type { FsApi } from '../../node-agent/src/fs/fs-api.js'
-import { forceUnmount } from '../../node-agent/src/tools/launcher/unmount.js'
+import { forceUnmount } from '../../node-agent/src/fuse/unmount.js'
 
 export interface Run {
   code: number

@@ -28,8 +28,6 @@
  *
  * Never block the event loop: every op is async, nothing here does synchronous I/O.
  */
-import { execFile } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
 import { resolve as resolvePath } from 'node:path'
 import { FsError } from '../util/errors.js'
 import type { Caller, FsApi } from '../fs/fs-api.js'
@@ -46,6 +44,7 @@ import {
 import { Handles } from './handles.js'
 import { answerGetattr, answerGetxattr, answerListxattr, answerUtimens } from './attr-ops.js'
 import { makeOps } from './ops.js'
+import { forceUnmount } from './unmount.js'
 import type { OpsContext, OpsLogger } from './reply.js'
 import { PathCache } from './path-cache.js'
 
@@ -74,28 +73,6 @@ export interface FuseMountOptions {
 const defaultLogger: FuseLogger = {
   error: (msg, err) => console.error(`scoutfs fuse: ${msg}`, err ?? ''),
   warn: (msg) => console.warn(`scoutfs fuse: ${msg}`),
-}
-
-function execQuiet(cmd: string, args: string[]): Promise<boolean> {
-  return new Promise((resolve) => execFile(cmd, args, (err) => resolve(!err)))
-}
-
-async function isMounted(mountpoint: string): Promise<boolean> {
-  const mounts = await readFile('/proc/mounts', 'utf8').catch(() => '')
-  return mounts.split('\n').some((l) => l.split(' ')[1]?.replace(/\\040/g, ' ') === mountpoint)
-}
-
-/** force a mount away: fusermount -uz, then umount -l */
-export async function forceUnmount(mountpoint: string): Promise<boolean> {
-  if (await execQuiet('fusermount', ['-uz', mountpoint])) return true
-  if (await execQuiet('fusermount3', ['-uz', mountpoint])) return true
-  return execQuiet('umount', ['-l', mountpoint])
-}
-
-/** forceUnmount, unless it is not mounted (any more); whether it is gone */
-async function forceUnmountIfMounted(mountpoint: string): Promise<boolean> {
-  if (!(await isMounted(mountpoint))) return true
-  return (await forceUnmount(mountpoint)) || !(await isMounted(mountpoint))
 }
 
 export class FuseAdapter implements Frontend {
@@ -157,6 +134,7 @@ export class FuseAdapter implements Frontend {
 
   private async start(): Promise<void> {
     if (this.optionString.length > 1000) throw new FsError('EINVAL', 'mount option string too long for fuse-native')
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the subclass below has its own `this`
     const self = this
     const ctx = this.ctx
     const optString = '-o' + this.optionString
@@ -181,7 +159,7 @@ export class FuseAdapter implements Frontend {
         return optString
       }
       _close(cb: (err: Error | null) => void): void {
-        forceUnmountIfMounted(self.mountpoint).then((gone) => {
+        forceUnmount(self.mountpoint).then((gone) => {
           try {
             nativeBinding.fuse_native_unmount(self.mountpoint, this._thread)
           } catch (e) {

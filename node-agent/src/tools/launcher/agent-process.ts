@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync, readSync, statSync, promises as fsp } from 'node:fs'
 import { FsError } from '../../util/errors.js'
 import { SCOUTFS_BIN } from './scoutfs-cli.js'
-import { forceUnmount, forceUnmountSync, isMounted } from './unmount.js'
+import { forceUnmount, forceUnmountSync, isMounted } from '../../fuse/unmount.js'
 
 export interface AgentSpec {
   meta: string

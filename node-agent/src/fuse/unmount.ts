@@ -1,5 +1,6 @@
 /*
- * The launcher's view of the mount table and its way of forcing a mount away: /proc/mounts
+ * The mount table and the way to force a FUSE mount away (for the adapter, the launcher,
+ * tests and benchmarks): /proc/mounts
  * read (octal escapes decoded), and a lazy unmount (fusermount3 -uz, fusermount -uz, then
  * umount -l) run as child processes, in an async and a synchronous flavour (the latter for
  * process 'exit' handlers, where nothing asynchronous runs any more).
