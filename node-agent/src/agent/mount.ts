@@ -159,7 +159,12 @@ export class Mount {
       cleanup.unshift(async () => client.close())
       await client.greeting(rid, sb.fsid, FORMAT_VERSION)
       const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 1024)
-      cache.onBadBlock = (err, blkno) => log.error({ blkno, code: err.code }, err.message)
+      // a stale block is expected (a merge freed and reused it): the forest refreshes its
+      // roots and reads again, and only a stale block from fresh roots is an error (EIO)
+      cache.onBadBlock = (err, blkno) =>
+        err.code === 'ESTALE'
+          ? log.debug({ blkno, code: err.code }, err.message)
+          : log.error({ blkno, code: err.code }, err.message)
       const forest = new Forest(cache, () => client.getRoots())
       const items = new ItemCache(forest, o.itemCacheItems ?? 500_000)
       const trans = new Trans(client, rid, cache, items, forest, meta, data, {
