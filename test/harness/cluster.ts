@@ -17,9 +17,9 @@
  *   await c.restartServer()         // the server role stops and starts; mounts recover locks
  *   const report = await c.check()  // tools/check.ts over the devices (merges drained first)
  *   await c.stop()                  // every mount commits and says farewell, then the server stops
+ *   await InProcCluster.start({ devices: c.devices() })   // the same filesystem again
  */
 import { BlockCache } from '../../node-agent/src/storage/block.js'
-import type { BlockDevice } from '../../node-agent/src/storage/device.js'
 import { FORMAT_VERSION } from '../../node-agent/src/storage/format.js'
 import { readDataSuper, readSuper } from '../../node-agent/src/storage/super.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
@@ -57,6 +57,8 @@ export interface InProcClusterOptions {
   maxDelayTurns?: number
   /** how long a restarted server waits for the mounts to say hello (default 5 s) */
   recoveryMs?: number
+  /** start on these devices (a stopped cluster's) instead of formatting new ones */
+  devices?: { meta: MemDevice; data: MemDevice }
   /** log lines of the server and the mounts (default: only errors, to the console) */
   log?: (who: string, msg: string, fields?: Record<string, unknown>) => void
 }
@@ -124,7 +126,6 @@ export class InProcCluster {
   private constructor(
     readonly metaDev: MemDevice,
     readonly dataDev: MemDevice,
-    readonly fsid: bigint,
     private readonly o: InProcClusterOptions,
   ) {
     this.rng = new Rng(o.seed ?? 1)
@@ -132,11 +133,17 @@ export class InProcCluster {
 
   static async start(o: InProcClusterOptions = {}): Promise<InProcCluster> {
     const rng = new Rng((o.seed ?? 1) ^ 0x5eed)
-    const meta = new MemDevice(o.metaBytes ?? 1 << 30, 'mem-meta')
-    const data = new MemDevice(o.dataBytes ?? 2 * 1024 ** 3, 'mem-data')
-    const fsid = rng.u64() | 1n
-    await mkfs(meta, data, { quorumSlots: 1, fsid })
-    const c = new InProcCluster(meta, data, fsid, o)
+    let meta: MemDevice
+    let data: MemDevice
+    if (o.devices) {
+      meta = o.devices.meta
+      data = o.devices.data
+    } else {
+      meta = new MemDevice(o.metaBytes ?? 1 << 30, 'mem-meta')
+      data = new MemDevice(o.dataBytes ?? 2 * 1024 ** 3, 'mem-data')
+      await mkfs(meta, data, { quorumSlots: 1, fsid: rng.u64() | 1n })
+    }
+    const c = new InProcCluster(meta, data, o)
     c.role = await c.startRole(0)
     for (let i = 0; i < (o.mounts ?? 1); i++) await c.remount(i)
     return c
@@ -293,7 +300,7 @@ export class InProcCluster {
   }
 
   /** The shared devices (the metadata and data a check or a new cluster would open). */
-  devices(): { meta: BlockDevice; data: BlockDevice } {
+  devices(): { meta: MemDevice; data: MemDevice } {
     return { meta: this.metaDev, data: this.dataDev }
   }
 }
