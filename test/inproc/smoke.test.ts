@@ -23,4 +23,28 @@ describe('inproc: the harness', function () {
     const r = await c.check()
     assert.deepEqual(r.problems, [])
   })
+
+  it('survives every request delivered twice now and then (requests are idempotent)', async () => {
+    const c = await InProcCluster.start({
+      mounts: 2,
+      seed: testSeed('harness duplicates'),
+      duplicateRequests: 0.3,
+      maxDelayTurns: 4,
+    })
+    try {
+      await mkdir(c.mount(0).fs, 'd')
+      for (let i = 0; i < 30; i++) {
+        await writeFile(c.mount(i % 2).fs, `d/f${i}`, Buffer.from(`file ${i}`))
+        if (i % 5 === 0) await c.sync(i % 2)
+      }
+      await c.unmount(1)
+      await c.remount(1)
+      for (let i = 0; i < 30; i++) assert.equal((await readFile(c.mount(1).fs, `d/f${i}`)).toString(), `file ${i}`)
+      const dups = c.mount(0).link.counters.duplicates
+      assert.ok(dups > 0, 'some requests were delivered twice')
+    } finally {
+      await c.stop()
+    }
+    assert.deepEqual((await c.check()).problems, [])
+  })
 })
