@@ -24,7 +24,7 @@ import { BlockCache } from '../storage/block.js'
 import { btreeCounters } from '../storage/btree.js'
 import { FileDevice, type BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
-import { FORMAT_VERSION, Zone } from '../storage/format.js'
+import { FORMAT_VERSION } from '../storage/format.js'
 import { Forest, forestCounters } from '../client/forest.js'
 import { Filesystem, type ClusterLocks as ClusterLocksApi } from '../fs/fs.js'
 import { FuseAdapter } from '../fuse/fuse-native-adapter.js'
@@ -32,11 +32,12 @@ import { ItemCache } from '../client/item-cache.js'
 import { AgentMetrics } from './metrics.js'
 import { ClusterServer } from '../server/server-role.js'
 import { LockClient, type LockHandle } from '../lock/lock-client.js'
-import { invalidationDropsCache, isWriteMode, type LockRange, type OrderedLockRequest } from '../protocol/lock-modes.js'
+import { invalidationDropsCache, isWriteMode, type OrderedLockRequest } from '../protocol/lock-modes.js'
 import { NetClient } from '../net/net-client.js'
 import { readDataSuper, readSuper } from '../storage/super.js'
 import { Trans } from '../client/trans.js'
-import { keyIno, tsToMs } from '../fs/fs-items.js'
+import { tsToMs } from '../fs/fs-items.js'
+import { lockRangeInodes } from '../protocol/lock-ranges.js'
 import { resolve } from 'node:path'
 
 export interface MountOptions {
@@ -100,11 +101,6 @@ function timedLocks(locks: LockClient, metrics: AgentMetrics): ClusterLocksApi {
     },
     unlockAll: (h, opts) => locks.unlockAll(h, opts),
   }
-}
-
-/** The inode numbers an inode-group lock range covers. */
-function inoRange(r: LockRange): [number, number] {
-  return [keyIno(r[0]), keyIno(r[1])]
 }
 
 export class Mount {
@@ -190,7 +186,8 @@ export class Mount {
             await trans.commit()
           if (invalidationDropsCache(oldMode, newMode)) {
             items.invalidate(range[0], range[1])
-            if (range[0][0] === Zone.FS) mounted?.fuse?.invalidateInodes(...inoRange(range))
+            const inos = lockRangeInodes(range)
+            if (inos) mounted?.fuse?.invalidateInodes(...inos)
           }
         },
         refreshRoots: async (version) => forest.invalidateRoots(version),

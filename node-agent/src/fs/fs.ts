@@ -95,9 +95,10 @@ import {
   type Inode,
 } from './fs-items.js'
 import { InodeLocks } from '../lock/inode-locks.js'
-import { lockRange, type ItemCache } from '../client/item-cache.js'
+import type { ItemCache } from '../client/item-cache.js'
 import type { LockHandle, UnlockOpts } from '../lock/lock-client.js'
-import { LockMode, LockOrderClass, RENAME_LOCK_RANGE, type OrderedLockRequest } from '../protocol/lock-modes.js'
+import { LockMode, LockOrderClass, type OrderedLockRequest } from '../protocol/lock-modes.js'
+import { ORPHAN_RANGE, RENAME_LOCK_RANGE, SEQ_INDEX_RANGE, inodeGroupRange } from '../protocol/lock-ranges.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
 
@@ -121,18 +122,16 @@ export interface ClusterLocks {
   unlockAll(handles: readonly LockHandle[], opts?: UnlockOpts): void
 }
 
-/** The cluster lock of the inode group holding `ino` (the item cache's lock range). */
+/** The cluster lock of the inode group holding `ino`. */
 export function inodeLock(ino: number, mode: LockMode): OrderedLockRequest {
-  return { cls: LockOrderClass.INODE, range: lockRange(inodeKey(ino)), mode, ino }
+  return { cls: LockOrderClass.INODE, range: inodeGroupRange(ino), mode, ino }
 }
-const INDEX_RANGE = lockRange(metaSeqKey(0, 0))
 const INDEX_WRITE_ONLY: OrderedLockRequest = {
   cls: LockOrderClass.WRITE_ONLY,
-  range: INDEX_RANGE,
+  range: SEQ_INDEX_RANGE,
   mode: LockMode.WRITE_ONLY,
 }
-const INDEX_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: INDEX_RANGE, mode: LockMode.READ }
-const ORPHAN_RANGE = lockRange(orphanKey(0))
+const INDEX_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: SEQ_INDEX_RANGE, mode: LockMode.READ }
 const ORPHAN_WRITE_ONLY: OrderedLockRequest = {
   cls: LockOrderClass.WRITE_ONLY,
   range: ORPHAN_RANGE,
