@@ -4,7 +4,7 @@
  * drop the item-cache range and tell the kernel cache the inodes of an inode-group range.
  */
 import assert from 'node:assert/strict'
-import { lockRange } from '../../node-agent/src/client/item-cache.js'
+import { lockRange } from '../../node-agent/src/protocol/lock-ranges.js'
 import { inodeKey } from '../../node-agent/src/fs/fs-items.js'
 import { NO_KERNEL_CACHE, type KernelCache } from '../../node-agent/src/fs/frontend.js'
 import { lockInvalidationHook } from '../../node-agent/src/fs/lock-invalidation.js'

@@ -20,7 +20,7 @@
 import assert from 'node:assert/strict'
 import { FsError, isFsError } from '../../node-agent/src/util/errors.js'
 import { KeyType, Zone, makeKey } from '../../node-agent/src/storage/format.js'
-import { lockRange } from '../../node-agent/src/client/item-cache.js'
+import { RENAME_LOCK_RANGE, lockRange } from '../../node-agent/src/protocol/lock-ranges.js'
 import {
   LOCK_DEADLOCK_ERRNO,
   LockClient,
@@ -30,7 +30,6 @@ import {
 import {
   LockMode,
   LockOrderClass,
-  RENAME_LOCK_RANGE,
   invalidationDropsCache,
   lockId,
   lockModeName,

@@ -18,7 +18,8 @@
  */
 import { FsError } from '../util/errors.js'
 import type { ForestReader } from './forest.js'
-import { INODE_GROUP, KEY_SIZE, Zone } from '../storage/format.js'
+import { KEY_SIZE, Zone } from '../storage/format.js'
+import { lockRange } from '../protocol/lock-ranges.js'
 import { IntervalSet, SortedMap, nextKey } from '../util/sorted-map.js'
 
 export interface CachedItem {
@@ -41,24 +42,6 @@ export interface ItemCacheCounters {
   readRetries: number
   shrinks: number
   shrunkItems: number
-}
-
-/** The lock range holding `key`: an inode group in the fs zone, else the whole zone. */
-export function lockRange(key: Buffer): [Buffer, Buffer] {
-  const lo = Buffer.alloc(KEY_SIZE, 0)
-  const hi = Buffer.alloc(KEY_SIZE, 0xff)
-  lo[0] = key[0]!
-  hi[0] = key[0]!
-  if (key[0] === Zone.FS) {
-    const hiWord = key.readUInt32BE(1)
-    const loWord = key.readUInt32BE(5)
-    const base = loWord - (loWord % INODE_GROUP)
-    lo.writeUInt32BE(hiWord, 1)
-    lo.writeUInt32BE(base, 5)
-    hi.writeUInt32BE(hiWord, 1)
-    hi.writeUInt32BE(base + INODE_GROUP - 1, 5)
-  }
-  return [lo, hi]
 }
 
 const L = (b: Buffer): string => b.toString('latin1')

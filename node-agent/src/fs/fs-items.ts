@@ -4,8 +4,11 @@
  * Per inode (zone FS, first = ino): the inode; xattr parts; directory entries three times
  * (DIRENT by name hash for lookup, READDIR by position for iteration, LINK_BACKREF under the
  * target inode for path resolution), each with the full entry; symlink target parts; data
- * extents keyed by first file block.  Seq index items (zone INODE_INDEX) and orphan items
- * (zone ORPHAN) have no value.
+ * extents keyed by first file block.  Seq index items (zone INODE_INDEX) have no value;
+ * orphan items (zone ORPHAN) hold the mount that keeps the inode open.
+ *
+ * Every item's encoding, and every decoding of a key's fields, is here: the subsystems
+ * (inode.ts, dir.ts, xattr.ts, extents.ts, orphan.ts) never read item bytes themselves.
  */
 import { crc32c } from '@node-rs/crc32'
 import { FsError } from '../util/errors.js'
@@ -168,6 +171,29 @@ export const orphanKey = (ino: number): Buffer => makeKey(Zone.ORPHAN, 0, KeyTyp
 export const ORPHAN_FIRST = makeKey(Zone.ORPHAN, 0, KeyType.ORPHAN, 0)
 export const ORPHAN_LAST = makeKey(Zone.ORPHAN, 0, KeyType.ORPHAN, U53, U53, U53)
 
+/** the `second` field of a key (a safe integer) */
+const keySecond = (k: Buffer): number => k.readUInt32BE(10) * 0x100000000 + k.readUInt32BE(14)
+
+/** The (seq, ino) a meta_seq or data_seq key names. */
+export function decodeSeqKey(k: Buffer): { seq: number; ino: number } {
+  return { seq: keySecond(k), ino: k.readUInt32BE(18) * 0x100000000 + k.readUInt32BE(22) }
+}
+
+/** The inode an orphan key names. */
+export const orphanKeyIno = keySecond
+
+/** An orphan item's value: the mount holding the unlinked inode open. */
+export function encodeOrphan(rid: number): Buffer {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64BE(BigInt(rid))
+  return b
+}
+
+/** The mount an orphan item names (0 if the value is too short to name one). */
+export function decodeOrphan(v: Buffer): number {
+  return v.length >= 8 ? Number(v.readBigUInt64BE(0)) : 0
+}
+
 /* ---- directory entries ----------------------------------------------------------------- */
 
 export interface Dirent {
@@ -218,6 +244,8 @@ export const backrefKey = (ino: number, dir: number, pos: number): Buffer =>
   makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, dir, pos)
 export const backrefFirst = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, 0, 0)
 export const backrefLast = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.LINK_BACKREF, U53, U53, U53)
+/** The directory a backref key names (the `second` field). */
+export const backrefKeyDir = keySecond
 
 /* ---- symlinks -------------------------------------------------------------------------- */
 
@@ -241,6 +269,32 @@ export const xattrLast = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.
 /** part 0 starts with {value length u32, name length u16}, then the name, then the value */
 export const XATTR_HDR = 6
 
+/** The parts of xattr `name` = `value`, each XATTR_PART_MAX bytes at most. */
+export function encodeXattr(name: Buffer, value: Buffer): Buffer[] {
+  const whole = Buffer.concat([Buffer.alloc(XATTR_HDR), name, value])
+  whole.writeUInt32LE(value.length, 0)
+  whole.writeUInt16LE(name.length, 4)
+  const parts: Buffer[] = []
+  for (let off = 0; off < whole.length; off += XATTR_PART_MAX) parts.push(whole.subarray(off, off + XATTR_PART_MAX))
+  return parts
+}
+
+/** An xattr key's id (the low word of its third field) and part (its fourth field). */
+export function decodeXattrKey(k: Buffer): { id: number; part: number } {
+  return { id: k.readUInt32BE(22), part: k.readUInt32BE(26) * 0x100000000 + k.readUInt32BE(30) }
+}
+
+/** Part 0 of an xattr: its whole value's length, its name and the first bytes of its value. */
+export function decodeXattrHead(v: Buffer): { valLen: number; name: Buffer; first: Buffer } {
+  if (v.length < XATTR_HDR) throw new FsError('EIO', `xattr item of ${v.length} bytes is corrupt`)
+  const nameLen = v.readUInt16LE(4)
+  return {
+    valLen: v.readUInt32LE(0),
+    name: v.subarray(XATTR_HDR, XATTR_HDR + nameLen),
+    first: v.subarray(XATTR_HDR + nameLen),
+  }
+}
+
 /* ---- data extents ---------------------------------------------------------------------- */
 
 export const EXTENT_OFFLINE = 1
@@ -257,6 +311,8 @@ export interface DataExtent {
 export const extentKey = (ino: number, iblock: number): Buffer => makeKey(Zone.FS, ino, KeyType.DATA_EXTENT, iblock)
 export const extentFirst = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.DATA_EXTENT, 0)
 export const extentLast = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.DATA_EXTENT, U53, U53, U53)
+/** Whether `key` is a data extent's. */
+export const isExtentKey = (key: Buffer): boolean => key[0] === Zone.FS && key[9] === KeyType.DATA_EXTENT
 
 export function encodeExtent(e: DataExtent): Buffer {
   const b = Buffer.alloc(17)

@@ -14,15 +14,9 @@
 import type { ItemCache } from '../client/item-cache.js'
 import type { Trans } from '../client/trans.js'
 import type { InvalidateHook } from '../lock/lock-client.js'
-import { invalidationDropsCache, isWriteMode, type LockRange } from '../protocol/lock-modes.js'
-import { Zone } from '../storage/format.js'
-import { keyIno } from './fs-items.js'
+import { invalidationDropsCache, isWriteMode } from '../protocol/lock-modes.js'
+import { lockRangeInodes } from '../protocol/lock-ranges.js'
 import type { KernelCache } from './frontend.js'
-
-/** The inode numbers an inode-group lock range covers. */
-function inoRange(r: LockRange): [number, number] {
-  return [keyIno(r[0]), keyIno(r[1])]
-}
 
 export function lockInvalidationHook(
   trans: Pick<Trans, 'commit' | 'committedSeq'>,
@@ -34,7 +28,8 @@ export function lockInvalidationHook(
       await trans.commit()
     if (invalidationDropsCache(oldMode, newMode)) {
       items.invalidate(range[0], range[1])
-      if (range[0][0] === Zone.FS) kernel().invalidateInodes(...inoRange(range))
+      const inos = lockRangeInodes(range)
+      if (inos) kernel().invalidateInodes(...inos)
     }
   }
 }

@@ -15,7 +15,7 @@
  *    LockServer.recover) before it grants anything.
  */
 import { FsError } from '../util/errors.js'
-import { KEY_SIZE, Zone, compareKeys, makeKey } from '../storage/format.js'
+import { KEY_SIZE, compareKeys } from '../storage/format.js'
 
 /* ---- modes ------------------------------------------------------------------------------ */
 
@@ -90,7 +90,7 @@ export function invalidationDropsCache(oldMode: LockMode, newMode: LockMode): bo
 
 /* ---- identity --------------------------------------------------------------------------- */
 
-/** A lock's key range [start, end], as item-cache.ts lockRange() returns it. */
+/** A lock's key range [start, end]; lock-ranges.ts defines every one. */
 export type LockRange = readonly [start: Buffer, end: Buffer]
 
 /** The map key of a lock: its start key. */
@@ -110,12 +110,6 @@ export function checkLockRange(start: Buffer, end: Buffer): void {
 export function keyInLockRange(r: LockRange, key: Buffer): boolean {
   return compareKeys(r[0], key) <= 0 && compareKeys(key, r[1]) <= 0
 }
-
-/* the lock zone's types (the original's SCOUTFS_RENAME_TYPE) */
-export const LOCK_ZONE_RENAME_TYPE = 4
-const RENAME_KEY = makeKey(Zone.LOCK, 0, LOCK_ZONE_RENAME_TYPE)
-/** The global rename lock: one key, taken WRITE by cross-directory renames only. */
-export const RENAME_LOCK_RANGE: LockRange = Object.freeze([RENAME_KEY, RENAME_KEY] as const)
 
 /* ---- messages --------------------------------------------------------------------------- */
 

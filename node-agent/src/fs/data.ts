@@ -1,0 +1,127 @@
+/*
+ * File data: reads and writes through the extents on the data device (the I/O half of the
+ * original's data.c; extents.ts owns the extent items).
+ *
+ * A write allocates holes run by run, writes the data (zero-padding partial blocks of new
+ * runs) and only then records the extent, so no extent ever points at blocks holding another
+ * file's old data.  A read holds the inode group's READ lock across its device reads, so no
+ * writer frees the extents it reads meanwhile.
+ */
+import { FsError } from '../util/errors.js'
+import { DATA_BLOCK_SIZE } from '../storage/format.js'
+import { EXTENT_OFFLINE, encodeExtent, extentKey, nowTs } from './fs-items.js'
+import type { FsContext } from './fs-context.js'
+import { getInode, isDir, putInode } from './inode.js'
+import { extentAfter, extentAt, holeBlocks } from './extents.js'
+
+const BS = DATA_BLOCK_SIZE
+const EMPTY = Buffer.alloc(0)
+
+export function read(c: FsContext, ino: number, offset: number, length: number): Promise<Buffer> {
+  return c.reading([ino], async () => {
+    const i = await getInode(c, ino)
+    if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
+    if (offset >= i.size || length <= 0) return EMPTY
+    const end = Math.min(i.size, offset + length)
+    const out = Buffer.alloc(end - offset)
+    let b = Math.floor(offset / BS)
+    const last = Math.floor((end - 1) / BS)
+    while (b <= last) {
+      const e = await extentAt(c, ino, b)
+      if (!e) {
+        const next = await extentAfter(c, ino, b)
+        b = next ? next.iblock : last + 1 // a hole reads as the zeros `out` already holds
+        continue
+      }
+      if (e.flags & EXTENT_OFFLINE) throw new FsError('EIO', `inode ${ino} block ${b} is offline; stage it first`)
+      const runEnd = Math.min(e.iblock + e.len - 1, last)
+      const phys = e.blkno + (b - e.iblock)
+      const buf = await c.data.read(phys * BS, (runEnd - b + 1) * BS)
+      const fileStart = b * BS
+      const from = Math.max(offset, fileStart)
+      const to = Math.min(end, (runEnd + 1) * BS)
+      buf.copy(out, from - offset, from - fileStart, to - fileStart)
+      b = runEnd + 1
+    }
+    c.counters.dataBytesRead += out.length
+    return out
+  })
+}
+
+export async function write(c: FsContext, ino: number, at: number, data: Buffer, append: boolean): Promise<number> {
+  if (data.length === 0) return 0
+  return c.op([ino], async (t) => {
+    const i = await getInode(c, ino)
+    if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
+    // the kernel's idea of the end of the file may be another mount's old one: ours is current
+    const offset = append ? i.size : at
+    if (offset + data.length > Number.MAX_SAFE_INTEGER) throw new FsError('EFBIG', 'write past the largest file size')
+    const end = offset + data.length
+    let b = Math.floor(offset / BS)
+    const last = Math.floor((end - 1) / BS)
+    // fail for lack of space before changing anything (ENOBUFS: op() commits and retries)
+    c.trans.reserveData(await holeBlocks(c, ino, b, last))
+    while (b <= last) {
+      const e = await extentAt(c, ino, b)
+      if (e && !(e.flags & EXTENT_OFFLINE)) {
+        const runEnd = Math.min(e.iblock + e.len - 1, last)
+        await writeRun(c, e.blkno + (b - e.iblock), b, runEnd, offset, data, true)
+        b = runEnd + 1
+        continue
+      }
+      if (e) throw new FsError('EIO', `inode ${ino} block ${b} is offline; stage it first`)
+      // a hole: allocate as much of it as this write needs, run by run
+      const next = await extentAfter(c, ino, b)
+      const holeEnd = Math.min(last, next ? next.iblock - 1 : last)
+      const got = await c.trans.allocData(holeEnd - b + 1)
+      const runEnd = b + got.len - 1
+      await writeRun(c, got.start, b, runEnd, offset, data, false)
+      const prev = b > 0 ? await extentAt(c, ino, b - 1) : undefined
+      if (prev && !(prev.flags & EXTENT_OFFLINE) && prev.blkno + prev.len === got.start)
+        c.items.put(extentKey(ino, prev.iblock), encodeExtent({ ...prev, len: prev.len + got.len }), t.seq)
+      else c.items.put(extentKey(ino, b), encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }), t.seq)
+      i.onlineBlocks += got.len
+      // the extent is recorded: so are its blocks, even if a later run of this write fails
+      putInode(c, i, t, true)
+      b = runEnd + 1
+    }
+    if (end > i.size) i.size = end
+    i.dataVersion++
+    i.mtime = i.ctime = nowTs()
+    putInode(c, i, t, true)
+    c.counters.dataBytesWritten += data.length
+    return data.length
+  })
+}
+
+/**
+ * Write file blocks [b0, b1] (at device block `phys`) from the part of `data` (which starts
+ * at file offset `offset`) that overlaps them.  Partial first/last blocks are read and
+ * merged when the blocks hold file data already, zero-filled when they are new.
+ */
+async function writeRun(
+  c: FsContext,
+  phys: number,
+  b0: number,
+  b1: number,
+  offset: number,
+  data: Buffer,
+  existing: boolean,
+): Promise<void> {
+  const runStart = b0 * BS
+  const runEnd = (b1 + 1) * BS
+  const from = Math.max(offset, runStart)
+  const to = Math.min(offset + data.length, runEnd)
+  if (from === runStart && to === runEnd) {
+    await c.data.write(phys * BS, data.subarray(from - offset, to - offset))
+    return
+  }
+  // a partial first or last block: write whole blocks, merging old contents at the edges
+  const buf = Buffer.alloc(runEnd - runStart)
+  if (existing) {
+    if (from > runStart) (await c.data.read(phys * BS, BS)).copy(buf, 0)
+    if (to < runEnd) (await c.data.read((phys + b1 - b0) * BS, BS)).copy(buf, (b1 - b0) * BS)
+  }
+  data.copy(buf, from - runStart, from - offset, to - offset)
+  await c.data.write(phys * BS, buf)
+}

@@ -1,0 +1,123 @@
+/*
+ * Renames (the rename half of the original's dir.c).
+ *
+ * Cross-directory renames take the global rename lock first (DESIGN §8): locally, so one
+ * runs at a time on this mount, and in the cluster, so none runs anywhere else; while it is
+ * held no directory's ancestry changes, so the check that a directory is not moved below
+ * itself stays true until the move.  Both names are looked up under READ, then every inode
+ * involved is locked and the entries checked again, retrying if either moved meanwhile.
+ */
+import { FsError } from '../util/errors.js'
+import { DT, ROOT_INO } from './fs-api.js'
+import { nowTs, type Dirent } from './fs-items.js'
+import { RENAME_WRITE, type FsContext, type Tx } from './fs-context.js'
+import { getDir, getInode, isDir, putInode } from './inode.js'
+import { dropInode } from './orphan.js'
+import { addDirent, checkName, findDirent, isEmptyDir, lookupName, parentOf, removeDirent } from './dir.js'
+
+export async function rename(
+  c: FsContext,
+  parent: number,
+  name: string,
+  newParent: number,
+  newName: string,
+): Promise<void> {
+  const nn = checkName(newName)
+  const on = lookupName(name)
+  if (parent === newParent) return renameEntries(c, parent, on, newParent, nn)
+  const prev = c.renameLock
+  let releaseLocal!: () => void
+  c.renameLock = new Promise<void>((res) => (releaseLocal = res))
+  await prev
+  try {
+    await c.withLocks([RENAME_WRITE], () => renameEntries(c, parent, on, newParent, nn))
+  } finally {
+    releaseLocal()
+  }
+}
+
+async function renameEntries(c: FsContext, parent: number, on: Buffer, newParent: number, nn: Buffer): Promise<void> {
+  for (;;) {
+    const found = await c.reading([parent, newParent], async () => {
+      await getDir(c, parent)
+      await getDir(c, newParent)
+      return { src: await findDirent(c, parent, on), dst: await findDirent(c, newParent, nn) }
+    })
+    const { src, dst } = found
+    if (!src) throw new FsError('ENOENT', `no entry '${on.toString()}' in directory ${parent}`)
+    if (src.type === DT.DIR && parent !== newParent) await checkNotUnder(c, src.ino, newParent)
+    const r = await c.op(
+      [parent, newParent, src.ino, ...(dst ? [dst.ino] : [])],
+      async (t) => {
+        const s = await findDirent(c, parent, on)
+        const d = await findDirent(c, newParent, nn)
+        if (!s || s.ino !== src.ino || (d?.ino ?? 0) !== (dst?.ino ?? 0)) return false
+        await renameLocked(c, t, parent, s, newParent, nn, d)
+        return true
+      },
+      { orphans: true },
+    )
+    if (r) return
+  }
+}
+
+/**
+ * Moving directory `dir` into `target` would cut it off from the tree if `target` is `dir`
+ * or below it.  Walks up from `target` under each ancestor's READ lock, one at a time; the
+ * caller holds the rename lock, so no ancestry changes meanwhile.
+ */
+async function checkNotUnder(c: FsContext, dir: number, target: number): Promise<void> {
+  for (let a = target; ;) {
+    if (a === dir) throw new FsError('EINVAL', 'cannot move a directory into itself')
+    if (a === ROOT_INO) return
+    const cur = a
+    a = await c.reading([cur], () => parentOf(c, cur))
+  }
+}
+
+async function renameLocked(
+  c: FsContext,
+  t: Tx,
+  p1: number,
+  s: Dirent,
+  p2: number,
+  nn: Buffer,
+  dst: Dirent | undefined,
+): Promise<void> {
+  if (dst && dst.ino === s.ino) return // both names are links to one inode: nothing to do
+  const src = await getInode(c, s.ino)
+  const d1 = await getDir(c, p1)
+  const d2 = p1 === p2 ? d1 : await getDir(c, p2)
+  const now = nowTs()
+  if (dst) {
+    const tgt = await getInode(c, dst.ino)
+    if (isDir(tgt)) {
+      if (!isDir(src)) throw new FsError('EISDIR', `'${nn.toString()}' is a directory`)
+      if (!(await isEmptyDir(c, tgt.ino))) throw new FsError('ENOTEMPTY', `directory '${nn.toString()}' is not empty`)
+    } else if (isDir(src)) {
+      throw new FsError('ENOTDIR', `'${nn.toString()}' is not a directory`)
+    }
+    removeDirent(c, p2, dst, t)
+    if (isDir(tgt)) {
+      d2.nlink--
+      tgt.nlink = 0
+    } else {
+      tgt.nlink--
+    }
+    tgt.ctime = now
+    if (tgt.nlink === 0) await dropInode(c, tgt, t)
+    else putInode(c, tgt, t)
+  }
+  removeDirent(c, p1, s, t)
+  addDirent(c, d2, nn, src, t)
+  if (isDir(src) && p1 !== p2) {
+    d1.nlink--
+    d2.nlink++
+  }
+  d1.mtime = d1.ctime = now
+  d2.mtime = d2.ctime = now
+  src.ctime = now
+  putInode(c, d1, t)
+  if (d2 !== d1) putInode(c, d2, t)
+  putInode(c, src, t)
+}
