@@ -536,3 +536,51 @@ describe('NetServer error mapping and lock fallbacks (in-process)', function () 
     }
   })
 })
+
+describe('NetClient address resolver (in-process)', function () {
+  /** a ServerApi that answers greetings and roots of version `version` */
+  const stub = (version: number): ServerApi =>
+    ({
+      greeting: async (_rid: number, fsid: bigint, formatVersion: number) => ({ fsid, formatVersion }),
+      getRoots: async () => ({ fsRoot: { ref: { blkno: 0, seq: 0 }, height: 0 }, logTrees: [], version }),
+    }) as unknown as ServerApi
+
+  it('asks the resolver again after a lost connection and follows the new address', async () => {
+    const a = await NetServer.listen(stub(1), '127.0.0.1:0')
+    const b = await NetServer.listen(stub(2), '127.0.0.1:0')
+    let current = a.addr
+    let asked = 0
+    let failOnce = false
+    const c = new NetClient(
+      () => {
+        asked++
+        if (failOnce) {
+          failOnce = false
+          throw new Error('no leader yet')
+        }
+        return current
+      },
+      { heartbeatMs: 0, retryForMs: 10_000, backoffMaxMs: 100 },
+    )
+    try {
+      await c.greeting(7, 1n, 1)
+      assert.equal((await c.getRoots()).version, 1)
+      assert.equal(c.addr, a.addr)
+      const before = asked
+      assert.equal((await c.getRoots()).version, 1)
+      assert.equal(asked, before, 'a live connection is not resolved again')
+
+      await a.close(0)
+      current = b.addr
+      failOnce = true // a resolver that fails counts as an unreachable server: resent
+      assert.equal((await c.getRoots()).version, 2)
+      assert.equal(c.addr, b.addr)
+      assert.ok(asked >= before + 2, `resolved ${asked - before} more times`)
+      assert.ok(c.counters.retries > 0)
+    } finally {
+      c.close()
+      await a.close(0)
+      await b.close(0)
+    }
+  })
+})
