@@ -141,6 +141,9 @@ export const SCHEMA = {
 type Schema = typeof SCHEMA
 export type MessageName = keyof Schema
 
+/* How a SCHEMA entry becomes a type: each field's proto type maps to its JS value (ScalarTs, or
+ * the message it names), repeated fields to arrays; the fields of the oneof `kind` become a
+ * union of { kind: name, name: value }, plus { kind?: undefined } for a member unknown here. */
 interface ScalarTs {
   uint64: U64
   fixed64: U64
@@ -173,7 +176,6 @@ export type GreetingReply = Message<'GreetingReply'>
 export type LogTreesMsg = Message<'LogTrees'>
 export type RootsMsg = Message<'Roots'>
 export type StatfsReply = Message<'StatfsReply'>
-export type HeldLock = Message<'HeldLock'>
 export type LockClientMessage = Message<'LockClientMessage'>
 export type LockServerMessage = Message<'LockServerMessage'>
 

@@ -94,14 +94,10 @@ export const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: Nu
 
 /** One RPC as grpc-js calls and serves it, typed by its messages. */
 export type MethodDef<K extends RpcName> = grpc.MethodDefinition<Request<K>, Response<K>>
-type Definition = { [K in RpcName]: MethodDef<K> }
+/** The service as grpc-js serves it: every RPC of messages.ts RPCS. */
+export type Definition = { [K in RpcName]: MethodDef<K> }
 
-interface Loaded {
-  root: protobuf.Root
-  service: protobuf.Service
-  definition: Definition
-}
-let loaded: Loaded | undefined
+let loaded: Definition | undefined
 
 function asBuffer(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
@@ -140,14 +136,14 @@ function methodDef<K extends RpcName>(root: protobuf.Root, service: protobuf.Ser
 type RpcRequestName<K extends RpcName> = (typeof RPCS)[K]['request']
 type RpcResponseName<K extends RpcName> = (typeof RPCS)[K]['response']
 
-/** The protocol, loaded once per process. */
-export function proto(): Loaded {
+/** The service, loaded from the .proto once per process. */
+export function serviceDefinition(): Definition {
   if (loaded) return loaded
   const root = protobuf.loadSync(protoPath())
   root.resolveAll()
   const service = root.lookupService(SERVICE_NAME)
   const def = <K extends RpcName>(name: K): MethodDef<K> => methodDef(root, service, name)
-  const definition: Definition = {
+  loaded = {
     Greeting: def('Greeting'),
     GetLogTrees: def('GetLogTrees'),
     CommitLogTrees: def('CommitLogTrees'),
@@ -160,13 +156,12 @@ export function proto(): Loaded {
     Heartbeat: def('Heartbeat'),
     Locks: def('Locks'),
   }
-  loaded = { root, service, definition }
   return loaded
 }
 
 /** The method definition of one RPC ('Greeting', 'Locks', ...). */
 export function method<K extends RpcName>(name: K): MethodDef<K> {
-  return proto().definition[name]
+  return serviceDefinition()[name]
 }
 
 /* ---- field helpers ------------------------------------------------------------------------ */

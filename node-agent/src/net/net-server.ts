@@ -26,7 +26,7 @@ import {
   logTreesFromWire,
   logTreesToWire,
   num,
-  proto,
+  serviceDefinition,
   rootsToWire,
   statfsToWire,
   toStatus,
@@ -121,7 +121,7 @@ export class NetServer extends EventEmitter {
     })
     // the service is in place before the port opens: no client can see UNIMPLEMENTED
     const s = new NetServer(api, g, host, 0, opts)
-    g.addService(proto().definition, s.handlers())
+    g.addService(serviceDefinition(), s.handlers())
     try {
       s.boundPort = await new Promise<number>((res, rej) =>
         g.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, p) =>
