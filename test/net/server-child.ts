@@ -6,10 +6,9 @@
  * Prints one JSON line {"ready":true,"addr":...,"port":...,"fsid":...} on stdout once it
  * serves.  Reads commands from stdin, one JSON object a line, and answers each with a JSON
  * line carrying the same "id":
- *   {"id":1,"cmd":"clients"}                 -> {"id":1,"clients":[...]}
- *   {"id":2,"cmd":"broadcast","event":{...}} -> {"id":2,"n":N}       (a NetEvent)
- *   {"id":3,"cmd":"counters"}                -> {"id":3,"counters":{...}}
- *   {"id":4,"cmd":"lockLog"}                 -> {"id":4,"log":[...]}  (with --locks)
+ *   {"id":1,"cmd":"clients"}   -> {"id":1,"clients":[...]}
+ *   {"id":2,"cmd":"counters"}  -> {"id":2,"counters":{...}}
+ *   {"id":3,"cmd":"lockLog"}   -> {"id":3,"log":[...]}  (with --locks)
  * SIGTERM: close the listener, stop the server, exit 0.
  *
  * --locks plugs in a toy LockPort (the Locks stream): it grants every request at once
@@ -20,7 +19,8 @@ import { createInterface } from 'node:readline'
 import { FileDevice } from '../../node-agent/src/storage/device.js'
 import { Server } from '../../node-agent/src/server/server.js'
 import { NetServer } from '../../node-agent/src/net/net-server.js'
-import { LockMode, type LockPort, type NetEvent } from '../../node-agent/src/net/net-proto.js'
+import type { LockPort } from '../../node-agent/src/net/net-proto.js'
+import { LockMode } from '../../node-agent/src/protocol/lock-modes.js'
 
 function toyLockPort(server: Server, net: () => NetServer, log: unknown[]): LockPort {
   const holders = new Set<number>()
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   // eslint-disable-next-line prefer-const
   let net: NetServer | undefined
   const lockPort = lockLog && toyLockPort(server, () => net!, lockLog)
-  net = await NetServer.listen(server, addr, { log, rootsPollMs: 200, lockPort })
+  net = await NetServer.listen(server, addr, { log, lockPort })
 
   let stopping = false
   const stop = async (): Promise<void> => {
@@ -103,8 +103,6 @@ async function main(): Promise<void> {
     switch (req.cmd) {
       case 'clients':
         return answer({ clients: net.clients() })
-      case 'broadcast':
-        return answer({ n: net.broadcast(req.event as NetEvent) })
       case 'counters':
         return answer({ counters: server.counters })
       case 'lockLog':

@@ -1,6 +1,8 @@
 /*
  * The cluster lock client of one mount (DESIGN §8), transport-independent: it sends through
  * the `send` callback it was given and receives the server's messages through receive(msg).
+ * In a mount it is the LockEndpoint of net-client.ts NetClient.openLocks (the Locks stream),
+ * which also asks it for recoveryReport() and resendRequests() after a reconnect.
  *
  * Per lock (a key range, named by its start key) it keeps the mode granted to this mount, the
  * users of each mode, the waiters, at most one outstanding request, and a FIFO of
@@ -31,7 +33,6 @@ import {
   checkLockRange,
   isReadableMode,
   isWriteMode,
-  keyInLockRange,
   lockId,
   lockModeName,
   lockRangeString,
@@ -109,8 +110,6 @@ export interface LockHandle {
   readonly mode: LockMode
   /** the write_seq of the grant this use is under (0 for READ): item seq = max(trans seq, this) */
   readonly writeSeq: number
-  /** bumps each time the lock becomes readable again: anything cached under an older gen is stale */
-  readonly refreshGen: number
 }
 
 export interface LockClientCounters {
@@ -152,7 +151,6 @@ interface ClientLock {
   writeSeq: number
   wrote: boolean
   dirtyTransSeq: number
-  refreshGen: number
 }
 
 class Handle implements LockHandle {
@@ -161,7 +159,6 @@ class Handle implements LockHandle {
     readonly lock: ClientLock,
     readonly mode: LockMode,
     readonly writeSeq: number,
-    readonly refreshGen: number,
   ) {}
   get range(): LockRange {
     return this.lock.range
@@ -256,17 +253,6 @@ export class LockClient {
     return p
   }
 
-  /** A use of `range` if the mount can have it without waiting, else undefined (asks nothing). */
-  tryLock(range: LockRange, mode: LockMode): LockHandle | undefined {
-    if (this.closed) return undefined
-    const lock = this.locks.get(lockId(range[0]))
-    if (!lock || mode === LockMode.NULL || !this.canAdmit(lock, mode)) return undefined
-    this.idle.delete(lock.id)
-    this.counters.locks++
-    this.counters.localHits++
-    return this.admit(lock, mode)
-  }
-
   unlock(handle: LockHandle, opts: UnlockOpts = {}): void {
     if (!(handle instanceof Handle)) throw new FsError('EINVAL', 'not a lock handle')
     if (handle.released) throw new FsError('EINVAL', `lock ${lockRangeString(handle.range)} unlocked twice`)
@@ -300,13 +286,6 @@ export class LockClient {
 
   unlockAll(handles: readonly LockHandle[], opts: UnlockOpts = {}): void {
     for (let i = handles.length - 1; i >= 0; i--) this.unlock(handles[i]!, opts)
-  }
-
-  /** Whether `handle` lets its user access `key` in `need` (the item cache's coverage check). */
-  protects(handle: LockHandle, key: Buffer, need: LockMode): boolean {
-    return (
-      handle instanceof Handle && !handle.released && keyInLockRange(handle.range, key) && modeCovers(handle.mode, need)
-    )
   }
 
   /** The mode this mount holds on the lock starting at `start` (NULL if none). */
@@ -425,7 +404,6 @@ export class LockClient {
       writeSeq: 0,
       wrote: false,
       dirtyTransSeq: 0,
-      refreshGen: 0,
     }
     this.locks.set(id, lock)
     return lock
@@ -440,7 +418,7 @@ export class LockClient {
 
   private admit(lock: ClientLock, mode: LockMode): LockHandle {
     lock.users[mode]++
-    return new Handle(lock, mode, isWriteMode(mode) ? lock.writeSeq : 0, lock.refreshGen)
+    return new Handle(lock, mode, isWriteMode(mode) ? lock.writeSeq : 0)
   }
 
   /** Move a lock's state along: start invalidations, admit waiters, send a request, park or forget. */
@@ -513,15 +491,12 @@ export class LockClient {
     lock.request = undefined
     lock.mode = msg.mode
     lock.writeSeq = isWriteMode(msg.mode) ? msg.writeSeq : 0
-    if (isReadableMode(msg.mode) && !isReadableMode(old)) {
-      lock.refreshGen++
-      if (msg.rootsVersion > this.rootsVersion) {
-        lock.refreshing = true
-        void this.ensureRoots(msg.rootsVersion).then(() => {
-          lock.refreshing = false
-          this.kick(lock)
-        })
-      }
+    if (isReadableMode(msg.mode) && !isReadableMode(old) && msg.rootsVersion > this.rootsVersion) {
+      lock.refreshing = true
+      void this.ensureRoots(msg.rootsVersion).then(() => {
+        lock.refreshing = false
+        this.kick(lock)
+      })
     }
     this.kick(lock)
   }

@@ -1,8 +1,9 @@
 /*
  * The cluster lock server (DESIGN §8), transport-independent: it receives the clients'
  * messages through receive(rid, msg) and sends its own through the `send` callback it was
- * given; the network layer (or an in-process loopback) carries them.  Runs inside the elected
- * server.
+ * given.  In the elected server it is the LockPort of net-server.ts NetServer (the mounts'
+ * Locks streams; server/server-role.ts wires them); the unit tests join it to LockClients by an
+ * in-process loopback.
  *
  * Per lock (a key range, named by its start key):
  *  - granted: rid -> mode, for every client the server believes may hold more than NULL;

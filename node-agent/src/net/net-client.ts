@@ -2,6 +2,11 @@
  * NetClient: a mount's side of the agent <-> server protocol (proto/scoutfs.proto).  It is a
  * ServerApi, so a mount uses it exactly as it uses the in-process Server.
  *
+ * - The server's address comes from a resolver, asked on the first connect and again after
+ *   every lost connection (a call resent for want of a server, a broken Locks stream, a
+ *   failed heartbeat), so it can follow whichever agent leads; a fixed address is the
+ *   resolver that always answers it.  A resolver that fails counts as an unreachable server.
+ *   A new address gets a new channel; the old one is closed (its calls are resent).
  * - Every attempt of a call has a deadline (callTimeoutMs).  A call that fails for want of a
  *   server (UNAVAILABLE: refused, reset, dropped, or a server that is stopping; a deadline
  *   passed; a stream cut) is sent again after a jittered exponential backoff, for up to
@@ -9,29 +14,23 @@
  *   deduplicates by (rid, transaction seq).  Any other failure is the FsError the server
  *   threw, rebuilt from the errno in the status metadata (net-proto.ts).
  * - After a lost connection the client greets again before its next request (the server may
- *   be a new one), and the heartbeat asks the server whether it still knows this mount.  A
- *   change of server instance is emitted as 'serverChanged' so the mount can recover its
- *   locks and reopen its transaction.
+ *   be a new one), and the heartbeat asks the server whether it still knows this mount; a new
+ *   server instance shows in serverInstance.  The mount's locks recover through the Locks
+ *   stream's hello (below); its transaction through the server's deduplication.
  * - Heartbeats go out every heartbeatMs once greeted.
- * - Server-pushed events arrive over the Events stream, reopened whenever it breaks; they are
- *   emitted as 'event' and offered as an async iterator by events().
  * - Locks: openLocks(lockClient) carries a LockClient's messages over the Locks stream, in
  *   order both ways.  Each (re)opened stream starts with a hello carrying the client's
  *   recoveryReport(); after a reopen the client's outstanding requests are resent
  *   (resendRequests()).  Messages sent while no stream is open wait for the next one.
  */
-import { EventEmitter } from 'node:events'
 import { hostname } from 'node:os'
 import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
 import {
   type LockEndpoint,
-  type NetEvent,
-  type Wire,
   big,
   errnoOf,
   errnoOfStatus,
-  eventFromWire,
   fromServiceError,
   isServiceError,
   lockClientMsgToWire,
@@ -44,7 +43,19 @@ import {
   statfsFromWire,
 } from './net-proto.js'
 import type { LockClientMsg, LockServerMsg } from '../protocol/lock-modes.js'
+import type {
+  GreetingReply as GreetingReplyMsg,
+  GreetingRequest,
+  LockClientMessage,
+  LockServerMessage,
+  Request,
+  Response,
+  UnaryRpc,
+} from './messages.js'
 import type { GreetingReply, LogTrees, Roots, ServerApi, ServerStatfs } from '../protocol/server-api.js'
+
+/** Where the server is now ('host:port'); asked on each (re)connect. */
+export type AddressResolver = () => string | Promise<string>
 
 export interface NetClientOptions {
   /** deadline of one attempt of a call (ms); default 30 s */
@@ -56,8 +67,6 @@ export interface NetClientOptions {
   backoffMaxMs?: number
   /** heartbeat period once greeted (ms); 0 disables; default 1000 */
   heartbeatMs?: number
-  /** open the Events stream once greeted; default true */
-  events?: boolean
   /** how the mount names itself in its greeting; default host:pid */
   clientName?: string
   /** keepalive pings (ms) and how long to wait for their ack; defaults 10 s and 5 s */
@@ -73,8 +82,6 @@ export interface NetClientCounters {
   greetings: number
   heartbeats: number
   heartbeatFailures: number
-  eventStreams: number
-  events: number
   lockStreams: number
   lockMessagesIn: number
   lockMessagesOut: number
@@ -82,15 +89,13 @@ export interface NetClientCounters {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-export class NetClient extends EventEmitter implements ServerApi {
+export class NetClient implements ServerApi {
   readonly counters: NetClientCounters = {
     calls: 0,
     retries: 0,
     greetings: 0,
     heartbeats: 0,
     heartbeatFailures: 0,
-    eventStreams: 0,
-    events: 0,
     lockStreams: 0,
     lockMessagesIn: 0,
     lockMessagesOut: 0,
@@ -102,7 +107,12 @@ export class NetClient extends EventEmitter implements ServerApi {
   /** Date.now() of the last heartbeat the server answered */
   lastHeartbeatAck = 0
 
-  private readonly client: grpc.Client
+  private readonly resolve: AddressResolver
+  /** the channel to the last resolved address; stale: resolve again before the next use */
+  private channel: { addr: string; client: grpc.Client } | undefined
+  private stale = true
+  private resolving: Promise<grpc.Client> | undefined
+  private readonly channelOptions: grpc.ChannelOptions
   private readonly o: Required<Omit<NetClientOptions, 'log' | 'grpcOptions'>>
   private readonly log: NonNullable<NetClientOptions['log']>
   private greeted: { fsid: bigint; formatVersion: number } | undefined
@@ -110,38 +120,32 @@ export class NetClient extends EventEmitter implements ServerApi {
   private regreeting: Promise<void> | undefined
   private hbTimer: NodeJS.Timeout | undefined
   private hbInFlight = false
-  private eventsCall: grpc.ClientReadableStream<Wire> | undefined
-  private eventsTimer: NodeJS.Timeout | undefined
-  private eventsDelay: number
   private readonly inflight = new Set<grpc.ClientUnaryCall>()
   private lockEndpoint: LockEndpoint | undefined
-  private locksCall: grpc.ClientDuplexStream<Wire, Wire> | undefined
+  private locksCall: grpc.ClientDuplexStream<LockClientMessage, LockServerMessage> | undefined
+  private locksOpening = false
   private locksTimer: NodeJS.Timeout | undefined
   private locksDelay: number
   private locksOpened = 0
   private readonly lockBacklog: LockClientMsg[] = []
   private closed = false
 
-  constructor(
-    readonly addr: string,
-    opts: NetClientOptions = {},
-  ) {
-    super()
+  /** `server`: the server's fixed 'host:port', or a resolver asked on each (re)connect */
+  constructor(server: string | AddressResolver, opts: NetClientOptions = {}) {
+    this.resolve = typeof server === 'string' ? () => server : server
     this.o = {
       callTimeoutMs: opts.callTimeoutMs ?? 30_000,
       retryForMs: opts.retryForMs ?? 60_000,
       backoffInitialMs: opts.backoffInitialMs ?? 50,
       backoffMaxMs: opts.backoffMaxMs ?? 2000,
       heartbeatMs: opts.heartbeatMs ?? 1000,
-      events: opts.events ?? true,
       clientName: opts.clientName ?? `${hostname()}:${process.pid}`,
       keepaliveMs: opts.keepaliveMs ?? 10_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 5_000,
     }
     this.log = opts.log ?? (() => undefined)
-    this.eventsDelay = this.o.backoffInitialMs
     this.locksDelay = this.o.backoffInitialMs
-    this.client = new grpc.Client(addr, grpc.credentials.createInsecure(), {
+    this.channelOptions = {
       'grpc.keepalive_time_ms': this.o.keepaliveMs,
       'grpc.keepalive_timeout_ms': this.o.keepaliveTimeoutMs,
       'grpc.keepalive_permit_without_calls': 1,
@@ -153,13 +157,58 @@ export class NetClient extends EventEmitter implements ServerApi {
       'grpc.max_receive_message_length': 64 << 20,
       'grpc.max_send_message_length': 64 << 20,
       ...opts.grpcOptions,
-    })
+    }
+  }
+
+  /** the address of the server it talks to (the last one resolved) */
+  get addr(): string {
+    return this.channel?.addr ?? '(not resolved yet)'
+  }
+
+  /* ---- the channel ------------------------------------------------------------------------ */
+
+  /** The connection was lost: greet again, and ask the resolver again, before the next use. */
+  private lost(): void {
+    this.needGreet = true
+    this.stale = true
+  }
+
+  /** The channel to the server, resolving its address first if the last connection was lost. */
+  private connection(): Promise<grpc.Client> {
+    if (this.channel && !this.stale) return Promise.resolve(this.channel.client)
+    this.resolving ??= (async () => {
+      let addr: string
+      try {
+        addr = await this.resolve()
+      } catch (e) {
+        const msg = `no server address: ${e instanceof Error ? e.message : String(e)}`
+        // an unreachable server by another name: the caller resends
+        throw Object.assign(new Error(msg), {
+          code: grpc.status.UNAVAILABLE,
+          details: msg,
+          metadata: new grpc.Metadata(),
+        })
+      }
+      if (this.closed) throw new FsError('ENOTCONN', `the connection to server ${addr} is closed`)
+      let ch = this.channel
+      if (!ch || ch.addr !== addr) {
+        const old = ch
+        if (old) this.log('server address changed', { previous: old.addr, addr })
+        ch = { addr, client: new grpc.Client(addr, grpc.credentials.createInsecure(), this.channelOptions) }
+        this.channel = ch
+        old?.client.close()
+      }
+      this.stale = false
+      return ch.client
+    })().finally(() => (this.resolving = undefined))
+    return this.resolving
   }
 
   /** Wait until the channel is connected (or fail with ETIMEDOUT). */
-  waitForReady(timeoutMs = this.o.callTimeoutMs): Promise<void> {
+  async waitForReady(timeoutMs = this.o.callTimeoutMs): Promise<void> {
+    const client = await this.connection()
     return new Promise((res, rej) =>
-      this.client.waitForReady(Date.now() + timeoutMs, (err) =>
+      client.waitForReady(Date.now() + timeoutMs, (err) =>
         err
           ? rej(new FsError('ETIMEDOUT', `server ${this.addr} not reachable in ${timeoutMs} ms: ${err.message}`))
           : res(),
@@ -169,11 +218,12 @@ export class NetClient extends EventEmitter implements ServerApi {
 
   /* ---- calls ------------------------------------------------------------------------------ */
 
-  private attempt(name: string, req: Wire, timeoutMs: number): Promise<Wire> {
+  private async attempt<K extends UnaryRpc>(name: K, req: Request<K>, timeoutMs: number): Promise<Response<K>> {
     const m = method(name)
+    const client = await this.connection()
     return new Promise((res, rej) => {
       const deadline = Number.isFinite(timeoutMs) ? Date.now() + timeoutMs : Infinity
-      const call = this.client.makeUnaryRequest(
+      const call = client.makeUnaryRequest(
         m.path,
         m.requestSerialize,
         m.responseDeserialize,
@@ -183,7 +233,8 @@ export class NetClient extends EventEmitter implements ServerApi {
         (err, v) => {
           this.inflight.delete(call)
           if (err) rej(err)
-          else res(v ?? {})
+          else if (v) res(v)
+          else rej(new FsError('EIO', `${name}: the server sent no reply`))
         },
       )
       this.inflight.add(call)
@@ -199,7 +250,11 @@ export class NetClient extends EventEmitter implements ServerApi {
     return e.code === grpc.status.INTERNAL && /RST_STREAM|dropped|ECONNRESET|EPIPE/i.test(e.details)
   }
 
-  private async call(name: string, req: Wire, opts: { greetFirst?: boolean; timeoutMs?: number } = {}): Promise<Wire> {
+  private async call<K extends UnaryRpc>(
+    name: K,
+    req: Request<K>,
+    opts: { greetFirst?: boolean; timeoutMs?: number } = {},
+  ): Promise<Response<K>> {
     this.counters.calls++
     const t0 = Date.now()
     let delay = this.o.backoffInitialMs
@@ -221,7 +276,7 @@ export class NetClient extends EventEmitter implements ServerApi {
             `${name} to server ${this.addr}: no answer after ${attempt} attempts in ${(spent / 1000).toFixed(1)} s: ${se.details}`,
           )
         // the connection dropped or never came: whoever answers next may be a new server
-        this.needGreet = true
+        this.lost()
         this.counters.retries++
         if (attempt === 1 || attempt % 10 === 0)
           this.log('server call failed; resending', {
@@ -236,7 +291,7 @@ export class NetClient extends EventEmitter implements ServerApi {
     }
   }
 
-  private greetingRequest(): Wire {
+  private greetingRequest(): GreetingRequest {
     return {
       rid: this.rid,
       fsid: (this.greeted?.fsid ?? 0n).toString(),
@@ -245,18 +300,15 @@ export class NetClient extends EventEmitter implements ServerApi {
     }
   }
 
-  private greetedBy(w: Wire): void {
+  private greetedBy(w: GreetingReplyMsg): void {
     this.counters.greetings++
     const prev = this.serverInstance
     this.serverInstance = num(w.serverInstance)
     this.needGreet = false
-    // (re)open the streams that are not open (a new server may serve what the old did not)
-    this.startEvents()
+    // (re)open the Locks stream if it is not open (a new server may serve what the old did not)
     this.startLocks()
-    if (prev && prev !== this.serverInstance) {
+    if (prev && prev !== this.serverInstance)
       this.log('greeted a new server', { previous: prev, instance: this.serverInstance })
-      this.emit('serverChanged', { previous: prev, current: this.serverInstance })
-    }
   }
 
   /** Greet again (one attempt; the caller's loop resends).  Concurrent callers share it. */
@@ -280,7 +332,7 @@ export class NetClient extends EventEmitter implements ServerApi {
     this.greeted = { fsid, formatVersion }
     this.greetedBy(w)
     this.startHeartbeat()
-    return { fsid: big(w.fsid), formatVersion: Number(w.formatVersion ?? 0) }
+    return { fsid: big(w.fsid), formatVersion: w.formatVersion }
   }
 
   async getLogTrees(rid: number): Promise<LogTrees> {
@@ -310,7 +362,7 @@ export class NetClient extends EventEmitter implements ServerApi {
 
   async listMounts(): Promise<number[]> {
     const w = await this.call('ListMounts', { rid: this.rid })
-    return (Array.isArray(w.rids) ? (w.rids as unknown[]) : []).map((r) => num(r, 'rid'))
+    return w.rids.map((r) => num(r, 'rid'))
   }
 
   async farewell(rid: number): Promise<void> {
@@ -343,10 +395,28 @@ export class NetClient extends EventEmitter implements ServerApi {
   }
 
   private startLocks(): void {
+    if (!this.lockEndpoint || this.locksCall || this.locksOpening || this.locksTimer || this.closed || !this.greeted)
+      return
+    // the usual case, a live channel, opens at once: nothing can slip in before the hello
+    if (this.channel && !this.stale) return this.openLocksOn(this.channel.client)
+    this.locksOpening = true
+    this.connection().then(
+      (client) => {
+        this.locksOpening = false
+        this.openLocksOn(client)
+      },
+      (e: unknown) => {
+        this.locksOpening = false
+        this.locksBroken(undefined, e)
+      },
+    )
+  }
+
+  private openLocksOn(client: grpc.Client): void {
     if (!this.lockEndpoint || this.locksCall || this.locksTimer || this.closed || !this.greeted) return
     const ep = this.lockEndpoint
     const m = method('Locks')
-    const call = this.client.makeBidiStreamRequest(
+    const call = client.makeBidiStreamRequest(
       m.path,
       m.requestSerialize,
       m.responseDeserialize,
@@ -362,7 +432,7 @@ export class NetClient extends EventEmitter implements ServerApi {
       call.write(lockClientMsgToWire(msg))
     }
     if (reopen) ep.resendRequests()
-    call.on('data', (w: Wire) => {
+    call.on('data', (w: LockServerMessage) => {
       this.locksDelay = this.o.backoffInitialMs
       let msg: LockServerMsg | undefined
       try {
@@ -374,30 +444,35 @@ export class NetClient extends EventEmitter implements ServerApi {
       this.counters.lockMessagesIn++
       ep.receive(msg)
     })
-    const broken = (e?: unknown): void => {
-      if (this.locksCall !== call) return
-      this.locksCall = undefined
-      if (this.closed || !this.greeted) return
-      if (e === undefined || this.retryable(e)) this.needGreet = true
-      else if (isServiceError(e) && e.code === grpc.status.UNIMPLEMENTED) {
-        // no lock server there: do not hammer it; the next greeting tries again
-        this.log('the server runs no lock server', {})
-        return
-      }
-      if (this.locksDelay === this.o.backoffInitialMs)
-        this.log('locks stream broke; reopening', { err: e && fromServiceError(e, 'Locks').message })
-      this.locksTimer = setTimeout(
-        () => {
-          this.locksTimer = undefined
-          this.startLocks()
-        },
-        this.locksDelay * (0.5 + Math.random() / 2),
-      )
-      this.locksTimer.unref()
-      this.locksDelay = Math.min(this.locksDelay * 2, this.o.backoffMaxMs)
+    call.on('error', (e) => this.locksBroken(call, e))
+    call.on('end', () => this.locksBroken(call))
+  }
+
+  /** The Locks stream `call` ended (or could not open: `call` undefined): reopen it later. */
+  private locksBroken(
+    call: grpc.ClientDuplexStream<LockClientMessage, LockServerMessage> | undefined,
+    e?: unknown,
+  ): void {
+    if (this.locksCall !== call) return
+    this.locksCall = undefined
+    if (this.closed || !this.greeted) return
+    if (e === undefined || this.retryable(e)) this.lost()
+    else if (isServiceError(e) && e.code === grpc.status.UNIMPLEMENTED) {
+      // no lock server there: do not hammer it; the next greeting tries again
+      this.log('the server runs no lock server', {})
+      return
     }
-    call.on('error', (e) => broken(e))
-    call.on('end', () => broken())
+    if (this.locksDelay === this.o.backoffInitialMs)
+      this.log('locks stream broke; reopening', { err: e && fromServiceError(e, 'Locks').message })
+    this.locksTimer = setTimeout(
+      () => {
+        this.locksTimer = undefined
+        this.startLocks()
+      },
+      this.locksDelay * (0.5 + Math.random() / 2),
+    )
+    this.locksTimer.unref()
+    this.locksDelay = Math.min(this.locksDelay * 2, this.o.backoffMaxMs)
   }
 
   /* ---- heartbeats ------------------------------------------------------------------------- */
@@ -426,104 +501,10 @@ export class NetClient extends EventEmitter implements ServerApi {
       return true
     } catch (e) {
       this.counters.heartbeatFailures++
-      if (this.retryable(e)) this.needGreet = true
-      this.emit('heartbeatFailed', fromServiceError(e, `Heartbeat to server ${this.addr}`))
+      if (this.retryable(e)) this.lost()
       return false
     } finally {
       this.hbInFlight = false
-    }
-  }
-
-  /* ---- events ----------------------------------------------------------------------------- */
-
-  private startEvents(): void {
-    if (!this.o.events || this.eventsCall || this.eventsTimer || this.closed || !this.greeted) return
-    const m = method('Events')
-    const call = this.client.makeServerStreamRequest(
-      m.path,
-      m.requestSerialize,
-      m.responseDeserialize,
-      { rid: this.rid },
-      new grpc.Metadata(),
-      {},
-    )
-    this.eventsCall = call
-    this.counters.eventStreams++
-    call.on('data', (w: Wire) => {
-      this.eventsDelay = this.o.backoffInitialMs
-      this.locksDelay = this.o.backoffInitialMs
-      let ev: NetEvent | undefined
-      try {
-        ev = eventFromWire(w)
-      } catch (e) {
-        this.log('bad event from the server', { err: (e as Error).message })
-      }
-      if (!ev) return
-      this.counters.events++
-      this.emit('event', ev)
-    })
-    const broken = (e?: unknown): void => {
-      if (this.eventsCall !== call) return
-      this.eventsCall = undefined
-      if (this.closed || !this.greeted) return
-      if (e === undefined || this.retryable(e)) this.needGreet = true
-      // log the first break, not every failed reopen while the server is away
-      if (this.eventsDelay === this.o.backoffInitialMs)
-        this.log('events stream broke; reopening', { err: e && fromServiceError(e, 'Events').message })
-      this.eventsTimer = setTimeout(
-        () => {
-          this.eventsTimer = undefined
-          this.startEvents()
-        },
-        this.eventsDelay * (0.5 + Math.random() / 2),
-      )
-      this.eventsTimer.unref()
-      this.eventsDelay = Math.min(this.eventsDelay * 2, this.o.backoffMaxMs)
-    }
-    call.on('error', (e) => broken(e))
-    call.on('end', () => broken())
-  }
-
-  /**
-   * The server's events as an async iterator, from now on until the client closes or the
-   * loop breaks.  (Or listen to 'event' directly.)
-   */
-  events(): AsyncIterableIterator<NetEvent> {
-    const queue: NetEvent[] = []
-    let wake: (() => void) | undefined
-    let done = this.closed
-    const onEvent = (ev: NetEvent): void => {
-      queue.push(ev)
-      wake?.()
-    }
-    const onClose = (): void => {
-      done = true
-      wake?.()
-    }
-    this.on('event', onEvent)
-    this.on('close', onClose)
-    const finish = (): IteratorResult<NetEvent> => {
-      done = true
-      this.off('event', onEvent)
-      this.off('close', onClose)
-      wake?.()
-      return { value: undefined, done: true }
-    }
-    return {
-      [Symbol.asyncIterator]() {
-        return this
-      },
-      async next(): Promise<IteratorResult<NetEvent>> {
-        for (;;) {
-          if (queue.length) return { value: queue.shift()!, done: false }
-          if (done) return finish()
-          await new Promise<void>((r) => (wake = r))
-          wake = undefined
-        }
-      },
-      async return(): Promise<IteratorResult<NetEvent>> {
-        return finish()
-      },
     }
   }
 
@@ -534,11 +515,6 @@ export class NetClient extends EventEmitter implements ServerApi {
     this.needGreet = false
     if (this.hbTimer) clearInterval(this.hbTimer)
     this.hbTimer = undefined
-    if (this.eventsTimer) clearTimeout(this.eventsTimer)
-    this.eventsTimer = undefined
-    const c = this.eventsCall
-    this.eventsCall = undefined
-    c?.cancel()
     if (this.locksTimer) clearTimeout(this.locksTimer)
     this.locksTimer = undefined
     const l = this.locksCall
@@ -546,14 +522,13 @@ export class NetClient extends EventEmitter implements ServerApi {
     l?.cancel()
   }
 
-  /** Stop heartbeats and events, fail calls in flight (ENOTCONN), close the channel. */
+  /** Stop heartbeats and the Locks stream, fail calls in flight (ENOTCONN), close the channel. */
   close(): void {
     if (this.closed) return
     this.closed = true
     this.stopSession()
     for (const c of this.inflight) c.cancel()
     this.inflight.clear()
-    this.client.close()
-    this.emit('close')
+    this.channel?.client.close()
   }
 }

@@ -1,10 +1,14 @@
 /*
  * The agent <-> server protocol (proto/scoutfs.proto) as both ends of the network see it:
- * the service definition built at runtime from the .proto with protobufjs (no generated code,
- * no proto-loader), conversions between the wire messages and the ServerApi types, the
- * mapping of FsErrors to gRPC statuses and back, the events the server pushes, and the
- * messages of the Locks stream with the interfaces a lock server and a lock client implement
- * to plug into NetServer and NetClient.
+ * the service definition built at runtime from the .proto with protobufjs reflection (typed
+ * by messages.ts, which mirrors the .proto), conversions between the wire messages and the
+ * ServerApi and lock-modes.ts types, the mapping of FsErrors to gRPC statuses and back, and
+ * the interfaces a lock server and a lock client implement to plug into NetServer and
+ * NetClient.
+ *
+ * Conversions check what the types cannot: a 64-bit counter past 2^53, a lock mode the enum
+ * does not have, an item or root of the wrong size, a log trees message whose fields disagree
+ * with its item: each is refused with EINVAL.
  *
  * Errors.  A failing RPC carries the errno name in the trailing metadata key `scoutfs-errno`
  * and the FsError's message (without its "EINVAL: " prefix) as the status details; the client
@@ -36,7 +40,13 @@ import * as grpc from '@grpc/grpc-js'
 import * as protobuf from 'protobufjs'
 import { FsError, type Errno } from '../util/errors.js'
 import { ROOT_SIZE, readRoot, writeRoot } from '../storage/format.js'
-import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../protocol/lock-modes.js'
+import {
+  isLockMode,
+  type LockClientMsg,
+  type LockMode,
+  type LockServerMsg,
+  type RecoveredLock,
+} from '../protocol/lock-modes.js'
 import {
   LOG_TREES_SIZE,
   decodeLogTrees,
@@ -45,14 +55,25 @@ import {
   type Roots,
   type ServerStatfs,
 } from '../protocol/server-api.js'
+import {
+  RPCS,
+  type LockClientMessage,
+  type LockServerMessage,
+  type LogTreesMsg,
+  type Message,
+  type MessageName,
+  type Request,
+  type Response,
+  type RootsMsg,
+  type RpcName,
+  type StatfsReply,
+  type U64,
+} from './messages.js'
 
 export const PROTO_PACKAGE = 'scoutfs.v1'
 export const SERVICE_NAME = `${PROTO_PACKAGE}.ScoutfsServer`
 /** trailing metadata key carrying the errno name of a failure */
 export const ERRNO_KEY = 'scoutfs-errno'
-
-/** A decoded message: protobufjs's plain object (camelCase fields, 64-bit values as strings). */
-export type Wire = Record<string, unknown>
 
 /* ---- loading the .proto ------------------------------------------------------------------- */
 
@@ -68,85 +89,107 @@ export function protoPath(): string {
   return found
 }
 
-const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: Number, defaults: true, oneofs: true }
+/** How every message is decoded: the plain objects messages.ts types. */
+export const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: Number, defaults: true, oneofs: true }
 
-interface Loaded {
-  root: protobuf.Root
-  service: protobuf.Service
-  definition: grpc.ServiceDefinition
-}
-let loaded: Loaded | undefined
+/** One RPC as grpc-js calls and serves it, typed by its messages. */
+export type MethodDef<K extends RpcName> = grpc.MethodDefinition<Request<K>, Response<K>>
+/** The service as grpc-js serves it: every RPC of messages.ts RPCS. */
+export type Definition = { [K in RpcName]: MethodDef<K> }
+
+let loaded: Definition | undefined
 
 function asBuffer(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
 }
 
-function serializer(t: protobuf.Type): (v: Wire) => Buffer {
+function messageType(root: protobuf.Root, name: MessageName): protobuf.Type {
+  return root.lookupType(`${PROTO_PACKAGE}.${name}`)
+}
+
+function serializer<N extends MessageName>(t: protobuf.Type): (v: Message<N>) => Buffer {
   return (v) => asBuffer(t.encode(t.fromObject(v)).finish())
 }
 
-function deserializer(t: protobuf.Type): (b: Buffer) => Wire {
-  return (b) => t.toObject(t.decode(b), TO_OBJECT)
+function deserializer<N extends MessageName>(t: protobuf.Type): (b: Buffer) => Message<N> {
+  // the one place a message meets its type: test/net/messages.test.ts keeps the two in step
+  return (b) => t.toObject(t.decode(b), TO_OBJECT) as Message<N>
 }
 
-/** The protocol, loaded once per process. */
-export function proto(): Loaded {
+function methodDef<K extends RpcName>(root: protobuf.Root, service: protobuf.Service, name: K): MethodDef<K> {
+  const m = service.methods[name]
+  if (!m) throw new FsError('EINVAL', `${SERVICE_NAME} in ${protoPath()} has no method ${name}`)
+  const spec = RPCS[name]
+  const req = messageType(root, spec.request)
+  const res = messageType(root, spec.response)
+  return {
+    path: `/${SERVICE_NAME}/${name}`,
+    requestStream: !!m.requestStream,
+    responseStream: !!m.responseStream,
+    requestSerialize: serializer<RpcRequestName<K>>(req),
+    requestDeserialize: deserializer<RpcRequestName<K>>(req),
+    responseSerialize: serializer<RpcResponseName<K>>(res),
+    responseDeserialize: deserializer<RpcResponseName<K>>(res),
+    originalName: name[0]!.toLowerCase() + name.slice(1),
+  }
+}
+type RpcRequestName<K extends RpcName> = (typeof RPCS)[K]['request']
+type RpcResponseName<K extends RpcName> = (typeof RPCS)[K]['response']
+
+/** The service, loaded from the .proto once per process. */
+export function serviceDefinition(): Definition {
   if (loaded) return loaded
   const root = protobuf.loadSync(protoPath())
   root.resolveAll()
   const service = root.lookupService(SERVICE_NAME)
-  const definition: Record<string, grpc.MethodDefinition<Wire, Wire>> = {}
-  for (const m of service.methodsArray) {
-    m.resolve()
-    const req = m.resolvedRequestType!
-    const res = m.resolvedResponseType!
-    definition[m.name] = {
-      path: `/${SERVICE_NAME}/${m.name}`,
-      requestStream: !!m.requestStream,
-      responseStream: !!m.responseStream,
-      requestSerialize: serializer(req),
-      requestDeserialize: deserializer(req),
-      responseSerialize: serializer(res),
-      responseDeserialize: deserializer(res),
-      originalName: m.name[0]!.toLowerCase() + m.name.slice(1),
-    }
+  const def = <K extends RpcName>(name: K): MethodDef<K> => methodDef(root, service, name)
+  loaded = {
+    Greeting: def('Greeting'),
+    GetLogTrees: def('GetLogTrees'),
+    CommitLogTrees: def('CommitLogTrees'),
+    AllocInodes: def('AllocInodes'),
+    GetRoots: def('GetRoots'),
+    GetLastSeq: def('GetLastSeq'),
+    Statfs: def('Statfs'),
+    ListMounts: def('ListMounts'),
+    Farewell: def('Farewell'),
+    Heartbeat: def('Heartbeat'),
+    Locks: def('Locks'),
   }
-  loaded = { root, service, definition }
   return loaded
 }
 
-/** The method definition of one RPC ('Greeting', 'Events', ...). */
-export function method(name: string): grpc.MethodDefinition<Wire, Wire> {
-  const m = proto().definition[name]
-  if (!m) throw new FsError('EINVAL', `${SERVICE_NAME} has no method ${name}`)
-  return m as grpc.MethodDefinition<Wire, Wire>
+/** The method definition of one RPC ('Greeting', 'Locks', ...). */
+export function method<K extends RpcName>(name: K): MethodDef<K> {
+  return serviceDefinition()[name]
 }
 
 /* ---- field helpers ------------------------------------------------------------------------ */
 
 /** A uint64 field as a number; refuses values past 2^53 rather than rounding them. */
-export function num(v: unknown, what = 'field'): number {
-  if (v === undefined || v === null || v === '') return 0
-  const n = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : Number(String(v))
+export function num(v: U64, what = 'field'): number {
+  const n = typeof v === 'number' ? v : Number(v)
   if (!Number.isSafeInteger(n) || n < 0) throw new FsError('EINVAL', `${what} ${String(v)} is not a u64 below 2^53`)
   return n
 }
 
 /** A fixed64 field as a bigint. */
-export function big(v: unknown): bigint {
-  if (v === undefined || v === null || v === '') return 0n
-  return BigInt(typeof v === 'bigint' ? v : String(v))
+export function big(v: U64): bigint {
+  return BigInt(v)
 }
 
-export function buf(v: unknown): Buffer {
-  if (v === undefined || v === null) return Buffer.alloc(0)
-  if (v instanceof Uint8Array) return asBuffer(v)
-  throw new FsError('EINVAL', `expected bytes, got ${typeof v}`)
+export function buf(v: Uint8Array): Buffer {
+  return asBuffer(v)
+}
+
+function lockMode(v: number): LockMode {
+  if (!isLockMode(v)) throw new FsError('EINVAL', `lock mode ${String(v)} is unknown`)
+  return v
 }
 
 /* ---- ServerApi types <-> wire ------------------------------------------------------------- */
 
-export function logTreesToWire(lt: LogTrees): Wire {
+export function logTreesToWire(lt: LogTrees): LogTreesMsg {
   return {
     item: encodeLogTrees(lt),
     rid: lt.rid,
@@ -157,7 +200,7 @@ export function logTreesToWire(lt: LogTrees): Wire {
 }
 
 /** The item is authoritative; the repeated fields must agree with it. */
-export function logTreesFromWire(w: Wire): LogTrees {
+export function logTreesFromWire(w: LogTreesMsg): LogTrees {
   const item = buf(w.item)
   if (item.length !== LOG_TREES_SIZE)
     throw new FsError('EINVAL', `log trees of ${item.length} bytes: a log_trees item is ${LOG_TREES_SIZE} bytes`)
@@ -175,20 +218,19 @@ export function logTreesFromWire(w: Wire): LogTrees {
   return lt
 }
 
-export function rootsToWire(r: Roots): Wire {
+export function rootsToWire(r: Roots): RootsMsg {
   const fsRoot = Buffer.alloc(ROOT_SIZE)
   writeRoot(fsRoot, 0, r.fsRoot)
   return { fsRoot, logTrees: r.logTrees.map(encodeLogTrees), version: r.version }
 }
 
-export function rootsFromWire(w: Wire): Roots {
+export function rootsFromWire(w: RootsMsg): Roots {
   const fsRoot = buf(w.fsRoot)
   if (fsRoot.length !== ROOT_SIZE)
     throw new FsError('EINVAL', `fs root of ${fsRoot.length} bytes: a root is ${ROOT_SIZE}`)
-  const lts = Array.isArray(w.logTrees) ? w.logTrees : []
   return {
     fsRoot: readRoot(fsRoot, 0),
-    logTrees: lts.map((b) => {
+    logTrees: w.logTrees.map((b) => {
       const item = buf(b)
       if (item.length !== LOG_TREES_SIZE)
         throw new FsError('EINVAL', `log trees of ${item.length} bytes: a log_trees item is ${LOG_TREES_SIZE} bytes`)
@@ -198,7 +240,7 @@ export function rootsFromWire(w: Wire): Roots {
   }
 }
 
-export function statfsToWire(s: ServerStatfs): Wire {
+export function statfsToWire(s: ServerStatfs): StatfsReply {
   return {
     fsid: s.fsid.toString(),
     totalMetaBlocks: s.totalMetaBlocks,
@@ -210,7 +252,7 @@ export function statfsToWire(s: ServerStatfs): Wire {
   }
 }
 
-export function statfsFromWire(w: Wire): ServerStatfs {
+export function statfsFromWire(w: StatfsReply): ServerStatfs {
   return {
     fsid: big(w.fsid),
     totalMetaBlocks: num(w.totalMetaBlocks),
@@ -222,48 +264,11 @@ export function statfsFromWire(w: Wire): ServerStatfs {
   }
 }
 
-/* ---- locks and events --------------------------------------------------------------------- */
-
-/** Lock modes as the wire numbers them (enum LockMode). */
-export const LockMode = { NULL: 0, READ: 1, WRITE: 2, WRITE_ONLY: 3 } as const
-export type LockMode = (typeof LockMode)[keyof typeof LockMode]
-
-function lockMode(v: unknown): LockMode {
-  const n = Number(v ?? 0)
-  if (n !== 0 && n !== 1 && n !== 2 && n !== 3) throw new FsError('EINVAL', `lock mode ${String(v)} is unknown`)
-  return n
-}
-
-/** What the server pushes to one mount over its Events stream (lock messages go over Locks). */
-export type NetEvent = { type: 'syncLogTrees'; seq: number } | { type: 'rootsChanged'; version: number }
-
-export function eventToWire(ev: NetEvent): Wire {
-  switch (ev.type) {
-    case 'syncLogTrees':
-      return { syncLogTrees: { seq: ev.seq } }
-    case 'rootsChanged':
-      return { rootsChanged: { version: ev.version } }
-  }
-}
-
-/** undefined for an event kind this side does not know (a newer server): ignore it. */
-export function eventFromWire(w: Wire): NetEvent | undefined {
-  const part = (k: string): Wire => (w[k] ?? {}) as Wire
-  switch (w.kind) {
-    case 'syncLogTrees':
-      return { type: 'syncLogTrees', seq: num(part('syncLogTrees').seq) }
-    case 'rootsChanged':
-      return { type: 'rootsChanged', version: num(part('rootsChanged').version) }
-    default:
-      return undefined
-  }
-}
-
 /* ---- the Locks stream --------------------------------------------------------------------- */
 
 /*
  * The Locks stream carries the messages of lock-modes.ts unchanged, so LockServer and
- * LockClient plug in as they are:
+ * LockClient plug in as they are (server/server-role.ts and agent/mount.ts do this):
  *
  *   let net: NetServer | undefined
  *   const ls = new LockServer({ send: (rid, m) => void net?.sendLock(rid, m), nextSeq, rootsVersion, recovering })
@@ -279,37 +284,44 @@ export function eventFromWire(w: Wire): NetEvent | undefined {
 /** A client's lock message, or the hello that opens a Locks stream. */
 export type LockClientWireMsg = LockClientMsg | { kind: 'hello'; rid: number; held: RecoveredLock[] }
 
-export function lockClientMsgToWire(m: LockClientWireMsg): Wire {
+export function lockClientMsgToWire(m: LockClientWireMsg): LockClientMessage {
   switch (m.kind) {
     case 'hello':
       return {
+        kind: 'hello',
         hello: {
           rid: m.rid,
           held: m.held.map((h) => ({ keyStart: h.start, keyEnd: h.end, mode: h.mode, writeSeq: h.writeSeq })),
         },
       }
     case 'request':
-      return { request: { keyStart: m.start, keyEnd: m.end, oldMode: m.oldMode, newMode: m.mode, id: m.reqId } }
+      return {
+        kind: 'request',
+        request: { keyStart: m.start, keyEnd: m.end, oldMode: m.oldMode, newMode: m.mode, id: m.reqId },
+      }
     case 'invalidated':
-      return { invalidated: { keyStart: m.start, keyEnd: m.end, newMode: m.mode, id: m.invId } }
+      return {
+        kind: 'invalidated',
+        invalidated: { keyStart: m.start, keyEnd: m.end, newMode: m.mode, id: m.invId },
+      }
   }
 }
 
-export function lockClientMsgFromWire(w: Wire): LockClientWireMsg {
-  const p = (w[String(w.kind)] ?? {}) as Wire
+export function lockClientMsgFromWire(w: LockClientMessage): LockClientWireMsg {
   switch (w.kind) {
     case 'hello':
       return {
         kind: 'hello',
-        rid: num(p.rid, 'rid'),
-        held: (Array.isArray(p.held) ? (p.held as Wire[]) : []).map((h) => ({
+        rid: num(w.hello.rid, 'rid'),
+        held: w.hello.held.map((h) => ({
           start: buf(h.keyStart),
           end: buf(h.keyEnd),
           mode: lockMode(h.mode),
           writeSeq: num(h.writeSeq, 'write_seq'),
         })),
       }
-    case 'request':
+    case 'request': {
+      const p = w.request
       return {
         kind: 'request',
         start: buf(p.keyStart),
@@ -318,7 +330,9 @@ export function lockClientMsgFromWire(w: Wire): LockClientWireMsg {
         mode: lockMode(p.newMode),
         reqId: num(p.id, 'id'),
       }
-    case 'invalidated':
+    }
+    case 'invalidated': {
+      const p = w.invalidated
       return {
         kind: 'invalidated',
         start: buf(p.keyStart),
@@ -326,15 +340,17 @@ export function lockClientMsgFromWire(w: Wire): LockClientWireMsg {
         mode: lockMode(p.newMode),
         invId: num(p.id, 'id'),
       }
+    }
     default:
-      throw new FsError('EINVAL', `unknown lock message ${String(w.kind)}`)
+      throw new FsError('EINVAL', 'unknown lock message')
   }
 }
 
-export function lockServerMsgToWire(m: LockServerMsg): Wire {
+export function lockServerMsgToWire(m: LockServerMsg): LockServerMessage {
   switch (m.kind) {
     case 'grant':
       return {
+        kind: 'grant',
         grant: {
           keyStart: m.start,
           keyEnd: m.end,
@@ -345,15 +361,18 @@ export function lockServerMsgToWire(m: LockServerMsg): Wire {
         },
       }
     case 'invalidate':
-      return { invalidate: { keyStart: m.start, keyEnd: m.end, oldMode: m.oldMode, mode: m.mode, id: m.invId } }
+      return {
+        kind: 'invalidate',
+        invalidate: { keyStart: m.start, keyEnd: m.end, oldMode: m.oldMode, mode: m.mode, id: m.invId },
+      }
   }
 }
 
 /** undefined for a message kind this side does not know (a newer server): ignore it. */
-export function lockServerMsgFromWire(w: Wire): LockServerMsg | undefined {
-  const p = (w[String(w.kind)] ?? {}) as Wire
+export function lockServerMsgFromWire(w: LockServerMessage): LockServerMsg | undefined {
   switch (w.kind) {
-    case 'grant':
+    case 'grant': {
+      const p = w.grant
       return {
         kind: 'grant',
         start: buf(p.keyStart),
@@ -363,7 +382,9 @@ export function lockServerMsgFromWire(w: Wire): LockServerMsg | undefined {
         rootsVersion: num(p.rootsVersion),
         reqId: num(p.id),
       }
-    case 'invalidate':
+    }
+    case 'invalidate': {
+      const p = w.invalidate
       return {
         kind: 'invalidate',
         start: buf(p.keyStart),
@@ -372,6 +393,7 @@ export function lockServerMsgFromWire(w: Wire): LockServerMsg | undefined {
         mode: lockMode(p.mode),
         invId: num(p.id),
       }
+    }
     default:
       return undefined
   }

@@ -1,15 +1,14 @@
 /*
  * NetServer: the server's side of the agent <-> server protocol (proto/scoutfs.proto).  It
- * serves a ServerApi (the in-process Server) to the mounts of the cluster over gRPC, pushes
- * events to them over their Events streams, and keeps track of who is connected.
+ * serves a ServerApi (the in-process Server) to the mounts of the cluster over gRPC, carries
+ * their Locks streams, and keeps track of who is connected.
  *
  * - Every unary RPC is the ServerApi method of the same name; a thrown FsError travels back
  *   as a status plus the errno in metadata (net-proto.ts), so the client rethrows it as is.
  * - Clients are tracked by rid from their greeting: last heartbeat (or any request), peer,
- *   open event streams.  Nothing is reclaimed here: the server decides what a missed
- *   heartbeat means (staleClients() lists them).
- * - The roots version is watched (after each commit, and every rootsPollMs) and every mount
- *   with an open Events stream is told RootsChanged when it moves.
+ *   whether its Locks stream is open.  Nothing is reclaimed here: the server decides what a
+ *   missed heartbeat means (staleClients() lists them).  'farewell' (rid) is emitted when a
+ *   mount leaves cleanly.
  * - Locks: the Locks stream of each mount is delivered, message by message and in order, to
  *   the plugged-in LockPort (options.lockPort: lock-server.ts LockServer), whose replies go out
  *   through sendLock(rid, msg).  Without a LockPort the Locks stream is refused with
@@ -23,14 +22,11 @@ import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
 import {
   type LockPort,
-  type NetEvent,
-  type Wire,
   big,
-  eventToWire,
   logTreesFromWire,
   logTreesToWire,
   num,
-  proto,
+  serviceDefinition,
   rootsToWire,
   statfsToWire,
   toStatus,
@@ -39,13 +35,12 @@ import {
 } from './net-proto.js'
 import type { LockServerMsg } from '../protocol/lock-modes.js'
 import type { ServerApi } from '../protocol/server-api.js'
+import type { LockClientMessage, LockServerMessage, Request, Response, UnaryRpc } from './messages.js'
 
 export interface NetServerOptions {
   /** the message-based lock server, fed by the Locks streams */
   lockPort?: LockPort
   log?: (msg: string, fields?: Record<string, unknown>) => void
-  /** how often the roots version is checked for RootsChanged events; 0: only after commits */
-  rootsPollMs?: number
   /** server keepalive pings (ms) and how long to wait for their ack */
   keepaliveMs?: number
   keepaliveTimeoutMs?: number
@@ -62,20 +57,22 @@ export interface ClientInfo {
   greetedAt: number
   /** Date.now() of its last heartbeat or other request */
   lastHeartbeat: number
-  /** Events streams it has open */
-  eventStreams: number
   /** whether its Locks stream is open */
   lockStream: boolean
 }
 
-type EventsCall = grpc.ServerWritableStream<Wire, Wire>
-type LocksCall = grpc.ServerDuplexStream<Wire, Wire>
+type LocksCall = grpc.ServerDuplexStream<LockClientMessage, LockServerMessage>
 
-interface ClientState {
-  info: Omit<ClientInfo, 'eventStreams' | 'lockStream'>
+/** What NetServer serves: one handler per RPC of messages.ts RPCS. */
+type Handlers = { [K in UnaryRpc]: grpc.handleUnaryCall<Request<K>, Response<K>> } & {
+  Locks: grpc.handleBidiStreamingCall<LockClientMessage, LockServerMessage>
 }
 
-function fail(call: EventsCall | LocksCall, e: unknown): void {
+interface ClientState {
+  info: Omit<ClientInfo, 'lockStream'>
+}
+
+function fail(call: LocksCall, e: unknown): void {
   call.emit('error', Object.assign(new Error(e instanceof Error ? e.message : String(e)), toStatus(e)))
 }
 
@@ -83,10 +80,7 @@ export class NetServer extends EventEmitter {
   /** random per NetServer: clients notice a restart or failover by its change */
   readonly instance = randomInt(1, 2 ** 47)
   private readonly known = new Map<number, ClientState>()
-  private readonly streams = new Map<number, Set<EventsCall>>()
   private readonly lockStreams = new Map<number, LocksCall>()
-  private rootsVersion = -1
-  private rootsTimer: NodeJS.Timeout | undefined
   private closed = false
   private readonly log: NonNullable<NetServerOptions['log']>
 
@@ -127,9 +121,8 @@ export class NetServer extends EventEmitter {
     })
     // the service is in place before the port opens: no client can see UNIMPLEMENTED
     const s = new NetServer(api, g, host, 0, opts)
-    g.addService(proto().definition, s.handlers())
+    g.addService(serviceDefinition(), s.handlers())
     try {
-      await s.checkRoots()
       s.boundPort = await new Promise<number>((res, rej) =>
         g.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, p) =>
           err ? rej(new FsError('EBUSY', `cannot listen on ${addr}: ${err.message}`)) : res(p),
@@ -138,11 +131,6 @@ export class NetServer extends EventEmitter {
     } catch (e) {
       g.forceShutdown()
       throw e
-    }
-    const poll = opts.rootsPollMs ?? 1000
-    if (poll > 0) {
-      s.rootsTimer = setInterval(() => void s.checkRoots().catch(() => undefined), poll)
-      s.rootsTimer.unref()
     }
     s.log('listening', {
       addr: s.addr,
@@ -161,7 +149,7 @@ export class NetServer extends EventEmitter {
 
   client(rid: number): ClientInfo | undefined {
     const c = this.known.get(rid)
-    return c && { ...c.info, eventStreams: this.streams.get(rid)?.size ?? 0, lockStream: this.lockStreams.has(rid) }
+    return c && { ...c.info, lockStream: this.lockStreams.has(rid) }
   }
 
   /** Mounts not heard from for `timeoutMs`. */
@@ -169,10 +157,9 @@ export class NetServer extends EventEmitter {
     return this.clients().filter((c) => now - c.lastHeartbeat > timeoutMs)
   }
 
-  /** Forget a mount (after the server reclaimed it): its streams end. */
+  /** Forget a mount (after the server reclaimed it): its Locks stream ends. */
   forget(rid: number): void {
     this.known.delete(rid)
-    for (const s of this.streams.get(rid) ?? []) s.end()
     this.lockStreams.get(rid)?.end()
   }
 
@@ -182,67 +169,6 @@ export class NetServer extends EventEmitter {
     c.info.lastHeartbeat = Date.now()
     c.info.peer = call.getPeer()
     return true
-  }
-
-  /* ---- events ----------------------------------------------------------------------------- */
-
-  /** Push an event to one mount; false if it has no Events stream open. */
-  send(rid: number, ev: NetEvent): boolean {
-    const set = this.streams.get(rid)
-    if (!set || set.size === 0) return false
-    const w = eventToWire(ev)
-    let n = 0
-    for (const s of set)
-      if (!s.cancelled && !s.writableEnded) {
-        s.write(w)
-        n++
-      }
-    return n > 0
-  }
-
-  /** Push an event to every mount with a stream open; returns how many got it. */
-  broadcast(ev: NetEvent): number {
-    let n = 0
-    for (const rid of this.streams.keys()) if (this.send(rid, ev)) n++
-    return n
-  }
-
-  /** Tell everyone if the roots moved since last looked. */
-  private async checkRoots(): Promise<number> {
-    const v = (await this.api.getRoots()).version
-    if (v !== this.rootsVersion) {
-      this.rootsVersion = v
-      this.broadcast({ type: 'rootsChanged', version: v })
-    }
-    return v
-  }
-
-  private openEvents(call: EventsCall): void {
-    let rid: number
-    try {
-      rid = num(call.request.rid, 'rid')
-    } catch (e) {
-      fail(call, e)
-      return
-    }
-    let set = this.streams.get(rid)
-    if (!set) this.streams.set(rid, (set = new Set()))
-    set.add(call)
-    this.touch(rid, call)
-    let gone = false
-    const drop = (): void => {
-      if (gone) return
-      gone = true
-      set.delete(call)
-      if (set.size === 0) this.streams.delete(rid)
-      this.log('events stream closed', { rid })
-    }
-    call.on('cancelled', drop)
-    call.on('close', drop)
-    call.on('finish', drop)
-    call.on('error', drop)
-    call.write(eventToWire({ type: 'rootsChanged', version: this.rootsVersion }))
-    this.log('events stream opened', { rid, peer: call.getPeer() })
   }
 
   /* ---- the Locks streams ------------------------------------------------------------------ */
@@ -266,7 +192,7 @@ export class NetServer extends EventEmitter {
         this.log('locks stream closed', { rid })
       }
     }
-    call.on('data', (w: Wire) => {
+    call.on('data', (w: LockClientMessage) => {
       if (broken) return
       try {
         const m = lockClientMsgFromWire(w)
@@ -303,10 +229,10 @@ export class NetServer extends EventEmitter {
 
   /* ---- the RPCs --------------------------------------------------------------------------- */
 
-  private unary(
-    name: string,
-    fn: (req: Wire, call: grpc.ServerUnaryCall<Wire, Wire>) => Promise<Wire>,
-  ): grpc.handleUnaryCall<Wire, Wire> {
+  private unary<K extends UnaryRpc>(
+    name: K,
+    fn: (req: Request<K>, call: grpc.ServerUnaryCall<Request<K>, Response<K>>) => Promise<Response<K>>,
+  ): grpc.handleUnaryCall<Request<K>, Response<K>> {
     return (call, callback) => {
       fn(call.request, call).then(
         (reply) => callback(null, reply),
@@ -319,23 +245,20 @@ export class NetServer extends EventEmitter {
     }
   }
 
-  private handlers(): grpc.UntypedServiceImplementation {
+  private handlers(): Handlers {
     const api = this.api
     return {
       Greeting: this.unary('Greeting', async (r, call) => {
         const rid = num(r.rid, 'rid')
         if (rid === 0) throw new FsError('EINVAL', 'greeting from rid 0: a mount id is never 0')
-        const reply = await api.greeting(rid, big(r.fsid), Number(r.formatVersion ?? 0))
+        const reply = await api.greeting(rid, big(r.fsid), r.formatVersion)
         const now = Date.now()
-        const name = String(r.clientName ?? '')
+        const name = r.clientName
         const had = this.known.get(rid)
         this.known.set(rid, {
           info: { rid, peer: call.getPeer(), name, greetedAt: had?.info.greetedAt ?? now, lastHeartbeat: now },
         })
-        if (!had) {
-          this.log('mount greeted', { rid, name, peer: call.getPeer() })
-          this.emit('client', this.client(rid))
-        }
+        if (!had) this.log('mount greeted', { rid, name, peer: call.getPeer() })
         return { fsid: reply.fsid.toString(), formatVersion: reply.formatVersion, serverInstance: this.instance }
       }),
       GetLogTrees: this.unary('GetLogTrees', async (r, call) => {
@@ -347,7 +270,6 @@ export class NetServer extends EventEmitter {
         const lt = logTreesFromWire(r)
         this.touch(lt.rid, call)
         await api.commitLogTrees(lt)
-        await this.checkRoots()
         return {}
       }),
       AllocInodes: this.unary('AllocInodes', async (r, call) => {
@@ -383,14 +305,12 @@ export class NetServer extends EventEmitter {
           this.log('mount said farewell', { rid })
           this.emit('farewell', rid)
         }
-        await this.checkRoots()
         return {}
       }),
       Heartbeat: this.unary('Heartbeat', async (r, call) => {
         const known = this.touch(num(r.rid, 'rid'), call)
-        return { known, serverInstance: this.instance, rootsVersion: await this.checkRoots() }
+        return { known, serverInstance: this.instance, rootsVersion: (await api.getRoots()).version }
       }),
-      Events: (call: EventsCall) => this.openEvents(call),
       Locks: (call: LocksCall) => this.openLocks(call),
     }
   }
@@ -398,15 +318,12 @@ export class NetServer extends EventEmitter {
   /* ---- shutdown --------------------------------------------------------------------------- */
 
   /**
-   * Stop serving: end every Events stream, let calls in flight finish for up to `graceMs`,
+   * Stop serving: end every Locks stream, let calls in flight finish for up to `graceMs`,
    * then cut what is left.  The ServerApi is the caller's to stop.
    */
   async close(graceMs = 2000): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.rootsTimer) clearInterval(this.rootsTimer)
-    for (const set of this.streams.values()) for (const s of set) s.end()
-    this.streams.clear()
     for (const s of this.lockStreams.values()) s.end()
     this.lockStreams.clear()
     await new Promise<void>((res) => {
