@@ -108,7 +108,6 @@ export class FsContext {
     if (o.orphans) reqs.push(ORPHAN_WRITE_ONLY)
     for (let attempt = 0; ; attempt++) {
       const unlock = await this.locks.lock(inos)
-      let retry = false
       try {
         const held = await this.cluster.lockAll(reqs)
         let transSeq: number | undefined
@@ -121,7 +120,6 @@ export class FsContext {
           } catch (e) {
             if (!isFsError(e, 'ENOBUFS')) throw e
             if (attempt > 0) throw new FsError('ENOSPC', 'the data device is full')
-            retry = true
           } finally {
             this.trans.release()
           }
@@ -131,7 +129,8 @@ export class FsContext {
       } finally {
         unlock()
       }
-      if (retry) await this.trans.commit()
+      // only a dry data allocator (ENOBUFS) gets here: a commit refills it, then once more
+      await this.trans.commit()
     }
   }
 
