@@ -11,6 +11,7 @@
  */
 import { FsError } from '../util/errors.js'
 import type { AdminHandler } from './admin.js'
+import type { ClusterServerStatus } from '../server/server-role.js'
 
 /* ---- types of the routes -------------------------------------------------------------- */
 
@@ -79,19 +80,8 @@ export interface LockStatus {
   invalidations: number
 }
 
-/** The server role's state, on the agent that runs it. */
-export interface ServerState {
-  /** mounts connected to this server (rids, hex) */
-  mounts: string[]
-  /** mounts the super block records */
-  recorded: number
-  logTrees: number
-  finalized: number
-  commits: number
-  merges: number
-  reclaims: number
-  recovering: boolean
-}
+/** The server role's state, on the agent that runs it (as the role reports it). */
+export type ServerState = ClusterServerStatus
 
 export interface AgentStatus {
   /** hex */
