@@ -87,7 +87,6 @@ export const SCHEMA = {
   HeartbeatReply: {
     known: { id: 1, type: 'bool' },
     serverInstance: { id: 2, type: 'uint64' },
-    rootsVersion: { id: 3, type: 'uint64' },
   },
   LockInvalidate: {
     keyStart: { id: 1, type: 'bytes' },

@@ -309,7 +309,7 @@ export class NetServer extends EventEmitter {
       }),
       Heartbeat: this.unary('Heartbeat', async (r, call) => {
         const known = this.touch(num(r.rid, 'rid'), call)
-        return { known, serverInstance: this.instance, rootsVersion: (await api.getRoots()).version }
+        return { known, serverInstance: this.instance }
       }),
       Locks: (call: LocksCall) => this.openLocks(call),
     }
