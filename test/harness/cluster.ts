@@ -19,12 +19,8 @@
  *   await InProcCluster.start({ devices: c.devices() })   // the same filesystem again
  */
 import { MountCore, readMountSupers } from '../../node-agent/src/agent/mount-core.js'
-import type { BlockCache } from '../../node-agent/src/storage/block.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
-import type { Forest } from '../../node-agent/src/client/forest.js'
-import type { ItemCache } from '../../node-agent/src/client/item-cache.js'
 import type { Trans } from '../../node-agent/src/client/trans.js'
-import type { Filesystem } from '../../node-agent/src/fs/fs.js'
 import type { FsApi } from '../../node-agent/src/fs/fs-api.js'
 import type { LockClient } from '../../node-agent/src/lock/lock-client.js'
 import { ClusterServer } from '../../node-agent/src/server/server-role.js'
@@ -64,7 +60,7 @@ export interface InProcClusterOptions {
   log?: (who: string, msg: string, fields?: Record<string, unknown>) => void
 }
 
-/** One in-process mount: the agent's parts (MountCore), without FUSE. */
+/** One in-process mount: the agent's parts (`core`: caches, forest, trans, locks, fs), without FUSE. */
 export class InProcMount {
   private stopping: Promise<void> | undefined
 
@@ -79,23 +75,11 @@ export class InProcMount {
   get rid(): number {
     return this.core.rid
   }
-  get cache(): BlockCache {
-    return this.core.cache
-  }
-  get forest(): Forest {
-    return this.core.forest
-  }
-  get items(): ItemCache {
-    return this.core.items
-  }
   get trans(): Trans {
     return this.core.trans
   }
   get locks(): LockClient {
     return this.core.locks
-  }
-  get filesystem(): Filesystem {
-    return this.core.fs
   }
 
   /** the filesystem by inode number, as the FUSE adapter sees it */
@@ -248,7 +232,8 @@ export class InProcCluster {
 
   /**
    * Mount i's process dies without a farewell: its uncommitted work is lost, and the server
-   * forgets it and reclaims it (what the liveness check does once the mount timeout is up).
+   * forgets it and reclaims it (the role's own liveness check, run at once as if the mount
+   * timeout were up).
    * `reclaim: false` leaves it recorded: the server then holds its locks until a restart's
    * recovery gives up on it.
    */
