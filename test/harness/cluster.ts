@@ -1,12 +1,11 @@
 /*
- * An in-process cluster for tests: several mounts (Filesystem over ItemCache, Trans, Forest
- * and a LockClient) and one server role (Server + LockServer, server-role.ts) in this
- * process, on in-memory devices formatted by tools/mkfs.ts, talking through the harness's
- * transport (transport.ts: copied, asynchronous, ordered, fenceable).  Each mount is composed
- * as agent/mount.ts (Mount.start) composes a real agent — greeting with a fresh rid, forest,
- * item cache, transactions, the lock client with the same invalidation hook (commit what was
- * written under the lock unless it is committed, then drop the item-cache range unless WRITE ->
- * READ), the filesystem, the orphan scan — minus FUSE, metrics and the admin socket.
+ * An in-process cluster for tests: several mounts and one server role in this process, on
+ * in-memory devices formatted by tools/mkfs.ts, talking through the harness's transport
+ * (transport.ts: copied, asynchronous, ordered, fenceable).  Both sides are the real code:
+ * each mount is agent/mount-core.ts MountCore (what Mount.start composes, minus the network
+ * client, FUSE, metrics and the admin socket), the server role is server/server-role.ts
+ * ClusterServer over the in-process transport (server-role.ts InProcTransport) in place of
+ * the gRPC NetServer.
  *
  *   const c = await InProcCluster.start({ mounts: 3, seed })
  *   await c.mount(0).fs.mkdir(ROOT_INO, 'd', 0o755, ROOT)   // the FsApi, by inode number
@@ -19,23 +18,21 @@
  *   await c.stop()                  // every mount commits and says farewell, then the server stops
  *   await InProcCluster.start({ devices: c.devices() })   // the same filesystem again
  */
-import { BlockCache } from '../../node-agent/src/storage/block.js'
-import { FORMAT_VERSION } from '../../node-agent/src/storage/format.js'
-import { readDataSuper, readSuper } from '../../node-agent/src/storage/super.js'
+import { MountCore, readMountSupers } from '../../node-agent/src/agent/mount-core.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
-import { Forest } from '../../node-agent/src/client/forest.js'
-import { ItemCache } from '../../node-agent/src/client/item-cache.js'
-import { Trans } from '../../node-agent/src/client/trans.js'
-import { Filesystem } from '../../node-agent/src/fs/fs.js'
+import type { Trans } from '../../node-agent/src/client/trans.js'
 import type { FsApi } from '../../node-agent/src/fs/fs-api.js'
-import { LockClient } from '../../node-agent/src/lock/lock-client.js'
-import { invalidationDropsCache, isWriteMode } from '../../node-agent/src/protocol/lock-modes.js'
+import type { LockClient } from '../../node-agent/src/lock/lock-client.js'
+import { ClusterServer } from '../../node-agent/src/server/server-role.js'
 import { checkFilesystem, type CheckReport } from '../../node-agent/src/tools/check.js'
 import { mkfs } from '../../node-agent/src/tools/mkfs.js'
 import { MemDevice } from '../helpers/mem-device.js'
 import { Rng } from '../helpers/rng.js'
-import { InProcServerRole } from './server-role.js'
+import { InProcTransport } from './server-role.js'
 import { FencedDevice, MountLink } from './transport.js'
+
+/** the liveness check never reclaims on its own: crash() tells it when a mount is gone */
+const MOUNT_TIMEOUT_MS = 24 * 3600_000
 
 export interface InProcClusterOptions {
   /** mounts started (default 1) */
@@ -63,27 +60,31 @@ export interface InProcClusterOptions {
   log?: (who: string, msg: string, fields?: Record<string, unknown>) => void
 }
 
-/** One in-process mount: the agent's parts, without FUSE. */
+/** One in-process mount: the agent's parts (`core`: caches, forest, trans, locks, fs), without FUSE. */
 export class InProcMount {
   private stopping: Promise<void> | undefined
 
   constructor(
     readonly slot: number,
-    readonly rid: number,
     readonly link: MountLink,
     readonly meta: FencedDevice,
     readonly data: FencedDevice,
-    readonly cache: BlockCache,
-    readonly forest: Forest,
-    readonly items: ItemCache,
-    readonly trans: Trans,
-    readonly locks: LockClient,
-    readonly filesystem: Filesystem,
+    readonly core: MountCore,
   ) {}
+
+  get rid(): number {
+    return this.core.rid
+  }
+  get trans(): Trans {
+    return this.core.trans
+  }
+  get locks(): LockClient {
+    return this.core.locks
+  }
 
   /** the filesystem by inode number, as the FUSE adapter sees it */
   get fs(): FsApi {
-    return this.filesystem
+    return this.core.fs
   }
 
   get alive(): boolean {
@@ -93,12 +94,13 @@ export class InProcMount {
   /** Clean unmount, as Mount.stop() without FUSE: commit, farewell, stop the lock client. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      await this.trans.close()
-      await this.link.api.farewell(this.rid)
-      this.locks.shutdown()
-      this.link.cut()
-      await this.data.close()
-      await this.meta.close()
+      try {
+        await this.core.close()
+      } finally {
+        this.link.cut()
+        await this.data.close()
+        await this.meta.close()
+      }
     })()
     return this.stopping
   }
@@ -119,7 +121,8 @@ export class InProcMount {
 
 export class InProcCluster {
   private readonly slots: Array<InProcMount | undefined> = []
-  private role: InProcServerRole | undefined
+  private role: ClusterServer | undefined
+  private transport: InProcTransport | undefined
   private readonly rng: Rng
   private stopped = false
 
@@ -154,15 +157,20 @@ export class InProcCluster {
     if (/fail|error|could not/i.test(msg)) console.log(`      [${who}] ${msg} ${fields ? JSON.stringify(fields) : ''}`)
   }
 
-  private async startRole(recoveryMs: number): Promise<InProcServerRole> {
-    return InProcServerRole.start(new FencedDevice(this.metaDev, 'server:meta'), {
+  /** The real server role over the in-process transport; live mounts attach to it. */
+  private async startRole(recoveryMs: number): Promise<ClusterServer> {
+    const role = await ClusterServer.start(new FencedDevice(this.metaDev, 'server:meta'), {
+      transport: InProcTransport.factory((t) => (this.transport = t)),
       log: (msg, f) => this.log('server', msg, f),
       recoveryMs,
+      mountTimeoutMs: MOUNT_TIMEOUT_MS,
     })
+    for (const m of this.slots) if (m?.alive) this.transport!.attach(m.link)
+    return role
   }
 
   /** The server role (its Server and LockServer), for tests that look inside. */
-  get server(): InProcServerRole {
+  get server(): ClusterServer {
     if (!this.role) throw new FsError('ENOTCONN', 'the server role is not running')
     return this.role
   }
@@ -190,59 +198,42 @@ export class InProcCluster {
    */
   async remount(i: number): Promise<InProcMount> {
     if (this.slots[i]?.alive) throw new FsError('EBUSY', `slot ${i} has a live mount`)
-    const role = this.server
+    if (!this.transport) throw new FsError('ENOTCONN', 'the server role is not running')
     const o = this.o
     const who = `mount${i}`
     const meta = new FencedDevice(this.metaDev, `${who}:meta`)
     const data = new FencedDevice(this.dataDev, `${who}:data`)
-    const sb = await readSuper(meta)
-    const dsb = await readDataSuper(data)
-    if (!dsb || dsb.fsid !== sb.fsid) throw new FsError('EINVAL', 'the data device is not this filesystem')
+    const sb = await readMountSupers(meta, data)
     const rid = this.rng.range(1, 2 ** 47 - 1)
     const link = new MountLink(rid, {
       rng: this.rng.fork(),
       duplicateProb: o.duplicateRequests ?? 0,
       maxDelayTurns: o.maxDelayTurns ?? 2,
     })
-    role.attach(link)
-    const client = link.api
-    await client.greeting(rid, sb.fsid, FORMAT_VERSION)
-    const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 1024)
-    cache.onBadBlock = (err, blkno) => this.log(who, 'bad block error', { blkno, code: err.code })
-    const forest = new Forest(cache, () => client.getRoots())
-    const items = new ItemCache(forest, o.itemCacheItems ?? 500_000)
-    const trans = new Trans(client, rid, cache, items, forest, meta, data, {
-      commitIntervalMs: o.commitIntervalMs,
-      log: (msg, f) => this.log(who, msg, f),
-    })
-    const locks = new LockClient({
+    this.transport!.attach(link)
+    const core = await MountCore.open({
+      api: link.api,
+      openLocks: (locks) => link.openLocks(locks),
+      meta,
+      data,
+      fsid: sb.fsid,
       rid,
-      send: (msg) => lockSend(msg),
-      onInvalidate: async (range, oldMode, newMode, info) => {
-        // mount.ts: what was written under the lock goes to the log tree first (unless it is
-        // committed already); then the cached items go, unless WRITE -> READ.  There is no
-        // kernel cache here to drop.
-        if (isWriteMode(oldMode) && info.wrote && !(info.dirtyTransSeq && info.dirtyTransSeq <= trans.committedSeq))
-          await trans.commit()
-        if (invalidationDropsCache(oldMode, newMode)) items.invalidate(range[0], range[1])
-      },
-      refreshRoots: async (version) => forest.invalidateRoots(version),
+      // debug lines (a stale block read again, each commit) only to a log the test asked for
+      log: (level, msg, f) => (level !== 'debug' || o.log ? this.log(who, msg, f) : undefined),
+      commitIntervalMs: o.commitIntervalMs,
+      itemCacheItems: o.itemCacheItems,
+      blockCacheBlocks: o.blockCacheBlocks,
       lockIdleCount: o.lockIdleCount,
-      log: (msg) => this.log(who, msg),
     })
-    const lockSend = link.openLocks(locks)
-    trans.start()
-    const fs = new Filesystem(items, trans, client, data, rid, locks)
-    const orphans = await fs.deleteOrphans(await client.listMounts())
-    if (orphans) this.log(who, 'deleted orphaned inodes', { orphans })
-    const m = new InProcMount(i, rid, link, meta, data, cache, forest, items, trans, locks, fs)
+    const m = new InProcMount(i, link, meta, data, core)
     this.slots[i] = m
     return m
   }
 
   /**
    * Mount i's process dies without a farewell: its uncommitted work is lost, and the server
-   * forgets it and reclaims it (what the liveness check does once the mount timeout is up).
+   * forgets it and reclaims it (the role's own liveness check, run at once as if the mount
+   * timeout were up).
    * `reclaim: false` leaves it recorded: the server then holds its locks until a restart's
    * recovery gives up on it.
    */
@@ -250,7 +241,9 @@ export class InProcCluster {
     const m = this.slots[i]
     if (!m) throw new FsError('ENOENT', `no mount in slot ${i}`)
     await m.kill()
-    if (opts.reclaim ?? true) await this.role?.reclaimGone(m.rid)
+    if (!(opts.reclaim ?? true) || !this.role) return
+    this.transport?.silence(m.rid)
+    await this.role.checkLiveness()
   }
 
   /** Clean unmount of mount i (commit, farewell). */
@@ -265,11 +258,10 @@ export class InProcCluster {
    */
   async restartServer(): Promise<void> {
     const old = this.server
-    this.role = undefined
+    this.role = this.transport = undefined
     await old.stop()
     const role = await this.startRole(this.o.recoveryMs ?? 5000)
     this.role = role
-    for (const m of this.slots) if (m?.alive) role.attach(m.link)
     await role.recovered()
   }
 
@@ -295,7 +287,7 @@ export class InProcCluster {
     for (const m of this.slots) if (m?.alive) await m.stop().catch((e: unknown) => errs.push(e))
     for (const m of this.slots) if (m && m.link.isAlive) await m.kill()
     await this.role?.stop()
-    this.role = undefined
+    this.role = this.transport = undefined
     if (errs.length) throw errs[0]
   }
 

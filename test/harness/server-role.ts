@@ -1,161 +1,120 @@
 /*
- * The server role of the in-process cluster: the Server and the LockServer composed as
- * server/server-role.ts (ClusterServer) composes them, with the harness's links
- * (transport.ts MountLink) in place of the NetServer.
+ * The in-process transport of the server role: what the harness gives the real ClusterServer
+ * (server/server-role.ts) in place of the gRPC NetServer, over the mounts' links
+ * (transport.ts MountLink).  It keeps NetServer's contracts:
  *
- *  - Start-up recovery: the mounts the super block records get until every one has said hello
- *    on its lock stream (or recoveryMs is up) before the lock server grants anything; the
- *    absent are then reclaimed and the core counter is moved above every reported write seq.
- *  - A hello outside recovery is a reconnect: unanswered invalidations are sent again.
- *  - A farewell drops the mount's locks (NetServer's 'farewell' event).
- *  - reclaimGone(rid) is what the liveness check does to a mount that stopped answering:
- *    forget its link, drop its locks, reclaim it.  The harness calls it when it crashes a
- *    mount (the liveness timeout, elapsed at once).
+ *  - a mount is known from the moment its link is attached until its farewell or until the
+ *    role forgets it; any request or lock message it makes is its heartbeat;
+ *  - lock messages go to the role's lock port in order (hello first on every stream), and
+ *    the role's go down the link, lost while the mount has no lock stream;
+ *  - a farewell is the 'farewell' event, after the Server's own farewell;
+ *  - close() breaks every link (calls wait for the next server role).
+ *
+ * silence(rid) stands for the mount timeout elapsing at once: the harness calls it, then the
+ * role's liveness check, when a mount's process dies.
  */
-import type { BlockDevice } from '../../node-agent/src/storage/device.js'
-import { LockServer } from '../../node-agent/src/lock/lock-server.js'
-import type { LockClientMsg, RecoveredLock } from '../../node-agent/src/protocol/lock-modes.js'
-import { Server } from '../../node-agent/src/server/server.js'
+import { EventEmitter } from 'node:events'
+import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../../node-agent/src/protocol/lock-modes.js'
+import type { ServerApi } from '../../node-agent/src/protocol/server-api.js'
+import type {
+  ServerLockPort,
+  ServerTransport,
+  ServerTransportFactory,
+  TransportClient,
+} from '../../node-agent/src/server/server-role.js'
 import type { MountLink, ServerEnd } from './transport.js'
 
-export interface InProcServerRoleOptions {
-  log: (msg: string, fields?: Record<string, unknown>) => void
-  /** how long recorded mounts get to say hello after a start (0: reclaim them at once) */
-  recoveryMs: number
-}
-
-export class InProcServerRole implements ServerEnd {
-  private readonly pending = new Set<number>()
-  private recoveryTimer: NodeJS.Timeout | undefined
-  private recovery: Promise<void> | undefined
-  private stopped = false
-  /** the links of the mounts that greeted (by rid) */
+export class InProcTransport extends EventEmitter implements ServerTransport, ServerEnd {
+  readonly addr = 'inproc'
+  /** the links of the mounts attached (by rid) */
   readonly links = new Map<number, MountLink>()
   /** last request or lock message of each mount (ms) */
-  readonly lastHeard = new Map<number, number>()
+  private readonly lastHeard = new Map<number, number>()
+  private closed = false
 
   private constructor(
-    readonly server: Server,
-    readonly locks: LockServer,
-    private readonly o: InProcServerRoleOptions,
-  ) {}
-
-  get api(): Server {
-    return this.server
+    readonly api: ServerApi,
+    private readonly port: ServerLockPort,
+  ) {
+    super()
   }
 
-  static async start(meta: BlockDevice, o: InProcServerRoleOptions): Promise<InProcServerRole> {
-    const server = await Server.start(meta, { log: o.log, reclaimAtStart: o.recoveryMs === 0 })
-    try {
-      const recorded = await server.recordedMounts()
-      let role: InProcServerRole | undefined
-      const locks = new LockServer({
-        send: (rid, m) => role?.links.get(rid)?.sendDown(m),
-        nextSeq: () => server.nextLockSeq(),
-        rootsVersion: () => server.rootsVersion,
-        recovering: recorded.length > 0,
-        log: (m) => o.log(m),
-      })
-      role = new InProcServerRole(server, locks, o)
-      for (const rid of recorded) role.pending.add(rid)
-      if (recorded.length > 0) {
-        o.log('waiting for recorded mounts to reconnect', { mounts: recorded.length, ms: o.recoveryMs })
-        const r = role
-        r.recoveryTimer = setTimeout(() => void r.endRecovery(), o.recoveryMs)
-      }
-      return role
-    } catch (e) {
-      await server.stop()
-      throw e
+  /** A factory for ClusterServer.start that hands the transport it makes to `made`. */
+  static factory(made: (t: InProcTransport) => void): ServerTransportFactory {
+    return async (api, port) => {
+      const t = new InProcTransport(api, port)
+      made(t)
+      return t
     }
   }
 
   /** A mount's link reaches this server from now on. */
   attach(link: MountLink): void {
+    if (this.closed) return
     this.links.set(link.rid, link)
+    this.lastHeard.set(link.rid, Date.now())
     link.connect(this)
   }
 
+  /** The mount's process is gone: to the liveness check it has been silent for ever. */
+  silence(rid: number): void {
+    if (this.links.has(rid)) this.lastHeard.set(rid, 0)
+  }
+
+  /* ---- ServerEnd: what the links deliver ---------------------------------------------------- */
+
   touch(rid: number): void {
-    this.lastHeard.set(rid, Date.now())
+    if (this.links.has(rid)) this.lastHeard.set(rid, Date.now())
   }
 
   receiveLock(rid: number, msg: LockClientMsg): void {
-    if (this.stopped) return
-    this.locks.receive(rid, msg)
+    if (!this.closed) this.port.receive(rid, msg)
   }
 
   hello(rid: number, held: RecoveredLock[]): void {
-    if (this.stopped) return
-    if (!this.locks.isRecovering) {
-      // a reconnect to this same server: what it was sent while away was lost
-      const n = this.locks.resendInvalidations(rid)
-      if (n) this.o.log('resent invalidations after a reconnect', { rid: rid.toString(16), invalidations: n })
-      return
-    }
-    if (!this.pending.has(rid)) return
-    this.locks.recover(rid, held)
-    this.pending.delete(rid)
-    this.o.log('mount recovered', { rid: rid.toString(16), locks: held.length })
-    if (this.pending.size === 0) void this.endRecovery()
+    if (this.closed) return
+    this.touch(rid)
+    this.port.hello(rid, held)
   }
 
   farewell(rid: number): void {
+    const had = this.links.delete(rid)
+    this.lastHeard.delete(rid)
+    if (had && !this.closed) this.emit('farewell', rid)
+  }
+
+  /* ---- ServerTransport: what the role asks ---------------------------------------------------- */
+
+  sendLock(rid: number, msg: LockServerMsg): boolean {
+    const link = this.links.get(rid)
+    if (!link) return false
+    const open = link.hasLockStream
+    link.sendDown(msg) // without a stream the link drops it (and counts it)
+    return open
+  }
+
+  clients(): TransportClient[] {
+    return [...this.links.values()].map((l) => ({
+      rid: l.rid,
+      name: `mount ${l.rid.toString(16)}`,
+      lastHeartbeat: this.lastHeard.get(l.rid) ?? 0,
+      lockStream: l.hasLockStream,
+    }))
+  }
+
+  staleClients(timeoutMs: number, now = Date.now()): TransportClient[] {
+    return this.clients().filter((c) => now - c.lastHeartbeat > timeoutMs)
+  }
+
+  forget(rid: number): void {
     this.links.delete(rid)
-    this.locks.removeClient(rid)
+    this.lastHeard.delete(rid)
   }
 
-  /** Wait until lock recovery (if any) has finished. */
-  recovered(): Promise<void> {
-    return this.locks.isRecovering ? this.endRecoveryWhenDone() : Promise.resolve()
-  }
-
-  private async endRecoveryWhenDone(): Promise<void> {
-    while (this.locks.isRecovering && !this.stopped) {
-      if (this.recovery) return this.recovery
-      await new Promise((r) => setTimeout(r, 5))
-    }
-  }
-
-  /** Reclaim the mounts that did not come back and start granting. */
-  private endRecovery(): Promise<void> {
-    this.recovery ??= (async () => {
-      if (this.recoveryTimer) clearTimeout(this.recoveryTimer)
-      const gone = [...this.pending]
-      this.pending.clear()
-      try {
-        for (const rid of gone) {
-          this.locks.removeClient(rid)
-          await this.server.reclaim(rid)
-          this.o.log('reclaimed a mount that did not reconnect', { rid: rid.toString(16) })
-        }
-        await this.server.seedSeq(this.locks.maxRecoveredWriteSeq + 1)
-      } catch (e) {
-        this.o.log('lock recovery could not reclaim every absent mount', { err: (e as Error).message })
-      }
-      this.locks.finishRecovery()
-      this.o.log('lock recovery finished', { reclaimed: gone.length })
-    })()
-    return this.recovery
-  }
-
-  /** What the liveness check does to a mount gone silent: forget it, drop its locks, reclaim it. */
-  async reclaimGone(rid: number): Promise<void> {
-    this.links.delete(rid)
-    this.pending.delete(rid)
-    this.locks.removeClient(rid)
-    await this.server.reclaim(rid)
-    if (this.locks.isRecovering && this.pending.size === 0) await this.endRecovery()
-  }
-
-  /** Stop serving: the links first, then merges in progress, then the super writer. */
-  async stop(): Promise<void> {
-    if (this.stopped) return
-    this.stopped = true
-    if (this.recoveryTimer) clearTimeout(this.recoveryTimer)
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
     for (const l of this.links.values()) l.disconnect()
     this.links.clear()
-    await this.server.drainMerges().catch(() => undefined)
-    await this.server.stop()
   }
 }

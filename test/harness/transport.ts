@@ -110,14 +110,14 @@ export class FencedDevice implements BlockDevice {
 
 /* ---- the server role as a link sees it ----------------------------------------------------- */
 
-/** What the harness's server role offers the links (test/harness/server-role.ts). */
+/** What the server end offers the links (server-role.ts InProcTransport). */
 export interface ServerEnd {
   readonly api: ServerApi
   /** a lock message from mount `rid` */
   receiveLock(rid: number, msg: LockClientMsg): void
   /** mount `rid` (re)opened its lock stream holding `held` */
   hello(rid: number, held: RecoveredLock[]): void
-  /** mount `rid` said farewell (after the server's farewell()): drop its locks */
+  /** mount `rid` said farewell (after the server's farewell()): the role drops its locks */
   farewell(rid: number): void
   /** mount `rid` made a request (its liveness) */
   touch(rid: number): void
@@ -213,6 +213,11 @@ export class MountLink {
 
   get isAlive(): boolean {
     return this.alive
+  }
+
+  /** whether a lock stream to the server is open (the mount is alive and greeted it) */
+  get hasLockStream(): boolean {
+    return this.alive && this.up !== undefined
   }
 
   /* ---- the server's side ---------------------------------------------------------------- */

@@ -2,40 +2,35 @@
  * One agent's mount of a filesystem, the agent's composition root: opens the devices, runs
  * the server role when this agent serves (server-role-host.ts: which agent serves, and the
  * role's start and stop), joins the server over the network (NetClient: the same path for
- * the server's own mount as for every other), takes cluster locks through its lock client,
- * assembles forest, item cache, transactions and the filesystem, serves it through a
+ * the server's own mount as for every other), composes the client side over it (mount-core.ts
+ * MountCore: forest, item cache, transactions, lock client, filesystem), serves it through a
  * frontend (FUSE by default), and serves metrics and the admin socket.  stop() undoes all of
  * it in reverse: unmount, commit, farewell, close, and last the server role.
  *
  * The parts keep their own policies: lock invalidation is fs/lock-invalidation.ts (it tells
- * the frontend once mounted, nothing before), each layer registers its metrics
+ * the frontend once attached to the core, nothing before), each layer registers its metrics
  * (metrics-*.ts), the admin routes are admin-routes.ts over the typed admin-api.ts.
  */
 import { randomInt } from 'node:crypto'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
-import { Forest } from '../client/forest.js'
-import { ItemCache } from '../client/item-cache.js'
-import { Trans } from '../client/trans.js'
-import { Filesystem, type ClusterLocks as ClusterLocksApi } from '../fs/fs.js'
-import { NO_KERNEL_CACHE, type Frontend, type FrontendFactory, type KernelCache } from '../fs/frontend.js'
-import { lockInvalidationHook } from '../fs/lock-invalidation.js'
-import { LockClient, type LockHandle } from '../lock/lock-client.js'
+import type { ItemCache } from '../client/item-cache.js'
+import type { Trans } from '../client/trans.js'
+import type { Filesystem, ClusterLocks as ClusterLocksApi } from '../fs/fs.js'
+import type { Frontend, FrontendFactory } from '../fs/frontend.js'
+import type { LockClient, LockHandle } from '../lock/lock-client.js'
 import { NetClient } from '../net/net-client.js'
 import type { OrderedLockRequest } from '../protocol/lock-modes.js'
 import type { ClusterServer } from '../server/server-role.js'
-import { BlockCache } from '../storage/block.js'
 import { btreeCountersOf } from '../storage/btree.js'
 import { FileDevice, type BlockDevice } from '../storage/device.js'
-import { FORMAT_VERSION } from '../storage/format.js'
-import { readDataSuper, readSuper } from '../storage/super.js'
-import { FsError } from '../util/errors.js'
 import { AdminServer, adminSocketPath } from './admin.js'
 import { adminHandlers } from './admin-api.js'
 import { adminRoutes } from './admin-routes.js'
 import { fuseNativeFrontend } from '../fuse/fuse-native-adapter.js'
 import { AgentMetrics } from './metrics.js'
+import { MountCore, readMountSupers } from './mount-core.js'
 import { registerForestMetrics, registerItemCacheMetrics, registerTransMetrics } from './metrics-client.js'
 import { registerFsMetrics } from './metrics-fs.js'
 import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lock.js'
@@ -93,14 +88,25 @@ export class Mount {
     readonly data: BlockDevice,
     private readonly serverHost: ServerRoleHost,
     readonly client: NetClient,
-    readonly locks: LockClient,
-    readonly rid: number,
-    readonly cache: BlockCache,
-    readonly items: ItemCache,
-    readonly trans: Trans,
-    readonly fs: Filesystem,
+    readonly core: MountCore,
     readonly metrics: AgentMetrics,
   ) {}
+
+  get rid(): number {
+    return this.core.rid
+  }
+  get locks(): LockClient {
+    return this.core.locks
+  }
+  get items(): ItemCache {
+    return this.core.items
+  }
+  get trans(): Trans {
+    return this.core.trans
+  }
+  get fs(): Filesystem {
+    return this.core.fs
+  }
 
   /** the server role, while this agent runs it */
   get clusterServer(): ClusterServer | undefined {
@@ -130,14 +136,7 @@ export class Mount {
     })
     const cleanup: Array<() => Promise<unknown>> = [() => data.close(), () => meta.close()]
     try {
-      const sb = await readSuper(meta)
-      const dsb = await readDataSuper(data)
-      if (!dsb || dsb.fsid !== sb.fsid)
-        throw new FsError(
-          'EINVAL',
-          `${o.dataPath} is not the data device of filesystem ${sb.fsid.toString(16)} on ${o.metaPath}` +
-            (dsb ? ` (it belongs to ${dsb.fsid.toString(16)})` : ''),
-        )
+      const sb = await readMountSupers(meta, data)
       const fsid = sb.fsid.toString(16).padStart(16, '0')
       const rid = randomInt(1, 2 ** 47)
       const metrics = new AgentMetrics({ fsid, rid: rid.toString(16) })
@@ -157,38 +156,23 @@ export class Mount {
         clientName: `${hostname()}:${process.pid}:${mountpoint}`,
       })
       cleanup.unshift(async () => client.close())
-      await client.greeting(rid, sb.fsid, FORMAT_VERSION)
-      const cache = new BlockCache(meta, sb.fsid, o.blockCacheBlocks ?? 1024)
-      // a stale block is expected (a merge freed and reused it): the forest refreshes its
-      // roots and reads again, and only a stale block from fresh roots is an error (EIO)
-      cache.onBadBlock = (err, blkno) =>
-        err.code === 'ESTALE'
-          ? log.debug({ blkno, code: err.code }, err.message)
-          : log.error({ blkno, code: err.code }, err.message)
-      const forest = new Forest(cache, () => client.getRoots())
-      const items = new ItemCache(forest, o.itemCacheItems ?? 500_000)
-      const trans = new Trans(client, rid, cache, items, forest, meta, data, {
-        commitIntervalMs: o.commitIntervalMs,
-        log: (msg, f) => log.error(f ?? {}, msg),
-      })
-      // invalidations reach the kernel through the frontend once it is mounted (further down)
-      let kernel: KernelCache = NO_KERNEL_CACHE
-      const locks = new LockClient({
+      const core = await MountCore.open({
+        api: client,
+        openLocks: (locks) => client.openLocks(locks),
+        meta,
+        data,
+        fsid: sb.fsid,
         rid,
-        send: (msg) => lockSend(msg),
-        onInvalidate: lockInvalidationHook(trans, items, () => kernel),
-        refreshRoots: async (version) => forest.invalidateRoots(version),
-        log: (msg) => log.warn({ role: 'locks' }, msg),
+        log: (level, msg, f) => log[level](f ?? {}, msg),
+        commitIntervalMs: o.commitIntervalMs,
+        itemCacheItems: o.itemCacheItems,
+        blockCacheBlocks: o.blockCacheBlocks,
+        fsLocks: (locks) => timedLocks(locks, metrics),
       })
-      const lockSend = client.openLocks(locks)
-      cleanup.unshift(async () => locks.shutdown())
-      trans.onCommit = (seq, ms, n, phases) => log.debug({ seq, ms, items: n, phases }, 'commit')
-      trans.start()
-      const fs = new Filesystem(items, trans, client, data, rid, timedLocks(locks, metrics))
-      const orphans = await fs.deleteOrphans(await client.listMounts())
-      if (orphans) log.info({ orphans }, 'deleted orphaned inodes')
+      cleanup.unshift(async () => core.locks.shutdown())
+      const { cache, forest, items, trans, locks, fs } = core
 
-      const m = new Mount(o, meta, data, serverHost, client, locks, rid, cache, items, trans, fs, metrics)
+      const m = new Mount(o, meta, data, serverHost, client, core, metrics)
       registerItemCacheMetrics(metrics, items)
       registerTransMetrics(metrics, trans)
       registerBlockCacheMetrics(metrics, cache)
@@ -205,7 +189,7 @@ export class Mount {
         fsname: `scoutfs:${fsid}`,
         log: { error: (msg, err) => log.error({ err: String(err) }, msg), warn: (msg) => log.warn(msg) },
       })
-      m.frontend = kernel = frontend
+      m.frontend = core.kernel = frontend
       cleanup.unshift(() => frontend.unmount())
       m.admin = await AdminServer.listen(adminSocketPath(mountpoint), adminHandlers(adminRoutes(m)))
       log.info(
@@ -236,13 +220,8 @@ export class Mount {
         log.error({ err: String(e) }, 'unmount failed')
       }
       await this.admin?.close().catch(() => undefined)
-      try {
-        await this.trans.close()
-      } catch (e) {
-        log.error({ err: String(e) }, 'final commit failed')
-      }
-      await this.client.farewell(this.rid).catch((e: unknown) => log.error({ err: String(e) }, 'farewell failed'))
-      this.locks.shutdown()
+      // commit, farewell, stop the lock client; each failure is logged by the core
+      await this.core.close().catch(() => undefined)
       this.client.close()
       await this.serverHost.stop()
       await this.metrics.close()

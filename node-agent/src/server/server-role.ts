@@ -1,8 +1,9 @@
 /*
  * The server role of an agent (DESIGN §3): the Server (the only writer of the super block:
- * log trees, allocators, inode numbers, merges), the LockServer, and the NetServer that
- * carries both to every mount of the cluster.  The agent's own mount talks to it over the
- * same gRPC as every other mount, so there is one path for all of them.
+ * log trees, allocators, inode numbers, merges), the LockServer, and the transport that
+ * carries both to every mount of the cluster (ServerTransport: the gRPC NetServer by
+ * default, an in-process one in the test harness).  The agent's own mount talks to it over
+ * the same gRPC as every other mount, so there is one path for all of them.
  *
  * Start-up recovery (DESIGN §8): the mounts the super block records as mounted may still be
  * alive (the previous server stopped, or this agent restarted).  They get `recoveryMs` to
@@ -18,15 +19,67 @@
  */
 import type { BlockDevice } from '../storage/device.js'
 import { LockServer } from '../lock/lock-server.js'
-import type { RecoveredLock } from '../protocol/lock-modes.js'
+import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../protocol/lock-modes.js'
 import { NetServer } from '../net/net-server.js'
-import { LOG_TREES_FINALIZED } from '../protocol/server-api.js'
+import { LOG_TREES_FINALIZED, type ServerApi } from '../protocol/server-api.js'
+import { FsError } from '../util/errors.js'
 import { Server } from './server.js'
 
+type Log = (msg: string, fields?: Record<string, unknown>) => void
+
+/** A mount as the transport knows it (net-server.ts ClientInfo). */
+export interface TransportClient {
+  rid: number
+  /** what it called itself */
+  name: string
+  /** Date.now() of its last request or heartbeat */
+  lastHeartbeat: number
+  /** whether its lock stream is open */
+  lockStream: boolean
+}
+
+/** What the transport delivers to the role: every lock message, in order, and each hello. */
+export interface ServerLockPort {
+  receive(rid: number, msg: LockClientMsg): void
+  /** a mount (re)opened its lock stream, holding `held` */
+  hello(rid: number, held: RecoveredLock[]): void
+}
+
+/**
+ * What ClusterServer needs from the transport that carries it to the mounts (net-server.ts
+ * NetServer satisfies it): it serves the ServerApi, delivers lock messages to the port, and
+ * emits 'farewell' (rid) when a mount leaves cleanly.
+ */
+export interface ServerTransport {
+  /** the address mounts reach it at */
+  readonly addr: string
+  /** a lock message to mount `rid`; false if it has no lock stream open (the message is lost) */
+  sendLock(rid: number, msg: LockServerMsg): boolean
+  /** every mount that greeted and has not left */
+  clients(): TransportClient[]
+  /** the mounts not heard from for `timeoutMs` */
+  staleClients(timeoutMs: number): TransportClient[]
+  /** forget a reclaimed mount: its lock stream ends */
+  forget(rid: number): void
+  on(event: 'farewell', listener: (rid: number) => void): unknown
+  /** stop serving; the ServerApi is the caller's to stop */
+  close(): Promise<void>
+}
+
+/** Starts the transport serving `api` and feeding `port`. */
+export type ServerTransportFactory = (api: ServerApi, port: ServerLockPort, log: Log) => Promise<ServerTransport>
+
+/** The default transport: NetServer (gRPC) listening on `addr`. */
+export function grpcTransport(addr: string): ServerTransportFactory {
+  return (api, lockPort, log) => NetServer.listen(api, addr, { log, lockPort })
+}
+
 export interface ClusterServerOptions {
-  /** 'host:port' to listen on (port 0: any free one) */
-  addr: string
-  log: (msg: string, fields?: Record<string, unknown>) => void
+  /** 'host:port' the default transport (gRPC) listens on (port 0: any free one) */
+  addr?: string
+  /** the transport to the mounts (default: grpcTransport(addr)) */
+  transport?: ServerTransportFactory
+  log: Log
   /** how long recorded mounts get to reconnect after a start (default 10 s; 0: reclaim at once) */
   recoveryMs?: number
   /** a mount silent this long, with its Locks stream gone, is reclaimed (default 10 s) */
@@ -51,8 +104,9 @@ export class ClusterServer {
   private recoveryTimer: NodeJS.Timeout | undefined
   private livenessTimer: NodeJS.Timeout | undefined
   private recovery: Promise<void> | undefined
-  private net!: NetServer
+  private net!: ServerTransport
   private stopped = false
+  private readonly recoveredWaiters: Array<() => void> = []
 
   private constructor(
     readonly server: Server,
@@ -65,9 +119,12 @@ export class ClusterServer {
     const server = await Server.start(meta, { log: o.log, reclaimAtStart: recoveryMs === 0 })
     try {
       const recorded = await server.recordedMounts()
-      let net: NetServer | undefined
+      const transport = o.transport ?? (o.addr !== undefined ? grpcTransport(o.addr) : undefined)
+      if (!transport) throw new FsError('EINVAL', 'the server role needs an address or a transport')
+      // the lock server's messages go out once the transport is up (nothing is sent before)
+      const out: { net?: ServerTransport } = {}
       const locks = new LockServer({
-        send: (rid, m) => void net?.sendLock(rid, m),
+        send: (rid, m) => void out.net?.sendLock(rid, m),
         nextSeq: () => server.nextLockSeq(),
         rootsVersion: () => server.rootsVersion,
         recovering: recorded.length > 0,
@@ -75,21 +132,22 @@ export class ClusterServer {
       })
       const cs = new ClusterServer(server, locks, o)
       for (const rid of recorded) cs.pending.add(rid)
-      net = await NetServer.listen(server, o.addr, {
-        log: o.log,
-        lockPort: {
+      const net = await transport(
+        server,
+        {
           receive: (rid, m) => locks.receive(rid, m),
           hello: (rid, held) => cs.hello(rid, held),
         },
-      })
-      cs.net = net
+        o.log,
+      )
+      cs.net = out.net = net
       net.on('farewell', (rid: number) => locks.removeClient(rid))
       if (recorded.length > 0) {
         o.log('waiting for recorded mounts to reconnect', { mounts: recorded.length, ms: recoveryMs })
         cs.recoveryTimer = setTimeout(() => void cs.endRecovery(), recoveryMs)
       }
       const timeout = o.mountTimeoutMs ?? 10_000
-      cs.livenessTimer = setInterval(() => void cs.checkLiveness(timeout), Math.min(1000, timeout))
+      cs.livenessTimer = setInterval(() => void cs.checkLiveness(), Math.min(1000, timeout))
       cs.livenessTimer.unref()
       return cs
     } catch (e) {
@@ -106,6 +164,12 @@ export class ClusterServer {
   /** the address mounts reach this server at */
   get addr(): string {
     return this.net.addr
+  }
+
+  /** Resolves once lock recovery (if any) has finished and the lock server grants. */
+  recovered(): Promise<void> {
+    if (!this.locks.isRecovering || this.stopped) return Promise.resolve()
+    return new Promise((res) => this.recoveredWaiters.push(res))
   }
 
   private hello(rid: number, held: RecoveredLock[]): void {
@@ -140,13 +204,18 @@ export class ClusterServer {
       }
       this.locks.finishRecovery()
       this.o.log('lock recovery finished', { reclaimed: gone.length })
+      for (const w of this.recoveredWaiters.splice(0)) w()
     })()
     return this.recovery
   }
 
-  private async checkLiveness(timeoutMs: number): Promise<void> {
+  /**
+   * Reclaim every mount silent for the mount timeout with no lock stream open (run every
+   * second; a caller that knows a mount is gone may run it at once).
+   */
+  async checkLiveness(): Promise<void> {
     if (this.stopped) return
-    for (const c of this.net.staleClients(timeoutMs)) {
+    for (const c of this.net.staleClients(this.o.mountTimeoutMs ?? 10_000)) {
       if (c.lockStream) continue
       this.o.log('mount stopped answering; reclaiming it', {
         rid: c.rid.toString(16),
@@ -181,6 +250,7 @@ export class ClusterServer {
     this.stopped = true
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer)
     if (this.livenessTimer) clearInterval(this.livenessTimer)
+    for (const w of this.recoveredWaiters.splice(0)) w()
     await this.net.close()
     await this.server.drainMerges().catch(() => undefined)
     await this.server.stop()
