@@ -2,7 +2,7 @@
  * Local exclusive locks on inode numbers: the operations of one mount that change an inode
  * run one at a time, taking every inode they touch in inode-number order (no deadlock).  A
  * cluster lock is shared by every local user of its mode, so these are what serialize one
- * mount's changes; fs.ts takes the cluster locks (DESIGN §8) after them, in the same order,
+ * mount's changes; fs/fs-context.ts takes the cluster locks (DESIGN §8) after them, in the same order,
  * and holds the transaction last.
  */
 export class InodeLocks {
