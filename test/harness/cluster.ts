@@ -48,6 +48,8 @@ export interface InProcClusterOptions {
   blockCacheBlocks?: number
   /** idle cluster locks a mount keeps (the lock client's default when unset) */
   lockIdleCount?: number
+  /** each mount's periodic orphan scan (default 0: only at mount; tests call fs.deleteOrphans) */
+  orphanScanDelayMs?: number
   /** probability that any request of a mount is delivered twice (its first reply lost); default 0 */
   duplicateRequests?: number
   /** lock messages wait 0..N extra event-loop turns each (default 2; order is always kept) */
@@ -108,6 +110,7 @@ export class InProcMount {
   /** The process dies: nothing more reaches the devices or the server. */
   async kill(): Promise<void> {
     this.stopping ??= (async () => {
+      this.core.stopOrphanScan()
       this.link.cut()
       this.meta.fence()
       this.data.fence()
@@ -224,6 +227,7 @@ export class InProcCluster {
       itemCacheItems: o.itemCacheItems,
       blockCacheBlocks: o.blockCacheBlocks,
       lockIdleCount: o.lockIdleCount,
+      orphanScanDelayMs: o.orphanScanDelayMs ?? 0,
     })
     const m = new InProcMount(i, link, meta, data, core)
     this.slots[i] = m

@@ -7,6 +7,7 @@
  *    role forgets it; any request or lock message it makes is its heartbeat;
  *  - lock messages go to the role's lock port in order (hello first on every stream), and
  *    the role's go down the link, lost while the mount has no lock stream;
+ *  - open-map requests go down the link like lock messages, their replies to the port;
  *  - a farewell is the 'farewell' event, after the Server's own farewell;
  *  - close() breaks every link (calls wait for the next server role).
  *
@@ -15,6 +16,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../../node-agent/src/protocol/lock-modes.js'
+import type { OpenMapReplyMsg, OpenMapRequestMsg } from '../../node-agent/src/protocol/open-map.js'
 import type { ServerApi } from '../../node-agent/src/protocol/server-api.js'
 import type {
   ServerLockPort,
@@ -71,6 +73,10 @@ export class InProcTransport extends EventEmitter implements ServerTransport, Se
     if (!this.closed) this.port.receive(rid, msg)
   }
 
+  openMapReply(rid: number, msg: OpenMapReplyMsg): void {
+    if (!this.closed) this.port.openMapReply(rid, msg)
+  }
+
   hello(rid: number, held: RecoveredLock[]): void {
     if (this.closed) return
     this.touch(rid)
@@ -91,6 +97,10 @@ export class InProcTransport extends EventEmitter implements ServerTransport, Se
     const open = link.hasLockStream
     link.sendDown(msg) // without a stream the link drops it (and counts it)
     return open
+  }
+
+  sendOpenMap(rid: number, msg: OpenMapRequestMsg): boolean {
+    return this.links.get(rid)?.sendOpenMap(msg) ?? false
   }
 
   clients(): TransportClient[] {

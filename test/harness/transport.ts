@@ -13,6 +13,8 @@
  *    in protocol/lock-modes.ts: ordered per direction, async, copied).  Each (re)opened lock
  *    stream starts with a hello carrying the client's recoveryReport(); after a reopen the
  *    client's outstanding requests are resent; messages sent while no stream is open wait.
+ *    Open-map requests (protocol/open-map.ts) ride the same queues: the link answers one
+ *    from the endpoint's openMap at delivery and sends the reply up the stream it came by.
  *  - cut() is a dead process: calls in flight and later fail with ENOTCONN, queued and later
  *    messages are dropped, and the mount's device handles are fenced (FencedDevice).
  */
@@ -29,6 +31,7 @@ import {
   type ServerApi,
   type ServerStatfs,
 } from '../../node-agent/src/protocol/server-api.js'
+import type { OpenMapReplyMsg, OpenMapRequestMsg, OpenMapSource } from '../../node-agent/src/protocol/open-map.js'
 import type { Rng } from '../helpers/rng.js'
 
 /* ---- copies (what crossing a wire does to a value) ---------------------------------------- */
@@ -121,6 +124,8 @@ export interface ServerEnd {
   farewell(rid: number): void
   /** mount `rid` made a request (its liveness) */
   touch(rid: number): void
+  /** mount `rid` answered an open-map request */
+  openMapReply(rid: number, msg: OpenMapReplyMsg): void
 }
 
 /** The lock client as the link sees it (net-proto.ts LockEndpoint). */
@@ -128,9 +133,12 @@ export interface LockEndpoint {
   receive(msg: LockServerMsg): void
   recoveryReport(): RecoveredLock[]
   resendRequests(): void
+  /** answers open-map requests (none: nothing is open) */
+  openMap?: OpenMapSource
 }
 
-type Up = { kind: 'hello'; held: RecoveredLock[] } | LockClientMsg
+type Up = { kind: 'hello'; held: RecoveredLock[] } | LockClientMsg | OpenMapReplyMsg
+type Down = LockServerMsg | OpenMapRequestMsg
 
 export interface LinkOptions {
   /** randomizes delivery delays and duplicate requests (reproducible by the cluster's seed) */
@@ -195,7 +203,7 @@ export class MountLink {
   private alive = true
   private endpoint: LockEndpoint | undefined
   private up: Pipe<Up> | undefined
-  private down: Pipe<LockServerMsg> | undefined
+  private down: Pipe<Down> | undefined
   /** lock messages sent while no stream is open */
   private backlog: LockClientMsg[] = []
   private streamsOpened = 0
@@ -249,6 +257,13 @@ export class MountLink {
     this.down.push(copyLockServerMsg(msg))
   }
 
+  /** An open-map request from the server to this mount (lost without a stream, like a lock message). */
+  sendOpenMap(msg: OpenMapRequestMsg): boolean {
+    if (!this.alive || !this.down) return false
+    this.down.push({ ...msg })
+    return true
+  }
+
   /* ---- the mount's side ----------------------------------------------------------------- */
 
   /** Carry `ep`'s lock messages from now on (net-client.ts openLocks); returns its send function. */
@@ -276,14 +291,21 @@ export class MountLink {
     const delay = (): number => (this.o.maxDelayTurns ? this.o.rng.int(this.o.maxDelayTurns + 1) : 0)
     this.up = new Pipe<Up>((m) => {
       if (m.kind === 'hello') server.hello(this.rid, m.held)
-      else {
+      else if (m.kind === 'openMapReply') {
+        server.touch(this.rid)
+        server.openMapReply(this.rid, m)
+      } else {
         server.touch(this.rid)
         server.receiveLock(this.rid, m)
       }
     }, delay)
-    this.down = new Pipe<LockServerMsg>((m) => {
+    const up = this.up
+    this.down = new Pipe<Down>((m) => {
       this.counters.lockDown++
-      ep.receive(m)
+      if (m.kind === 'openMapRequest') {
+        const inos = ep.openMap?.openInodes(m.group) ?? []
+        up.push({ kind: 'openMapReply', reqId: m.reqId, inos: [...inos] })
+      } else ep.receive(m)
     }, delay)
     const reopen = this.streamsOpened++ > 0
     this.up.push({ kind: 'hello', held: copyRecovered(ep.recoveryReport()) })
@@ -381,6 +403,12 @@ export class MountLink {
         this.call(
           'listMounts',
           (s) => s.api.listMounts(),
+          (r) => [...r],
+        ),
+      openInodes: (rid, group) =>
+        this.call(
+          'openInodes',
+          (s) => s.api.openInodes(rid, group),
           (r) => [...r],
         ),
       farewell: async (rid) => {

@@ -28,6 +28,7 @@ function fakeServer(): ServerEnd & { got: Array<[string, unknown]>; hang: boolea
     hello: (_rid: number, held: unknown) => void s.got.push(['hello', held]),
     farewell: () => undefined,
     touch: () => undefined,
+    openMapReply: (_rid: number, m: unknown) => void s.got.push(['openMap', m]),
   }
   return s
 }

@@ -485,6 +485,7 @@ describe('NetServer error mapping and lock fallbacks (in-process)', function () 
       },
       listMounts: async () => [],
       farewell: async () => undefined,
+      openInodes: async () => [],
     } as ServerApi
     net = await NetServer.listen(api, '127.0.0.1:0')
     c = new NetClient(net.addr, { heartbeatMs: 0, retryForMs: 500, backoffMaxMs: 100 })

@@ -3,7 +3,9 @@
  * the network client, the frontend, metrics and the admin socket) and for the in-process test
  * harness (test/harness/cluster.ts, which adds its in-process link): greeting with the mount's
  * rid, block cache, forest, item cache, transactions, the lock client with the invalidation
- * hook (fs/lock-invalidation.ts), the filesystem, and the orphan scan.
+ * hook (fs/lock-invalidation.ts), the filesystem, its answers to the server's open-map
+ * requests (protocol/open-map.ts: the lock stream's endpoint carries them), and the orphan
+ * scan: at open, then every `orphanScanDelayMs` (±20%) until close.
  *
  * Invariants: the lock stream is opened after the greeting (the server knows the rid first);
  * invalidations reach the kernel cache of whatever frontend is attached (`kernel`, none until
@@ -18,6 +20,7 @@ import { NO_KERNEL_CACHE, type KernelCache } from '../fs/frontend.js'
 import { lockInvalidationHook } from '../fs/lock-invalidation.js'
 import { LockClient } from '../lock/lock-client.js'
 import type { LockClientMsg } from '../protocol/lock-modes.js'
+import type { OpenMapSource } from '../protocol/open-map.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import { BlockCache } from '../storage/block.js'
 import type { BlockDevice } from '../storage/device.js'
@@ -31,8 +34,8 @@ export type MountLog = (level: MountLogLevel, msg: string, fields?: Record<strin
 export interface MountCoreOptions {
   /** the server as this mount reaches it (NetClient, or the harness's link) */
   api: ServerApi
-  /** carry the lock client's messages to the server from now on; returns its send function */
-  openLocks: (client: LockClient) => (msg: LockClientMsg) => void
+  /** carry the lock client's messages (and open-map answers) from now on; returns its send function */
+  openLocks: (endpoint: MountLockEndpoint) => (msg: LockClientMsg) => void
   meta: BlockDevice
   data: BlockDevice
   fsid: bigint
@@ -46,6 +49,16 @@ export interface MountCoreOptions {
   lockIdleCount?: number
   /** the cluster locks as the filesystem takes them (default: the lock client itself) */
   fsLocks?: (locks: LockClient) => ClusterLocks
+  /** the period of the orphan scan (default 10 s, each wait ±20%; 0: only at open) */
+  orphanScanDelayMs?: number
+}
+
+/** What the lock stream delivers to: the lock client, and the open map's answers. */
+export interface MountLockEndpoint {
+  receive: LockClient['receive']
+  recoveryReport: LockClient['recoveryReport']
+  resendRequests: LockClient['resendRequests']
+  openMap: OpenMapSource
 }
 
 /**
@@ -67,6 +80,9 @@ export async function readMountSupers(meta: BlockDevice, data: BlockDevice): Pro
 export class MountCore {
   /** the kernel's caches of the attached frontend (none until one is attached) */
   kernel: KernelCache = NO_KERNEL_CACHE
+  private scanTimer: NodeJS.Timeout | undefined
+  private scanning: Promise<void> | undefined
+  private closing = false
 
   private constructor(
     readonly rid: number,
@@ -105,27 +121,67 @@ export class MountCore {
       lockIdleCount: o.lockIdleCount,
       log: (msg) => log('warn', msg, { role: 'locks' }),
     })
-    const lockSend = o.openLocks(locks)
+    const fsRef: { fs?: Filesystem } = {}
+    const lockSend = o.openLocks({
+      receive: (m) => locks.receive(m),
+      recoveryReport: () => locks.recoveryReport(),
+      resendRequests: () => locks.resendRequests(),
+      // before the filesystem exists nothing is open
+      openMap: { openInodes: (group) => fsRef.fs?.openInodes(group) ?? [] },
+    })
     trans.onCommit = (seq, ms, n, phases) => log('debug', 'commit', { seq, ms, items: n, phases })
     trans.start()
     const fs = new Filesystem(items, trans, api, o.data, rid, o.fsLocks ? o.fsLocks(locks) : locks)
+    fsRef.fs = fs
     const core = new MountCore(rid, api, cache, forest, items, trans, locks, fs, log)
     kernel.of = () => core.kernel
     try {
-      const orphans = await fs.deleteOrphans(await api.listMounts())
+      const orphans = await fs.deleteOrphans()
       if (orphans) log('info', 'deleted orphaned inodes', { orphans })
     } catch (e) {
       locks.shutdown()
       throw e
     }
+    core.scheduleOrphanScan(o.orphanScanDelayMs ?? 10_000)
     return core
+  }
+
+  /** The periodic orphan scan: frees the orphans of mounts that died with files open. */
+  private scheduleOrphanScan(delayMs: number): void {
+    if (delayMs <= 0 || this.closing) return
+    this.scanTimer = setTimeout(
+      () => {
+        this.scanTimer = undefined
+        this.scanning = this.fs
+          .deleteOrphans()
+          .then(
+            (n) => n && this.log('info', 'deleted orphaned inodes', { orphans: n }),
+            (e: unknown) => this.log('warn', 'orphan scan failed', { err: String(e) }),
+          )
+          .then(() => {
+            this.scanning = undefined
+            this.scheduleOrphanScan(delayMs)
+          })
+      },
+      delayMs * (0.8 + 0.4 * Math.random()),
+    )
+    this.scanTimer.unref()
   }
 
   /**
    * Commit what is open, say farewell and stop the lock client.  Each step runs even if one
    * before it failed (each failure is logged); the first failure is thrown at the end.
    */
+  /** No more orphan scans (close() does this; a harness's dead mount too). */
+  stopOrphanScan(): void {
+    this.closing = true
+    if (this.scanTimer) clearTimeout(this.scanTimer)
+    this.scanTimer = undefined
+  }
+
   async close(): Promise<void> {
+    this.stopOrphanScan()
+    await this.scanning
     let failed: { e: unknown } | undefined
     try {
       await this.trans.close()

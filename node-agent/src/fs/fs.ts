@@ -137,9 +137,14 @@ export class Filesystem implements FsApi {
     return orphan.release(this.c, ino)
   }
 
-  /** Delete the orphans of mounts not in `liveRids` (see orphan.ts); returns how many. */
-  deleteOrphans(liveRids: readonly number[]): Promise<number> {
-    return orphan.deleteOrphans(this.c, liveRids)
+  /** The orphan scan: delete the orphans no mount has open (see orphan.ts); returns how many. */
+  deleteOrphans(): Promise<number> {
+    return orphan.deleteOrphans(this.c)
+  }
+
+  /** This mount's open inodes of an inode group (its answer to the open map). */
+  openInodes(group: number): number[] {
+    return orphan.openInodes(this.c, group)
   }
 
   read(ino: number, offset: number, length: number): Promise<Buffer> {

@@ -35,7 +35,15 @@ interface FieldSpec {
   readonly oneof?: 'kind'
 }
 /** a message type of the .proto named by a field */
-type MessageRef = 'LockHello' | 'LockRequest' | 'InvalidateDoneRequest' | 'HeldLock' | 'LockGrant' | 'LockInvalidate'
+type MessageRef =
+  | 'LockHello'
+  | 'LockRequest'
+  | 'InvalidateDoneRequest'
+  | 'HeldLock'
+  | 'LockGrant'
+  | 'LockInvalidate'
+  | 'OpenMapRequest'
+  | 'OpenMapReply'
 
 /** Every message of proto/scoutfs.proto (package scoutfs.v1), in the order the .proto has them. */
 export const SCHEMA = {
@@ -130,11 +138,17 @@ export const SCHEMA = {
     hello: { id: 1, type: 'LockHello', oneof: 'kind' },
     request: { id: 2, type: 'LockRequest', oneof: 'kind' },
     invalidated: { id: 3, type: 'InvalidateDoneRequest', oneof: 'kind' },
+    openMapReply: { id: 4, type: 'OpenMapReply', oneof: 'kind' },
   },
   LockServerMessage: {
     grant: { id: 1, type: 'LockGrant', oneof: 'kind' },
     invalidate: { id: 2, type: 'LockInvalidate', oneof: 'kind' },
+    openMapRequest: { id: 3, type: 'OpenMapRequest', oneof: 'kind' },
   },
+  OpenInodesRequest: { rid: { id: 1, type: 'uint64' }, group: { id: 2, type: 'uint64' } },
+  OpenInodesReply: { inos: { id: 1, type: 'uint64', repeated: true } },
+  OpenMapRequest: { id: { id: 1, type: 'uint64' }, group: { id: 2, type: 'uint64' } },
+  OpenMapReply: { id: { id: 1, type: 'uint64' }, inos: { id: 2, type: 'uint64', repeated: true } },
 } as const satisfies Record<string, Record<string, FieldSpec>>
 
 type Schema = typeof SCHEMA
@@ -198,6 +212,7 @@ export const RPCS = {
   Farewell: { request: 'FarewellRequest', response: 'FarewellReply' },
   Heartbeat: { request: 'HeartbeatRequest', response: 'HeartbeatReply' },
   Locks: { request: 'LockClientMessage', response: 'LockServerMessage', requestStream: true, responseStream: true },
+  OpenInodes: { request: 'OpenInodesRequest', response: 'OpenInodesReply' },
 } as const satisfies Record<string, RpcSpec>
 
 type Rpcs = typeof RPCS

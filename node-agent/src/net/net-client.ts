@@ -28,6 +28,7 @@ import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
 import {
   type LockEndpoint,
+  type LockServerWireMsg,
   big,
   errnoOf,
   errnoOfStatus,
@@ -42,7 +43,7 @@ import {
   rootsFromWire,
   statfsFromWire,
 } from './net-proto.js'
-import type { LockClientMsg, LockServerMsg } from '../protocol/lock-modes.js'
+import type { LockClientMsg } from '../protocol/lock-modes.js'
 import type {
   GreetingReply as GreetingReplyMsg,
   GreetingRequest,
@@ -365,6 +366,11 @@ export class NetClient implements ServerApi {
     return w.rids.map((r) => num(r, 'rid'))
   }
 
+  async openInodes(rid: number, group: number): Promise<number[]> {
+    const w = await this.call('OpenInodes', { rid, group })
+    return w.inos.map((i) => num(i, 'ino'))
+  }
+
   async farewell(rid: number): Promise<void> {
     // no re-greeting first: a mount the server already forgot has nothing left to say
     await this.call('Farewell', { rid }, { greetFirst: false })
@@ -434,7 +440,7 @@ export class NetClient implements ServerApi {
     if (reopen) ep.resendRequests()
     call.on('data', (w: LockServerMessage) => {
       this.locksDelay = this.o.backoffInitialMs
-      let msg: LockServerMsg | undefined
+      let msg: LockServerWireMsg | undefined
       try {
         msg = lockServerMsgFromWire(w)
       } catch (e) {
@@ -442,6 +448,12 @@ export class NetClient implements ServerApi {
       }
       if (!msg) return
       this.counters.lockMessagesIn++
+      if (msg.kind === 'openMapRequest') {
+        // answered at once from the open counts, on the stream it came by
+        const inos = ep.openMap?.openInodes(msg.group) ?? []
+        if (!call.writableEnded) call.write(lockClientMsgToWire({ kind: 'openMapReply', reqId: msg.reqId, inos }))
+        return
+      }
       ep.receive(msg)
     })
     call.on('error', (e) => this.locksBroken(call, e))

@@ -47,6 +47,7 @@ import {
   type LockServerMsg,
   type RecoveredLock,
 } from '../protocol/lock-modes.js'
+import type { OpenMapReplyMsg, OpenMapRequestMsg, OpenMapSource } from '../protocol/open-map.js'
 import {
   LOG_TREES_SIZE,
   decodeLogTrees,
@@ -155,6 +156,7 @@ export function serviceDefinition(): Definition {
     Farewell: def('Farewell'),
     Heartbeat: def('Heartbeat'),
     Locks: def('Locks'),
+    OpenInodes: def('OpenInodes'),
   }
   return loaded
 }
@@ -281,8 +283,10 @@ export function statfsFromWire(w: StatfsReply): ServerStatfs {
  *   send = netClient.openLocks(lc)
  */
 
-/** A client's lock message, or the hello that opens a Locks stream. */
-export type LockClientWireMsg = LockClientMsg | { kind: 'hello'; rid: number; held: RecoveredLock[] }
+/** A client's lock message, an open-map reply, or the hello that opens a Locks stream. */
+export type LockClientWireMsg = LockClientMsg | OpenMapReplyMsg | { kind: 'hello'; rid: number; held: RecoveredLock[] }
+/** A server's lock message or open-map request. */
+export type LockServerWireMsg = LockServerMsg | OpenMapRequestMsg
 
 export function lockClientMsgToWire(m: LockClientWireMsg): LockClientMessage {
   switch (m.kind) {
@@ -304,6 +308,8 @@ export function lockClientMsgToWire(m: LockClientWireMsg): LockClientMessage {
         kind: 'invalidated',
         invalidated: { keyStart: m.start, keyEnd: m.end, newMode: m.mode, id: m.invId },
       }
+    case 'openMapReply':
+      return { kind: 'openMapReply', openMapReply: { id: m.reqId, inos: m.inos } }
   }
 }
 
@@ -341,12 +347,16 @@ export function lockClientMsgFromWire(w: LockClientMessage): LockClientWireMsg {
         invId: num(p.id, 'id'),
       }
     }
+    case 'openMapReply': {
+      const p = w.openMapReply
+      return { kind: 'openMapReply', reqId: num(p.id, 'id'), inos: p.inos.map((i) => num(i, 'ino')) }
+    }
     default:
       throw new FsError('EINVAL', 'unknown lock message')
   }
 }
 
-export function lockServerMsgToWire(m: LockServerMsg): LockServerMessage {
+export function lockServerMsgToWire(m: LockServerWireMsg): LockServerMessage {
   switch (m.kind) {
     case 'grant':
       return {
@@ -365,11 +375,13 @@ export function lockServerMsgToWire(m: LockServerMsg): LockServerMessage {
         kind: 'invalidate',
         invalidate: { keyStart: m.start, keyEnd: m.end, oldMode: m.oldMode, mode: m.mode, id: m.invId },
       }
+    case 'openMapRequest':
+      return { kind: 'openMapRequest', openMapRequest: { id: m.reqId, group: m.group } }
   }
 }
 
 /** undefined for a message kind this side does not know (a newer server): ignore it. */
-export function lockServerMsgFromWire(w: LockServerMessage): LockServerMsg | undefined {
+export function lockServerMsgFromWire(w: LockServerMessage): LockServerWireMsg | undefined {
   switch (w.kind) {
     case 'grant': {
       const p = w.grant
@@ -394,6 +406,8 @@ export function lockServerMsgFromWire(w: LockServerMessage): LockServerMsg | und
         invId: num(p.id),
       }
     }
+    case 'openMapRequest':
+      return { kind: 'openMapRequest', reqId: num(w.openMapRequest.id), group: num(w.openMapRequest.group) }
     default:
       return undefined
   }
@@ -408,6 +422,8 @@ export interface LockPort {
   receive(rid: number, msg: LockClientMsg): void
   /** a mount (re)opened its Locks stream, holding `held` (lock recovery, when recovering) */
   hello?(rid: number, held: RecoveredLock[]): void
+  /** a mount's answer to an open-map request (NetServer.sendOpenMap) */
+  openMapReply?(rid: number, msg: OpenMapReplyMsg): void
 }
 
 /** The message-based lock client (lock-client.ts LockClient) as NetClient sees it. */
@@ -415,6 +431,8 @@ export interface LockEndpoint {
   receive(msg: LockServerMsg): void
   recoveryReport(): RecoveredLock[]
   resendRequests(): void
+  /** answers the server's open-map requests (none: the mount has nothing open) */
+  openMap?: OpenMapSource
 }
 
 /* ---- errors ------------------------------------------------------------------------------- */

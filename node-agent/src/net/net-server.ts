@@ -12,7 +12,8 @@
  * - Locks: the Locks stream of each mount is delivered, message by message and in order, to
  *   the plugged-in LockPort (options.lockPort: lock-server.ts LockServer), whose replies go out
  *   through sendLock(rid, msg).  Without a LockPort the Locks stream is refused with
- *   UNIMPLEMENTED (ENOSYS).
+ *   UNIMPLEMENTED (ENOSYS).  The open map (protocol/open-map.ts) rides the same streams:
+ *   sendOpenMap(rid, msg) asks a mount, its reply goes to LockPort.openMapReply.
  *
  * Insecure credentials for now: the listener is meant for a cluster-private network.
  */
@@ -34,6 +35,7 @@ import {
   lockServerMsgToWire,
 } from './net-proto.js'
 import type { LockServerMsg } from '../protocol/lock-modes.js'
+import type { OpenMapRequestMsg } from '../protocol/open-map.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { LockClientMessage, LockServerMessage, Request, Response, UnaryRpc } from './messages.js'
 
@@ -181,6 +183,14 @@ export class NetServer extends EventEmitter {
     return true
   }
 
+  /** Send an open-map request to a mount's Locks stream; false if it has none open (lost). */
+  sendOpenMap(rid: number, msg: OpenMapRequestMsg): boolean {
+    const s = this.lockStreams.get(rid)
+    if (!s || s.cancelled || s.writableEnded) return false
+    s.write(lockServerMsgToWire(msg))
+    return true
+  }
+
   private openLocks(call: LocksCall): void {
     const port = this.opts.lockPort
     if (!port) return fail(call, new FsError('ENOSYS', 'this server runs no lock server'))
@@ -210,7 +220,8 @@ export class NetServer extends EventEmitter {
         }
         if (!rid) throw new FsError('EINVAL', 'a lock message before the hello')
         this.touch(rid, call)
-        port.receive(rid, m)
+        if (m.kind === 'openMapReply') port.openMapReply?.(rid, m)
+        else port.receive(rid, m)
       } catch (e) {
         broken = true
         this.log('locks stream refused', { rid, err: String(e) })
@@ -312,6 +323,11 @@ export class NetServer extends EventEmitter {
         return { known, serverInstance: this.instance }
       }),
       Locks: (call: LocksCall) => this.openLocks(call),
+      OpenInodes: this.unary('OpenInodes', async (r, call) => {
+        const rid = num(r.rid, 'rid')
+        this.touch(rid, call)
+        return { inos: await api.openInodes(rid, num(r.group, 'group')) }
+      }),
     }
   }
 

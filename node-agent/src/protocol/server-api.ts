@@ -145,4 +145,10 @@ export interface ServerApi {
   listMounts(): Promise<number[]>
   /** the mount is leaving cleanly: reclaim its allocators, forget it */
   farewell(rid: number): Promise<void>
+  /**
+   * The inodes of inode group `group` (open-map.ts openMapGroup) that mounts other than
+   * `rid` have open now (the open map, DESIGN §7); a mount that leaves or is reclaimed while
+   * asked has nothing open.  ETIMEDOUT if some mount does not answer in time.
+   */
+  openInodes(rid: number, group: number): Promise<number[]>
 }

@@ -16,11 +16,19 @@
  * reclaimed (its committed log tree is merged; its uncommitted work is lost).  Fencing comes
  * with the quorum issue; until then a mount that was only cut off finds its next commit
  * refused (ESTALE) and must be remounted.
+ *
+ * The open map (protocol/open-map.ts, DESIGN §7): openInodes(rid, group) asks every other
+ * mount that greeted this server, on its Locks stream, which inodes of the group it has open,
+ * and answers the union once each has replied.  A mount without a lock stream is asked again
+ * when its stream reopens (its hello); one that says farewell or is reclaimed while asked
+ * counts as having nothing open.  Nothing is kept between questions; an ask that is not
+ * answered within `openMapTimeoutMs` fails with ETIMEDOUT (the asker keeps the inode).
  */
 import type { BlockDevice } from '../storage/device.js'
 import { LockServer } from '../lock/lock-server.js'
 import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../protocol/lock-modes.js'
 import { NetServer } from '../net/net-server.js'
+import { openMapGroup, type OpenMapReplyMsg, type OpenMapRequestMsg } from '../protocol/open-map.js'
 import { LOG_TREES_FINALIZED, type ServerApi } from '../protocol/server-api.js'
 import { FsError } from '../util/errors.js'
 import { Server } from './server.js'
@@ -43,6 +51,8 @@ export interface ServerLockPort {
   receive(rid: number, msg: LockClientMsg): void
   /** a mount (re)opened its lock stream, holding `held` */
   hello(rid: number, held: RecoveredLock[]): void
+  /** a mount's answer to an open-map request */
+  openMapReply(rid: number, msg: OpenMapReplyMsg): void
 }
 
 /**
@@ -55,6 +65,8 @@ export interface ServerTransport {
   readonly addr: string
   /** a lock message to mount `rid`; false if it has no lock stream open (the message is lost) */
   sendLock(rid: number, msg: LockServerMsg): boolean
+  /** an open-map request to mount `rid`, on its lock stream; false if it has none open */
+  sendOpenMap(rid: number, msg: OpenMapRequestMsg): boolean
   /** every mount that greeted and has not left */
   clients(): TransportClient[]
   /** the mounts not heard from for `timeoutMs` */
@@ -84,6 +96,17 @@ export interface ClusterServerOptions {
   recoveryMs?: number
   /** a mount silent this long, with its Locks stream gone, is reclaimed (default 10 s) */
   mountTimeoutMs?: number
+  /** how long an open-map question waits for every mount's answer (default 10 s) */
+  openMapTimeoutMs?: number
+}
+
+/** One open-map question in flight. */
+interface OpenMapAsk {
+  group: number
+  /** the mounts that have not answered */
+  waiting: Set<number>
+  inos: Set<number>
+  done: (e?: Error) => void
 }
 
 export interface ClusterServerStatus {
@@ -107,6 +130,8 @@ export class ClusterServer {
   private net!: ServerTransport
   private stopped = false
   private readonly recoveredWaiters: Array<() => void> = []
+  private readonly asks = new Map<number, OpenMapAsk>()
+  private nextAsk = 1
 
   private constructor(
     readonly server: Server,
@@ -137,11 +162,16 @@ export class ClusterServer {
         {
           receive: (rid, m) => locks.receive(rid, m),
           hello: (rid, held) => cs.hello(rid, held),
+          openMapReply: (rid, m) => cs.openMapReply(rid, m),
         },
         o.log,
       )
       cs.net = out.net = net
-      net.on('farewell', (rid: number) => locks.removeClient(rid))
+      net.on('farewell', (rid: number) => {
+        locks.removeClient(rid)
+        cs.openMapGone(rid)
+      })
+      server.openMap = (rid, group) => cs.openInodes(rid, group)
       if (recorded.length > 0) {
         o.log('waiting for recorded mounts to reconnect', { mounts: recorded.length, ms: recoveryMs })
         cs.recoveryTimer = setTimeout(() => void cs.endRecovery(), recoveryMs)
@@ -173,6 +203,9 @@ export class ClusterServer {
   }
 
   private hello(rid: number, held: RecoveredLock[]): void {
+    // what it was asked while it had no stream (or on the stream that broke) is asked again
+    for (const [reqId, a] of this.asks)
+      if (a.waiting.has(rid)) this.net.sendOpenMap(rid, { kind: 'openMapRequest', reqId, group: a.group })
     if (!this.locks.isRecovering) {
       // a reconnect to this same server: what it was sent while away was lost
       const n = this.locks.resendInvalidations(rid)
@@ -186,6 +219,55 @@ export class ClusterServer {
     if (this.pending.size === 0) void this.endRecovery()
   }
 
+  /**
+   * The inodes of `group` the mounts other than `rid` have open (ServerApi.openInodes): asks
+   * each on its lock stream and waits for every answer, a departure, or the timeout.
+   */
+  async openInodes(rid: number, group: number): Promise<number[]> {
+    if (this.stopped) throw new FsError('ENXIO', 'the server has stopped')
+    const others = this.net.clients().filter((c) => c.rid !== rid)
+    if (others.length === 0) return []
+    const reqId = this.nextAsk++
+    const inos = new Set<number>()
+    await new Promise<void>((res, rej) => {
+      const timer = setTimeout(
+        () => a.done(new FsError('ETIMEDOUT', `no open-map answer from ${[...a.waiting].map((r) => r.toString(16))}`)),
+        this.o.openMapTimeoutMs ?? 10_000,
+      )
+      const a: OpenMapAsk = {
+        group,
+        waiting: new Set(others.map((c) => c.rid)),
+        inos,
+        done: (e) => {
+          clearTimeout(timer)
+          this.asks.delete(reqId)
+          if (e) rej(e)
+          else res()
+        },
+      }
+      this.asks.set(reqId, a)
+      // a mount with no stream open now is asked when it says hello again
+      for (const c of others) this.net.sendOpenMap(c.rid, { kind: 'openMapRequest', reqId, group })
+    })
+    return [...inos].sort((x, y) => x - y)
+  }
+
+  private openMapReply(rid: number, m: OpenMapReplyMsg): void {
+    const a = this.asks.get(m.reqId)
+    if (!a || !a.waiting.has(rid)) return // late, or a duplicate
+    for (const ino of m.inos) if (openMapGroup(ino) === a.group) a.inos.add(ino)
+    a.waiting.delete(rid)
+    if (a.waiting.size === 0) a.done()
+  }
+
+  /** Mount `rid` left or was reclaimed: it has nothing open. */
+  private openMapGone(rid: number): void {
+    for (const a of [...this.asks.values()]) {
+      if (!a.waiting.delete(rid)) continue
+      if (a.waiting.size === 0) a.done()
+    }
+  }
+
   /** Reclaim the mounts that did not come back and start granting. */
   private endRecovery(): Promise<void> {
     this.recovery ??= (async () => {
@@ -195,6 +277,7 @@ export class ClusterServer {
       try {
         for (const rid of gone) {
           this.locks.removeClient(rid)
+          this.openMapGone(rid)
           await this.server.reclaim(rid)
           this.o.log('reclaimed a mount that did not reconnect', { rid: rid.toString(16) })
         }
@@ -224,6 +307,7 @@ export class ClusterServer {
       })
       this.net.forget(c.rid)
       this.locks.removeClient(c.rid)
+      this.openMapGone(c.rid)
       await this.server
         .reclaim(c.rid)
         .catch((e: unknown) => this.o.log('reclaim failed', { rid: c.rid.toString(16), err: (e as Error).message }))
@@ -251,6 +335,7 @@ export class ClusterServer {
     if (this.recoveryTimer) clearTimeout(this.recoveryTimer)
     if (this.livenessTimer) clearInterval(this.livenessTimer)
     for (const w of this.recoveredWaiters.splice(0)) w()
+    for (const a of [...this.asks.values()]) a.done(new FsError('ENXIO', 'the server has stopped'))
     await this.net.close()
     await this.server.drainMerges().catch(() => undefined)
     await this.server.stop()

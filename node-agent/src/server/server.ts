@@ -101,6 +101,11 @@ export class Server implements ServerApi {
   private mergeDone: Promise<void> = Promise.resolve()
 
   private lease: ServerLease | undefined
+  /**
+   * Asks the other mounts for the open map (server-role.ts ClusterServer sets it); without
+   * it this server serves a single mount and no other mount has anything open.
+   */
+  openMap: ((rid: number, group: number) => Promise<number[]>) | undefined
   /** mounts reclaimed since this server started: a greeting from one is refused */
   private readonly reclaimed = new Set<number>()
 
@@ -416,6 +421,10 @@ export class Server implements ServerApi {
 
   async farewell(rid: number): Promise<void> {
     await this.reclaim(rid)
+  }
+
+  async openInodes(rid: number, group: number): Promise<number[]> {
+    return this.openMap ? this.openMap(rid, group) : []
   }
 
   /**
