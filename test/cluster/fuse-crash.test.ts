@@ -3,7 +3,8 @@
  * mount removes it, then its directory removed (and made again) on the holding mount, syncs
  * everywhere, and the close.  The server's agent used to die of SIGSEGV at that close (libfuse
  * 2 released the file with a NULL path, which fuse-native cannot take); every agent must live
- * on and every mount keep serving.  Also from that report: an agent whose mount was detached
+ * on and every mount keep serving, and the held descriptor reads the file after the remote
+ * unlink (the open map, DESIGN §7).  Also from that report: an agent whose mount was detached
  * by `fusermount -uz` ends on SIGTERM, and leaves no admin socket behind.
  */
 import assert from 'node:assert/strict'
@@ -31,7 +32,8 @@ ready(err(lambda: os.pread(fd, 8, 0).decode())); wait(); os.close(fd); ready('cl
     assert.equal(await holder.next(), 'contents')
     await onMount(c, 1, '', `os.unlink(p('D', 'ou')); out(None)`)
     holder.send('go')
-    await holder.next() // the pread after the remote unlink (ENOENT today: no cluster open map yet)
+    // the open map: the remote unlink leaves the open file readable here
+    assert.equal(await holder.next(), 'contents', 'the pread after the remote unlink')
     // this mount still holds a file below D: D is not empty here, however empty the fs has it
     const here = await onMount(
       c,

@@ -9,10 +9,10 @@
  * turn) and checks from every other.  Every check compares what the reader observes with what
  * the writer observed or wrote, never with what the test merely asked for.
  *
- * Three cases are known limits, skipped loudly unless SCOUTFS_TEST_KNOWN_LIMITS=1: two of the
- * fuse-native binding (libfuse 2's path-based API) -- stat('.') of a cwd another mount removed,
- * and a directory made again under that name (the old cwd resolves to it) -- and one of the
- * cluster (no open map yet): a file unlinked on one mount while open on another.
+ * Two cases are known limits of the fuse-native binding (libfuse 2's path-based API), skipped
+ * loudly unless SCOUTFS_TEST_KNOWN_LIMITS=1: stat('.') of a cwd another mount removed, and a
+ * directory made again under that name (the old cwd resolves to it).  A file unlinked on one
+ * mount while open on another stays usable there (the open map, DESIGN §7).
  */
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
@@ -516,11 +516,6 @@ for (const n of [2, 3]) {
     })
 
     it('a file unlinked on one mount stays readable through a descriptor open on another', async function () {
-      knownLimit(
-        this,
-        'no cluster-wide open map yet (DESIGN §7 OMAP): the unlinking mount deletes the inode at once, so reads through a descriptor open on another mount get ENOENT',
-        'cluster',
-      )
       const rel = fresh('open-unlinked')
       const A = 0
       const B = n - 1

@@ -7,7 +7,7 @@
  * negotiate FUSE_POSIX_ACL, so the kernel would neither enforce them nor update the mode.
  */
 import { constants as osConstants } from 'node:os'
-import { FsError } from '../util/errors.js'
+import { FsError, isFsError } from '../util/errors.js'
 import type { Attr, StatFs } from '../fs/fs-api.js'
 import type { Signal } from './fuse-native.js'
 import { respond, type OpsContext } from './reply.js'
@@ -76,7 +76,14 @@ export function statfsObject(s: StatFs): Record<string, number> {
 }
 
 export async function getattrPath(ctx: OpsContext, path: string): Promise<Attr> {
-  return ctx.paths.withIno(path, (ino, attr) => (attr ? Promise.resolve(attr) : ctx.fs.getattr(ino)))
+  try {
+    return await ctx.paths.withIno(path, (ino, attr) => (attr ? Promise.resolve(attr) : ctx.fs.getattr(ino)))
+  } catch (e) {
+    // fstat is a getattr by path: a file open here whose name another mount removed
+    const ino = isFsError(e, 'ENOENT') ? ctx.handles.openInoAt(path) : undefined
+    if (ino === undefined) throw e
+    return ctx.fs.getattr(ino)
+  }
 }
 
 // ---- the requests the adapter's fuse-native subclass answers itself (_op_ methods) ----

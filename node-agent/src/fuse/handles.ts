@@ -58,6 +58,16 @@ export class Handles {
     return fh ? this.handles.get(fh) : undefined
   }
 
+  /**
+   * The inode of a file open here under libfuse's `path` (none: undefined).  The kernel's
+   * fstat of an open file is a getattr by path; when another mount unlinked the name, this is
+   * the inode the path still names here (the open map keeps it, DESIGN §7).
+   */
+  openInoAt(path: string): number | undefined {
+    for (const h of this.handles.values()) if (h.path === path) return h.ino
+    return undefined
+  }
+
   get(fh: number): Handle {
     const h = this.handles.get(fh)
     if (!h) throw new FsError('EBADF', `no open handle ${fh}`)
