@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import type { FsApi } from '../../node-agent/src/fs/fs-api.js'
 import { InProcCluster } from '../harness/cluster.js'
 import { errnoOf, ls, lstat, mkdir, parentOf, writeFile } from '../harness/paths.js'
+import { openMapGroup } from '../../node-agent/src/protocol/open-map.js'
 import { testSeed } from '../helpers/rng.js'
 
 const MiB = 1 << 20
@@ -125,7 +126,38 @@ describe('inproc: files unlinked while open on other mounts (the open map)', fun
     await goneEverywhere(ino)
   })
 
+  it('the server relays the question to the other mounts only, and counts a reclaimed mount as nothing open', async () => {
+    await mkdir(fsOf(0), 'd5')
+    const { ino } = await makeFile('d5/f', 100)
+    const group = openMapGroup(ino)
+    await fsOf(1).open(ino)
+    await fsOf(1).open(ino)
+    await fsOf(2).open(ino)
+    const rid = (i: number): number => c.mount(i).rid
+    assert.deepEqual(await c.server.openInodes(rid(0), group), [ino])
+    assert.deepEqual(await c.server.openInodes(rid(1), group), [ino]) // mount 2's
+    await fsOf(2).release(ino)
+    assert.deepEqual(await c.server.openInodes(rid(0), group), [ino]) // mount 1's
+    assert.deepEqual(await c.server.openInodes(rid(1), group), []) // the asker's own are not asked
+    assert.deepEqual(await c.server.openInodes(rid(0), group + 1), [])
+    // asked while its process is dead but not yet reclaimed: the answer waits for the reclaim
+    await c.crash(1, { reclaim: false })
+    let answer: number[] | undefined
+    const asked = c.server.openInodes(rid(0), group).then((r) => (answer = r))
+    await new Promise((r) => setTimeout(r, 50))
+    assert.equal(answer, undefined, 'answered without mount 1')
+    await c.crash(1) // now reclaimed
+    await asked
+    assert.deepEqual(answer, [])
+    live.splice(live.indexOf(1), 1)
+    const { dir } = await parentOf(fsOf(0), 'd5/f')
+    await fsOf(0).unlink(dir, 'f')
+    await goneEverywhere(ino)
+  })
+
   it('a mount that dies with it open leaves it to a later orphan scan of a surviving mount', async () => {
+    await c.remount(1) // the test before left slot 1 dead
+    live.push(1)
     await mkdir(fsOf(0), 'd4')
     const before = await usedData()
     const { ino } = await makeFile('d4/f', MiB / 4)
@@ -140,5 +172,34 @@ describe('inproc: files unlinked while open on other mounts (the open map)', fun
     await goneEverywhere(ino)
     assert.ok((await usedData()) <= before)
     assert.equal(await c.mount(0).core.fs.deleteOrphans(), 0)
+  })
+})
+
+describe('inproc: the periodic orphan scan', function () {
+  this.timeout(60_000)
+  let c: InProcCluster
+
+  before(async () => {
+    c = await InProcCluster.start({ mounts: 2, seed: testSeed('inproc orphan scan'), orphanScanDelayMs: 50 })
+  })
+  after(async () => {
+    await c.stop()
+    assert.deepEqual((await c.check()).problems, [])
+  })
+
+  it("frees a dead mount's open unlinked file without being called", async () => {
+    const fs0 = c.mount(0).fs
+    const { ino } = await writeFile(fs0, 'f', Buffer.alloc(10_000, 1))
+    await c.mount(1).fs.open(ino)
+    await fs0.unlink((await parentOf(fs0, 'f')).dir, 'f')
+    await new Promise((r) => setTimeout(r, 300)) // scans run meanwhile: it is open, they keep it
+    assert.equal((await fs0.getattr(ino)).nlink, 0)
+    await c.crash(1)
+    const t0 = Date.now()
+    while ((await errnoOf(fs0.getattr(ino))) !== 'ENOENT') {
+      assert.ok(Date.now() - t0 < 10_000, 'the orphan is still there 10 s after the crash')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    assert.ok(c.mount(0).core.fs.counters.orphansDeleted >= 1)
   })
 })

@@ -43,12 +43,14 @@ import { isFsError } from '../util/errors.js'
 /**
  * Whether another mount has `ino` open (the open map).  An ask that fails (a mount did not
  * answer, the server is away) counts as open: the inode stays an orphan and a later release
- * or orphan scan asks again.
+ * or orphan scan asks again.  A server from before the open map (ENOSYS) knows of no opens
+ * elsewhere: the inode goes as it did then.
  */
 async function openElsewhere(c: FsContext, ino: number): Promise<boolean> {
   try {
     return (await c.server.openInodes(c.rid, openMapGroup(ino))).includes(ino)
   } catch (e) {
+    if (isFsError(e, 'ENOSYS')) return false
     if (isFsError(e)) return true
     throw e
   }
