@@ -79,7 +79,11 @@ export class FsContext {
     dataBytesWritten: 0,
     dataBytesRead: 0,
   }
-  /** open counts by inode: an unlinked inode that is open here stays as an orphan */
+  /**
+   * open counts by inode: an unlinked inode open here stays as an orphan, and this is what
+   * the mount answers the open map with (orphan.ts openInodes); an open is counted while its
+   * group's READ lock is still held
+   */
   readonly opens = new Map<number, number>()
   /** the tail of the queue of this mount's cross-directory renames */
   renameLock: Promise<void> = Promise.resolve()
