@@ -55,6 +55,8 @@ export interface MountOptions {
   recoveryMs?: number
   /** server role: a mount silent this long is reclaimed (ms) */
   mountTimeoutMs?: number
+  /** how often this mount scans for orphans no mount has open (ms, ±20%; 0: only at mount) */
+  orphanScanDelayMs?: number
   /** serves the filesystem to the kernel (default: fuse-native) */
   frontend?: FrontendFactory
 }
@@ -167,6 +169,7 @@ export class Mount {
         commitIntervalMs: o.commitIntervalMs,
         itemCacheItems: o.itemCacheItems,
         blockCacheBlocks: o.blockCacheBlocks,
+        orphanScanDelayMs: o.orphanScanDelayMs,
         fsLocks: (locks) => timedLocks(locks, metrics),
       })
       cleanup.unshift(async () => core.locks.shutdown())

@@ -11,7 +11,7 @@ import pino from 'pino'
 import { ADMIN_DIR, adminCall, adminSocketPath } from '../agent/admin.js'
 import type { StatReply, StatfsReply } from '../agent/admin-api.js'
 import { FsError } from '../util/errors.js'
-import { Mount } from '../agent/mount.js'
+import { Mount, type MountOptions } from '../agent/mount.js'
 
 type Out = (s: string) => void
 
@@ -52,6 +52,7 @@ const MOUNT_OPTIONS = [
   'server_addr',
   'recovery_ms',
   'mount_timeout_ms',
+  'orphan_scan_delay_ms',
 ]
 
 function parseMountOptions(s: string | undefined): Record<string, string> {
@@ -89,8 +90,31 @@ function positiveInt(opts: Record<string, string>, k: string): number | undefine
   return n
 }
 
+/** orphan_scan_delay_ms: 0 (no periodic scan) or 100..600000 */
+function orphanScanDelay(opts: Record<string, string>): number | undefined {
+  const n = wholeNumber(opts, 'orphan_scan_delay_ms')
+  if (n !== undefined && n !== 0 && (n < 100 || n > 600_000))
+    throw new CliUsageError(`mount option orphan_scan_delay_ms must be 0 (off) or 100..600000, not ${n}`)
+  return n
+}
+
+/** The -o options as Mount.start takes them; a wrong name or value is a usage error. */
+function mountSettings(options: string | undefined): Partial<MountOptions> {
+  const mo = parseMountOptions(options)
+  return {
+    commitIntervalMs: positiveInt(mo, 'commit_interval_ms'),
+    itemCacheItems: positiveInt(mo, 'item_cache_items'),
+    blockCacheBlocks: positiveInt(mo, 'block_cache_blocks'),
+    fuseDebug: mo.debug === '1',
+    quorumSlotNr: wholeNumber(mo, 'quorum_slot_nr'),
+    serverAddr: hostPort(mo, 'server_addr'),
+    recoveryMs: wholeNumber(mo, 'recovery_ms'),
+    mountTimeoutMs: positiveInt(mo, 'mount_timeout_ms'),
+    orphanScanDelayMs: orphanScanDelay(mo),
+  }
+}
+
 async function runForeground(data: string, mountpoint: string, o: MountCliOptions): Promise<number> {
-  const mo = parseMountOptions(o.options)
   const log = pino(
     { level: o.logLevel, base: { pid: process.pid, mountpoint } },
     o.logFile ? pino.destination({ dest: o.logFile, sync: true, append: true }) : pino.destination(2),
@@ -101,16 +125,10 @@ async function runForeground(data: string, mountpoint: string, o: MountCliOption
     dataPath: data,
     mountpoint,
     log,
-    commitIntervalMs: positiveInt(mo, 'commit_interval_ms'),
-    itemCacheItems: positiveInt(mo, 'item_cache_items'),
-    blockCacheBlocks: positiveInt(mo, 'block_cache_blocks'),
     metricsAddr: o.metricsAddr,
-    fuseDebug: mo.debug === '1',
-    quorumSlotNr: wholeNumber(mo, 'quorum_slot_nr'),
-    serverAddr: hostPort(mo, 'server_addr'),
-    recoveryMs: wholeNumber(mo, 'recovery_ms'),
-    mountTimeoutMs: positiveInt(mo, 'mount_timeout_ms'),
+    ...mountSettings(o.options),
   })
+
   process.send?.({ ready: true, metrics: m.metricsAddr })
   if (process.send) process.disconnect?.()
   const code = await new Promise<number>((resolveExit) => {
@@ -246,7 +264,7 @@ export function registerMountCommands(program: Command, out: Out): void {
     )
     .action(async (data: string, mnt: string, o: MountCliOptions) => {
       const mountpoint = resolve(mnt)
-      parseMountOptions(o.options) // usage errors before anything starts
+      mountSettings(o.options) // usage errors before anything starts
       await fsp.mkdir(mountpoint, { recursive: true })
       if (o.foreground) {
         process.exitCode = await runForeground(data, mountpoint, o)
