@@ -78,12 +78,14 @@ const TOP = ['d0', 'd1', 'd2', 'd3']
 const DIRS = [...TOP, ...TOP.flatMap((d) => [`${d}/s0`, `${d}/s1`])]
 const FILE_DIRS = ['', ...DIRS]
 const NAMES = 6
+/** xattr names user.s0.. */
+const XATTRS = 3
 const MAX_HELD = 4
 /** the bytes every write takes a slice of */
 const PATTERN_BYTES = 512 << 10
 
 const KINDS = [
-  ['create', 10],
+  ['create', 14],
   ['write', 10],
   ['read', 6],
   ['truncate', 4],
@@ -91,7 +93,7 @@ const KINDS = [
   ['renameX', 1], // destination on another mount: EXDEV
   ['link', 4],
   ['linkX', 1],
-  ['unlink', 8],
+  ['unlink', 6],
   ['mkdir', 5],
   ['rmdir', 4],
   ['stat', 4],
@@ -217,8 +219,11 @@ class Tally {
   }
 }
 
-/** One entry of a listed tree: path, type, and for files size, nlink, inode and content hash. */
-async function listTree(root: string): Promise<string[]> {
+/**
+ * One line per entry of the tree under `root`, sorted by path: type, inode, nlink, its user.s*
+ * xattrs (as `xattrs` reads them), and for files size and content hash.
+ */
+async function listTree(root: string, xattrs: (path: string) => Promise<string>): Promise<string[]> {
   const out: string[] = []
   const walk = async (rel: string): Promise<void> => {
     const names = (await fsp.readdir(join(root, rel))).sort()
@@ -226,14 +231,14 @@ async function listTree(root: string): Promise<string[]> {
       const r = rel ? `${rel}/${n}` : n
       const st = await fsp.lstat(join(root, r))
       if (st.isDirectory()) {
-        out.push(`${r} dir ino=${st.ino}`)
+        out.push(`${r} dir ino=${st.ino} nlink=${st.nlink} ${await xattrs(join(root, r))}`)
         await walk(r)
       } else if (st.isFile()) {
         const h = createHash('sha256')
           .update(await fsp.readFile(join(root, r)))
           .digest('hex')
           .slice(0, 16)
-        out.push(`${r} file ino=${st.ino} size=${st.size} nlink=${st.nlink} sha=${h}`)
+        out.push(`${r} file ino=${st.ino} size=${st.size} nlink=${st.nlink} sha=${h} ${await xattrs(join(root, r))}`)
       } else out.push(`${r} other mode=${st.mode.toString(8)}`)
     }
   }
@@ -345,7 +350,14 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     const trees: string[][] = []
     for (let m = 0; m < N; m++) {
       const tr = await deadline(
-        listTree(top(m)).then(
+        listTree(top(m), async (path) => {
+          const vals: string[] = []
+          for (let i = 0; i < XATTRS; i++) {
+            const [res, val] = await helpers[m]!.call('get', path, `user.s${i}`)
+            vals.push(`s${i}=${res === 'OK' ? createHash('sha256').update(val!).digest('hex').slice(0, 8) : res}`)
+          }
+          return vals.join(' ')
+        }).then(
           (v) => v,
           (e: unknown) => new FsError('EIO', `listing mount ${m}: ${errnoOf(e)} ${String(e)}`),
         ),
@@ -547,7 +559,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           if (pool.length) await release(rng.int(pool.length))
           return
         case 'setxattr': {
-          const name = `user.s${rng.int(3)}`
+          const name = `user.s${rng.int(XATTRS)}`
           const val = pattern.subarray(0, rng.range(1, 200)).toString('hex')
           const path = P(rng.bool(0.2) ? dirRel() : fileRel())
           const [res] = await helpers[m]!.call('set', path, name, val)
@@ -557,7 +569,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
         }
         case 'getxattr': {
           const path = P(rng.bool(0.2) ? dirRel() : fileRel())
-          const [res] = await helpers[m]!.call('get', path, `user.s${rng.int(3)}`)
+          const [res] = await helpers[m]!.call('get', path, `user.s${rng.int(XATTRS)}`)
           if (res === 'OK') t.ok(kind)
           else classify(kind, { code: res })
           return
