@@ -5,6 +5,7 @@
  */
 import { formatReport, runStress } from '../test/stress/engine.js'
 import { FsError } from '../node-agent/src/util/errors.js'
+import { killAllAgentsSync } from '../node-agent/src/tools/launcher/agent-process.js'
 
 function parse(argv: string[]): { minutes: number; seed: number; mounts: number; workers: number; keep: boolean } {
   const o = { minutes: 5, seed: Math.floor(Math.random() * 0x100000000), mounts: 3, workers: 2, keep: false }
@@ -32,6 +33,13 @@ function parse(argv: string[]): { minutes: number; seed: number; mounts: number;
 
 async function main(): Promise<number> {
   const o = parse(process.argv.slice(2))
+  // Ctrl-C or a kill: nothing this started may outlive it
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.on(sig, () => {
+      console.error(`stress: ${sig}, killing the cluster`)
+      killAllAgentsSync()
+      process.exit(130)
+    })
   console.log(
     `stress: ${o.minutes} min, ${o.mounts} mounts x ${o.workers} workers, seed ${o.seed} (replay: --seed ${o.seed})`,
   )
@@ -44,8 +52,8 @@ async function main(): Promise<number> {
     keep: o.keep,
   })
   for (const l of formatReport(r)) console.log(l)
-  console.log(r.failures.length ? `FAILED (seed ${o.seed})` : `passed (seed ${o.seed})`)
-  return r.failures.length ? 1 : 0
+  console.log(r.failed ? `FAILED (seed ${o.seed})` : `passed (seed ${o.seed})`)
+  return r.failed ? 1 : 0
 }
 
 main().then(

@@ -30,6 +30,6 @@ describe('stress: seeded random operations from 3 mounts of one cluster', functi
       Object.values(r.byKind).some((c) => c.ok > 0),
       'some operations succeeded',
     )
-    assert.deepEqual(r.failures, [], `seed ${seed}: ${r.failures.length} failures`)
+    assert.deepEqual(r.failures, [], `seed ${seed}: ${r.failed} failures`)
   })
 })
