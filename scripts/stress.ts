@@ -1,5 +1,5 @@
 /*
- * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--keep]`: the seeded
+ * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep]`: the seeded
  * multi-mount stress of test/stress/engine.ts run for as long as asked, with a progress line
  * every 10 s and the report at the end; exit 1 when it found anything wrong.
  */
@@ -7,8 +7,22 @@ import { formatReport, runStress } from '../test/stress/engine.js'
 import { FsError } from '../node-agent/src/util/errors.js'
 import { killAllAgentsSync } from '../node-agent/src/tools/launcher/agent-process.js'
 
-function parse(argv: string[]): { minutes: number; seed: number; mounts: number; workers: number; keep: boolean } {
-  const o = { minutes: 5, seed: Math.floor(Math.random() * 0x100000000), mounts: 3, workers: 2, keep: false }
+function parse(argv: string[]): {
+  minutes: number
+  seed: number
+  mounts: number
+  workers: number
+  opDeadline: number
+  keep: boolean
+} {
+  const o = {
+    minutes: 5,
+    seed: Math.floor(Math.random() * 0x100000000),
+    mounts: 3,
+    workers: 2,
+    opDeadline: 120,
+    keep: false,
+  }
   const num = (name: string, v: string | undefined, max: number): number => {
     const n = Number(v)
     if (v === undefined || !Number.isFinite(n) || n < 0 || n > max)
@@ -21,11 +35,12 @@ function parse(argv: string[]): { minutes: number; seed: number; mounts: number;
     else if (a === '--seed') o.seed = Math.floor(num(a, argv[++i], 0xffffffff))
     else if (a === '--mounts') o.mounts = Math.max(1, Math.floor(num(a, argv[++i], 16)))
     else if (a === '--workers') o.workers = Math.max(1, Math.floor(num(a, argv[++i], 16)))
+    else if (a === '--op-deadline') o.opDeadline = num(a, argv[++i], 3600)
     else if (a === '--keep') o.keep = true
     else
       throw new FsError(
         'EINVAL',
-        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--keep]`,
+        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep]`,
       )
   }
   return o
@@ -49,6 +64,7 @@ async function main(): Promise<number> {
     mounts: o.mounts,
     workersPerMount: o.workers,
     progressMs: 10_000,
+    opDeadlineMs: o.opDeadline * 1000,
     keep: o.keep,
   })
   for (const l of formatReport(r)) console.log(l)

@@ -279,6 +279,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
   const helpers: XattrHelper[] = []
   const held: Held[][] = []
   let stopping = false
+  let aborted = false
   let check = 'not run'
   let treeEntries = 0
   let progress: NodeJS.Timeout | undefined
@@ -289,8 +290,9 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     log(`cluster of ${N} mounts up in ${Date.now() - t0} ms on ${dev.dir} (agent 0 the server)`)
     for (const [i, a] of cluster.agents.entries())
       void a.exited.then(() => {
-        if (!stopping)
-          t.fail(`agent ${i} (${a.mnt}) exited during the run (${a.exitText}); log tail:\n${tail(a.log())}`)
+        if (stopping) return
+        t.fail(`agent ${i} (${a.mnt}) exited during the run (${a.exitText}); log tail:\n${tail(a.log())}`)
+        aborted = true // the workers stop: what follows would only be ENOTCONN
       })
     await fsp.mkdir(top(0))
     for (let m = 0; m < N; m++) helpers.push(new XattrHelper())
@@ -334,10 +336,12 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
         else if (r !== undefined) classify('release', r, true)
       }
 
-    // every agent alive and answering
+    // every agent alive and answering (the others are left out of what follows)
+    const bad = new Set<number>()
     for (const [i, a] of cluster.agents.entries()) {
       if (!a.running) {
         t.fail(`agent ${i} is not running at the end (${a.exitText})`)
+        bad.add(i)
         continue
       }
       const s = await deadline(
@@ -347,17 +351,20 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
         ),
         15_000,
       )
-      if (s === HUNG) t.fail(`agent ${i}: admin GET /status did not answer in 15 s`)
-      else if (s instanceof FsError) t.fail(`agent ${i}: ${s.message}`)
+      if (s === HUNG || s instanceof FsError) {
+        t.fail(`agent ${i}: ${s === HUNG ? 'admin GET /status did not answer in 15 s' : s.message}`)
+        bad.add(i)
+      }
     }
+    const good = [...Array(N).keys()].filter((m) => !bad.has(m))
 
     // quiesce, sync, compare
-    for (let m = 0; m < N; m++) {
+    for (const m of good) {
       const r = await runScoutfs(['sync', mnt(m)], { timeoutMs: 120_000 })
       if (r.code !== 0) t.fail(`scoutfs sync ${mnt(m)}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`)
     }
-    const trees: string[][] = []
-    for (let m = 0; m < N; m++) {
+    const trees: Array<{ m: number; tree: string[] }> = []
+    for (const m of good) {
       const tr = await deadline(
         listTree(top(m), async (path) => {
           const vals: string[] = []
@@ -374,15 +381,16 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
       )
       if (tr === HUNG) t.fail(`listing the tree on mount ${m} hung`)
       else if (tr instanceof FsError) t.fail(tr.message)
-      else trees.push(tr)
+      else trees.push({ m, tree: tr })
     }
-    if (trees.length === N) {
-      treeEntries = trees[0]!.length
-      for (let m = 1; m < N; m++) {
-        const d = treeDiff(trees[0]!, trees[m]!)
-        if (d.length) t.fail(`the final tree on mount ${m} differs from mount 0's:\n  ${d.join('\n  ')}`)
+    if (trees.length) {
+      const [first, ...rest] = trees
+      treeEntries = first!.tree.length
+      for (const { m, tree } of rest) {
+        const d = treeDiff(first!.tree, tree)
+        if (d.length) t.fail(`the final tree on mount ${m} differs from mount ${first!.m}'s:\n  ${d.join('\n  ')}`)
       }
-      log(`final tree: ${treeEntries} entries, ${trees.length === N ? 'listed on every mount' : ''}`)
+      log(`final tree: ${treeEntries} entries, compared on mounts ${trees.map((x) => x.m).join(', ')}`)
     }
 
     for (const h of helpers) h.stop()
@@ -479,7 +487,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     let model = Buffer.alloc(0)
     const ownLog: string[] = []
 
-    while (Date.now() < end && !stopping) {
+    while (Date.now() < end && !stopping && !aborted) {
       const kind: Kind = KINDS[rng.weighted(WEIGHTS)]![0]
       const what = `worker ${w} (mount ${m}) op ${kind}`
       const r = await deadline(one(kind), OP_DEADLINE)
