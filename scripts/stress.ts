@@ -47,6 +47,10 @@ function parse(argv: string[]): {
 }
 
 async function main(): Promise<number> {
+  // an operation hung on a FUSE mount holds one of libuv's threads for good: with only the
+  // default 4, a few hangs would stall every other fs call of this process (nothing has used
+  // the pool yet here, so this still takes effect)
+  process.env.UV_THREADPOOL_SIZE ??= '32'
   const o = parse(process.argv.slice(2))
   // Ctrl-C or a kill: nothing this started may outlive it
   for (const sig of ['SIGINT', 'SIGTERM'] as const)

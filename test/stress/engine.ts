@@ -360,7 +360,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
 
     // quiesce, sync, compare
     for (const m of good) {
-      const r = await runScoutfs(['sync', mnt(m)], { timeoutMs: 120_000 })
+      const r = await runScoutfs(['sync', mnt(m)], { timeoutMs: OP_DEADLINE })
       if (r.code !== 0) t.fail(`scoutfs sync ${mnt(m)}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`)
     }
     const trees: Array<{ m: number; tree: string[] }> = []
@@ -377,9 +377,9 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           (v) => v,
           (e: unknown) => new FsError('EIO', `listing mount ${m}: ${errnoOf(e)} ${String(e)}`),
         ),
-        300_000,
+        2 * OP_DEADLINE,
       )
-      if (tr === HUNG) t.fail(`listing the tree on mount ${m} hung`)
+      if (tr === HUNG) t.fail(`listing the tree on mount ${m} did not finish within ${(2 * OP_DEADLINE) / 1000} s`)
       else if (tr instanceof FsError) t.fail(tr.message)
       else trees.push({ m, tree: tr })
     }
