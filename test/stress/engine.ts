@@ -60,6 +60,8 @@ export interface StressReport {
   treeEntries: number
   check: string
   devDir: string
+  /** error lines of the agents' logs (when something failed) */
+  agentLog: string[]
 }
 
 /** An expected errno of racing operations (any kind). */
@@ -190,6 +192,8 @@ interface Held {
   fh: fsp.FileHandle
   mount: number
   rel: string
+  /** when it was opened (Date.now()) */
+  since: number
 }
 
 /** Counts and failures of one run. */
@@ -282,6 +286,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
   let aborted = false
   let check = 'not run'
   let treeEntries = 0
+  const agentLog: string[] = []
   let progress: NodeJS.Timeout | undefined
   const mnt = (m: number): string => cluster.agents[m]!.mnt
   const top = (m: number, rel = ''): string => join(mnt(m), 'stress', rel)
@@ -418,6 +423,15 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           h.fh.close().catch(() => undefined),
           5000,
         )
+    if (t.failed)
+      for (const [i, a] of cluster.agents.entries()) {
+        const lines = a
+          .log()
+          .split('\n')
+          .filter((l) => /"level":(5|6)\d/.test(l) || /EIO|ESTALE|EUCLEAN/.test(l))
+        agentLog.push(...lines.slice(0, 20).map((l) => `agent ${i}: ${l}`))
+        if (lines.length > 20) agentLog.push(`agent ${i}: ... ${lines.length - 20} more error lines`)
+      }
     await cluster.kill()
     if (o.keep) log(`devices kept in ${dev.dir}`)
     if (!o.keep) dev.remove()
@@ -436,10 +450,11 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     treeEntries,
     check,
     devDir: dev.dir,
+    agentLog,
   }
 
   /** count `e` under `kind`; true when it was expected (or a known limit) */
-  function classify(kind: string, e: unknown, heldFd = false): boolean {
+  function classify(kind: string, e: unknown, heldFd = false, ctx = ''): boolean {
     const errno = errnoOf(e)
     t.err(kind, errno)
     if (heldFd) {
@@ -453,17 +468,20 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
         return true
       }
     } else if (EXPECTED.has(errno) || EXPECTED_BY_KIND[kind]?.includes(errno)) return true
-    t.fail(`${kind}: unexpected ${errno}: ${e instanceof Error ? e.message : String(e)}`)
+    const at = ((Date.now() - t0) / 1000).toFixed(1)
+    t.fail(
+      `${kind}: unexpected ${errno} at ${at} s: ${e instanceof Error ? e.message : String(e)}${ctx ? ` (${ctx})` : ''}`,
+    )
     return false
   }
 
   /** run one operation of `kind`, count its result */
-  async function op(kind: string, f: () => Promise<unknown>, heldFd = false): Promise<void> {
+  async function op(kind: string, f: () => Promise<unknown>, heldFd = false, ctx = ''): Promise<void> {
     try {
       await f()
       t.ok(kind)
     } catch (e) {
-      classify(kind, e, heldFd)
+      classify(kind, e, heldFd, ctx)
     }
   }
 
@@ -562,7 +580,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           if (pool.length >= MAX_HELD) await release(rng.int(pool.length))
           return op(kind, async () => {
             const fh = await fsp.open(P(rel, hm), 'r+')
-            pool.push({ fh, mount: hm, rel })
+            pool.push({ fh, mount: hm, rel, since: Date.now() })
           })
         }
         case 'heldIo': {
@@ -579,6 +597,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
               else await h.fh.stat()
             },
             true,
+            heldCtx(h),
           )
         }
         case 'release':
@@ -659,7 +678,11 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
 
     async function release(i: number): Promise<void> {
       const [h] = pool.splice(i, 1)
-      if (h) await op('release', () => h.fh.close(), true)
+      if (h) await op('release', () => h.fh.close(), true, heldCtx(h))
+    }
+
+    function heldCtx(h: Held): string {
+      return `worker ${w}: fd of ${h.rel} opened on mount ${h.mount} at ${((h.since - t0) / 1000).toFixed(1)} s`
     }
 
     /**
@@ -795,5 +818,6 @@ export function formatReport(r: StressReport): string[] {
   lines.push(`failures: ${r.failed}`)
   for (const f of r.failures.slice(0, 30)) lines.push(`  FAIL ${f}`)
   if (r.failed > 30) lines.push(`  ... ${r.failed - 30} more`)
+  if (r.agentLog.length) lines.push('agent log errors:', ...r.agentLog.map((l) => `  ${l}`))
   return lines
 }
