@@ -1,5 +1,5 @@
 /*
- * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep]`: the seeded
+ * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--tolerate-held-eio]`: the seeded
  * multi-mount stress of test/stress/engine.ts run for as long as asked, with a progress line
  * every 10 s and the report at the end; exit 1 when it found anything wrong.
  */
@@ -14,6 +14,7 @@ function parse(argv: string[]): {
   workers: number
   opDeadline: number
   keep: boolean
+  tolerateHeldEio: boolean
 } {
   const o = {
     minutes: 5,
@@ -22,6 +23,7 @@ function parse(argv: string[]): {
     workers: 2,
     opDeadline: 120,
     keep: false,
+    tolerateHeldEio: false,
   }
   const num = (name: string, v: string | undefined, max: number): number => {
     const n = Number(v)
@@ -37,10 +39,11 @@ function parse(argv: string[]): {
     else if (a === '--workers') o.workers = Math.max(1, Math.floor(num(a, argv[++i], 16)))
     else if (a === '--op-deadline') o.opDeadline = num(a, argv[++i], 3600)
     else if (a === '--keep') o.keep = true
+    else if (a === '--tolerate-held-eio') o.tolerateHeldEio = true
     else
       throw new FsError(
         'EINVAL',
-        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep]`,
+        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--tolerate-held-eio]`,
       )
   }
   return o
@@ -70,6 +73,7 @@ async function main(): Promise<number> {
     progressMs: 10_000,
     opDeadlineMs: o.opDeadline * 1000,
     keep: o.keep,
+    tolerateHeldEio: o.tolerateHeldEio,
   })
   for (const l of formatReport(r)) console.log(l)
   console.log(r.failed ? `FAILED (seed ${o.seed})` : `passed (seed ${o.seed})`)

@@ -1,8 +1,10 @@
 /*
  * The seeded multi-mount stress (test/stress/engine.ts) in the suite: a real 3-agent cluster
  * worked from every mount for SCOUTFS_STRESS_SECONDS (default 60), then checked (agents alive,
- * identical trees on every mount, clean stop, clean `scoutfs check`).  Replay a run's worker
- * op sequences with SCOUTFS_TEST_SEED=<seed>; the interleaving across mounts is not replayable.
+ * identical trees on every mount, clean stop, clean `scoutfs check`).  EIO on a held descriptor
+ * (a libfuse 2 path-API bug this stress found) fails it unless SCOUTFS_STRESS_TOLERATE_HELD_EIO=1.
+ * Replay a run's worker op sequences with SCOUTFS_TEST_SEED=<seed>; the interleaving across
+ * mounts is not replayable.
  */
 import assert from 'node:assert/strict'
 import { killAllAgents } from '../../node-agent/src/tools/launcher/agent-process.js'
@@ -23,6 +25,7 @@ describe('stress: seeded random operations from 3 mounts of one cluster', functi
       mounts: envInt('SCOUTFS_STRESS_MOUNTS', 3),
       progressMs: 10_000,
       log: (l) => console.log(`      ${l}`),
+      tolerateHeldEio: process.env.SCOUTFS_STRESS_TOLERATE_HELD_EIO === '1',
     })
     for (const l of formatReport(r)) console.log(`      ${l}`)
     assert.ok(r.ops > 0, 'the workers did some operations')
