@@ -1,0 +1,834 @@
+/*
+ * The multi-mount stress engine (fsstress-like), shared by test/stress/stress.test.ts and
+ * scripts/stress.ts: a real cluster of N agents (agent 0 the server) on fresh file-backed
+ * devices, worker loops on every mount doing seeded random syscalls through node:fs promises
+ * (create, write, read, truncate, rename, link, unlink, mkdir, rmdir, stat, readdir, descriptors
+ * held open on the same or another mount and used later, xattrs through one python3 helper per
+ * mount, the rmdir D; mkdir D; mkdir D/w cycle while a file of D is held open, and a private
+ * file per worker checked against a model of its bytes from every mount), errnos counted by
+ * kind, then the end checks: every agent alive and answering its admin socket, each
+ * mount synced, the final tree identical on every mount, a clean stop and a clean
+ * `scoutfs check`.  It owns its cluster: everything it starts is killed and unmounted on the way
+ * out, whatever happens.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { promises as fsp } from 'node:fs'
+import { join } from 'node:path'
+import { Cluster, makeClusterDevices, numberedAgents } from '../../node-agent/src/tools/launcher/cluster.js'
+import type { Devices } from '../../node-agent/src/tools/launcher/devices.js'
+import { runScoutfs } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
+import { agentStatus } from '../../node-agent/src/tools/launcher/status.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
+import { Rng } from '../helpers/rng.js'
+
+export interface StressOptions {
+  seed: number
+  durationMs: number
+  /** mounts (agents) in the cluster; agent 0 runs the server */
+  mounts?: number
+  /** worker loops per mount */
+  workersPerMount?: number
+  /** one operation taking longer than this is a hang */
+  opDeadlineMs?: number
+  /** progress lines every this many ms (0: none) */
+  progressMs?: number
+  log?: (line: string) => void
+  /** keep the devices directory (printed) instead of removing it */
+  keep?: boolean
+  /**
+   * count EIO on a held descriptor as a known limit instead of a failure: libfuse 2's path API
+   * hands the held file's node to whatever takes its name on another mount, and when that is a
+   * directory the kernel marks the node bad (EIO ever after) — see the report of issue 10
+   */
+  tolerateHeldEio?: boolean
+}
+
+export interface KindCounts {
+  ok: number
+  errnos: Record<string, number>
+}
+
+export interface StressReport {
+  seed: number
+  mounts: number
+  workers: number
+  ms: number
+  ops: number
+  byKind: Record<string, KindCounts>
+  errnos: Record<string, number>
+  /** tolerated results of known limits, by description */
+  knownLimits: Record<string, number>
+  /** everything that is wrong (empty: the run passed; the first 200 of `failed`) */
+  failures: string[]
+  failed: number
+  /** entries of the final tree (on mount 0) */
+  treeEntries: number
+  check: string
+  devDir: string
+  /** error lines of the agents' logs (when something failed) */
+  agentLog: string[]
+}
+
+/** An expected errno of racing operations (any kind). */
+const EXPECTED = new Set(['ENOENT', 'EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'EISDIR', 'EXDEV'])
+/** Further expected errnos of some kinds. */
+const EXPECTED_BY_KIND: Record<string, string[]> = {
+  rename: ['EINVAL'], // a directory into its own subtree
+  renameX: ['EINVAL'],
+  link: ['EPERM'], // a hard link to a directory
+  linkX: ['EPERM'],
+  getxattr: ['ENODATA'],
+}
+
+const KNOWN_HELD_ENOENT = 'held-fd ENOENT (known limit: no open map)'
+const KNOWN_FSTAT_BY_PATH =
+  'held-fd fstat ENOTDIR (libfuse 2 path API: fstat looks up the path the file had on this mount, which another mount changed)'
+const KNOWN_HELD_EIO = 'held-fd EIO (libfuse 2 path API: its name retyped on another mount, kernel marks the node bad)'
+const KNOWN_RMDIR_HOLDER = 'rmdir ENOTEMPTY on the mount holding a file of the dir open (fuse-native limit)'
+
+const TOP = ['d0', 'd1', 'd2', 'd3']
+const DIRS = [...TOP, ...TOP.flatMap((d) => [`${d}/s0`, `${d}/s1`])]
+const FILE_DIRS = ['', ...DIRS]
+const NAMES = 6
+/** xattr names user.s0.. */
+const XATTRS = 3
+const MAX_HELD = 4
+const MAX_FAILURES = 200
+/** the bytes every write takes a slice of */
+const PATTERN_BYTES = 512 << 10
+
+const KINDS = [
+  ['create', 14],
+  ['write', 10],
+  ['read', 6],
+  ['truncate', 4],
+  ['rename', 8],
+  ['renameX', 1], // destination on another mount: EXDEV
+  ['link', 4],
+  ['linkX', 1],
+  ['unlink', 6],
+  ['mkdir', 5],
+  ['rmdir', 4],
+  ['stat', 4],
+  ['readdir', 4],
+  ['hold', 4],
+  ['heldIo', 8],
+  ['release', 3],
+  ['setxattr', 3],
+  ['getxattr', 3],
+  ['cycle', 2],
+  ['own', 5],
+] as const
+type Kind = (typeof KINDS)[number][0]
+const WEIGHTS = KINDS.map((k) => k[1])
+
+function errnoOf(e: unknown): string {
+  const c = (e as { code?: unknown } | null)?.code
+  return typeof c === 'string' ? c : `non-errno error: ${String(e)}`
+}
+
+const HUNG = Symbol('hung')
+
+/** `p`, or HUNG once `ms` passed. */
+async function deadline<T>(p: Promise<T>, ms: number): Promise<T | typeof HUNG> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([p, new Promise<typeof HUNG>((r) => (timer = setTimeout(() => r(HUNG), ms)))])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** One python3 process per mount answering setxattr/getxattr requests (node has no xattr API). */
+class XattrHelper {
+  private proc: ChildProcess
+  private buf = ''
+  private next = 0
+  private waiting = new Map<number, (r: [string, string | null]) => void>()
+
+  constructor() {
+    const py = String.raw`
+import sys, os, json, errno
+for line in sys.stdin:
+    i, op, path, name, val = json.loads(line)
+    try:
+        if op == 'set':
+            os.setxattr(path, name, bytes.fromhex(val))
+            r = [i, 'OK', None]
+        else:
+            r = [i, 'OK', os.getxattr(path, name).hex()]
+    except OSError as e:
+        r = [i, errno.errorcode.get(e.errno, str(e.errno)), None]
+    sys.stdout.write(json.dumps(r) + '\n')
+    sys.stdout.flush()
+`
+    this.proc = spawn('python3', ['-c', py], { stdio: ['pipe', 'pipe', 'inherit'] })
+    this.proc.stdout!.on('data', (c: Buffer) => {
+      this.buf += c.toString()
+      let nl: number
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const [i, res, val] = JSON.parse(this.buf.slice(0, nl)) as [number, string, string | null]
+        this.buf = this.buf.slice(nl + 1)
+        this.waiting.get(i)?.([res, val])
+        this.waiting.delete(i)
+      }
+    })
+    this.proc.on('exit', () => {
+      for (const w of this.waiting.values()) w(['ENOTCONN (xattr helper exited)', null])
+      this.waiting.clear()
+    })
+  }
+
+  /** 'OK' (and the value's hex for get) or the errno's name. */
+  call(op: 'set' | 'get', path: string, name: string, val = ''): Promise<[string, string | null]> {
+    const i = this.next++
+    return new Promise((res) => {
+      this.waiting.set(i, res)
+      this.proc.stdin!.write(JSON.stringify([i, op, path, name, val]) + '\n')
+    })
+  }
+
+  stop(): void {
+    this.proc.stdin!.end()
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL')
+  }
+}
+
+interface Held {
+  fh: fsp.FileHandle
+  mount: number
+  rel: string
+  /** when it was opened (Date.now()) */
+  since: number
+}
+
+/** Counts and failures of one run. */
+class Tally {
+  ops = 0
+  byKind: Record<string, KindCounts> = {}
+  errnos: Record<string, number> = {}
+  knownLimits: Record<string, number> = {}
+  failures: string[] = []
+
+  private kind(k: string): KindCounts {
+    return (this.byKind[k] ??= { ok: 0, errnos: {} })
+  }
+
+  ok(k: string): void {
+    this.ops++
+    this.kind(k).ok++
+  }
+
+  err(k: string, errno: string): void {
+    this.ops++
+    const c = this.kind(k)
+    c.errnos[errno] = (c.errnos[errno] ?? 0) + 1
+    this.errnos[errno] = (this.errnos[errno] ?? 0) + 1
+  }
+
+  known(what: string): void {
+    this.knownLimits[what] = (this.knownLimits[what] ?? 0) + 1
+  }
+
+  /** failures found (only the first MAX_FAILURES are kept) */
+  failed = 0
+
+  fail(msg: string): void {
+    if (++this.failed <= MAX_FAILURES) this.failures.push(msg)
+  }
+}
+
+/**
+ * One line per entry of the tree under `root`, sorted by path: type, inode, nlink, its user.s*
+ * xattrs (as `xattrs` reads them), and for files size and content hash.
+ */
+async function listTree(root: string, xattrs: (path: string) => Promise<string>): Promise<string[]> {
+  const out: string[] = []
+  const walk = async (rel: string): Promise<void> => {
+    const names = (await fsp.readdir(join(root, rel))).sort()
+    for (const n of names) {
+      const r = rel ? `${rel}/${n}` : n
+      const st = await fsp.lstat(join(root, r))
+      if (st.isDirectory()) {
+        out.push(`${r} dir ino=${st.ino} nlink=${st.nlink} ${await xattrs(join(root, r))}`)
+        await walk(r)
+      } else if (st.isFile()) {
+        const h = createHash('sha256')
+          .update(await fsp.readFile(join(root, r)))
+          .digest('hex')
+          .slice(0, 16)
+        out.push(`${r} file ino=${st.ino} size=${st.size} nlink=${st.nlink} sha=${h} ${await xattrs(join(root, r))}`)
+      } else out.push(`${r} other mode=${st.mode.toString(8)}`)
+    }
+  }
+  await walk('')
+  return out
+}
+
+/** The first differences of two sorted listings. */
+function treeDiff(a: string[], b: string[], max = 10): string[] {
+  const sa = new Set(a)
+  const sb = new Set(b)
+  const d = [...a.filter((x) => !sb.has(x)).map((x) => `- ${x}`), ...b.filter((x) => !sa.has(x)).map((x) => `+ ${x}`)]
+  return d.slice(0, max)
+}
+
+/** Run the stress: start a cluster, work it for `durationMs`, check it, stop it.  Never throws for what it finds. */
+export async function runStress(o: StressOptions): Promise<StressReport> {
+  const N = o.mounts ?? 3
+  const W = o.workersPerMount ?? 2
+  const OP_DEADLINE = o.opDeadlineMs ?? 120_000
+  const log = o.log ?? ((l: string) => console.log(l))
+  const t = new Tally()
+  const root = new Rng(o.seed)
+  const pattern = root.fork().bytes(PATTERN_BYTES)
+  const t0 = Date.now()
+
+  const dev: Devices & { serverAddr: string } = await makeClusterDevices({ prefix: 'scoutfs-stress-' })
+  const cluster = new Cluster(dev, numberedAgents(dev.dir, N, { logLevel: 'info' }), 60_000)
+  const helpers: XattrHelper[] = []
+  const held: Held[][] = []
+  let stopping = false
+  let aborted = false
+  let check = 'not run'
+  let treeEntries = 0
+  const agentLog: string[] = []
+  let progress: NodeJS.Timeout | undefined
+  const mnt = (m: number): string => cluster.agents[m]!.mnt
+  const top = (m: number, rel = ''): string => join(mnt(m), 'stress', rel)
+  try {
+    await cluster.startOrThrow()
+    log(`cluster of ${N} mounts up in ${Date.now() - t0} ms on ${dev.dir} (agent 0 the server)`)
+    for (const [i, a] of cluster.agents.entries())
+      void a.exited.then(() => {
+        if (stopping) return
+        t.fail(`agent ${i} (${a.mnt}) exited during the run (${a.exitText}); log tail:\n${tail(a.log())}`)
+        aborted = true // the workers stop: what follows would only be ENOTCONN
+      })
+    await fsp.mkdir(top(0))
+    for (let m = 0; m < N; m++) helpers.push(new XattrHelper())
+
+    const workers: Array<Promise<void>> = []
+    for (let m = 0; m < N; m++)
+      for (let k = 0; k < W; k++) {
+        const w = m * W + k
+        const pool: Held[] = []
+        held.push(pool)
+        workers.push(worker(w, m, root.fork(), pool))
+      }
+
+    const tStart = Date.now()
+    if (o.progressMs)
+      progress = setInterval(() => {
+        const s = (Date.now() - tStart) / 1000
+        const open = held.reduce((n, p) => n + p.length, 0)
+        log(
+          `[${s.toFixed(0)} s] ${t.ops} ops (${(t.ops / s).toFixed(0)}/s), held fds ${open}, errnos ${fmt(t.errnos)}, known limits ${fmt(t.knownLimits)}, failures ${t.failed}`,
+        )
+      }, o.progressMs)
+
+    const stuck = await deadline(Promise.all(workers), o.durationMs + OP_DEADLINE + 30_000)
+    clearInterval(progress)
+    if (stuck === HUNG) t.fail('workers did not finish (a hung operation: see the failures above)')
+    const runMs = Date.now() - tStart
+    log(`workers done: ${t.ops} ops in ${runMs} ms`)
+
+    // close every descriptor still held
+    for (const pool of held)
+      for (const h of pool.splice(0)) {
+        const r = await deadline(
+          h.fh.close().then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+          OP_DEADLINE,
+        )
+        if (r === HUNG) t.fail(`close of held ${h.rel} (mount ${h.mount}) hung`)
+        else if (r !== undefined) classify('release', r, true)
+      }
+
+    // every agent alive and answering (the others are left out of what follows)
+    const bad = new Set<number>()
+    for (const [i, a] of cluster.agents.entries()) {
+      if (!a.running) {
+        t.fail(`agent ${i} is not running at the end (${a.exitText})`)
+        bad.add(i)
+        continue
+      }
+      const s = await deadline(
+        agentStatus(a.mnt).then(
+          (v) => v,
+          (e: unknown) => new FsError('EIO', `status: ${String(e)}`),
+        ),
+        15_000,
+      )
+      if (s === HUNG || s instanceof FsError) {
+        t.fail(`agent ${i}: ${s === HUNG ? 'admin GET /status did not answer in 15 s' : s.message}`)
+        bad.add(i)
+      }
+    }
+    const good = [...Array(N).keys()].filter((m) => !bad.has(m))
+
+    // quiesce, sync, compare
+    for (const m of good) {
+      const r = await runScoutfs(['sync', mnt(m)], { timeoutMs: OP_DEADLINE })
+      if (r.code !== 0) t.fail(`scoutfs sync ${mnt(m)}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`)
+    }
+    const trees: Array<{ m: number; tree: string[] }> = []
+    for (const m of good) {
+      const tr = await deadline(
+        listTree(top(m), async (path) => {
+          const vals: string[] = []
+          for (let i = 0; i < XATTRS; i++) {
+            const [res, val] = await helpers[m]!.call('get', path, `user.s${i}`)
+            vals.push(`s${i}=${res === 'OK' ? createHash('sha256').update(val!).digest('hex').slice(0, 8) : res}`)
+          }
+          return vals.join(' ')
+        }).then(
+          (v) => v,
+          (e: unknown) => new FsError('EIO', `listing mount ${m}: ${errnoOf(e)} ${String(e)}`),
+        ),
+        2 * OP_DEADLINE,
+      )
+      if (tr === HUNG) t.fail(`listing the tree on mount ${m} did not finish within ${(2 * OP_DEADLINE) / 1000} s`)
+      else if (tr instanceof FsError) t.fail(tr.message)
+      else trees.push({ m, tree: tr })
+    }
+    if (trees.length) {
+      const [first, ...rest] = trees
+      treeEntries = first!.tree.length
+      for (const { m, tree } of rest) {
+        const d = treeDiff(first!.tree, tree)
+        if (d.length) t.fail(`the final tree on mount ${m} differs from mount ${first!.m}'s:\n  ${d.join('\n  ')}`)
+      }
+      log(`final tree: ${treeEntries} entries, compared on mounts ${trees.map((x) => x.m).join(', ')}`)
+    }
+
+    for (const h of helpers) h.stop()
+    stopping = true
+    const stops = await cluster.stop(60_000)
+    for (const { agent, result } of stops) {
+      if (!result.inTime) t.fail(`agent ${agent.mnt} did not stop within 60 s of SIGTERM`)
+      else if (result.code !== 0)
+        t.fail(`agent ${agent.mnt} exited ${agent.exitText} on stop; log tail:\n${tail(agent.log())}`)
+      if (!result.unmounted) t.fail(`${agent.mnt} is still mounted after its agent stopped`)
+    }
+    const c = await runScoutfs(['check', dev.meta, dev.data], { timeoutMs: 600_000 })
+    check = `exit ${c.code ?? c.signal}: ${c.stdout.trim()}${c.stderr.trim() ? `\n${c.stderr.trim()}` : ''}`
+    if (c.code !== 0 || !/^clean$/m.test(c.stdout)) t.fail(`scoutfs check is not clean: ${check}`)
+    log(`scoutfs check: ${check.split('\n').join(' | ')}`)
+  } catch (e) {
+    t.fail(`the stress itself failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`)
+  } finally {
+    stopping = true
+    clearInterval(progress)
+    for (const h of helpers) h.stop()
+    for (const pool of held)
+      for (const h of pool.splice(0))
+        await deadline(
+          h.fh.close().catch(() => undefined),
+          5000,
+        )
+    if (t.failed)
+      for (const [i, a] of cluster.agents.entries()) {
+        const lines = a
+          .log()
+          .split('\n')
+          .filter((l) => /"level":(5|6)\d/.test(l) || /EIO|ESTALE|EUCLEAN/.test(l))
+        agentLog.push(...lines.slice(0, 20).map((l) => `agent ${i}: ${l}`))
+        if (lines.length > 20) agentLog.push(`agent ${i}: ... ${lines.length - 20} more error lines`)
+      }
+    await cluster.kill()
+    if (o.keep) log(`devices kept in ${dev.dir}`)
+    if (!o.keep) dev.remove()
+  }
+  return {
+    seed: o.seed,
+    mounts: N,
+    workers: N * W,
+    ms: Date.now() - t0,
+    ops: t.ops,
+    byKind: t.byKind,
+    errnos: t.errnos,
+    knownLimits: t.knownLimits,
+    failures: t.failures,
+    failed: t.failed,
+    treeEntries,
+    check,
+    devDir: dev.dir,
+    agentLog,
+  }
+
+  /** count `e` under `kind`; true when it was expected (or a known limit) */
+  function classify(kind: string, e: unknown, heldFd = false, ctx = ''): boolean {
+    const errno = errnoOf(e)
+    t.err(kind, errno)
+    if (heldFd) {
+      // a held descriptor names no path: only the known limits explain an error
+      if (errno === 'ENOENT') {
+        t.known(`${KNOWN_HELD_ENOENT} [${kind}]`)
+        return true
+      }
+      if (errno === 'EIO' && o.tolerateHeldEio) {
+        t.known(KNOWN_HELD_EIO)
+        return true
+      }
+      if (kind === 'heldFstat' && errno === 'ENOTDIR') {
+        t.known(KNOWN_FSTAT_BY_PATH)
+        return true
+      }
+    } else if (EXPECTED.has(errno) || EXPECTED_BY_KIND[kind]?.includes(errno)) return true
+    const at = ((Date.now() - t0) / 1000).toFixed(1)
+    t.fail(
+      `${kind}: unexpected ${errno} at ${at} s: ${e instanceof Error ? e.message : String(e)}${ctx ? ` (${ctx})` : ''}`,
+    )
+    return false
+  }
+
+  /** run one operation of `kind`, count its result */
+  async function op(kind: string, f: () => Promise<unknown>, heldFd = false, ctx = ''): Promise<void> {
+    try {
+      await f()
+      t.ok(kind)
+    } catch (e) {
+      classify(kind, e, heldFd, ctx)
+    }
+  }
+
+  async function worker(w: number, m: number, rng: Rng, pool: Held[]): Promise<void> {
+    const end = Date.now() + o.durationMs
+    const N_ = N
+    const fileRel = (): string => {
+      const d = rng.pick(FILE_DIRS)
+      return d ? `${d}/f${rng.int(NAMES)}` : `f${rng.int(NAMES)}`
+    }
+    const dirRel = (): string => rng.pick(DIRS)
+    const other = (): number => (N_ === 1 ? m : (m + 1 + rng.int(N_ - 1)) % N_)
+    const slice = (): Buffer => {
+      const n = rng.bool(0.1) ? rng.range(64 << 10, 300 << 10) : rng.range(1, 16 << 10)
+      const at = rng.int(PATTERN_BYTES - n)
+      return pattern.subarray(at, at + n)
+    }
+    const P = (rel: string, mount = m): string => top(mount, rel)
+    let cycles = 0
+    let ownMade = false
+    let model = Buffer.alloc(0)
+    const ownLog: string[] = []
+
+    while (Date.now() < end && !stopping && !aborted) {
+      const kind: Kind = KINDS[rng.weighted(WEIGHTS)]![0]
+      const what = `worker ${w} (mount ${m}) op ${kind}`
+      const r = await deadline(one(kind), OP_DEADLINE)
+      if (r === HUNG) {
+        t.fail(`${what} did not finish within ${OP_DEADLINE / 1000} s (hang); seed ${o.seed}`)
+        return
+      }
+    }
+
+    async function one(kind: Kind): Promise<void> {
+      switch (kind) {
+        case 'create': {
+          const flag = rng.pick(['wx', 'w', 'a'])
+          const data = slice()
+          return op(kind, async () => {
+            const fh = await fsp.open(P(fileRel()), flag)
+            try {
+              await fh.write(data, 0, data.length)
+            } finally {
+              await fh.close()
+            }
+          })
+        }
+        case 'write': {
+          const data = slice()
+          const at = rng.int(512 << 10)
+          return op(kind, async () => {
+            const fh = await fsp.open(P(fileRel()), 'r+')
+            try {
+              await fh.write(data, 0, data.length, at)
+            } finally {
+              await fh.close()
+            }
+          })
+        }
+        case 'read':
+          return op(kind, () => fsp.readFile(P(fileRel())))
+        case 'truncate': {
+          const size = rng.bool(0.3) ? 0 : rng.int(600 << 10)
+          return op(kind, () => fsp.truncate(P(fileRel()), size))
+        }
+        case 'rename':
+        case 'renameX': {
+          const dir = rng.bool(0.25)
+          const src = dir ? dirRel() : fileRel()
+          // now and then across the kinds: files at directory names and the other way round
+          let dst = dir !== rng.bool(0.05) ? dirRel() : fileRel()
+          if (!dir && rng.bool(0.4) && /f\d+$/.test(dst)) dst = src.replace(/f\d+$/, `f${rng.int(NAMES)}`) // within its directory
+          const dm = kind === 'renameX' ? other() : m
+          return op(kind, () => fsp.rename(P(src), P(dst, dm)))
+        }
+        case 'link':
+        case 'linkX': {
+          const src = rng.bool(0.1) ? dirRel() : fileRel()
+          const dst = fileRel()
+          const dm = kind === 'linkX' ? other() : m
+          return op(kind, () => fsp.link(P(src), P(dst, dm)))
+        }
+        case 'unlink':
+          return op(kind, () => fsp.unlink(P(fileRel())))
+        case 'mkdir':
+          return op(kind, () => fsp.mkdir(P(dirRel())))
+        case 'rmdir':
+          return op(kind, () => fsp.rmdir(P(dirRel())))
+        case 'stat':
+          return op(kind, () => fsp.lstat(P(rng.bool(0.3) ? dirRel() : fileRel())))
+        case 'readdir':
+          return op(kind, () => fsp.readdir(P(rng.bool(0.2) ? '' : dirRel())))
+        case 'hold': {
+          const hm = rng.bool(0.5) ? m : other()
+          const rel = fileRel()
+          if (pool.length >= MAX_HELD) await release(rng.int(pool.length))
+          return op(kind, async () => {
+            const fh = await fsp.open(P(rel, hm), 'r+')
+            pool.push({ fh, mount: hm, rel, since: Date.now() })
+          })
+        }
+        case 'heldIo': {
+          if (!pool.length) return
+          const h = rng.pick(pool)
+          const which = rng.pick(['heldRead', 'heldWrite', 'heldFstat'])
+          const data = slice()
+          const at = rng.int(512 << 10)
+          return op(
+            which,
+            async () => {
+              if (which === 'heldRead') await h.fh.read(Buffer.alloc(64 << 10), 0, 64 << 10, at)
+              else if (which === 'heldWrite') await h.fh.write(data, 0, data.length, at)
+              else await h.fh.stat()
+            },
+            true,
+            heldCtx(h),
+          )
+        }
+        case 'release':
+          if (pool.length) await release(rng.int(pool.length))
+          return
+        case 'setxattr': {
+          const name = `user.s${rng.int(XATTRS)}`
+          const val = pattern.subarray(0, rng.range(1, 200)).toString('hex')
+          const path = P(rng.bool(0.2) ? dirRel() : fileRel())
+          const [res] = await helpers[m]!.call('set', path, name, val)
+          if (res === 'OK') t.ok(kind)
+          else classify(kind, { code: res })
+          return
+        }
+        case 'getxattr': {
+          const path = P(rng.bool(0.2) ? dirRel() : fileRel())
+          const [res] = await helpers[m]!.call('get', path, `user.s${rng.int(XATTRS)}`)
+          if (res === 'OK') t.ok(kind)
+          else classify(kind, { code: res })
+          return
+        }
+        case 'cycle':
+          return cycle(cycles++)
+        case 'own':
+          return own()
+      }
+    }
+
+    /**
+     * Worker-private file own<w>, written, truncated and read back from random mounts against
+     * a model of its bytes: nobody else touches it, so every op succeeds and every read matches.
+     */
+    async function own(): Promise<void> {
+      const om = rng.int(N_)
+      const path = P(`own${w}`, om)
+      const choice = ownMade ? rng.int(3) : 0
+      let what = ''
+      try {
+        if (choice === 0) {
+          const data = slice()
+          const at = rng.int(512 << 10)
+          what = `write ${data.length} B at ${at} @${om}`
+          const fh = await fsp.open(path, ownMade ? 'r+' : 'w')
+          try {
+            await fh.write(data, 0, data.length, at)
+          } finally {
+            await fh.close()
+          }
+          ownMade = true
+          if (model.length < at + data.length)
+            model = Buffer.concat([model, Buffer.alloc(at + data.length - model.length)])
+          data.copy(model, at)
+        } else if (choice === 1) {
+          const size = rng.int(600 << 10)
+          what = `truncate to ${size} @${om}`
+          await fsp.truncate(path, size)
+          model =
+            size <= model.length ? model.subarray(0, size) : Buffer.concat([model, Buffer.alloc(size - model.length)])
+        } else {
+          what = `read back @${om}`
+          const got = await fsp.readFile(path)
+          if (!got.equals(model)) {
+            let at = 0
+            while (at < got.length && at < model.length && got[at] === model[at]) at++
+            throw new FsError('EIO', `read ${got.length} B, model ${model.length} B, first difference at ${at}`)
+          }
+        }
+        t.ok(`own:${what.split(' ')[0]}`)
+        ownLog.push(what)
+      } catch (e) {
+        t.err(`own:${what.split(' ')[0]}`, errnoOf(e))
+        t.fail(
+          `private file own${w} (seed ${o.seed}): ${what}: ${errnoOf(e)} ${e instanceof Error ? e.message : String(e)}; its last ops: ${ownLog.slice(-8).join('; ')}`,
+        )
+      }
+      if (ownLog.length > 64) ownLog.splice(0, 32)
+    }
+
+    async function release(i: number): Promise<void> {
+      const [h] = pool.splice(i, 1)
+      if (h) await op('release', () => h.fh.close(), true, heldCtx(h))
+    }
+
+    function heldCtx(h: Held): string {
+      return `worker ${w}: fd of ${h.rel} opened on mount ${h.mount} at ${((h.since - t0) / 1000).toFixed(1)} s`
+    }
+
+    /**
+     * Worker-private directory D = cyc<w>: mkdir D, write D/f on mount a, hold it open on
+     * mount h, unlink it on mount u, rmdir D on mount r, mkdir D and D/w, then use and close
+     * the held descriptor.  Nobody else touches D, so every step has one right answer.
+     */
+    async function cycle(n: number): Promise<void> {
+      const D = `cyc${w}`
+      const a = rng.int(N_)
+      const h = rng.int(N_)
+      const u = rng.int(N_)
+      const r = rng.int(N_)
+      const c = rng.int(N_)
+      const data = Buffer.from(slice())
+      const seq = `cycle ${n} of worker ${w} (seed ${o.seed}; D=${D}, written on mount ${a}, held on ${h}, unlinked on ${u}, rmdir on ${r}, remade on ${c})`
+      const steps: string[] = []
+      const bad = (msg: string): void => {
+        t.fail(`${seq}: ${msg}; steps: ${steps.join('; ')}`)
+      }
+      /** run a step; its errno or 'OK' */
+      const step = async (name: string, f: () => Promise<unknown>): Promise<string> => {
+        try {
+          await f()
+          steps.push(`${name} OK`)
+          t.ok(`cycle:${name.split(' ')[0]}`)
+          return 'OK'
+        } catch (e) {
+          const en = errnoOf(e)
+          steps.push(`${name} ${en}`)
+          t.err(`cycle:${name.split(' ')[0]}`, en)
+          return en
+        }
+      }
+      // the previous cycle left D/w
+      let e = await step(`rmdir D/w @${a}`, () => fsp.rmdir(P(`${D}/w`, a)))
+      if (e !== 'OK' && e !== 'ENOENT') return bad(`rmdir D/w: ${e}`)
+      e = await step(`rmdir D @${a}`, () => fsp.rmdir(P(D, a)))
+      if (e !== 'OK' && e !== 'ENOENT') return bad(`rmdir of the emptied D: ${e}`)
+      if ((e = await step(`mkdir D @${a}`, () => fsp.mkdir(P(D, a)))) !== 'OK') return bad(`mkdir D: ${e}`)
+      if ((e = await step(`write D/f @${a}`, () => fsp.writeFile(P(`${D}/f`, a), data))) !== 'OK')
+        return bad(`write D/f: ${e}`)
+      let fh: fsp.FileHandle | undefined
+      if ((e = await step(`open D/f @${h}`, async () => (fh = await fsp.open(P(`${D}/f`, h), 'r+')))) !== 'OK')
+        return bad(`open D/f: ${e}`)
+      const held = fh!
+      try {
+        const got = Buffer.alloc(data.length + 1)
+        e = await step(`read held @${h}`, async () => {
+          const { bytesRead } = await held.read(got, 0, got.length, 0)
+          if (bytesRead !== data.length || !got.subarray(0, bytesRead).equals(data))
+            throw new FsError('EIO', `read ${bytesRead} B, not the ${data.length} B written on mount ${a}`)
+        })
+        if (e !== 'OK') bad(`reading the fresh file through the held fd: ${e}`)
+        if ((e = await step(`unlink D/f @${u}`, () => fsp.unlink(P(`${D}/f`, u)))) !== 'OK')
+          return bad(`unlink D/f: ${e}`)
+        e = await step(`rmdir D @${r}`, () => fsp.rmdir(P(D, r)))
+        if (e === 'ENOTEMPTY' && r === h) {
+          t.known(KNOWN_RMDIR_HOLDER)
+          const r2 = (h + 1) % N_
+          if (N_ === 1) return // nothing else can remove it while the file is held
+          e = await step(`rmdir D @${r2}`, () => fsp.rmdir(P(D, r2)))
+        }
+        if (e !== 'OK') return bad(`rmdir of D after its only file was unlinked: ${e}`)
+        if ((e = await step(`mkdir D @${c}`, () => fsp.mkdir(P(D, c)))) !== 'OK') return bad(`mkdir D again: ${e}`)
+        const c2 = rng.int(N_)
+        if ((e = await step(`mkdir D/w @${c2}`, () => fsp.mkdir(P(`${D}/w`, c2)))) !== 'OK')
+          return bad(`mkdir D/w: ${e}`)
+        // the held descriptor still reaches the unlinked file
+        const known = (en: string): boolean => {
+          if (en === 'ENOENT' && u !== h) {
+            t.known(`${KNOWN_HELD_ENOENT} [cycle]`)
+            return true
+          }
+          return false
+        }
+        e = await step(`fstat held @${h}`, async () => {
+          const st = await held.stat()
+          if (st.size !== data.length) throw new FsError('EIO', `fstat size ${st.size}, not ${data.length}`)
+        })
+        if (e !== 'OK' && !known(e)) bad(`fstat of the held, unlinked file: ${e}`)
+        e = await step(`read held again @${h}`, async () => {
+          const { bytesRead } = await held.read(got, 0, got.length, 0)
+          if (bytesRead !== data.length || !got.subarray(0, bytesRead).equals(data))
+            throw new FsError('EIO', `read ${bytesRead} B, not the ${data.length} B written`)
+        })
+        if (e !== 'OK' && !known(e)) bad(`read of the held, unlinked file: ${e}`)
+        const more = Buffer.from('after the cycle')
+        e = await step(`write+read held @${h}`, async () => {
+          await held.write(more, 0, more.length, 7)
+          const back = Buffer.alloc(more.length)
+          await held.read(back, 0, back.length, 7)
+          if (!back.equals(more)) throw new FsError('EIO', `read back ${JSON.stringify(back.toString())}`)
+        })
+        if (e !== 'OK' && !known(e)) bad(`write and read back through the held, unlinked file: ${e}`)
+        for (let v = 0; v < N_; v++) {
+          e = await step(`readdir D @${v}`, async () => {
+            const names = await fsp.readdir(P(D, v))
+            if (names.join(',') !== 'w') throw new FsError('EIO', `D holds [${names.join(', ')}], not [w]`)
+          })
+          if (e !== 'OK') bad(`readdir D on mount ${v}: ${e}`)
+        }
+      } finally {
+        e = await step(`close held @${h}`, () => held.close())
+        if (e !== 'OK' && !(e === 'ENOENT' && u !== h)) bad(`close of the held fd: ${e}`)
+        else if (e === 'ENOENT') t.known(`${KNOWN_HELD_ENOENT} [cycle]`)
+      }
+    }
+  }
+}
+
+function tail(s: string, lines = 30): string {
+  return s.split('\n').slice(-lines).join('\n')
+}
+
+/** `{a: 1, b: 2}` as "a 1, b 2", largest first. */
+export function fmt(r: Record<string, number>): string {
+  const e = Object.entries(r).sort((x, y) => y[1] - x[1])
+  return e.length ? e.map(([k, v]) => `${k} ${v}`).join(', ') : 'none'
+}
+
+/** The report as printable lines. */
+export function formatReport(r: StressReport): string[] {
+  const lines = [
+    `seed ${r.seed}: ${r.mounts} mounts, ${r.workers} workers, ${r.ops} ops in ${(r.ms / 1000).toFixed(1)} s (with setup and checks)`,
+    'ops by kind (ok / errnos):',
+  ]
+  for (const [k, c] of Object.entries(r.byKind).sort())
+    lines.push(`  ${k.padEnd(18)} ${String(c.ok).padStart(7)}  ${fmt(c.errnos)}`)
+  lines.push(`errnos: ${fmt(r.errnos)}`)
+  lines.push(`known limits: ${fmt(r.knownLimits)}`)
+  lines.push(`final tree: ${r.treeEntries} entries; check: ${r.check.split('\n').join(' | ')}`)
+  lines.push(`failures: ${r.failed}`)
+  for (const f of r.failures.slice(0, 30)) lines.push(`  FAIL ${f}`)
+  if (r.failed > 30) lines.push(`  ... ${r.failed - 30} more`)
+  if (r.agentLog.length) lines.push('agent log errors:', ...r.agentLog.map((l) => `  ${l}`))
+  return lines
+}
