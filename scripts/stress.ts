@@ -1,7 +1,9 @@
 /*
- * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--tolerate-held-eio]`: the seeded
+ * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--strict]`: the seeded
  * multi-mount stress of test/stress/engine.ts run for as long as asked, with a progress line
- * every 10 s and the report at the end; exit 1 when it found anything wrong.
+ * every 10 s and the report at the end; exit 1 when it found anything wrong.  Known limits of
+ * the fuse-native binding are counted and printed; --strict fails on EIO through a held
+ * descriptor whose name another mount gave to a directory (docs/cluster.md).
  */
 import { formatReport, runStress } from '../test/stress/engine.js'
 import { FsError } from '../node-agent/src/util/errors.js'
@@ -23,7 +25,7 @@ function parse(argv: string[]): {
     workers: 2,
     opDeadline: 120,
     keep: false,
-    tolerateHeldEio: false,
+    tolerateHeldEio: true,
   }
   const num = (name: string, v: string | undefined, max: number): number => {
     const n = Number(v)
@@ -39,11 +41,11 @@ function parse(argv: string[]): {
     else if (a === '--workers') o.workers = Math.max(1, Math.floor(num(a, argv[++i], 16)))
     else if (a === '--op-deadline') o.opDeadline = num(a, argv[++i], 3600)
     else if (a === '--keep') o.keep = true
-    else if (a === '--tolerate-held-eio') o.tolerateHeldEio = true
+    else if (a === '--strict') o.tolerateHeldEio = false
     else
       throw new FsError(
         'EINVAL',
-        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--tolerate-held-eio]`,
+        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--strict]`,
       )
   }
   return o

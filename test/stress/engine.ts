@@ -81,7 +81,6 @@ const EXPECTED_BY_KIND: Record<string, string[]> = {
   getxattr: ['ENODATA'],
 }
 
-const KNOWN_HELD_ENOENT = 'held-fd ENOENT (known limit: no open map)'
 const KNOWN_FSTAT_BY_PATH =
   'held-fd fstat ENOTDIR (libfuse 2 path API: fstat looks up the path the file had on this mount, which another mount changed)'
 const KNOWN_HELD_EIO = 'held-fd EIO (libfuse 2 path API: its name retyped on another mount, kernel marks the node bad)'
@@ -466,10 +465,6 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     t.err(kind, errno)
     if (heldFd) {
       // a held descriptor names no path: only the known limits explain an error
-      if (errno === 'ENOENT') {
-        t.known(`${KNOWN_HELD_ENOENT} [${kind}]`)
-        return true
-      }
       if (errno === 'EIO' && o.tolerateHeldEio) {
         t.known(KNOWN_HELD_EIO)
         return true
@@ -762,25 +757,18 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
         const c2 = rng.int(N_)
         if ((e = await step(`mkdir D/w @${c2}`, () => fsp.mkdir(P(`${D}/w`, c2)))) !== 'OK')
           return bad(`mkdir D/w: ${e}`)
-        // the held descriptor still reaches the unlinked file
-        const known = (en: string): boolean => {
-          if (en === 'ENOENT' && u !== h) {
-            t.known(`${KNOWN_HELD_ENOENT} [cycle]`)
-            return true
-          }
-          return false
-        }
+        // the held descriptor still reaches the unlinked file (the cluster's open map keeps it)
         e = await step(`fstat held @${h}`, async () => {
           const st = await held.stat()
           if (st.size !== data.length) throw new FsError('EIO', `fstat size ${st.size}, not ${data.length}`)
         })
-        if (e !== 'OK' && !known(e)) bad(`fstat of the held, unlinked file: ${e}`)
+        if (e !== 'OK') bad(`fstat of the held, unlinked file: ${e}`)
         e = await step(`read held again @${h}`, async () => {
           const { bytesRead } = await held.read(got, 0, got.length, 0)
           if (bytesRead !== data.length || !got.subarray(0, bytesRead).equals(data))
             throw new FsError('EIO', `read ${bytesRead} B, not the ${data.length} B written`)
         })
-        if (e !== 'OK' && !known(e)) bad(`read of the held, unlinked file: ${e}`)
+        if (e !== 'OK') bad(`read of the held, unlinked file: ${e}`)
         const more = Buffer.from('after the cycle')
         e = await step(`write+read held @${h}`, async () => {
           await held.write(more, 0, more.length, 7)
@@ -788,7 +776,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           await held.read(back, 0, back.length, 7)
           if (!back.equals(more)) throw new FsError('EIO', `read back ${JSON.stringify(back.toString())}`)
         })
-        if (e !== 'OK' && !known(e)) bad(`write and read back through the held, unlinked file: ${e}`)
+        if (e !== 'OK') bad(`write and read back through the held, unlinked file: ${e}`)
         for (let v = 0; v < N_; v++) {
           e = await step(`readdir D @${v}`, async () => {
             const names = await fsp.readdir(P(D, v))
@@ -798,8 +786,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
         }
       } finally {
         e = await step(`close held @${h}`, () => held.close())
-        if (e !== 'OK' && !(e === 'ENOENT' && u !== h)) bad(`close of the held fd: ${e}`)
-        else if (e === 'ENOENT') t.known(`${KNOWN_HELD_ENOENT} [cycle]`)
+        if (e !== 'OK') bad(`close of the held fd: ${e}`)
       }
     }
   }
