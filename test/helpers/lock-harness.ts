@@ -1,5 +1,6 @@
 /*
- * The in-process harness of the cluster-lock tests (test/unit/lock-*.test.ts): a LockServer
+ * The in-process harness of the cluster-lock tests (test/unit/lock-client, lock-server and
+ * lock-cluster-model.test.ts): a LockServer
  * and LockClients joined by a loopback whose links deliver in order after random delays
  * (seeded), and the model that checks, on every delivered message and every admitted use:
  *  - no two mounts hold conflicting modes (by a compatibility table written out here, not the
