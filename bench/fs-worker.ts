@@ -10,7 +10,7 @@ import os, sys, json, time, struct, random
 MiB = 1 << 20
 def out(**k):
     sys.stdout.write(json.dumps(k) + '\n'); sys.stdout.flush()
-export class Progress:
+class Progress:
     def __init__(self):
         self.t0 = time.perf_counter(); self.last = self.t0
     def tick(self, done):
