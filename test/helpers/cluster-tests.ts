@@ -195,7 +195,7 @@ export function sampleLogTrees(
 /**
  * A test of behaviour that `source` cannot deliver today — the fuse-native binding (libfuse
  * 2's path API; docs/mount.md, the low-level binding of DESIGN §12 is the fix) or the cluster
- * (docs/cluster.md's known limits) — as in test/mount/posix.test.ts: skipped, loudly, unless
+ * (docs/cluster.md's known limits) — as in test/mount/posix-*.test.ts: skipped, loudly, unless
  * SCOUTFS_TEST_KNOWN_LIMITS=1 runs it.
  */
 export function knownLimit(ctx: Mocha.Context, what: string, source = 'fuse-native'): void {

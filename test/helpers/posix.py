@@ -1,5 +1,5 @@
 """
-Helpers for the python snippets of test/mount/posix.test.ts and test/mount/xattr-data.test.ts.
+Helpers for the python snippets of test/mount/posix-*.test.ts and test/mount/xattr-data.test.ts.
 
 Loaded with exec() (a module named `posix` would lose to python's built-in one), after the
 PY_PRELUDE of fuse-harness.ts (os, sys, json, errno, stat, ctypes; err, out).

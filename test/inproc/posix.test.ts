@@ -1,6 +1,6 @@
 /*
  * POSIX namespace semantics of the Filesystem itself, in process (the core cases of
- * test/mount/posix.test.ts without FUSE, so nothing the kernel checks on the way stands in for
+ * test/mount/posix-*.test.ts without FUSE, so nothing the kernel checks on the way stands in for
  * the filesystem): create, mkdir, unlink, rmdir with ENOTEMPTY, rename over files and
  * directories with its errnos, 255/256-byte names, hard links, symlinks, directory nlink.
  * Each test works in a fresh directory of one single-mount cluster.

@@ -10,17 +10,29 @@
  * mount synced, the final tree identical on every mount, a clean stop and a clean
  * `scoutfs check`.  It owns its cluster: everything it starts is killed and unmounted on the way
  * out, whatever happens.
+ *
+ * Its parts: the rmdir/mkdir cycle is test/stress/cycle.ts, the end checks test/stress/checks.ts,
+ * and what they share (errnos, deadlines, the xattr helper, the tally) test/stress/support.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { promises as fsp } from 'node:fs'
 import { join } from 'node:path'
 import { Cluster, makeClusterDevices, numberedAgents } from '../../node-agent/src/tools/launcher/cluster.js'
 import type { Devices } from '../../node-agent/src/tools/launcher/devices.js'
-import { runScoutfs } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
-import { agentStatus } from '../../node-agent/src/tools/launcher/status.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
 import { Rng } from '../helpers/rng.js'
+import { cycle } from './cycle.js'
+import { endChecks, tail } from './checks.js'
+import {
+  HUNG,
+  KNOWN_FSTAT_BY_PATH,
+  KNOWN_HELD_EIO,
+  XATTRS,
+  XattrHelper,
+  Tally,
+  deadline,
+  errnoOf,
+  type Held,
+} from './support.js'
 
 export interface StressOptions {
   seed: number
@@ -81,19 +93,11 @@ const EXPECTED_BY_KIND: Record<string, string[]> = {
   getxattr: ['ENODATA'],
 }
 
-const KNOWN_FSTAT_BY_PATH =
-  'held-fd fstat ENOTDIR (libfuse 2 path API: fstat looks up the path the file had on this mount, which another mount changed)'
-const KNOWN_HELD_EIO = 'held-fd EIO (libfuse 2 path API: its name retyped on another mount, kernel marks the node bad)'
-const KNOWN_RMDIR_HOLDER = 'rmdir ENOTEMPTY on the mount holding a file of the dir open (fuse-native limit)'
-
 const TOP = ['d0', 'd1', 'd2', 'd3']
 const DIRS = [...TOP, ...TOP.flatMap((d) => [`${d}/s0`, `${d}/s1`])]
 const FILE_DIRS = ['', ...DIRS]
 const NAMES = 6
-/** xattr names user.s0.. */
-const XATTRS = 3
 const MAX_HELD = 4
-const MAX_FAILURES = 200
 /** the bytes every write takes a slice of */
 const PATTERN_BYTES = 512 << 10
 
@@ -121,157 +125,6 @@ const KINDS = [
 ] as const
 type Kind = (typeof KINDS)[number][0]
 const WEIGHTS = KINDS.map((k) => k[1])
-
-function errnoOf(e: unknown): string {
-  const c = (e as { code?: unknown } | null)?.code
-  return typeof c === 'string' ? c : `non-errno error: ${String(e)}`
-}
-
-const HUNG = Symbol('hung')
-
-/** `p`, or HUNG once `ms` passed. */
-async function deadline<T>(p: Promise<T>, ms: number): Promise<T | typeof HUNG> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([p, new Promise<typeof HUNG>((r) => (timer = setTimeout(() => r(HUNG), ms)))])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** One python3 process per mount answering setxattr/getxattr requests (node has no xattr API). */
-class XattrHelper {
-  private proc: ChildProcess
-  private buf = ''
-  private next = 0
-  private waiting = new Map<number, (r: [string, string | null]) => void>()
-
-  constructor() {
-    const py = String.raw`
-import sys, os, json, errno
-for line in sys.stdin:
-    i, op, path, name, val = json.loads(line)
-    try:
-        if op == 'set':
-            os.setxattr(path, name, bytes.fromhex(val))
-            r = [i, 'OK', None]
-        else:
-            r = [i, 'OK', os.getxattr(path, name).hex()]
-    except OSError as e:
-        r = [i, errno.errorcode.get(e.errno, str(e.errno)), None]
-    sys.stdout.write(json.dumps(r) + '\n')
-    sys.stdout.flush()
-`
-    this.proc = spawn('python3', ['-c', py], { stdio: ['pipe', 'pipe', 'inherit'] })
-    this.proc.stdout!.on('data', (c: Buffer) => {
-      this.buf += c.toString()
-      let nl: number
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        const [i, res, val] = JSON.parse(this.buf.slice(0, nl)) as [number, string, string | null]
-        this.buf = this.buf.slice(nl + 1)
-        this.waiting.get(i)?.([res, val])
-        this.waiting.delete(i)
-      }
-    })
-    this.proc.on('exit', () => {
-      for (const w of this.waiting.values()) w(['ENOTCONN (xattr helper exited)', null])
-      this.waiting.clear()
-    })
-  }
-
-  /** 'OK' (and the value's hex for get) or the errno's name. */
-  call(op: 'set' | 'get', path: string, name: string, val = ''): Promise<[string, string | null]> {
-    const i = this.next++
-    return new Promise((res) => {
-      this.waiting.set(i, res)
-      this.proc.stdin!.write(JSON.stringify([i, op, path, name, val]) + '\n')
-    })
-  }
-
-  stop(): void {
-    this.proc.stdin!.end()
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL')
-  }
-}
-
-interface Held {
-  fh: fsp.FileHandle
-  mount: number
-  rel: string
-  /** when it was opened (Date.now()) */
-  since: number
-}
-
-/** Counts and failures of one run. */
-class Tally {
-  ops = 0
-  byKind: Record<string, KindCounts> = {}
-  errnos: Record<string, number> = {}
-  knownLimits: Record<string, number> = {}
-  failures: string[] = []
-
-  private kind(k: string): KindCounts {
-    return (this.byKind[k] ??= { ok: 0, errnos: {} })
-  }
-
-  ok(k: string): void {
-    this.ops++
-    this.kind(k).ok++
-  }
-
-  err(k: string, errno: string): void {
-    this.ops++
-    const c = this.kind(k)
-    c.errnos[errno] = (c.errnos[errno] ?? 0) + 1
-    this.errnos[errno] = (this.errnos[errno] ?? 0) + 1
-  }
-
-  known(what: string): void {
-    this.knownLimits[what] = (this.knownLimits[what] ?? 0) + 1
-  }
-
-  /** failures found (only the first MAX_FAILURES are kept) */
-  failed = 0
-
-  fail(msg: string): void {
-    if (++this.failed <= MAX_FAILURES) this.failures.push(msg)
-  }
-}
-
-/**
- * One line per entry of the tree under `root`, sorted by path: type, inode, nlink, its user.s*
- * xattrs (as `xattrs` reads them), and for files size and content hash.
- */
-async function listTree(root: string, xattrs: (path: string) => Promise<string>): Promise<string[]> {
-  const out: string[] = []
-  const walk = async (rel: string): Promise<void> => {
-    const names = (await fsp.readdir(join(root, rel))).sort()
-    for (const n of names) {
-      const r = rel ? `${rel}/${n}` : n
-      const st = await fsp.lstat(join(root, r))
-      if (st.isDirectory()) {
-        out.push(`${r} dir ino=${st.ino} nlink=${st.nlink} ${await xattrs(join(root, r))}`)
-        await walk(r)
-      } else if (st.isFile()) {
-        const h = createHash('sha256')
-          .update(await fsp.readFile(join(root, r)))
-          .digest('hex')
-          .slice(0, 16)
-        out.push(`${r} file ino=${st.ino} size=${st.size} nlink=${st.nlink} sha=${h} ${await xattrs(join(root, r))}`)
-      } else out.push(`${r} other mode=${st.mode.toString(8)}`)
-    }
-  }
-  await walk('')
-  return out
-}
-
-/** The first differences of two sorted listings. */
-function treeDiff(a: string[], b: string[], max = 10): string[] {
-  const sa = new Set(a)
-  const sb = new Set(b)
-  const d = [...a.filter((x) => !sb.has(x)).map((x) => `- ${x}`), ...b.filter((x) => !sa.has(x)).map((x) => `+ ${x}`)]
-  return d.slice(0, max)
-}
 
 /** Run the stress: start a cluster, work it for `durationMs`, check it, stop it.  Never throws for what it finds. */
 export async function runStress(o: StressOptions): Promise<StressReport> {
@@ -333,90 +186,26 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     const runMs = Date.now() - tStart
     log(`workers done: ${t.ops} ops in ${runMs} ms`)
 
-    // close every descriptor still held
-    for (const pool of held)
-      for (const h of pool.splice(0)) {
-        const r = await deadline(
-          h.fh.close().then(
-            () => undefined,
-            (e: unknown) => e,
-          ),
-          OP_DEADLINE,
-        )
-        if (r === HUNG) t.fail(`close of held ${h.rel} (mount ${h.mount}) hung`)
-        else if (r !== undefined) classify('release', r, true)
-      }
-
-    // every agent alive and answering (the others are left out of what follows)
-    const bad = new Set<number>()
-    for (const [i, a] of cluster.agents.entries()) {
-      if (!a.running) {
-        t.fail(`agent ${i} is not running at the end (${a.exitText})`)
-        bad.add(i)
-        continue
-      }
-      const s = await deadline(
-        agentStatus(a.mnt).then(
-          (v) => v,
-          (e: unknown) => new FsError('EIO', `status: ${String(e)}`),
-        ),
-        15_000,
-      )
-      if (s === HUNG || s instanceof FsError) {
-        t.fail(`agent ${i}: ${s === HUNG ? 'admin GET /status did not answer in 15 s' : s.message}`)
-        bad.add(i)
-      }
+    const out = { check, treeEntries }
+    try {
+      await endChecks({
+        N,
+        t,
+        cluster,
+        dev,
+        held,
+        helpers,
+        OP_DEADLINE,
+        log,
+        mnt,
+        top,
+        classify,
+        out,
+        stopping: () => (stopping = true),
+      })
+    } finally {
+      ;({ check, treeEntries } = out)
     }
-    const good = [...Array(N).keys()].filter((m) => !bad.has(m))
-
-    // quiesce, sync, compare
-    for (const m of good) {
-      const r = await runScoutfs(['sync', mnt(m)], { timeoutMs: OP_DEADLINE })
-      if (r.code !== 0) t.fail(`scoutfs sync ${mnt(m)}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`)
-    }
-    const trees: Array<{ m: number; tree: string[] }> = []
-    for (const m of good) {
-      const tr = await deadline(
-        listTree(top(m), async (path) => {
-          const vals: string[] = []
-          for (let i = 0; i < XATTRS; i++) {
-            const [res, val] = await helpers[m]!.call('get', path, `user.s${i}`)
-            vals.push(`s${i}=${res === 'OK' ? createHash('sha256').update(val!).digest('hex').slice(0, 8) : res}`)
-          }
-          return vals.join(' ')
-        }).then(
-          (v) => v,
-          (e: unknown) => new FsError('EIO', `listing mount ${m}: ${errnoOf(e)} ${String(e)}`),
-        ),
-        2 * OP_DEADLINE,
-      )
-      if (tr === HUNG) t.fail(`listing the tree on mount ${m} did not finish within ${(2 * OP_DEADLINE) / 1000} s`)
-      else if (tr instanceof FsError) t.fail(tr.message)
-      else trees.push({ m, tree: tr })
-    }
-    if (trees.length) {
-      const [first, ...rest] = trees
-      treeEntries = first!.tree.length
-      for (const { m, tree } of rest) {
-        const d = treeDiff(first!.tree, tree)
-        if (d.length) t.fail(`the final tree on mount ${m} differs from mount ${first!.m}'s:\n  ${d.join('\n  ')}`)
-      }
-      log(`final tree: ${treeEntries} entries, compared on mounts ${trees.map((x) => x.m).join(', ')}`)
-    }
-
-    for (const h of helpers) h.stop()
-    stopping = true
-    const stops = await cluster.stop(60_000)
-    for (const { agent, result } of stops) {
-      if (!result.inTime) t.fail(`agent ${agent.mnt} did not stop within 60 s of SIGTERM`)
-      else if (result.code !== 0)
-        t.fail(`agent ${agent.mnt} exited ${agent.exitText} on stop; log tail:\n${tail(agent.log())}`)
-      if (!result.unmounted) t.fail(`${agent.mnt} is still mounted after its agent stopped`)
-    }
-    const c = await runScoutfs(['check', dev.meta, dev.data], { timeoutMs: 600_000 })
-    check = `exit ${c.code ?? c.signal}: ${c.stdout.trim()}${c.stderr.trim() ? `\n${c.stderr.trim()}` : ''}`
-    if (c.code !== 0 || !/^clean$/m.test(c.stdout)) t.fail(`scoutfs check is not clean: ${check}`)
-    log(`scoutfs check: ${check.split('\n').join(' | ')}`)
   } catch (e) {
     t.fail(`the stress itself failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`)
   } finally {
@@ -626,7 +415,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           return
         }
         case 'cycle':
-          return cycle(cycles++)
+          return cycle({ w, rng, N_, slice, P, t, seed: o.seed }, cycles++)
         case 'own':
           return own()
       }
@@ -690,110 +479,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     function heldCtx(h: Held): string {
       return `worker ${w}: fd of ${h.rel} opened on mount ${h.mount} at ${((h.since - t0) / 1000).toFixed(1)} s`
     }
-
-    /**
-     * Worker-private directory D = cyc<w>: mkdir D, write D/f on mount a, hold it open on
-     * mount h, unlink it on mount u, rmdir D on mount r, mkdir D and D/w, then use and close
-     * the held descriptor.  Nobody else touches D, so every step has one right answer.
-     */
-    async function cycle(n: number): Promise<void> {
-      const D = `cyc${w}`
-      const a = rng.int(N_)
-      const h = rng.int(N_)
-      const u = rng.int(N_)
-      const r = rng.int(N_)
-      const c = rng.int(N_)
-      const data = Buffer.from(slice())
-      const seq = `cycle ${n} of worker ${w} (seed ${o.seed}; D=${D}, written on mount ${a}, held on ${h}, unlinked on ${u}, rmdir on ${r}, remade on ${c})`
-      const steps: string[] = []
-      const bad = (msg: string): void => {
-        t.fail(`${seq}: ${msg}; steps: ${steps.join('; ')}`)
-      }
-      /** run a step; its errno or 'OK' */
-      const step = async (name: string, f: () => Promise<unknown>): Promise<string> => {
-        try {
-          await f()
-          steps.push(`${name} OK`)
-          t.ok(`cycle:${name.split(' ')[0]}`)
-          return 'OK'
-        } catch (e) {
-          const en = errnoOf(e)
-          steps.push(`${name} ${en}`)
-          t.err(`cycle:${name.split(' ')[0]}`, en)
-          return en
-        }
-      }
-      // the previous cycle left D/w
-      let e = await step(`rmdir D/w @${a}`, () => fsp.rmdir(P(`${D}/w`, a)))
-      if (e !== 'OK' && e !== 'ENOENT') return bad(`rmdir D/w: ${e}`)
-      e = await step(`rmdir D @${a}`, () => fsp.rmdir(P(D, a)))
-      if (e !== 'OK' && e !== 'ENOENT') return bad(`rmdir of the emptied D: ${e}`)
-      if ((e = await step(`mkdir D @${a}`, () => fsp.mkdir(P(D, a)))) !== 'OK') return bad(`mkdir D: ${e}`)
-      if ((e = await step(`write D/f @${a}`, () => fsp.writeFile(P(`${D}/f`, a), data))) !== 'OK')
-        return bad(`write D/f: ${e}`)
-      let fh: fsp.FileHandle | undefined
-      if ((e = await step(`open D/f @${h}`, async () => (fh = await fsp.open(P(`${D}/f`, h), 'r+')))) !== 'OK')
-        return bad(`open D/f: ${e}`)
-      const held = fh!
-      try {
-        const got = Buffer.alloc(data.length + 1)
-        e = await step(`read held @${h}`, async () => {
-          const { bytesRead } = await held.read(got, 0, got.length, 0)
-          if (bytesRead !== data.length || !got.subarray(0, bytesRead).equals(data))
-            throw new FsError('EIO', `read ${bytesRead} B, not the ${data.length} B written on mount ${a}`)
-        })
-        if (e !== 'OK') bad(`reading the fresh file through the held fd: ${e}`)
-        if ((e = await step(`unlink D/f @${u}`, () => fsp.unlink(P(`${D}/f`, u)))) !== 'OK')
-          return bad(`unlink D/f: ${e}`)
-        e = await step(`rmdir D @${r}`, () => fsp.rmdir(P(D, r)))
-        if (e === 'ENOTEMPTY' && r === h) {
-          t.known(KNOWN_RMDIR_HOLDER)
-          const r2 = (h + 1) % N_
-          if (N_ === 1) return // nothing else can remove it while the file is held
-          e = await step(`rmdir D @${r2}`, () => fsp.rmdir(P(D, r2)))
-        }
-        if (e !== 'OK') return bad(`rmdir of D after its only file was unlinked: ${e}`)
-        if ((e = await step(`mkdir D @${c}`, () => fsp.mkdir(P(D, c)))) !== 'OK') return bad(`mkdir D again: ${e}`)
-        const c2 = rng.int(N_)
-        if ((e = await step(`mkdir D/w @${c2}`, () => fsp.mkdir(P(`${D}/w`, c2)))) !== 'OK')
-          return bad(`mkdir D/w: ${e}`)
-        // the held descriptor still reaches the unlinked file (the cluster's open map keeps it)
-        e = await step(`fstat held @${h}`, async () => {
-          const st = await held.stat()
-          if (st.size !== data.length) throw new FsError('EIO', `fstat size ${st.size}, not ${data.length}`)
-        })
-        if (e !== 'OK') bad(`fstat of the held, unlinked file: ${e}`)
-        e = await step(`read held again @${h}`, async () => {
-          const { bytesRead } = await held.read(got, 0, got.length, 0)
-          if (bytesRead !== data.length || !got.subarray(0, bytesRead).equals(data))
-            throw new FsError('EIO', `read ${bytesRead} B, not the ${data.length} B written`)
-        })
-        if (e !== 'OK') bad(`read of the held, unlinked file: ${e}`)
-        const more = Buffer.from('after the cycle')
-        e = await step(`write+read held @${h}`, async () => {
-          await held.write(more, 0, more.length, 7)
-          const back = Buffer.alloc(more.length)
-          await held.read(back, 0, back.length, 7)
-          if (!back.equals(more)) throw new FsError('EIO', `read back ${JSON.stringify(back.toString())}`)
-        })
-        if (e !== 'OK') bad(`write and read back through the held, unlinked file: ${e}`)
-        for (let v = 0; v < N_; v++) {
-          e = await step(`readdir D @${v}`, async () => {
-            const names = await fsp.readdir(P(D, v))
-            if (names.join(',') !== 'w') throw new FsError('EIO', `D holds [${names.join(', ')}], not [w]`)
-          })
-          if (e !== 'OK') bad(`readdir D on mount ${v}: ${e}`)
-        }
-      } finally {
-        e = await step(`close held @${h}`, () => held.close())
-        if (e !== 'OK') bad(`close of the held fd: ${e}`)
-      }
-    }
   }
-}
-
-function tail(s: string, lines = 30): string {
-  return s.split('\n').slice(-lines).join('\n')
 }
 
 /** `{a: 1, b: 2}` as "a 1, b 2", largest first. */
