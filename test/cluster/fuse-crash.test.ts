@@ -5,10 +5,13 @@
  * 2 released the file with a NULL path, which fuse-native cannot take); every agent must live
  * on and every mount keep serving, and the held descriptor reads the file after the remote
  * unlink (the open map, DESIGN §7).  Also from that report: an agent whose mount was detached
- * by `fusermount -uz` ends on SIGTERM, and leaves no admin socket behind.
+ * by `fusermount -uz` ends on SIGTERM, and leaves no admin socket behind; and a client whose
+ * server is gone stops on SIGTERM (its stop finishes instead of running into the stop deadline),
+ * which also ends a process waiting on it.
  */
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { adminSocketPath } from '../../node-agent/src/agent/admin.js'
 import { scoutfs } from '../helpers/agent.js'
@@ -73,5 +76,38 @@ ready(err(lambda: os.pread(fd, 8, 0).decode())); wait(); os.close(fd); ready('cl
     assert.equal(code, 0, a.log().slice(-2000))
     assert.ok(Date.now() - t0 < 10_000)
     assert.ok(!existsSync(sock), 'admin socket left behind')
+  })
+
+  it('a client whose server was killed stops on SIGTERM, and a process waiting on it ends', async function () {
+    const server = c.agents[0]!
+    const client = c.agents[1]!
+    // a file the server's mount wrote: reading it on the client needs a lock only a server grants
+    mkdirSync(join(server.mnt, 'held-by-server'))
+    writeFileSync(join(server.mnt, 'held-by-server', 'x'), 'x')
+    server.proc.kill('SIGKILL')
+    await server.exited
+    await sh('fusermount', ['-uz', server.mnt])
+    const reader = spawn('cat', [join(client.mnt, 'held-by-server', 'x')], { stdio: 'ignore' })
+    const readerExited = new Promise<number | null>((res) => reader.on('exit', (code) => res(code)))
+    const waiting = await Promise.race([
+      readerExited,
+      new Promise<'waiting'>((res) => setTimeout(() => res('waiting'), 2000)),
+    ])
+    assert.equal(waiting, 'waiting', 'the read did not wait for a server')
+    client.proc.kill('SIGTERM')
+    const code = await Promise.race([
+      client.exited,
+      new Promise<'hung'>((res) => setTimeout(() => res('hung'), 60_000)),
+    ])
+    assert.notEqual(code, 'hung', `the client still runs 60 s after SIGTERM; log:\n${client.log().slice(-2000)}`)
+    // 0: its stop finished; the stop deadline (SCOUTFS_STOP_DEADLINE_MS) would exit 1
+    assert.equal(code, 0, client.log().slice(-2000))
+    assert.match(client.log(), /stopping without a server/)
+    const readerCode = await Promise.race([
+      readerExited,
+      new Promise<'hung'>((res) => setTimeout(() => res('hung'), 10_000)),
+    ])
+    assert.notEqual(readerCode, 'hung', 'the waiting read still runs after its agent stopped')
+    assert.notEqual(readerCode, 0, 'the read succeeded without a server')
   })
 })

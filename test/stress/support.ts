@@ -11,6 +11,8 @@ export const KNOWN_FSTAT_BY_PATH =
   'held-fd fstat ENOTDIR (libfuse 2 path API: fstat looks up the path the file had on this mount, which another mount changed)'
 export const KNOWN_HELD_EIO =
   'held-fd EIO (libfuse 2 path API: its name retyped on another mount, kernel marks the node bad)'
+export const KNOWN_PATH_EIO =
+  'EIO by path (libfuse 2 path API: the name changed type on another mount while this kernel held its node; the agents logged no error)'
 export const KNOWN_RMDIR_HOLDER = 'rmdir ENOTEMPTY on the mount holding a file of the dir open (fuse-native limit)'
 /** xattr names user.s0.. */
 export const XATTRS = 3

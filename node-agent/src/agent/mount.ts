@@ -37,6 +37,9 @@ import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lo
 import { registerBlockCacheMetrics, registerBtreeMetrics } from './metrics-storage.js'
 import { ServerRoleHost, serverRole, type ServeSlot } from './server-role-host.js'
 
+/** how long a stopping mount whose server does not answer waits for one (ms) */
+const STOP_SERVER_WAIT_MS = 3000
+
 export interface MountOptions {
   metaPath: string
   dataPath: string
@@ -223,6 +226,13 @@ export class Mount {
         log.error({ err: String(e) }, 'unmount failed')
       }
       await this.admin?.close().catch(() => undefined)
+      // with no server answering, the last commit and farewell wait a few seconds for one, not
+      // the minute a running mount waits: a stop ends (what was not committed is lost, as in
+      // a crash; fsynced data is committed already)
+      if (!this.client.serverAnswering) {
+        log.warn({ waitMs: STOP_SERVER_WAIT_MS }, 'stopping without a server: the last commit may be lost')
+        this.client.limitRetries(STOP_SERVER_WAIT_MS)
+      }
       // commit, farewell, stop the lock client; each failure is logged by the core
       await this.core.close().catch(() => undefined)
       this.client.close()

@@ -107,6 +107,8 @@ export class NetClient implements ServerApi {
   serverInstance = 0
   /** Date.now() of the last heartbeat the server answered */
   lastHeartbeatAck = 0
+  /** Date.now() when a call, a heartbeat or the Locks stream last found the connection lost */
+  private lastLost = 0
 
   private readonly resolve: AddressResolver
   /** the channel to the last resolved address; stale: resolve again before the next use */
@@ -170,6 +172,7 @@ export class NetClient implements ServerApi {
 
   /** The connection was lost: greet again, and ask the resolver again, before the next use. */
   private lost(): void {
+    this.lastLost = Date.now()
     this.needGreet = true
     this.stale = true
   }
@@ -532,6 +535,24 @@ export class NetClient implements ServerApi {
     const l = this.locksCall
     this.locksCall = undefined
     l?.cancel()
+  }
+
+  /**
+   * Whether the server answers: a heartbeat was answered lately (within three periods) and
+   * since the connection was last found lost.  False when heartbeats are off.
+   */
+  get serverAnswering(): boolean {
+    const ack = this.lastHeartbeatAck
+    return this.o.heartbeatMs > 0 && ack > this.lastLost && Date.now() - ack <= 3 * this.o.heartbeatMs
+  }
+
+  /**
+   * From now on a call waits at most `ms` for a server (it never waits longer than it did):
+   * for a stopping mount, whose last commit and farewell must not keep it alive for the minute
+   * a running mount waits for a server to come back.
+   */
+  limitRetries(ms: number): void {
+    this.o.retryForMs = Math.min(this.o.retryForMs, ms)
   }
 
   /** Stop heartbeats and the Locks stream, fail calls in flight (ENOTCONN), close the channel. */
