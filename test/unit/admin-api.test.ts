@@ -1,10 +1,14 @@
 /*
  * The typed admin API (node-agent/src/agent/admin-api.ts) end to end over a real admin
  * socket: parameters are validated at the agent (EINVAL), replies at the caller (EIO when a
- * reply is not of its route's type), and a well-typed reply comes back as sent.
+ * reply is not of its route's type), and a well-typed reply comes back as sent.  The socket
+ * itself: a stale one (its agent died) is replaced, a live one refused (EBUSY), and close
+ * removes it.
  */
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { existsSync, lstatSync } from 'node:fs'
 import { AdminServer, adminCall, adminSocketPath } from '../../node-agent/src/agent/admin.js'
 import { ADMIN_API, adminHandlers, type AdminImpl } from '../../node-agent/src/agent/admin-api.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
@@ -80,5 +84,30 @@ describe('admin API', () => {
     } finally {
       await admin.close()
     }
+  })
+
+  it('replaces a stale socket, refuses a live one with EBUSY, and removes its socket at close', async () => {
+    const mnt = `/tmp/scoutfs-admin-sock-${randomBytes(4).toString('hex')}`
+    const path = adminSocketPath(mnt)
+    // a process that listens on the socket and dies without removing it: a stale socket
+    const dead = spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ])
+    assert.equal(dead.signal, 'SIGKILL')
+    assert.ok(lstatSync(path).isSocket(), 'the dead listener left its socket behind')
+    const impl = { 'POST /sync': async () => ({ seq: 1 }) } as unknown as AdminImpl
+    const a = await AdminServer.listen(path, adminHandlers(impl))
+    try {
+      assert.deepEqual(await adminCall(mnt, 'POST /sync'), { seq: 1 })
+      await assert.rejects(
+        AdminServer.listen(path, adminHandlers(impl)),
+        (e: unknown) => e instanceof FsError && e.code === 'EBUSY',
+      )
+      assert.deepEqual(await adminCall(mnt, 'POST /sync'), { seq: 1 }, 'the refused listen left the live socket alone')
+    } finally {
+      await a.close()
+    }
+    assert.ok(!existsSync(path), 'close left the socket behind')
   })
 })
