@@ -16,10 +16,11 @@ const LAYERS = {
   net: ['util', 'storage', 'protocol'],
   fs: ['util', 'storage', 'protocol', 'lock', 'client'],
   server: ['util', 'storage', 'protocol', 'lock', 'net'],
+  quorum: ['util', 'storage', 'protocol', 'net'],
   fuse: ['util', 'storage', 'fs'],
-  agent: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'fuse'],
-  tools: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'fuse', 'agent'],
-  cli: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'fuse', 'agent', 'tools'],
+  agent: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'quorum', 'fuse'],
+  tools: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'quorum', 'fuse', 'agent'],
+  cli: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'quorum', 'fuse', 'agent', 'tools'],
 }
 
 /** the layer folder of an absolute path inside node-agent/src, '' for a file outside */
