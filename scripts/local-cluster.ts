@@ -389,7 +389,10 @@ class LocalCluster {
         )
       const m = await mkfs(
         { meta, data },
-        { quorumSlots: QUORUM_SLOTS, server: { host: '127.0.0.1', port: s.serverPort } },
+        {
+          quorumSlots: QUORUM_SLOTS,
+          members: Array.from({ length: QUORUM_SLOTS }, (_, i) => ({ host: '127.0.0.1', port: s.serverPort + i })),
+        },
       )
       if (m.code !== 0)
         throw new StartError(`mkfs failed (exit ${m.code}):\n${indent(m.stderr + m.stdout)}${await removeCreated()}`)

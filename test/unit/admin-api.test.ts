@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, lstatSync } from 'node:fs'
 import { AdminServer, adminCall, adminSocketPath } from '../../node-agent/src/agent/admin.js'
-import { ADMIN_API, adminHandlers, type AdminImpl } from '../../node-agent/src/agent/admin-api.js'
+import { ADMIN_API, adminHandlers, type AdminImpl, type QuorumView } from '../../node-agent/src/agent/admin-api.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
 
 const status = {
@@ -34,6 +34,22 @@ describe('admin API', () => {
     assert.ok(!ADMIN_API['GET /walk-inodes'].isReply({ entries: [{ seq: '1', ino: 2 }] }))
     assert.ok(!ADMIN_API['POST /unmount'].isReply({ unmounting: false }))
   })
+
+  const quorum: QuorumView = {
+    slot: 1,
+    term: 4,
+    leaderSlot: 0,
+    role: 'follower',
+    serving: false,
+    heartbeatTimeoutMs: 2000,
+    majority: 2,
+    slots: [0, 1, 2],
+    elections: 1,
+    elected: 0,
+    fenceRequests: 0,
+    fencesConfirmed: 0,
+    fenceErrors: 0,
+  }
 
   it('carries typed parameters and replies over the socket, and rejects bad ones', async () => {
     const mnt = `/tmp/scoutfs-admin-api-${randomBytes(4).toString('hex')}`
@@ -59,6 +75,11 @@ describe('admin API', () => {
       },
       'GET /status': async () => (badStatus ? ({ rid: 1 } as unknown as typeof status) : status),
       'POST /unmount': async () => ({ unmounting: true }),
+      'GET /quorum': async () => quorum,
+      'POST /quorum/heartbeat-timeout': async (p) => {
+        seen.push(p)
+        return { ...quorum, heartbeatTimeoutMs: p.ms }
+      },
     }
     const admin = await AdminServer.listen(adminSocketPath(mnt), adminHandlers(impl))
     try {
@@ -75,6 +96,9 @@ describe('admin API', () => {
       assert.deepEqual(w, { entries: [{ seq: 7, ino: 9 }] })
       assert.deepEqual(seen, [{ index: 'data_seq', first: 7, firstIno: 9, last: 10, lastIno: 11, limit: 3 }])
       assert.equal((await adminCall(mnt, 'GET /stat', { ino: 42 })).meta_seq, 42)
+      assert.deepEqual(await adminCall(mnt, 'GET /quorum'), quorum)
+      assert.equal((await adminCall(mnt, 'POST /quorum/heartbeat-timeout', { ms: 3000 })).heartbeatTimeoutMs, 3000)
+      assert.deepEqual(seen.at(-1), { ms: 3000 })
       await assert.rejects(adminCall(mnt, 'GET /stat', { ino: -1 }), (e: unknown) => {
         return e instanceof FsError && e.code === 'EINVAL'
       })

@@ -68,6 +68,11 @@ export interface StatfsReply {
   free_meta_blocks: number
   total_data_blocks: number
   free_data_blocks: number
+  /** this mount's quorum slot, -1 for a plain client */
+  quorum_slot_nr: number
+  quorum_term: number
+  /** -1 while none is known */
+  quorum_leader_slot: number
 }
 
 export interface LockStatus {
@@ -102,6 +107,46 @@ export interface AgentStatus {
   serverState?: ServerState
 }
 
+/** The quorum as this agent sees it (`scoutfs quorum`, statfs's quorum fields). */
+export interface QuorumView {
+  /** this agent's slot, -1 for a plain client */
+  slot: number
+  /** the highest term it knows */
+  term: number
+  /** the slot leading (-1: none known) */
+  leaderSlot: number
+  /** follower | candidate | leader, or client for a plain client */
+  role: string
+  /** the server role runs on this agent */
+  serving: boolean
+  /** 0 for a plain client */
+  heartbeatTimeoutMs: number
+  majority: number
+  /** the configured slots (with an address) */
+  slots: number[]
+  /** a fence this agent waits for */
+  fencing?: FenceView
+  elections: number
+  elected: number
+  fenceRequests: number
+  fencesConfirmed: number
+  fenceErrors: number
+  /** election to serving, the last time it led (ms) */
+  lastStartMs?: number
+}
+
+export interface FenceView {
+  rid: string
+  reason: string
+  attempts: number
+  sinceMs: number
+  error?: string
+}
+
+export interface HeartbeatTimeoutParams {
+  ms: number
+}
+
 export interface UnmountReply {
   unmounting: true
 }
@@ -113,6 +158,8 @@ export interface AdminApi {
   'GET /statfs': { params: NoParams; reply: StatfsReply }
   'GET /status': { params: NoParams; reply: AgentStatus }
   'POST /unmount': { params: NoParams; reply: UnmountReply }
+  'GET /quorum': { params: NoParams; reply: QuorumView }
+  'POST /quorum/heartbeat-timeout': { params: HeartbeatTimeoutParams; reply: QuorumView }
 }
 
 export type AdminRoute = keyof AdminApi
@@ -164,6 +211,26 @@ const isServerState = shape<ServerState>({
   merges: isNum,
   reclaims: isNum,
   recovering: isBool,
+})
+
+const isQuorumView = shape<QuorumView>({
+  slot: isNum,
+  term: isNum,
+  leaderSlot: isNum,
+  role: isStr,
+  serving: isBool,
+  heartbeatTimeoutMs: isNum,
+  majority: isNum,
+  slots: arrayOf(isNum),
+  fencing: optional(
+    shape<FenceView>({ rid: isStr, reason: isStr, attempts: isNum, sinceMs: isNum, error: optional(isStr) }),
+  ),
+  elections: isNum,
+  elected: isNum,
+  fenceRequests: isNum,
+  fencesConfirmed: isNum,
+  fenceErrors: isNum,
+  lastStartMs: optional(isNum),
 })
 
 /** A whole number >= 0 from the query string (absent: 0), or EINVAL. */
@@ -223,6 +290,9 @@ export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply
       free_meta_blocks: isNum,
       total_data_blocks: isNum,
       free_data_blocks: isNum,
+      quorum_slot_nr: isNum,
+      quorum_term: isNum,
+      quorum_leader_slot: isNum,
     }),
   },
   'GET /status': {
@@ -242,6 +312,11 @@ export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply
     }),
   },
   'POST /unmount': { parseParams: noParams, isReply: shape<UnmountReply>({ unmounting: (v) => v === true }) },
+  'GET /quorum': { parseParams: noParams, isReply: isQuorumView },
+  'POST /quorum/heartbeat-timeout': {
+    parseParams: (q) => ({ ms: whole(q, 'ms') }),
+    isReply: isQuorumView,
+  },
 }
 
 /** The parts of a route name: its HTTP method and path. */

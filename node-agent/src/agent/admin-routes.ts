@@ -10,7 +10,7 @@ import { tsToMs } from '../fs/fs-items.js'
 import type { LockClient } from '../lock/lock-client.js'
 import type { NetClient } from '../net/net-client.js'
 import type { ClusterServer } from '../server/server-role.js'
-import type { AdminImpl } from './admin-api.js'
+import type { AdminImpl, QuorumView } from './admin-api.js'
 
 /** The parts of a mount the routes read (the Mount itself). */
 export interface AdminTarget {
@@ -22,6 +22,10 @@ export interface AdminTarget {
   readonly rid: number
   readonly metricsAddr: string | undefined
   readonly clusterServer: ClusterServer | undefined
+  /** the quorum as this agent sees it */
+  quorumView(): Promise<QuorumView>
+  /** change a member's heartbeat timeout (EINVAL outside 2-60 s, or on a plain client) */
+  setHeartbeatTimeout(ms: number): void
   /** unmount and stop the agent (after the reply has gone) */
   stop(): Promise<void>
   onStopped: (() => void) | undefined
@@ -56,7 +60,7 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
       }
     },
     'GET /statfs': async () => {
-      const s = await a.client.statfs()
+      const [s, q] = await Promise.all([a.client.statfs(), a.quorumView()])
       return {
         fsid: s.fsid.toString(16).padStart(16, '0'),
         rid: a.rid.toString(16).padStart(16, '0'),
@@ -65,6 +69,9 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
         free_meta_blocks: s.freeMetaBlocks,
         total_data_blocks: s.totalDataBlocks,
         free_data_blocks: s.freeDataBlocks,
+        quorum_slot_nr: q.slot,
+        quorum_term: q.term,
+        quorum_leader_slot: q.leaderSlot,
       }
     },
     'GET /status': async () => {
@@ -91,6 +98,11 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
         },
         serverState: await a.clusterServer?.status(),
       }
+    },
+    'GET /quorum': () => a.quorumView(),
+    'POST /quorum/heartbeat-timeout': async (p) => {
+      a.setHeartbeatTimeout(p.ms)
+      return a.quorumView()
     },
     'POST /unmount': async () => {
       setImmediate(() => void a.stop().then(() => a.onStopped?.()))

@@ -35,7 +35,20 @@ import { registerForestMetrics, registerItemCacheMetrics, registerTransMetrics }
 import { registerFsMetrics } from './metrics-fs.js'
 import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lock.js'
 import { registerBlockCacheMetrics, registerBtreeMetrics } from './metrics-storage.js'
-import { ServerRoleHost, serverRole, type ServeSlot } from './server-role-host.js'
+import { ServerRoleHost, serverRole, slotAddress, type ServeSlot } from './server-role-host.js'
+import { GrpcListener } from '../net/listener.js'
+import { fenceAgent, processStartTime, type FenceOptions } from '../quorum/fence.js'
+import type { QuorumView } from './admin-api.js'
+import { highestTerm, leaderOf, readQuorumBlocks } from '../storage/quorum-block.js'
+import { FsError } from '../util/errors.js'
+import type { SuperBlock } from '../storage/super.js'
+import {
+  HEARTBEAT_TIMEOUT_DEFAULT_MS,
+  QuorumMember,
+  quorumSlots,
+  checkHeartbeatTimeout,
+  leaderAddress,
+} from '../quorum/quorum.js'
 
 /** how long a stopping mount whose server does not answer waits for one (ms) */
 const STOP_SERVER_WAIT_MS = 3000
@@ -50,9 +63,13 @@ export interface MountOptions {
   blockCacheBlocks?: number
   metricsAddr?: string
   fuseDebug?: boolean
-  /** this agent is quorum member N: it runs the server on slot N's address */
+  /** this agent is quorum member N: it takes part in electing the server on slot N's address */
   quorumSlotNr?: number
-  /** connect to the server here instead of the lowest slot with an address */
+  /** a member's heartbeat timeout: silence that starts an election (ms, 2000-60000; default 10000) */
+  quorumHeartbeatTimeoutMs?: number
+  /** how a member fences the mounts it must (default: local) */
+  fence?: FenceOptions
+  /** connect to the server here instead of the leader the quorum blocks name */
   serverAddr?: string
   /** server role: how long recorded mounts get to reconnect after a start (ms) */
   recoveryMs?: number
@@ -86,12 +103,17 @@ export class Mount {
   onStopped: (() => void) | undefined
   private frontend: Frontend | undefined
   private admin: AdminServer | undefined
+  /** a member's slot listener (quorum and, while it leads, the server) */
+  private listener: GrpcListener | undefined
 
   private constructor(
     readonly opts: MountOptions,
+    readonly sb: SuperBlock,
     readonly meta: BlockDevice,
     readonly data: BlockDevice,
     private readonly serverHost: ServerRoleHost,
+    /** this agent's quorum membership, if it is a member */
+    readonly quorumMember: QuorumMember | undefined,
     readonly client: NetClient,
     readonly core: MountCore,
     readonly metrics: AgentMetrics,
@@ -154,11 +176,51 @@ export class Mount {
         mountTimeoutMs: o.mountTimeoutMs,
       })
       cleanup.unshift(() => serverHost.stop())
-      const serverAddr = 'serve' in role ? await serverHost.start(role.serve) : role.connect
+      const heartbeatTimeoutMs = checkHeartbeatTimeout(o.quorumHeartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_DEFAULT_MS)
+      let member: QuorumMember | undefined
+      let listener: GrpcListener | undefined
+      if ('member' in role) {
+        const slot = role.member
+        const fence = fenceAgent({ ...(o.fence ?? { method: 'local' }), log: (msg, f) => log.warn({ ...f, role: 'fence' }, msg) })
+        const l = (listener = await GrpcListener.listen(slotAddress(sb.quorumAddrs, slot)))
+        cleanup.unshift(() => l.close())
+        const quorumLog = (msg: string, f?: Record<string, unknown>): void => log.info({ ...f, role: 'quorum' }, msg)
+        const m: QuorumMember = await QuorumMember.start({
+          meta,
+          fsid: sb.fsid,
+          slot,
+          slotAddrs: sb.quorumAddrs,
+          rid,
+          heartbeatTimeoutMs,
+          fence,
+          listener: l,
+          log: quorumLog,
+          startServer: async (term, fenced) => {
+            await serverHost.start(slot, {
+              listener: l,
+              fenced,
+              fence: (target, reason, who) => m.fenceOnce({ rid: target, reason, ...who }),
+            })
+          },
+          stopServer: () => serverHost.stop(),
+        })
+        member = m
+        cleanup.unshift(() => m.stop())
+      }
+      const serverAddr: string | (() => Promise<string>) =
+        'serve' in role
+          ? await serverHost.start(role.serve)
+          : 'connect' in role
+            ? role.connect
+            : () => leaderAddress(meta, sb.fsid, sb.quorumAddrs)
 
       const client = new NetClient(serverAddr, {
         log: (msg, f) => log.warn({ ...f, role: 'client' }, msg),
         clientName: `${hostname()}:${process.pid}:${mountpoint}`,
+        pidStart: processStartTime(process.pid),
+        // a failover takes a heartbeat timeout and an election: resend for longer than that
+        retryForMs: 2 * heartbeatTimeoutMs + 60_000,
+        backoffMaxMs: 250,
       })
       cleanup.unshift(async () => client.close())
       const core = await MountCore.open({
@@ -178,7 +240,8 @@ export class Mount {
       cleanup.unshift(async () => core.locks.shutdown())
       const { cache, forest, items, trans, locks, fs } = core
 
-      const m = new Mount(o, meta, data, serverHost, client, core, metrics)
+      const m = new Mount(o, sb, meta, data, serverHost, member, client, core, metrics)
+      m.listener = listener
       registerItemCacheMetrics(metrics, items)
       registerTransMetrics(metrics, trans)
       registerBlockCacheMetrics(metrics, cache)
@@ -205,7 +268,8 @@ export class Mount {
           metrics: m.metricsAddr,
           admin: m.admin.path,
           server: serverHost.current !== undefined,
-          serverAddr,
+          quorumSlot: o.quorumSlotNr,
+          serverAddr: client.addr,
         },
         'mounted',
       )
@@ -214,6 +278,59 @@ export class Mount {
       for (const c of cleanup) await c().catch(() => undefined)
       throw e
     }
+  }
+
+  /** The quorum as this agent sees it: its membership, or for a plain client the quorum blocks. */
+  async quorumView(): Promise<QuorumView> {
+    const q = this.quorumMember?.status()
+    if (q)
+      return {
+        slot: q.slot,
+        term: q.term,
+        leaderSlot: q.leaderSlot,
+        role: q.role,
+        serving: q.serving,
+        heartbeatTimeoutMs: q.heartbeatTimeoutMs,
+        majority: q.majority,
+        slots: q.slots,
+        fencing: q.fencing && {
+          rid: q.fencing.rid,
+          reason: q.fencing.reason,
+          attempts: q.fencing.attempts,
+          sinceMs: Date.now() - q.fencing.since,
+          error: q.fencing.error,
+        },
+        elections: q.counters.elections,
+        elected: q.counters.elected,
+        fenceRequests: q.counters.fenceRequests,
+        fencesConfirmed: q.counters.fencesConfirmed,
+        fenceErrors: q.counters.fenceErrors,
+        lastStartMs: q.lastStartMs,
+      }
+    const slotAddrs = this.sb.quorumAddrs
+    const { blocks } = await readQuorumBlocks(this.meta, this.sb.fsid, slotAddrs.length)
+    const slots = quorumSlots(slotAddrs)
+    return {
+      slot: -1,
+      term: highestTerm(blocks),
+      leaderSlot: leaderOf(blocks)?.slot ?? (this.serverHost.current ? 0 : -1),
+      role: 'client',
+      serving: this.serverHost.current !== undefined,
+      heartbeatTimeoutMs: 0,
+      majority: slots.length <= 2 ? Math.min(1, slots.length) : Math.floor(slots.length / 2) + 1,
+      slots,
+      elections: 0,
+      elected: 0,
+      fenceRequests: 0,
+      fencesConfirmed: 0,
+      fenceErrors: 0,
+    }
+  }
+
+  setHeartbeatTimeout(ms: number): void {
+    if (!this.quorumMember)
+      throw new FsError('EINVAL', 'this mount is not a quorum member (mounted without quorum_slot_nr): it has no heartbeat timeout')
+    this.quorumMember.setHeartbeatTimeout(ms)
   }
 
   /** Unmount, commit, say farewell and close everything; safe to call more than once. */
@@ -236,7 +353,10 @@ export class Mount {
       // commit, farewell, stop the lock client; each failure is logged by the core
       await this.core.close().catch(() => undefined)
       this.client.close()
+      // the member stops the server role (STOP), ends (END) and resigns: the others elect now
+      await this.quorumMember?.stop().catch((e: unknown) => log.error({ err: String(e) }, 'leaving the quorum failed'))
       await this.serverHost.stop()
+      await this.listener?.close()
       await this.metrics.close()
       await this.data.close()
       await this.meta.close()

@@ -1,11 +1,11 @@
 /*
  * Which agent serves, and running the server role inside an agent.
  *
- * The choice (serverRole), until quorum elections exist: the agent mounted with
- * `quorum_slot_nr=N` serves on slot N's address; every other agent connects to `server_addr`,
- * or else to the lowest slot that has an address.  A filesystem formatted without slot
- * addresses is a single-node one: the agent serves itself on a loopback port nobody else knows
- * (slot 'local').
+ * The choice (serverRole): an agent mounted with `quorum_slot_nr=N` is a quorum member, and
+ * the election (quorum/quorum.ts) starts the role on it when it leads; every other agent
+ * follows the leader the quorum blocks name (or a fixed `server_addr`).  A filesystem
+ * formatted without slot addresses is a single-node one: the agent serves itself on a
+ * loopback port nobody else knows (slot 'local'), guarded by the server lease.
  *
  * ServerRoleHost starts and stops the role (server/server-role.ts ClusterServer) at run time:
  * at most one runs at a time; the agent's metrics export the role's readings from its first
@@ -15,14 +15,14 @@ import type { BtreeCounters } from '../storage/btree.js'
 import { btreeCountersOf } from '../storage/btree.js'
 import type { BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
-import { ClusterServer } from '../server/server-role.js'
+import type { GrpcListener } from '../net/listener.js'
+import { ClusterServer, listenerTransport, type ClusterServerOptions } from '../server/server-role.js'
 import type { MetricSink } from './metrics.js'
 import { registerServerRoleMetrics } from './metrics-server.js'
 
 /** A quorum slot, or 'local': the loopback server of a single-node filesystem. */
 export type ServeSlot = number | 'local'
 
-export type RoleChoice = { serve: ServeSlot } | { connect: string }
 
 /** The address the server of `slot` listens on; EINVAL for a slot without one. */
 export function slotAddress(slotAddrs: readonly string[], slot: ServeSlot): string {
@@ -41,19 +41,35 @@ export function slotAddress(slotAddrs: readonly string[], slot: ServeSlot): stri
   return addr
 }
 
-/** Whether this agent serves (and on which slot) or where it connects (see the top of this file). */
+/**
+ * What this agent does about the server: `member` (a quorum member: the election decides
+ * whether it serves), `follow` (a plain client of a quorum: the quorum blocks name the
+ * server), `connect` (a fixed server address, server_addr=), or `serve` ('local': a
+ * single-node filesystem formatted without slot addresses).
+ */
+export type RoleChoice = { member: number } | { follow: true } | { connect: string } | { serve: 'local' }
+
 export function serverRole(
   slotAddrs: readonly string[],
   o: { quorumSlotNr?: number; serverAddr?: string },
 ): RoleChoice {
   if (o.quorumSlotNr !== undefined) {
-    slotAddress(slotAddrs, o.quorumSlotNr) // a slot without an address is a usage error now
-    return { serve: o.quorumSlotNr }
+    slotAddress(slotAddrs, o.quorumSlotNr) // a slot without an address is a usage error
+    return { member: o.quorumSlotNr }
   }
   if (o.serverAddr) return { connect: o.serverAddr }
-  const first = slotAddrs.find((a) => a)
-  if (first) return { connect: first }
+  if (slotAddrs.some((a) => a)) return { follow: true }
   return { serve: 'local' }
+}
+
+/** How a role is started besides its slot: a quorum leader's. */
+export interface StartRoleOptions {
+  /** serve on this listener (the member's slot address) instead of one of its own */
+  listener?: GrpcListener
+  /** mounts fenced already: reclaimed at once */
+  fenced?: readonly number[]
+  /** fence mounts before reclaiming them */
+  fence?: ClusterServerOptions['fence']
 }
 
 export interface ServerRoleHostOptions {
@@ -86,10 +102,14 @@ export class ServerRoleHost {
    * Start serving on `slot`'s address; resolves to the address this agent's own mount
    * connects to.  EBUSY when a role runs already.
    */
-  async start(slot: ServeSlot): Promise<string> {
+  async start(slot: ServeSlot, so: StartRoleOptions = {}): Promise<string> {
     if (this.role) throw new FsError('EBUSY', `the server role runs already (on ${this.role.addr})`)
     const cs = await ClusterServer.start(this.meta, {
       addr: slotAddress(this.slotAddrs, slot),
+      transport: so.listener && listenerTransport(so.listener),
+      lease: !so.listener,
+      fenced: so.fenced,
+      fence: so.fence,
       log: this.o.log,
       recoveryMs: slot === 'local' ? 0 : this.o.recoveryMs,
       mountTimeoutMs: this.o.mountTimeoutMs,

@@ -12,6 +12,8 @@ import { ADMIN_DIR, adminCall, adminSocketPath } from '../agent/admin.js'
 import type { StatReply, StatfsReply } from '../agent/admin-api.js'
 import { FsError } from '../util/errors.js'
 import { Mount, type MountOptions } from '../agent/mount.js'
+import type { FenceOptions } from '../quorum/fence.js'
+import { HEARTBEAT_TIMEOUT_MAX_MS, HEARTBEAT_TIMEOUT_MIN_MS } from '../quorum/quorum.js'
 
 type Out = (s: string) => void
 
@@ -53,12 +55,21 @@ const MOUNT_OPTIONS = [
   'recovery_ms',
   'mount_timeout_ms',
   'orphan_scan_delay_ms',
+  'quorum_heartbeat_timeout_ms',
+  'fence',
+  'fence_command',
+  'fence_timeout_ms',
+  'fence_retries',
+  'fence_namespace',
+  'fence_filesystem',
 ]
 
 function parseMountOptions(s: string | undefined): Record<string, string> {
   const out: Record<string, string> = {}
   for (const part of (s ?? '').split(',').filter(Boolean)) {
-    const [k, v] = part.split('=', 2) as [string, string | undefined]
+    const eq = part.indexOf('=')
+    const k = eq < 0 ? part : part.slice(0, eq)
+    const v = eq < 0 ? undefined : part.slice(eq + 1)
     if (!MOUNT_OPTIONS.includes(k))
       throw new CliUsageError(`unknown mount option '${k}' (known: ${MOUNT_OPTIONS.join(', ')})`)
     out[k] = v ?? '1'
@@ -98,6 +109,47 @@ function orphanScanDelay(opts: Record<string, string>): number | undefined {
   return n
 }
 
+/** quorum_heartbeat_timeout_ms: 2000..60000 (the original's range) */
+function heartbeatTimeout(opts: Record<string, string>): number | undefined {
+  const n = wholeNumber(opts, 'quorum_heartbeat_timeout_ms')
+  if (n !== undefined && (n < HEARTBEAT_TIMEOUT_MIN_MS || n > HEARTBEAT_TIMEOUT_MAX_MS))
+    throw new CliUsageError(
+      `mount option quorum_heartbeat_timeout_ms must be ${HEARTBEAT_TIMEOUT_MIN_MS}..${HEARTBEAT_TIMEOUT_MAX_MS} (ms), not ${n}`,
+    )
+  return n
+}
+
+/** fence=local|command|kubernetes and its settings (docs/fencing.md) */
+function fenceSettings(opts: Record<string, string>): FenceOptions | undefined {
+  const method = opts.fence
+  const extra = ['fence_command', 'fence_timeout_ms', 'fence_retries', 'fence_namespace', 'fence_filesystem'].filter(
+    (k) => opts[k] !== undefined,
+  )
+  if (method === undefined) {
+    if (extra.length) throw new CliUsageError(`mount option ${extra[0]} needs fence=command or fence=kubernetes too`)
+    return undefined
+  }
+  if (method !== 'local' && method !== 'command' && method !== 'kubernetes')
+    throw new CliUsageError(`mount option fence must be local, command or kubernetes, not '${method}'`)
+  if (method === 'command' && !opts.fence_command)
+    throw new CliUsageError('mount option fence=command needs fence_command=PROGRAM (see docs/fencing.md)')
+  if (method !== 'command' && opts.fence_command !== undefined)
+    throw new CliUsageError(`mount option fence_command is for fence=command, not fence=${method}`)
+  const fs = opts.fence_filesystem
+  if (method === 'kubernetes' && !fs)
+    throw new CliUsageError('mount option fence=kubernetes needs fence_filesystem=NAME (the ScoutFilesystem it belongs to)')
+  return {
+    method,
+    command: opts.fence_command,
+    timeoutMs: positiveInt(opts, 'fence_timeout_ms'),
+    retries: wholeNumber(opts, 'fence_retries'),
+    kubernetes:
+      method === 'kubernetes' && fs
+        ? { namespace: opts.fence_namespace ?? process.env.POD_NAMESPACE ?? 'default', filesystem: fs }
+        : undefined,
+  }
+}
+
 /** The -o options as Mount.start takes them; a wrong name or value is a usage error. */
 function mountSettings(options: string | undefined): Partial<MountOptions> {
   const mo = parseMountOptions(options)
@@ -111,6 +163,8 @@ function mountSettings(options: string | undefined): Partial<MountOptions> {
     recoveryMs: wholeNumber(mo, 'recovery_ms'),
     mountTimeoutMs: positiveInt(mo, 'mount_timeout_ms'),
     orphanScanDelayMs: orphanScanDelay(mo),
+    quorumHeartbeatTimeoutMs: heartbeatTimeout(mo),
+    fence: fenceSettings(mo),
   }
 }
 

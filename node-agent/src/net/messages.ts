@@ -52,6 +52,9 @@ export const SCHEMA = {
     fsid: { id: 2, type: 'fixed64' },
     formatVersion: { id: 3, type: 'uint32' },
     clientName: { id: 4, type: 'string' },
+    pid: { id: 5, type: 'uint32' },
+    pidStart: { id: 6, type: 'uint64' },
+    host: { id: 7, type: 'string' },
   },
   GreetingReply: {
     fsid: { id: 1, type: 'fixed64' },
@@ -149,6 +152,13 @@ export const SCHEMA = {
   OpenInodesReply: { inos: { id: 1, type: 'uint64', repeated: true } },
   OpenMapRequest: { id: { id: 1, type: 'uint64' }, group: { id: 2, type: 'uint64' } },
   OpenMapReply: { id: { id: 1, type: 'uint64' }, inos: { id: 2, type: 'uint64', repeated: true } },
+  QuorumMessage: {
+    fsid: { id: 1, type: 'fixed64' },
+    term: { id: 2, type: 'uint64' },
+    fromSlot: { id: 3, type: 'uint32' },
+    type: { id: 4, type: 'uint32' },
+    granted: { id: 5, type: 'bool' },
+  },
 } as const satisfies Record<string, Record<string, FieldSpec>>
 
 type Schema = typeof SCHEMA
@@ -191,6 +201,7 @@ export type RootsMsg = Message<'Roots'>
 export type StatfsReply = Message<'StatfsReply'>
 export type LockClientMessage = Message<'LockClientMessage'>
 export type LockServerMessage = Message<'LockServerMessage'>
+export type QuorumMessage = Message<'QuorumMessage'>
 
 interface RpcSpec {
   readonly request: MessageName
@@ -213,6 +224,7 @@ export const RPCS = {
   Heartbeat: { request: 'HeartbeatRequest', response: 'HeartbeatReply' },
   Locks: { request: 'LockClientMessage', response: 'LockServerMessage', requestStream: true, responseStream: true },
   OpenInodes: { request: 'OpenInodesRequest', response: 'OpenInodesReply' },
+  Quorum: { request: 'QuorumMessage', response: 'QuorumMessage' },
 } as const satisfies Record<string, RpcSpec>
 
 type Rpcs = typeof RPCS

@@ -70,6 +70,8 @@ export interface NetClientOptions {
   heartbeatMs?: number
   /** how the mount names itself in its greeting; default host:pid */
   clientName?: string
+  /** this process's start time (clock ticks since boot), for fencing: see MountIdentity */
+  pidStart?: number
   /** keepalive pings (ms) and how long to wait for their ack; defaults 10 s and 5 s */
   keepaliveMs?: number
   keepaliveTimeoutMs?: number
@@ -143,6 +145,7 @@ export class NetClient implements ServerApi {
       backoffMaxMs: opts.backoffMaxMs ?? 2000,
       heartbeatMs: opts.heartbeatMs ?? 1000,
       clientName: opts.clientName ?? `${hostname()}:${process.pid}`,
+      pidStart: opts.pidStart ?? 0,
       keepaliveMs: opts.keepaliveMs ?? 10_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 5_000,
     }
@@ -250,6 +253,8 @@ export class NetClient implements ServerApi {
     if (this.closed || !isServiceError(e)) return false
     if (e.code === grpc.status.UNAVAILABLE) return true // includes a stopping server (ENXIO)
     if (errnoOf(e)) return false // the server answered
+    // a quorum member that does not (or no longer) serve: the server is elsewhere
+    if (e.code === grpc.status.UNIMPLEMENTED) return true
     if (e.code === grpc.status.DEADLINE_EXCEEDED || e.code === grpc.status.CANCELLED) return true
     return e.code === grpc.status.INTERNAL && /RST_STREAM|dropped|ECONNRESET|EPIPE/i.test(e.details)
   }
@@ -301,6 +306,9 @@ export class NetClient implements ServerApi {
       fsid: (this.greeted?.fsid ?? 0n).toString(),
       formatVersion: this.greeted?.formatVersion ?? 0,
       clientName: this.o.clientName,
+      pid: process.pid,
+      pidStart: this.o.pidStart,
+      host: hostname(),
     }
   }
 
@@ -330,7 +338,7 @@ export class NetClient implements ServerApi {
     this.rid = rid
     const w = await this.call(
       'Greeting',
-      { rid, fsid: fsid.toString(), formatVersion, clientName: this.o.clientName },
+      { ...this.greetingRequest(), rid, fsid: fsid.toString(), formatVersion },
       { greetFirst: false },
     )
     this.greeted = { fsid, formatVersion }

@@ -157,6 +157,7 @@ export function serviceDefinition(): Definition {
     Heartbeat: def('Heartbeat'),
     Locks: def('Locks'),
     OpenInodes: def('OpenInodes'),
+    Quorum: def('Quorum'),
   }
   return loaded
 }

@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events'
 import { randomInt } from 'node:crypto'
 import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
+import { GrpcListener } from './listener.js'
 import {
   type LockPort,
   big,
@@ -66,12 +67,28 @@ export interface ClientInfo {
 type LocksCall = grpc.ServerDuplexStream<LockClientMessage, LockServerMessage>
 
 /** What NetServer serves: one handler per RPC of messages.ts RPCS. */
-type Handlers = { [K in UnaryRpc]: grpc.handleUnaryCall<Request<K>, Response<K>> } & {
+type Handlers = { [K in ServerRpc]: grpc.handleUnaryCall<Request<K>, Response<K>> } & {
   Locks: grpc.handleBidiStreamingCall<LockClientMessage, LockServerMessage>
 }
 
 interface ClientState {
   info: Omit<ClientInfo, 'lockStream'>
+}
+
+/** the unary RPCs of the server (Quorum belongs to the quorum members: quorum/quorum-net.ts) */
+type ServerRpc = Exclude<UnaryRpc, 'Quorum'>
+
+/** The service's methods the server answers: all but Quorum. */
+function serverServiceDefinition(): grpc.ServiceDefinition {
+  const { Quorum: _quorum, ...rest } = serviceDefinition()
+  return rest as grpc.ServiceDefinition
+}
+
+/** The IP address of a grpc peer string ('ipv4:1.2.3.4:5', '[::1]:5', '1.2.3.4:5'). */
+function peerHost(peer: string): string {
+  const p = peer.replace(/^ipv[46]:/, '')
+  const m = /^\[(.*)\]:\d+$/.exec(p) ?? /^(.*):\d+$/.exec(p)
+  return m ? m[1]! : p
 }
 
 function fail(call: LocksCall, e: unknown): void {
@@ -88,57 +105,53 @@ export class NetServer extends EventEmitter {
 
   private constructor(
     private readonly api: ServerApi,
-    private readonly grpcServer: grpc.Server,
-    readonly host: string,
-    private boundPort: number,
+    private readonly listener: GrpcListener,
+    /** whether close() closes the listener too (listen) or only leaves it (attach) */
+    private readonly ownsListener: boolean,
     private readonly opts: NetServerOptions,
   ) {
     super()
     this.log = opts.log ?? (() => undefined)
   }
 
+  readonly definition = serverServiceDefinition()
+
+  get host(): string {
+    return this.listener.host
+  }
+
   /** the port it listens on (the bound one when 0 was asked for) */
   get port(): number {
-    return this.boundPort
+    return this.listener.port
   }
 
   /** 'host:port' it listens on (the bound port when 0 was asked for). */
   get addr(): string {
-    return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`
+    return this.listener.addr
   }
 
-  /** Serve `api` on `addr` ('host:port'; port 0 picks a free one). */
+  /** Serve `api` on a listener of its own on `addr` ('host:port'; port 0 picks a free one). */
   static async listen(api: ServerApi, addr: string, opts: NetServerOptions = {}): Promise<NetServer> {
-    const m = /^(.*):(\d+)$/.exec(addr)
-    if (!m) throw new FsError('EINVAL', `listen address ${addr} is not host:port`)
-    const host = m[1]!.replace(/^\[(.*)\]$/, '$1')
-    const keepalive = opts.keepaliveMs ?? 10_000
-    const g = new grpc.Server({
-      'grpc.keepalive_time_ms': keepalive,
-      'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 5_000,
-      // a roots reply carries one log tree per mount: allow large clusters
-      'grpc.max_receive_message_length': 64 << 20,
-      'grpc.max_send_message_length': 64 << 20,
-      ...opts.grpcOptions,
+    const listener = await GrpcListener.listen(addr, {
+      keepaliveMs: opts.keepaliveMs,
+      keepaliveTimeoutMs: opts.keepaliveTimeoutMs,
+      grpcOptions: opts.grpcOptions,
     })
-    // the service is in place before the port opens: no client can see UNIMPLEMENTED
-    const s = new NetServer(api, g, host, 0, opts)
-    g.addService(serviceDefinition(), s.handlers())
-    try {
-      s.boundPort = await new Promise<number>((res, rej) =>
-        g.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, p) =>
-          err ? rej(new FsError('EBUSY', `cannot listen on ${addr}: ${err.message}`)) : res(p),
-        ),
-      )
-    } catch (e) {
-      g.forceShutdown()
-      throw e
-    }
-    s.log('listening', {
-      addr: s.addr,
-      instance: s.instance,
-      lockPort: !!opts.lockPort,
-    })
+    return NetServer.serve(api, listener, true, opts)
+  }
+
+  /**
+   * Serve `api` on a listener shared with other services (a quorum member's): close() takes
+   * the server's RPCs off it and leaves it listening.
+   */
+  static attach(api: ServerApi, listener: GrpcListener, opts: NetServerOptions = {}): NetServer {
+    return NetServer.serve(api, listener, false, opts)
+  }
+
+  private static serve(api: ServerApi, listener: GrpcListener, owns: boolean, opts: NetServerOptions): NetServer {
+    const s = new NetServer(api, listener, owns, opts)
+    listener.add(s.definition, s.handlers())
+    s.log('listening', { addr: s.addr, instance: s.instance, lockPort: !!opts.lockPort })
     return s
   }
 
@@ -240,7 +253,7 @@ export class NetServer extends EventEmitter {
 
   /* ---- the RPCs --------------------------------------------------------------------------- */
 
-  private unary<K extends UnaryRpc>(
+  private unary<K extends ServerRpc>(
     name: K,
     fn: (req: Request<K>, call: grpc.ServerUnaryCall<Request<K>, Response<K>>) => Promise<Response<K>>,
   ): grpc.handleUnaryCall<Request<K>, Response<K>> {
@@ -262,7 +275,12 @@ export class NetServer extends EventEmitter {
       Greeting: this.unary('Greeting', async (r, call) => {
         const rid = num(r.rid, 'rid')
         if (rid === 0) throw new FsError('EINVAL', 'greeting from rid 0: a mount id is never 0')
-        const reply = await api.greeting(rid, big(r.fsid), r.formatVersion)
+        const reply = await api.greeting(rid, big(r.fsid), r.formatVersion, {
+          pid: r.pid,
+          pidStart: num(r.pidStart, 'pidStart'),
+          host: r.host,
+          addr: peerHost(call.getPeer()),
+        })
         const now = Date.now()
         const name = r.clientName
         const had = this.known.get(rid)
@@ -342,16 +360,8 @@ export class NetServer extends EventEmitter {
     this.closed = true
     for (const s of this.lockStreams.values()) s.end()
     this.lockStreams.clear()
-    await new Promise<void>((res) => {
-      const t = setTimeout(() => {
-        this.grpcServer.forceShutdown()
-        res()
-      }, graceMs)
-      this.grpcServer.tryShutdown(() => {
-        clearTimeout(t)
-        res()
-      })
-    })
+    if (this.ownsListener) await this.listener.close(graceMs)
+    else this.listener.remove(this.definition)
     this.log('stopped listening', { addr: this.addr })
   }
 }

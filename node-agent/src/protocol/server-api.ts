@@ -129,8 +129,51 @@ export interface GreetingReply {
   formatVersion: number
 }
 
+/**
+ * Who a mount is, as its greeting tells the server and the mounted-client record keeps it:
+ * what a fence agent needs to stop it (DESIGN §11) after this server, or a successor, finds it
+ * silent.  Fields are 0 / '' where unknown.
+ */
+export interface MountIdentity {
+  /** its agent's process id, and that process's start time (clock ticks since boot) */
+  pid: number
+  pidStart: number
+  host: string
+  /** its IP address as the server saw it */
+  addr: string
+}
+
+export const NO_IDENTITY: MountIdentity = { pid: 0, pidStart: 0, host: '', addr: '' }
+
+/** The mounted-client record's value: the mount's identity. */
+export function encodeMountIdentity(m: MountIdentity): Buffer {
+  const host = Buffer.from(m.host, 'utf8').subarray(0, 255)
+  const addr = Buffer.from(m.addr, 'utf8').subarray(0, 255)
+  const b = Buffer.alloc(16 + 2 + host.length + addr.length)
+  b.writeUInt32LE(m.pid, 0)
+  writeU64(b, 8, m.pidStart)
+  b.writeUInt8(host.length, 16)
+  host.copy(b, 17)
+  b.writeUInt8(addr.length, 17 + host.length)
+  addr.copy(b, 18 + host.length)
+  return b
+}
+
+/** A mounted-client record's value (an older, 8-byte record: identity unknown). */
+export function decodeMountIdentity(b: Buffer): MountIdentity {
+  if (b.length < 18) return { ...NO_IDENTITY }
+  const hl = b.readUInt8(16)
+  return {
+    pid: b.readUInt32LE(0),
+    pidStart: readU64(b, 8),
+    host: b.subarray(17, 17 + hl).toString('utf8'),
+    addr: b.subarray(18 + hl, 18 + hl + b.readUInt8(17 + hl)).toString('utf8'),
+  }
+}
+
 export interface ServerApi {
-  greeting(rid: number, fsid: bigint, formatVersion: number): Promise<GreetingReply>
+  /** a mount introduces itself (`who`: what fencing it needs; the transport fills in addr) */
+  greeting(rid: number, fsid: bigint, formatVersion: number, who?: MountIdentity): Promise<GreetingReply>
   /** open the mount's next transaction: its seq and refilled allocators */
   getLogTrees(rid: number): Promise<LogTrees>
   /** record a committed log tree; durable when this resolves */

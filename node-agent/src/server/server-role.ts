@@ -27,11 +27,14 @@
 import type { BlockDevice } from '../storage/device.js'
 import { LockServer } from '../lock/lock-server.js'
 import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../protocol/lock-modes.js'
+import type { GrpcListener } from '../net/listener.js'
 import { NetServer } from '../net/net-server.js'
 import { openMapGroup, type OpenMapReplyMsg, type OpenMapRequestMsg } from '../protocol/open-map.js'
-import { LOG_TREES_FINALIZED, type ServerApi } from '../protocol/server-api.js'
+import { LOG_TREES_FINALIZED, type MountIdentity, type ServerApi } from '../protocol/server-api.js'
 import { FsError } from '../util/errors.js'
 import { Server } from './server.js'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 type Log = (msg: string, fields?: Record<string, unknown>) => void
 
@@ -81,6 +84,11 @@ export interface ServerTransport {
 /** Starts the transport serving `api` and feeding `port`. */
 export type ServerTransportFactory = (api: ServerApi, port: ServerLockPort, log: Log) => Promise<ServerTransport>
 
+/** NetServer on a listener shared with the quorum (a member's slot address). */
+export function listenerTransport(listener: GrpcListener): ServerTransportFactory {
+  return async (api, lockPort, log) => NetServer.attach(api, listener, { log, lockPort })
+}
+
 /** The default transport: NetServer (gRPC) listening on `addr`. */
 export function grpcTransport(addr: string): ServerTransportFactory {
   return (api, lockPort, log) => NetServer.listen(api, addr, { log, lockPort })
@@ -98,7 +106,20 @@ export interface ClusterServerOptions {
   mountTimeoutMs?: number
   /** how long an open-map question waits for every mount's answer (default 10 s) */
   openMapTimeoutMs?: number
+  /** take the single-server lease (Server.start; default true); a quorum leader passes false */
+  lease?: boolean
+  /** recorded mounts already fenced (a quorum leader's predecessors): reclaimed at once */
+  fenced?: readonly number[]
+  /**
+   * Fence a mount before it is reclaimed (DESIGN §11); resolves true once confirmed, false if
+   * not (it is tried again later; nothing of the mount is reclaimed meanwhile).  Without it
+   * (a lone server) a mount is reclaimed unfenced.
+   */
+  fence?: (rid: number, reason: MountFenceReason, who: MountIdentity) => Promise<boolean>
 }
+
+/** why the server fences a mount */
+export type MountFenceReason = 'client_timeout' | 'recovery_timeout'
 
 /** One open-map question in flight. */
 interface OpenMapAsk {
@@ -131,6 +152,8 @@ export class ClusterServer {
   private stopped = false
   private readonly recoveredWaiters: Array<() => void> = []
   private readonly asks = new Map<number, OpenMapAsk>()
+  /** mounts being fenced now */
+  private readonly fencing = new Set<number>()
   private nextAsk = 1
 
   private constructor(
@@ -141,8 +164,12 @@ export class ClusterServer {
 
   static async start(meta: BlockDevice, o: ClusterServerOptions): Promise<ClusterServer> {
     const recoveryMs = o.recoveryMs ?? 10_000
-    const server = await Server.start(meta, { log: o.log, reclaimAtStart: recoveryMs === 0 })
+    const server = await Server.start(meta, { log: o.log, reclaimAtStart: recoveryMs === 0, lease: o.lease })
     try {
+      for (const rid of o.fenced ?? []) {
+        await server.reclaim(rid)
+        o.log('reclaimed a fenced mount', { rid: rid.toString(16) })
+      }
       const recorded = await server.recordedMounts()
       const transport = o.transport ?? (o.addr !== undefined ? grpcTransport(o.addr) : undefined)
       if (!transport) throw new FsError('EINVAL', 'the server role needs an address or a transport')
@@ -268,6 +295,18 @@ export class ClusterServer {
     }
   }
 
+  /** Fence mount `rid` if this server fences (true: confirmed, or nothing to do). */
+  private async fenceMount(rid: number, reason: MountFenceReason): Promise<boolean> {
+    if (!this.o.fence) return true
+    const who = await this.server.identityOf(rid)
+    try {
+      return await this.o.fence(rid, reason, who)
+    } catch (e) {
+      this.o.log('fence failed', { rid: rid.toString(16), reason, err: (e as Error).message })
+      return false
+    }
+  }
+
   /** Reclaim the mounts that did not come back and start granting. */
   private endRecovery(): Promise<void> {
     this.recovery ??= (async () => {
@@ -276,6 +315,9 @@ export class ClusterServer {
       this.pending.clear()
       try {
         for (const rid of gone) {
+          // an absent mount may be cut off, not dead: nothing of it is given away unfenced
+          while (!this.stopped && !(await this.fenceMount(rid, 'recovery_timeout'))) await sleep(1000)
+          if (this.stopped) return
           this.locks.removeClient(rid)
           this.openMapGone(rid)
           await this.server.reclaim(rid)
@@ -299,12 +341,16 @@ export class ClusterServer {
   async checkLiveness(): Promise<void> {
     if (this.stopped) return
     for (const c of this.net.staleClients(this.o.mountTimeoutMs ?? 10_000)) {
-      if (c.lockStream) continue
-      this.o.log('mount stopped answering; reclaiming it', {
+      if (c.lockStream || this.fencing.has(c.rid)) continue
+      this.o.log('mount stopped answering; fencing and reclaiming it', {
         rid: c.rid.toString(16),
         name: c.name,
         silentMs: Date.now() - c.lastHeartbeat,
       })
+      this.fencing.add(c.rid)
+      const fenced = await this.fenceMount(c.rid, 'client_timeout').finally(() => this.fencing.delete(c.rid))
+      // not confirmed: its locks stay where they are, and the next check tries again
+      if (!fenced || this.stopped) continue
       this.net.forget(c.rid)
       this.locks.removeClient(c.rid)
       this.openMapGone(c.rid)

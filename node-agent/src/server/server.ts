@@ -40,6 +40,10 @@ import {
   encodeLogTrees,
   logTreesKey,
   mountedClientKey,
+  decodeMountIdentity,
+  encodeMountIdentity,
+  NO_IDENTITY,
+  type MountIdentity,
   type GreetingReply,
   type LogTrees,
   type Roots,
@@ -83,6 +87,12 @@ export interface ServerOptions {
    * server); a cluster server waits for them to reconnect and reclaims only the absent
    */
   reclaimAtStart?: boolean
+  /**
+   * take the single-server lease (server-lease.ts; default true): without a quorum nothing
+   * else keeps a second server off the devices.  A quorum leader has fenced its predecessors
+   * instead and passes false.
+   */
+  lease?: boolean
 }
 
 export class Server implements ServerApi {
@@ -121,7 +131,7 @@ export class Server implements ServerApi {
   static async start(meta: BlockDevice, opts: ServerOptions = {}): Promise<Server> {
     const w = await SuperWriter.open(meta)
     const s = new Server(w, opts.log ?? (() => undefined))
-    s.lease = await ServerLease.acquire(meta, w.sb.fsid, randomInt(1, 2 ** 47))
+    if (opts.lease ?? true) s.lease = await ServerLease.acquire(meta, w.sb.fsid, randomInt(1, 2 ** 47))
     await s.refreshRoots()
     let floor = 0
     for (const lt of s.roots.logTrees) floor = Math.max(floor, lt.maxItemSeq, lt.getTransSeq, lt.commitTransSeq)
@@ -132,6 +142,12 @@ export class Server implements ServerApi {
     }
     s.kickMerge()
     return s
+  }
+
+  /** What the mounted-client record of `rid` says about it (all unknown without a record). */
+  async identityOf(rid: number): Promise<MountIdentity> {
+    const v = await new Btree(this.w.sb.mountedClients, this.w.cache).lookup(mountedClientKey(rid))
+    return v ? decodeMountIdentity(v.val) : { ...NO_IDENTITY }
   }
 
   /** The mounts the super block records as mounted (rids). */
@@ -246,7 +262,7 @@ export class Server implements ServerApi {
     return a.root
   }
 
-  async greeting(rid: number, fsid: bigint, formatVersion: number): Promise<GreetingReply> {
+  async greeting(rid: number, fsid: bigint, formatVersion: number, who?: MountIdentity): Promise<GreetingReply> {
     if (fsid !== this.w.sb.fsid)
       throw new FsError(
         'EINVAL',
@@ -266,7 +282,7 @@ export class Server implements ServerApi {
           'ESTALE',
           `mount ${rid.toString(16)} was reclaimed by the server (it said farewell or stopped answering); unmount it and mount again`,
         )
-      await w.clients.put(mountedClientKey(rid), Buffer.alloc(8), 0)
+      await w.clients.put(mountedClientKey(rid), encodeMountIdentity(who ?? NO_IDENTITY), 0)
     })
     return { fsid: this.w.sb.fsid, formatVersion: FORMAT_VERSION }
   }

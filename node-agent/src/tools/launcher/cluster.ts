@@ -1,16 +1,22 @@
 /*
- * A launched cluster: N agents on one set of devices formatted with a server address in quorum
- * slot 0.  Agent 0 mounts with quorum_slot_nr=0 and runs the server: it starts first, the
- * others (clients) start together once it serves.  Stopping goes the other way: the clients
- * together, then the server.  kill() SIGKILLs every agent and forces every mount away.
+ * A launched cluster: N agents on one set of devices formatted with addresses for the first
+ * M quorum slots (M `members`, default 1).  Agent i < M mounts with quorum_slot_nr=i; the
+ * members elect the server among themselves (with one member, agent 0 serves as soon as it
+ * mounts).  The members start together (a mount needs an elected server, and electing needs
+ * a majority), the others (plain clients) together once the members have mounted.  Stopping
+ * goes the other way: the clients together, then the members.  kill() SIGKILLs every agent
+ * and forces every mount away.
  */
 import { join } from 'node:path'
+import { adminCall } from '../../agent/admin.js'
 import { FsError } from '../../util/errors.js'
 import { AgentProcess, type AgentSpec, type StopResult, type WaitResult } from './agent-process.js'
 import { makeDevices, type Devices, type DevicePaths } from './devices.js'
 
-/** The mount option that makes an agent the server (quorum slot 0). */
-export const SERVER_OPTION = 'quorum_slot_nr=0'
+/** The mount option that makes agent `i` quorum member i. */
+export function memberOption(i: number): string {
+  return `quorum_slot_nr=${i}`
+}
 
 /** `extra` options joined to `options`; undefined when there are none. */
 export function joinOptions(...opts: Array<string | undefined>): string | undefined {
@@ -19,16 +25,20 @@ export function joinOptions(...opts: Array<string | undefined>): string | undefi
 
 export type AgentSettings = Omit<AgentSpec, 'meta' | 'data'>
 
-/** Fresh devices in a temporary directory formatted for a cluster (slot 0 at a free port). */
+/**
+ * Fresh devices in a temporary directory formatted for a cluster: `members` slots (default 1)
+ * with addresses at free ports.
+ */
 export function makeClusterDevices(
-  o: { metaBytes?: number; dataBytes?: number; slots?: number; prefix?: string } = {},
+  o: { metaBytes?: number; dataBytes?: number; slots?: number; members?: number; prefix?: string } = {},
 ): Promise<Devices & { serverAddr: string }> {
   return makeDevices({
     prefix: o.prefix ?? 'scoutfs-c-',
     metaBytes: o.metaBytes ?? 1 << 30,
     dataBytes: o.dataBytes ?? 2 * 1024 ** 3,
-    quorumSlots: o.slots ?? 3,
+    quorumSlots: Math.max(o.slots ?? 3, o.members ?? 1),
     serverPort: 0,
+    members: o.members,
   }) as Promise<Devices & { serverAddr: string }>
 }
 
@@ -49,30 +59,40 @@ export interface StartHooks {
 export class Cluster<D extends DevicePaths = DevicePaths> {
   readonly agents: AgentProcess[]
 
-  /** `agents[0]` is the server: SERVER_OPTION is added to its options. */
+  /** `agents[i]` for i < `members` are quorum members: memberOption(i) is added to their options. */
   constructor(
     readonly dev: D,
     agents: AgentSettings[],
     readonly mountTimeoutMs = 60_000,
+    readonly members = 1,
   ) {
     if (!agents.length) throw new FsError('EINVAL', 'a cluster needs at least one agent')
+    if (members < 1 || members > agents.length)
+      throw new FsError('EINVAL', `${members} quorum members for ${agents.length} agents`)
     this.agents = agents.map(
       (s, i) =>
         new AgentProcess({
           ...s,
           meta: dev.meta,
           data: dev.data,
-          options: i === 0 ? joinOptions(SERVER_OPTION, s.options) : s.options,
+          options: i < members ? joinOptions(memberOption(i), s.options) : s.options,
         }),
     )
   }
 
+  /** agent 0: the server while it is the only member (the members elect one otherwise) */
   get server(): AgentProcess {
     return this.agents[0]!
   }
 
+  /** the quorum members */
+  get memberAgents(): AgentProcess[] {
+    return this.agents.slice(0, this.members)
+  }
+
+  /** the plain clients (no quorum slot) */
   get clients(): AgentProcess[] {
-    return this.agents.slice(1)
+    return this.agents.slice(this.members)
   }
 
   /** The server first; once it serves, the clients together.  Each agent's result, in order. */
@@ -91,9 +111,9 @@ export class Cluster<D extends DevicePaths = DevicePaths> {
       await h.onResult?.(a, r)
     }
     if (h.aborted?.()) return results
-    await one(0)
-    if (results[0] !== 'mounted' || h.aborted?.()) return results
-    await Promise.all(this.clients.map((_, i) => one(i + 1)))
+    await Promise.all(this.memberAgents.map((_, i) => one(i)))
+    if (results.slice(0, this.members).some((r) => r !== 'mounted') || h.aborted?.()) return results
+    await Promise.all(this.clients.map((_, i) => one(this.members + i)))
     return results
   }
 
@@ -117,7 +137,7 @@ export class Cluster<D extends DevicePaths = DevicePaths> {
   }
 
   /**
-   * Stop the live agents: the clients together, then the server, each SIGTERMed and given
+   * Stop the live agents: the clients together, then the members, each SIGTERMed and given
    * `timeoutMs`.  `onGroup` hears of each group before it is stopped, `onStopped` of its results.
    */
   async stop(
@@ -128,7 +148,10 @@ export class Cluster<D extends DevicePaths = DevicePaths> {
     } = {},
   ): Promise<Array<{ agent: AgentProcess; result: StopResult }>> {
     const out: Array<{ agent: AgentProcess; result: StopResult }> = []
-    for (const group of [this.clients, [this.server]]) {
+    // the serving member last: the others' last commits and farewells need it
+    const leader = await this.leader()
+    const members = this.memberAgents.filter((a) => a !== leader)
+    for (const group of [this.clients, members, leader ? [leader] : []]) {
       const live = group.filter((a) => a.running)
       if (!live.length) continue
       h.onGroup?.(live)
@@ -137,6 +160,22 @@ export class Cluster<D extends DevicePaths = DevicePaths> {
       out.push(...results)
     }
     return out
+  }
+
+  /** The member serving now, by its admin socket (undefined if none answers that it is). */
+  async leader(): Promise<AgentProcess | undefined> {
+    const views = await Promise.all(
+      this.memberAgents.map((a) =>
+        a.running
+          ? Promise.race([
+              adminCall(a.mnt, 'GET /quorum').catch(() => undefined),
+              new Promise<undefined>((r) => void setTimeout(r, 2000)),
+            ])
+          : undefined,
+      ),
+    )
+    const i = views.findIndex((v) => v?.serving)
+    return i < 0 ? undefined : this.memberAgents[i]
   }
 
   /** SIGKILL every agent and force every mount away. */

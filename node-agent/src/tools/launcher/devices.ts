@@ -1,7 +1,7 @@
 /*
  * File-backed devices for launched agents: sparse metadata and data files, created at a given
- * size and formatted with `scoutfs mkfs` (optionally with a server address in quorum slot 0,
- * which a cluster needs), in a directory of the caller's or a fresh temporary one.
+ * size and formatted with `scoutfs mkfs` (optionally with addresses for the first quorum slots,
+ * which a cluster's members need), in a directory of the caller's or a fresh temporary one.
  */
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -18,8 +18,10 @@ export interface DevicePaths {
 export interface Devices extends DevicePaths {
   /** the directory holding both files (and, by convention, the agents' mountpoints) */
   dir: string
-  /** the server's address in quorum slot 0 (HOST:PORT), when formatted for a cluster */
+  /** the address of quorum slot 0 (HOST:PORT), when formatted for a cluster */
   serverAddr?: string
+  /** the addresses of the slots that have one (slot i at index i) */
+  quorumAddrs?: string[]
   /** remove `dir` and everything in it (nothing may be mounted below it) */
   remove(): void
 }
@@ -33,14 +35,14 @@ export function createSparse(path: string, bytes: number, exclusive = false): vo
 export interface MkfsOptions {
   /** quorum slots (-Q N) */
   quorumSlots: number
-  /** the address of quorum slot 0 (-Q 0,HOST,PORT), for a cluster */
-  server?: { host: string; port: number }
+  /** addresses of slots 0, 1, ... (-Q NR,HOST,PORT each), for a cluster */
+  members?: Array<{ host: string; port: number }>
 }
 
 /** `scoutfs mkfs` on the two devices; the CLI's result, whatever it is. */
 export function mkfs(dev: DevicePaths, o: MkfsOptions): Promise<CliResult> {
   const args = ['mkfs', '-Q', String(o.quorumSlots)]
-  if (o.server) args.push('-Q', `0,${o.server.host},${o.server.port}`)
+  for (const [i, m] of (o.members ?? []).entries()) args.push('-Q', `${i},${m.host},${m.port}`)
   return runScoutfs([...args, dev.meta, dev.data])
 }
 
@@ -54,6 +56,8 @@ export interface MakeDevicesOptions {
   quorumSlots: number
   /** format for a cluster: quorum slot 0 at 127.0.0.1:<port> (a free port when 0) */
   serverPort?: number
+  /** with serverPort: how many slots get an address (slots 1.. at free ports; default 1) */
+  members?: number
 }
 
 /** Fresh sparse devices, formatted; the directory is removed again when this fails. */
@@ -69,11 +73,15 @@ export async function makeDevices(o: MakeDevicesOptions): Promise<Devices> {
   try {
     createSparse(meta, o.metaBytes)
     createSparse(data, o.dataBytes)
-    const port = o.serverPort === undefined ? undefined : o.serverPort || (await freePort())
-    const server = port === undefined ? undefined : { host: '127.0.0.1', port }
-    const r = await mkfs({ meta, data }, { quorumSlots: o.quorumSlots, server })
+    const members: Array<{ host: string; port: number }> = []
+    if (o.serverPort !== undefined) {
+      members.push({ host: '127.0.0.1', port: o.serverPort || (await freePort()) })
+      for (let i = 1; i < (o.members ?? 1); i++) members.push({ host: '127.0.0.1', port: await freePort() })
+    }
+    const r = await mkfs({ meta, data }, { quorumSlots: Math.max(o.quorumSlots, members.length), members })
     if (r.code !== 0) throw new FsError('EIO', `mkfs failed (${r.code ?? r.signal}): ${r.stderr}`)
-    return { dir, meta, data, serverAddr: server && `${server.host}:${server.port}`, remove }
+    const quorumAddrs = members.map((m) => `${m.host}:${m.port}`)
+    return { dir, meta, data, serverAddr: quorumAddrs[0], quorumAddrs: members.length ? quorumAddrs : undefined, remove }
   } catch (e) {
     remove()
     throw e
