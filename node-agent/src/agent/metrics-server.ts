@@ -45,6 +45,12 @@ export function registerServerRoleMetrics(m: MetricSink, role: () => ClusterServ
       read: () => s()?.reclaims ?? 0,
     },
     {
+      name: 'scoutfs_server_recovery_seconds',
+      help: 'How long the last lock recovery took (start to granting; 0 while none ran)',
+      kind: 'gauge',
+      read: () => (role()?.recoveryMs ?? 0) / 1000,
+    },
+    {
       name: 'scoutfs_server_clients',
       help: 'Mounts connected to this server (0 on agents that do not serve)',
       kind: 'gauge',

@@ -151,6 +151,9 @@ export class ClusterServer {
   private net!: ServerTransport
   private stopped = false
   private readonly recoveredWaiters: Array<() => void> = []
+  private readonly startedAt = Date.now()
+  /** how long lock recovery took (ms), once it finished */
+  recoveryMs: number | undefined
   private readonly asks = new Map<number, OpenMapAsk>()
   /** mounts being fenced now */
   private readonly fencing = new Set<number>()
@@ -328,7 +331,8 @@ export class ClusterServer {
         this.o.log('lock recovery could not reclaim every absent mount', { err: (e as Error).message })
       }
       this.locks.finishRecovery()
-      this.o.log('lock recovery finished', { reclaimed: gone.length })
+      this.recoveryMs = Date.now() - this.startedAt
+      this.o.log('lock recovery finished', { reclaimed: gone.length, ms: this.recoveryMs })
       for (const w of this.recoveredWaiters.splice(0)) w()
     })()
     return this.recovery
