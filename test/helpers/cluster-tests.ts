@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
+import { adminCall } from '../../node-agent/src/agent/admin.js'
 import { BIN, forceUnmount, startAgent, stopAllAgents, type Agent } from './agent.js'
 import { agentStatus, makeClusterDevices, startCluster, type Cluster, type ClusterDevices } from './cluster.js'
 import { fuseMountsUnder, sh, startPy, type Run } from './fuse-harness.js'
@@ -43,16 +44,27 @@ export function alive(a: Agent): boolean {
   return a.proc.exitCode === null && a.proc.signalCode === null
 }
 
+/** The agent of `c` that serves now (its GET /quorum says so), else agents[0]. */
+export async function servingAgent(c: Cluster): Promise<Agent | undefined> {
+  for (const a of c.agents) {
+    if (!alive(a)) continue
+    const q = await adminCall(a.mnt, 'GET /quorum').catch(() => undefined)
+    if (q?.serving) return a
+  }
+  return c.agents[0]
+}
+
 /**
- * Stop a cluster's live agents cleanly: the clients (agents[1..]) together, then the server
- * agent (agents[0]) last.  Returns each stopped agent's exit code with its mountpoint.
+ * Stop a cluster's live agents cleanly: every agent but the serving one together, then the
+ * serving one last (their last commits and farewells need it).  Returns each stopped agent's
+ * exit code with its mountpoint.
  */
 export async function stopCluster(c: Cluster): Promise<Array<{ mnt: string; code: number | null; log: string }>> {
   const out: Array<{ mnt: string; code: number | null; log: string }> = []
-  const clients = [...new Set(c.agents.slice(1))].filter((a) => alive(a) && a !== c.agents[0])
-  const codes = await Promise.all(clients.map((a) => a.stop()))
-  clients.forEach((a, i) => out.push({ mnt: a.mnt, code: codes[i]!, log: a.log() }))
-  const server = c.agents[0]
+  const server = await servingAgent(c)
+  const rest = [...new Set(c.agents)].filter((a) => alive(a) && a !== server)
+  const codes = await Promise.all(rest.map((a) => a.stop()))
+  rest.forEach((a, i) => out.push({ mnt: a.mnt, code: codes[i]!, log: a.log() }))
   if (server && alive(server)) out.push({ mnt: server.mnt, code: await server.stop(), log: server.log() })
   return out
 }

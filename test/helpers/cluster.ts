@@ -22,7 +22,7 @@ export interface ClusterDevices extends Devices {
 
 /** Fresh devices formatted for a cluster: `slots` quorum slots, slot 0 at 127.0.0.1:<free port>. */
 export async function makeClusterDevices(
-  opts: { metaBytes?: number; dataBytes?: number; slots?: number } = {},
+  opts: { metaBytes?: number; dataBytes?: number; slots?: number; members?: number } = {},
 ): Promise<ClusterDevices> {
   const d = await launchClusterDevices(opts)
   registerDir(d.dir)
@@ -36,20 +36,22 @@ export interface Cluster {
 }
 
 /**
- * Start `n` agents on `dev` (made when not given): agent 0 with quorum_slot_nr=0 (the
- * server) first, then the others in parallel.  `options` are extra -o mount options for every
+ * Start `n` agents on `dev` (made when not given): agents 0..members-1 (default 1) as quorum
+ * members (quorum_slot_nr=i; with one member, agent 0 is the server) first, together, then
+ * the others in parallel.  `options` are extra -o mount options for every
  * agent; mountpoints are <dev.dir>/m0, m1, ...
  */
 export async function startCluster(
   n: number,
-  opts: { dev?: ClusterDevices; options?: string; metrics?: boolean } = {},
+  opts: { dev?: ClusterDevices; options?: string; metrics?: boolean; members?: number } = {},
 ): Promise<Cluster> {
-  const dev = opts.dev ?? (await makeClusterDevices())
+  const dev = opts.dev ?? (await makeClusterDevices({ members: opts.members }))
   const metricsAddr = opts.metrics ? '127.0.0.1:0' : undefined
   const c = new Launched(
     dev,
     numberedAgents(dev.dir, n, { logLevel: 'info', options: opts.options, metricsAddr }),
     30_000,
+    opts.members ?? 1,
   )
   await c.startOrThrow()
   return { dev, agents: c.agents.map(wrapAgent) }

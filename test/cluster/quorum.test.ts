@@ -1,0 +1,322 @@
+/*
+ * Quorum election, failover and fencing on real clusters (issue 11, DESIGN §11): three
+ * agents mounted as quorum members (slots 0-2 on loopback ports), sometimes a plain client,
+ * each a `scoutfs mount` process with its own FUSE mount.  The leader is found and watched
+ * through the agents' admin sockets (GET /quorum); failures are real kill -9s; the fence
+ * agent is `local` (the new leader SIGKILLs what it fences, if it still runs) unless a test
+ * gives a fence command.
+ */
+import assert from 'node:assert/strict'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { adminCall } from '../../node-agent/src/agent/admin.js'
+import type { QuorumView } from '../../node-agent/src/agent/admin-api.js'
+import { scoutfs, startAgent, stopAllAgents, type Agent } from '../helpers/agent.js'
+import { makeClusterDevices, startCluster, type Cluster } from '../helpers/cluster.js'
+import { PY_DEFS, alive, assertCleanStops, onMount, servingAgent, stopCluster } from '../helpers/cluster-tests.js'
+import { fuseMountsUnder, startPy } from '../helpers/fuse-harness.js'
+import { testRng } from '../helpers/rng.js'
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+function quorum(a: Agent): Promise<QuorumView | undefined> {
+  return Promise.race([adminCall(a.mnt, 'GET /quorum').catch(() => undefined), sleep(2000).then(() => undefined)])
+}
+
+/** Poll until `f` gives a value (not undefined), or fail after `ms`. */
+async function waitFor<T>(what: string, ms: number, f: () => Promise<T | undefined>, everyMs = 50): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = await f()
+    if (v !== undefined) return v
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`)
+    await sleep(everyMs)
+  }
+}
+
+/** The index of the agent serving now, among the live members. */
+async function leaderIndex(c: Cluster, members: number): Promise<number | undefined> {
+  for (let i = 0; i < members; i++) {
+    const a = c.agents[i]!
+    if (!alive(a)) continue
+    if ((await quorum(a))?.serving) return i
+  }
+  return undefined
+}
+
+/** A create on mount `i` (a python one-liner): its wall time. */
+async function createOn(c: Cluster, i: number, name: string): Promise<number> {
+  const t0 = Date.now()
+  await onMount(c, i, '', `wfile(p(ARGS[0]), b'x'); out(None)`, name)
+  return Date.now() - t0
+}
+
+async function teardown(c: Cluster | undefined, devDir: string | undefined, clean = true): Promise<void> {
+  let stops: Awaited<ReturnType<typeof stopCluster>> = []
+  try {
+    if (c) stops = await stopCluster(c)
+  } finally {
+    await stopAllAgents()
+  }
+  if (devDir) assert.deepEqual(await fuseMountsUnder(devDir), [], 'no mount left behind')
+  if (clean) assertCleanStops(stops)
+}
+
+describe('cluster: quorum election and failover', function () {
+  this.timeout(600_000)
+  let c: Cluster | undefined
+  let devDir: string | undefined
+  afterEach(async function () {
+    this.timeout(180_000)
+    if (this.currentTest?.state === 'failed' && c)
+      for (const [i, a] of c.agents.entries()) console.log(`      agent ${i} log tail:\n${a.log().slice(-3000)}`)
+    const cl = c
+    c = undefined
+    await teardown(cl, devDir, this.currentTest?.state !== 'failed')
+  })
+
+  for (const T of [2000, 3000, 10000]) {
+    it(`kill -9 of the leader: a new leader within [T-1, T+2] s for T = ${T / 1000} s, and a survivor creates right after`, async () => {
+      const dev = await makeClusterDevices({ members: 3, metaBytes: 256 << 20, dataBytes: 512 << 20 })
+      devDir = dev.dir
+      c = await startCluster(3, { dev, members: 3, options: `quorum_heartbeat_timeout_ms=${T}` })
+      const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+      const before = (await quorum(c.agents[li]!))!
+      assert.equal(before.heartbeatTimeoutMs, T)
+      // every member agrees on the leader before the kill
+      for (let i = 0; i < 3; i++)
+        await waitFor(`member ${i} follows ${li}`, 5000, async () =>
+          (await quorum(c!.agents[i]!))?.leaderSlot === li ? true : undefined,
+        )
+      const t0 = Date.now()
+      await c.agents[li]!.kill9()
+      const survivors = [0, 1, 2].filter((i) => i !== li)
+      const next = await waitFor('a new leader', T + 10_000, async () => {
+        for (const i of survivors) if ((await quorum(c!.agents[i]!))?.serving) return i
+        return undefined
+      })
+      const elapsed = Date.now() - t0
+      console.log(`      T=${T} ms: slot ${next} serves ${elapsed} ms after the kill`)
+      assert.ok(
+        elapsed >= T - 1000 && elapsed <= T + 2000,
+        `new leader after ${elapsed} ms, outside [${T - 1000}, ${T + 2000}]`,
+      )
+      const q = (await quorum(c.agents[next]!))!
+      assert.ok(q.term > before.term, `term ${q.term} after ${before.term}`)
+      assert.ok(q.fencesConfirmed >= 1, 'the new leader fenced its predecessor')
+      const other = survivors.find((i) => i !== next)!
+      const ms = await createOn(c, other, `after-${T}`)
+      console.log(`      create on the other survivor took ${ms} ms`)
+      assert.deepEqual(await onMount(c, next, '', `out(st(p('after-${T}'))['size'])`), 1)
+    })
+  }
+
+  it('3 members + 1 plain client under create/write/fsync: kill -9 of the server loses nothing fsynced; check is clean', async () => {
+    const rng = testRng('quorum-failover-workload')
+    const dev = await makeClusterDevices({ members: 3, metaBytes: 512 << 20, dataBytes: 1 << 30 })
+    devDir = dev.dir
+    c = await startCluster(4, { dev, members: 3, options: 'quorum_heartbeat_timeout_ms=2000' })
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+    // writers on every mount but the server's: files fsynced one after another for 8 s
+    const writers = [0, 1, 2, 3].filter((i) => i !== li)
+    const script = String.raw`
+import time
+d, seed, secs = ARGS[0], int(ARGS[1]), float(ARGS[2])
+os.makedirs(d, exist_ok=True)
+rnd = random.Random(seed)
+done, errors = {}, []
+end = time.time() + secs
+i = 0
+while time.time() < end:
+    name = os.path.join(d, 'f%d' % i)
+    data = gen(rnd.getrandbits(32), rnd.choice([1, 4096, 70000, 300000]))
+    try:
+        fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        write_all(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        done['f%d' % i] = sha(data)
+    except OSError as e:
+        errors.append('%s: %s' % (name, errno.errorcode.get(e.errno, e.errno)))
+    i += 1
+ready({'done': done, 'errors': errors})
+`
+    const procs = writers.map((w) =>
+      startPy(
+        'import random, hashlib\nARGS = sys.argv[1:]\n' +
+          PY_DEFS +
+          '\ndef write_all(fd, b):\n    while b:\n        b = b[os.write(fd, b):]\n' +
+          script,
+        [join(c!.agents[w]!.mnt, `w${w}`), String(rng.u32()), '8'],
+      ),
+    )
+    try {
+      await sleep(2500)
+      await c.agents[li]!.kill9()
+      const results = await Promise.all(
+        procs.map((p) => p.next<{ done: Record<string, string>; errors: string[] }>(120_000)),
+      )
+      const survivors = [0, 1, 2, 3].filter((i) => i !== li)
+      let files = 0
+      for (const [k, w] of writers.entries()) {
+        const r = results[k]!
+        assert.deepEqual(r.errors, [], `writer on mount ${w}: every operation completes across the failover`)
+        files += Object.keys(r.done).length
+        for (const m of survivors) {
+          const got: Record<string, string> = await onMount(
+            c,
+            m,
+            '',
+            `out({f: fsha(p(ARGS[0], f)) for f in json.loads(ARGS[1])})`,
+            `w${w}`,
+            JSON.stringify(Object.keys(r.done)),
+          )
+          assert.deepEqual(got, r.done, `mount ${m} reads every file mount ${w} fsynced`)
+        }
+      }
+      console.log(`      ${files} files fsynced across the failover, all present on ${survivors.length} survivors`)
+      assert.ok(files > writers.length, 'the writers got work done')
+    } finally {
+      for (const p of procs) p.kill()
+    }
+    const stops = await stopCluster(c)
+    assertCleanStops(stops)
+    const chk = await scoutfs('check', dev.meta, dev.data)
+    assert.equal(chk.code, 0, `check after the failover:\n${chk.stdout}${chk.stderr}`)
+  })
+
+  it('kill -9 of a plain client holding write locks: the server fences it, the others get its locks, its committed work survives', async () => {
+    const dev = await makeClusterDevices({ members: 3, metaBytes: 256 << 20, dataBytes: 512 << 20 })
+    devDir = dev.dir
+    c = await startCluster(4, { dev, members: 3, options: 'quorum_heartbeat_timeout_ms=2000,mount_timeout_ms=3000' })
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+    const V = 3
+    // the client writes and fsyncs (it keeps the write lock), then dies
+    await onMount(
+      c,
+      V,
+      '',
+      `fd = os.open(p('held'), os.O_CREAT | os.O_WRONLY, 0o644); os.write(fd, b'committed'); os.fsync(fd); os.close(fd); out(None)`,
+    )
+    const before = (await quorum(c.agents[li]!))!
+    await c.agents[V]!.kill9()
+    const other = [0, 1, 2].find((i) => i !== li)!
+    const t0 = Date.now()
+    assert.equal(await onMount(c, other, '', `out(open(p('held'), 'rb').read().decode())`), 'committed')
+    await onMount(c, other, '', `wfile(p('held'), b'taken over'); out(None)`)
+    console.log(`      the others read and rewrote the dead client's file ${Date.now() - t0} ms after its death`)
+    const after = (await quorum(c.agents[li]!))!
+    assert.ok(
+      after.fencesConfirmed > before.fencesConfirmed,
+      `the server fenced the dead client (${before.fencesConfirmed} -> ${after.fencesConfirmed})`,
+    )
+    assert.match(c.agents[li]!.log(), /"reason":"client_timeout"/, 'the fence names its reason')
+    for (const i of [0, 1, 2])
+      assert.equal(await onMount(c, i, '', `out(open(p('held'), 'rb').read().decode())`), 'taken over')
+  })
+
+  it('2 of 3 members down: no server and no split brain; one back and service resumes', async () => {
+    const dev = await makeClusterDevices({ members: 3, metaBytes: 256 << 20, dataBytes: 512 << 20 })
+    devDir = dev.dir
+    c = await startCluster(3, { dev, members: 3, options: 'quorum_heartbeat_timeout_ms=2000' })
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+    await createOn(c, li, 'before')
+    const [a, b] = [0, 1, 2].filter((i) => i !== li)
+    await c.agents[a!]!.kill9()
+    await c.agents[b!]!.kill9()
+    // the leader hears no majority: it steps down within a heartbeat timeout and nobody serves
+    const down = await waitFor('the lone leader steps down', 8000, async () => {
+      const q = await quorum(c!.agents[li]!)
+      return q && !q.serving && q.role !== 'leader' ? q : undefined
+    })
+    assert.equal(down.leaderSlot, -1)
+    const stuck = startPy(
+      `import time\nt = time.time()\nopen(${JSON.stringify(join(c.agents[li]!.mnt, 'during'))}, 'w').write('y')\nready(time.time() - t)`,
+    )
+    try {
+      await sleep(5000)
+      const q = (await quorum(c.agents[li]!))!
+      assert.ok(!q.serving && q.role !== 'leader', `a lone member never leads: ${JSON.stringify(q)}`)
+      // one member back: a majority again
+      const t0 = Date.now()
+      c.agents[a!] = await startAgent(dev, c.agents[a!]!.mnt, {
+        options: `quorum_slot_nr=${a},quorum_heartbeat_timeout_ms=2000`,
+      })
+      const took = await stuck.next<number>(60_000)
+      console.log(
+        `      the blocked create finished ${Date.now() - t0} ms after a member came back (it waited ${took.toFixed(1)} s)`,
+      )
+      assert.ok(took > 4, 'the create waited while there was no quorum')
+    } finally {
+      stuck.kill()
+    }
+    assert.equal(await onMount(c, li, '', `out(open(p('during')).read())`), 'y')
+    const serving = await servingAgent(c)
+    assert.ok(serving && (await quorum(serving))?.serving, 'one member serves')
+    let leaders = 0
+    for (const i of [li, a!]) if ((await quorum(c.agents[i]!))?.role === 'leader') leaders++
+    assert.equal(leaders, 1, 'exactly one leader')
+  })
+
+  it('a fence command that fails, then hangs: the new leader waits, reports it, and serves only once the fence succeeds', async () => {
+    const tools = mkdtempSync(join(tmpdir(), 'scoutfs-fence-'))
+    try {
+      const script = join(tools, 'fence.sh')
+      const mode = join(tools, 'mode')
+      const calls = join(tools, 'calls')
+      writeFileSync(
+        script,
+        `#!/bin/sh\necho "$SCOUTFS_FENCED_REQ_RID $SCOUTFS_FENCED_REQ_REASON" >> ${calls}\ncase "$(cat ${mode})" in\n ok) exit 0;;\n hang) sleep 600;;\n *) echo "fence refused by test" >&2; exit 3;;\nesac\n`,
+      )
+      chmodSync(script, 0o755)
+      writeFileSync(mode, 'fail')
+      const dev = await makeClusterDevices({ members: 3, metaBytes: 256 << 20, dataBytes: 512 << 20 })
+      devDir = dev.dir
+      c = await startCluster(3, {
+        dev,
+        members: 3,
+        options: `quorum_heartbeat_timeout_ms=2000,fence=command,fence_command=${script},fence_timeout_ms=500,fence_retries=0`,
+      })
+      const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+      await c.agents[li]!.kill9()
+      const survivors = [0, 1, 2].filter((i) => i !== li)
+      // a new leader is elected and fences, but the command fails: it reports and never serves
+      const waiting = await waitFor('a leader waiting on its fence', 15_000, async () => {
+        for (const i of survivors) {
+          const q = await quorum(c!.agents[i]!)
+          if (q?.fencing?.error) return { i, q }
+        }
+        return undefined
+      })
+      assert.match(waiting.q.fencing!.error!, /fence refused by test/)
+      const blocked = startPy(
+        `import time\nt = time.time()\nopen(${JSON.stringify(join(c.agents[survivors[0]!]!.mnt, 'blocked'))}, 'w').write('z')\nready(time.time() - t)`,
+      )
+      try {
+        writeFileSync(mode, 'hang')
+        await sleep(4000)
+        for (const i of survivors)
+          assert.equal((await quorum(c.agents[i]!))?.serving, false, `member ${i} must not serve unfenced`)
+        const q = (await quorum(c.agents[waiting.i]!))!
+        assert.ok(q.fenceErrors >= 2, `failures and timeouts counted: ${q.fenceErrors}`)
+        assert.match(q.fencing?.error ?? '', /timed out|ETIMEDOUT|fence refused/i)
+        assert.match(c.agents[waiting.i]!.log(), /fence NOT confirmed/)
+        writeFileSync(mode, 'ok')
+        const took = await blocked.next<number>(60_000)
+        console.log(`      the create waited ${took.toFixed(1)} s for the fence`)
+      } finally {
+        blocked.kill()
+      }
+      const serving = await waitFor('a server', 15_000, async () => {
+        for (const i of survivors) if ((await quorum(c!.agents[i]!))?.serving) return i
+        return undefined
+      })
+      assert.equal(await onMount(c, serving, '', `out(open(p('blocked')).read())`), 'z')
+      const lines = readFileSync(calls, 'utf8').trim().split('\n')
+      assert.ok(lines.length >= 3 && lines.every((l) => / quorum_block_leader$/.test(l)), lines.join('\n'))
+    } finally {
+      if (existsSync(tools)) rmSync(tools, { recursive: true, force: true })
+    }
+  })
+})
