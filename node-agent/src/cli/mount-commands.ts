@@ -137,7 +137,9 @@ function fenceSettings(opts: Record<string, string>): FenceOptions | undefined {
     throw new CliUsageError(`mount option fence_command is for fence=command, not fence=${method}`)
   const fs = opts.fence_filesystem
   if (method === 'kubernetes' && !fs)
-    throw new CliUsageError('mount option fence=kubernetes needs fence_filesystem=NAME (the ScoutFilesystem it belongs to)')
+    throw new CliUsageError(
+      'mount option fence=kubernetes needs fence_filesystem=NAME (the ScoutFilesystem it belongs to)',
+    )
   return {
     method,
     command: opts.fence_command,
@@ -431,6 +433,9 @@ export function registerMountCommands(program: Command, out: Out): void {
     'committed_seq',
     'total_meta_blocks',
     'total_data_blocks',
+    'quorum_slot_nr',
+    'quorum_term',
+    'quorum_leader_slot',
   ]
   program
     .command('statfs')
@@ -444,6 +449,52 @@ export function registerMountCommands(program: Command, out: Out): void {
       const r = await adminCall(await mountpointOf(path), 'GET /statfs')
       if (single) out(`${r[single]}\n`)
       else for (const f of STATFS_FIELDS) out(`${f.padEnd(Math.max(17, f.length + 1))}${r[f]}\n`)
+    })
+
+  program
+    .command('quorum')
+    .description(
+      "show the quorum as the mount's agent sees it (slot, term, leader, fencing); with -t, change a member's heartbeat timeout",
+    )
+    .argument('<PATH>')
+    .option(
+      '-t, --heartbeat-timeout-ms <MS>',
+      `set quorum_heartbeat_timeout_ms (${HEARTBEAT_TIMEOUT_MIN_MS}..${HEARTBEAT_TIMEOUT_MAX_MS}) at run time`,
+    )
+    .option('-j, --json', 'print JSON', false)
+    .action(async (path: string, o: { heartbeatTimeoutMs?: string; json: boolean }) => {
+      const mnt = await mountpointOf(path)
+      let q
+      if (o.heartbeatTimeoutMs !== undefined) {
+        const ms = Number(o.heartbeatTimeoutMs)
+        if (!Number.isInteger(ms) || ms < HEARTBEAT_TIMEOUT_MIN_MS || ms > HEARTBEAT_TIMEOUT_MAX_MS)
+          throw new CliUsageError(
+            `--heartbeat-timeout-ms must be ${HEARTBEAT_TIMEOUT_MIN_MS}..${HEARTBEAT_TIMEOUT_MAX_MS}, not '${o.heartbeatTimeoutMs}'`,
+          )
+        q = await adminCall(mnt, 'POST /quorum/heartbeat-timeout', { ms })
+      } else q = await adminCall(mnt, 'GET /quorum')
+      if (o.json) {
+        out(JSON.stringify(q) + '\n')
+        return
+      }
+      const rows: Array<[string, string]> = [
+        ['slot', q.slot < 0 ? '-1 (not a quorum member)' : String(q.slot)],
+        ['role', q.role + (q.serving ? ' (serving)' : '')],
+        ['term', String(q.term)],
+        ['leader_slot', String(q.leaderSlot)],
+        ['slots', `${q.slots.join(',')} (majority ${q.majority})`],
+      ]
+      if (q.slot >= 0) {
+        rows.push(['heartbeat_timeout_ms', String(q.heartbeatTimeoutMs)])
+        rows.push(['elections', `${q.elections} stood, ${q.elected} won`])
+        rows.push(['fences', `${q.fenceRequests} asked, ${q.fencesConfirmed} confirmed, ${q.fenceErrors} failed`])
+      }
+      if (q.fencing)
+        rows.push([
+          'fencing',
+          `rid ${q.fencing.rid} (${q.fencing.reason}) for ${(q.fencing.sinceMs / 1000).toFixed(1)} s, attempt ${q.fencing.attempts}${q.fencing.error ? `: ${q.fencing.error}` : ''}`,
+        ])
+      for (const [k, v] of rows) out(`${k.padEnd(21)}${v}\n`)
     })
 
   program
