@@ -24,7 +24,7 @@
 import { hostname } from 'node:os'
 import { blockChecksum, sealBlock } from './block.js'
 import type { BlockDevice } from './device.js'
-import { HDR_SIZE, Magic, QUORUM_BLKNO, QUORUM_MAX_SLOTS, SMALL_BLOCK_SIZE, readHeader, readU64, writeU64 } from './format.js'
+import { HDR_CRC, HDR_MAGIC, HDR_SIZE, Magic, QUORUM_BLKNO, QUORUM_MAX_SLOTS, SMALL_BLOCK_SIZE, readHeader, readU64, writeU64 } from './format.js'
 import { FsError } from '../util/errors.js'
 
 export const QUORUM_EVENTS = ['begin', 'term', 'elect', 'fence', 'stop', 'end'] as const
@@ -92,10 +92,19 @@ export function encodeQuorumBlock(fsid: bigint, q: QuorumBlock): Buffer {
 
 /** The block of `slot`; undefined when never written; 'invalid' when corrupt or foreign. */
 export function decodeQuorumBlock(fsid: bigint, slot: number, b: Buffer): QuorumBlock | undefined | 'invalid' {
-  const h = readHeader(b)
-  if (h.magic === 0 && h.crc === 0) return undefined
-  if (h.magic !== Magic.QUORUM || h.fsid !== fsid || h.crc !== blockChecksum(b) || h.blkno !== QUORUM_BLKNO + slot)
+  try {
+    return decodeChecked(fsid, slot, b)
+  } catch {
+    // a field out of range (a u64 past 2^53): garbage that happened to pass the checks
     return 'invalid'
+  }
+}
+
+function decodeChecked(fsid: bigint, slot: number, b: Buffer): QuorumBlock | undefined | 'invalid' {
+  if (b.readUInt32LE(HDR_MAGIC) === 0 && b.readUInt32LE(HDR_CRC) === 0) return undefined
+  if (b.readUInt32LE(HDR_MAGIC) !== Magic.QUORUM || b.readUInt32LE(HDR_CRC) !== blockChecksum(b)) return 'invalid'
+  const h = readHeader(b)
+  if (h.fsid !== fsid || h.blkno !== QUORUM_BLKNO + slot) return 'invalid'
   const events = Object.fromEntries(
     QUORUM_EVENTS.map((name, i) => [
       name,
