@@ -37,6 +37,8 @@ export type Errno =
   | 'EOVERFLOW'
   | 'ELOOP'
   | 'ENOSYS'
+  | 'EHOSTUNREACH'
+  | 'ECANCELED'
 
 /** errnos Node's os.constants lacks */
 const LINUX_ONLY: Partial<Record<Errno, number>> = { EUCLEAN: 117 }
