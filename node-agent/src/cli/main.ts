@@ -11,6 +11,7 @@ import { META_BLOCK_SIZE, DATA_BLOCK_SIZE, QUORUM_MAX_SLOTS } from '../storage/f
 import { human, mkfs } from '../tools/mkfs.js'
 import { checkFilesystem } from '../tools/check.js'
 import { printFilesystem } from '../tools/print.js'
+import { changeQuorumConfig, describeQuorumSlots } from '../tools/quorum-config.js'
 
 export const EXIT_OK = 0
 export const EXIT_FAILED = 1
@@ -35,15 +36,19 @@ async function openDevice(path: string, role: string, readOnly = false): Promise
 interface QuorumSpec {
   count: number
   addrs: string[]
+  /** the largest -Q N given (undefined: none; count then covers the addressed slots) */
+  givenCount?: number
 }
 
 /** -Q N (slot count) or -Q NR,ADDR,PORT (one slot with its address); repeatable. */
 export function parseQuorum(values: string[]): QuorumSpec {
   let count = 0
+  let givenCount: number | undefined
   const addrs: string[] = []
   for (const v of values) {
     if (/^\d+$/.test(v)) {
       count = Math.max(count, Number(v))
+      givenCount = Math.max(givenCount ?? 0, Number(v))
       continue
     }
     const m = /^(\d+),([^,]+),(\d+)$/.exec(v)
@@ -59,7 +64,7 @@ export function parseQuorum(values: string[]): QuorumSpec {
   if (count < 1 || count > QUORUM_MAX_SLOTS)
     throw new UsageError(`the quorum needs 1 to ${QUORUM_MAX_SLOTS} slots; give -Q N`)
   for (let i = 0; i < count; i++) addrs[i] ??= ''
-  return { count, addrs }
+  return { count, addrs, givenCount }
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -103,12 +108,54 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         out(
           `  data device:     ${dataPath}: ${human(r.dataBlocks * DATA_BLOCK_SIZE)}, ${r.dataBlocks} blocks of 4 KiB, ${r.freeDataBlocks} free\n`,
         )
-        out(
-          `  quorum slots:    ${q.count}${q.addrs.some((a) => a) ? ` (${q.addrs.map((a, i) => `${i}: ${a || '-'}`).join(', ')})` : ''}\n`,
-        )
+        out(`  quorum slots:    ${describeQuorumSlots({ slots: q.count, addrs: q.addrs })}\n`)
       } finally {
         await meta.close()
         await data.close()
+      }
+    })
+
+  program
+    .command('change-quorum-config')
+    .description('replace the quorum slots and their addresses of an unmounted filesystem (every agent stopped)')
+    .argument('<META>', 'metadata device')
+    .requiredOption(
+      '-Q, --quorum <spec>',
+      'the new quorum: NR,ADDR,PORT per slot with an address (repeatable), and optionally a slot count N',
+      collect,
+      [],
+    )
+    .option(
+      '-f, --force',
+      'change it even though the filesystem looks mounted; use only when every agent is known to be stopped, e.g. after a crash',
+      false,
+    )
+    .action(async (metaPath: string, o: { quorum: string[]; force: boolean }) => {
+      if (!o.quorum.length) throw new UsageError('give the new quorum: -Q NR,ADDR,PORT for each slot with an address')
+      const q = parseQuorum(o.quorum)
+      const meta = await openDevice(metaPath, 'metadata')
+      try {
+        const r = await changeQuorumConfig(meta, {
+          slots: q.givenCount ?? q.count,
+          addrs: q.addrs,
+          force: o.force,
+        })
+        const fsid = r.fsid.toString(16).padStart(16, '0')
+        for (const w of r.overridden) err(`scoutfs: warning: --force: ${w}\n`)
+        out(
+          r.changed
+            ? `Changed the quorum configuration of scoutfs filesystem ${fsid}\n`
+            : `The quorum configuration of scoutfs filesystem ${fsid} is already this; nothing written\n`,
+        )
+        out(`  metadata device: ${metaPath}\n`)
+        out(`  old quorum slots: ${describeQuorumSlots(r.old)}\n`)
+        out(`  new quorum slots: ${describeQuorumSlots(r.new)}\n`)
+        if (r.changed) {
+          out(`  cleared quorum blocks: ${r.cleared.length ? r.cleared.map((s) => `slot ${s}`).join(', ') : 'none'}\n`)
+          out(`  super write_seq: ${r.writeSeq}\n`)
+        }
+      } finally {
+        await meta.close()
       }
     })
 

@@ -105,3 +105,16 @@ export class ServerLease {
     await this.write(STATE_STOPPED)
   }
 }
+
+/**
+ * What the lease block says, for offline tools (change-quorum-config): undefined when no lease
+ * was ever written.  Only meaningful on a single-node filesystem (no slot has an address),
+ * where slot 0's block is the lease and not a quorum block.
+ */
+export async function readServerLease(
+  dev: BlockDevice,
+  fsid: bigint,
+): Promise<{ running: boolean; pid: number; host: string } | undefined> {
+  const l = decode(fsid, await dev.read(QUORUM_BLKNO * SMALL_BLOCK_SIZE, SMALL_BLOCK_SIZE))
+  return l && { running: l.state === STATE_RUNNING, pid: l.pid, host: l.host }
+}

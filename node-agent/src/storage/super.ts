@@ -16,6 +16,7 @@ import {
   EMPTY_ROOT,
   FORMAT_VERSION,
   HDR_CRC,
+  HDR_MAGIC,
   HDR_SIZE,
   LIST_HEAD_SIZE,
   Magic,
@@ -142,8 +143,11 @@ export function encodeSuper(sb: SuperBlock, blkno: number): Buffer {
 
 /** Decode a super copy; undefined when it is not a valid scoutfs super block. */
 export function decodeSuper(b: Buffer, blkno: number): SuperBlock | undefined {
+  // magic and checksum first: the header's u64 fields of a block nobody wrote (random bytes)
+  // may be out of range, and reading them would throw
+  if (b.readUInt32LE(HDR_MAGIC) !== Magic.SUPER || b.readUInt32LE(HDR_CRC) !== blockChecksum(b)) return undefined
   const h = readHeader(b)
-  if (h.magic !== Magic.SUPER || h.blkno !== blkno || h.crc !== blockChecksum(b)) return undefined
+  if (h.blkno !== blkno) return undefined
   const addrs: string[] = []
   const slots = b.readUInt8(O.quorumSlots)
   for (let i = 0; i < slots && i < QUORUM_MAX_SLOTS; i++) {
@@ -191,18 +195,16 @@ export async function readSuperCopies(dev: BlockDevice): Promise<SuperCopies> {
     const b = await dev.read(blkno * SMALL_BLOCK_SIZE, SMALL_BLOCK_SIZE)
     const sb = decodeSuper(b, blkno)
     if (sb) copies.push({ blkno, sb })
-    else {
-      const h = readHeader(b)
+    else
       copies.push({
         blkno,
         problem:
-          h.magic !== Magic.SUPER
+          b.readUInt32LE(HDR_MAGIC) !== Magic.SUPER
             ? 'no scoutfs super block magic'
-            : h.crc !== b.readUInt32LE(HDR_CRC) || h.crc !== blockChecksum(b)
+            : b.readUInt32LE(HDR_CRC) !== blockChecksum(b)
               ? 'checksum mismatch (torn or corrupt)'
-              : `header names block ${h.blkno}`,
+              : `header names block ${readHeader(b).blkno}`,
       })
-    }
   }
   let current: SuperBlock | undefined
   for (const c of copies) if (c.sb && (!current || c.sb.writeSeq > current.writeSeq)) current = c.sb
