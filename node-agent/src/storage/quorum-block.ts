@@ -24,7 +24,16 @@
 import { hostname } from 'node:os'
 import { blockChecksum, sealBlock } from './block.js'
 import type { BlockDevice } from './device.js'
-import { HDR_SIZE, Magic, QUORUM_BLKNO, QUORUM_MAX_SLOTS, SMALL_BLOCK_SIZE, readHeader, readU64, writeU64 } from './format.js'
+import {
+  HDR_SIZE,
+  Magic,
+  QUORUM_BLKNO,
+  QUORUM_MAX_SLOTS,
+  SMALL_BLOCK_SIZE,
+  readHeader,
+  readU64,
+  writeU64,
+} from './format.js'
 import { FsError } from '../util/errors.js'
 
 export const QUORUM_EVENTS = ['begin', 'term', 'elect', 'fence', 'stop', 'end'] as const
@@ -166,7 +175,8 @@ export function leaderOf(blocks: ReadonlyArray<QuorumBlock | undefined>): Quorum
   let best: QuorumLeader | undefined
   for (const q of blocks) {
     if (!q || !electedNotStopped(q)) continue
-    if (!best || q.events.elect.term > best.term) best = { slot: q.slot, term: q.events.elect.term, rid: q.events.elect.rid }
+    if (!best || q.events.elect.term > best.term)
+      best = { slot: q.slot, term: q.events.elect.term, rid: q.events.elect.rid }
   }
   return best
 }
