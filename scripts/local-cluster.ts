@@ -1,16 +1,19 @@
 /*
  * The main job (`npm start`, via scripts/start.sh): a local 3-node scoutfs cluster on
  * file-backed devices under one run directory.  This program owns the cluster's lifecycle:
- * devices (created sparse, formatted with the server address in quorum slot 0 when they hold
- * no filesystem, checked), the three `scoutfs mount --foreground` agents as child processes
- * (agent0 with quorum_slot_nr=0 runs the server and starts first), the status table, and the
- * clean stop on Ctrl-C/SIGTERM (clients first, then the server; SIGKILL and a lazy unmount for
- * whatever does not stop in time).  Starting, stopping and unmounting the agents is the
- * launcher's (node-agent/src/tools/launcher/); what the table shows is local-cluster-status.ts's.
+ * devices (created sparse, formatted with addresses for quorum slots 0-2 when they hold no
+ * filesystem, checked), the three `scoutfs mount --foreground` agents as child processes
+ * (agentN is quorum member N: the three start together and elect the leader that runs the
+ * server), the status table (leader and term, each agent's quorum role), what happens when an
+ * agent dies (its dead mount is removed; the others keep running and elect a new leader if it
+ * led), and the clean stop on Ctrl-C/SIGTERM (the members that do not serve first, then the
+ * leader; SIGKILL and a lazy unmount for whatever does not stop in time).  Starting, stopping
+ * and unmounting the agents is the launcher's (node-agent/src/tools/launcher/); what the table
+ * shows is local-cluster-status.ts's.
  *
  * Environment: SCOUTFS_RUN_DIR (default <repo>/run), SCOUTFS_META_SIZE (1G),
- * SCOUTFS_DATA_SIZE (4G), SCOUTFS_SERVER_PORT (7150, used when formatting),
- * SCOUTFS_METRICS_PORT (9560: agentN serves metrics on 127.0.0.1:9560+N).
+ * SCOUTFS_DATA_SIZE (4G), SCOUTFS_SERVER_PORT (7150: quorum slot N at 127.0.0.1:7150+N, used
+ * when formatting), SCOUTFS_METRICS_PORT (9560: agentN serves metrics on 127.0.0.1:9560+N).
  * Exit codes: 0 all agents ran and stopped cleanly, 1 something failed, 2 bad settings.
  */
 import { spawnSync } from 'node:child_process'
@@ -24,16 +27,24 @@ import { cliBuilt, REPO_ROOT, runScoutfs, SCOUTFS_BIN } from '../node-agent/src/
 import { forceUnmount, forceUnmountSync, mountedPaths } from '../node-agent/src/fuse/unmount.js'
 import {
   Screen,
+  fetchQuorum,
   fetchStatus,
   formatLogLine,
+  quorumSummary,
   renderTable,
   shortPath,
   type AgentView,
   type ClusterInfo,
+  type QuorumSummary,
 } from './local-cluster-status.js'
 
+/** every agent is a quorum member: agentN mounts with quorum_slot_nr=N */
 const AGENTS = 3
-const QUORUM_SLOTS = 3
+const QUORUM_SLOTS = AGENTS
+/** a majority of the slots elects (and is needed to keep a leader) */
+const MAJORITY = Math.floor(QUORUM_SLOTS / 2) + 1
+/** silence from the leader after which the members elect another (the shortest allowed) */
+const HEARTBEAT_TIMEOUT_MS = 2_000
 const MOUNT_TIMEOUT_MS = 60_000
 const STOP_TIMEOUT_MS = 60_000
 const STATUS_TIMEOUT_MS = 1_500
@@ -91,7 +102,7 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
     runDir: resolve(env.SCOUTFS_RUN_DIR || join(REPO_ROOT, 'run')),
     metaSize: size('SCOUTFS_META_SIZE', '1G'),
     dataSize: size('SCOUTFS_DATA_SIZE', '4G'),
-    serverPort: port('SCOUTFS_SERVER_PORT', 7150, 0),
+    serverPort: port('SCOUTFS_SERVER_PORT', 7150, QUORUM_SLOTS - 1),
     serverPortSet: !!env.SCOUTFS_SERVER_PORT,
     metricsPort: port('SCOUTFS_METRICS_PORT', 9560, AGENTS - 1),
   }
@@ -145,13 +156,14 @@ class Agent {
 
   constructor(
     readonly name: string,
-    readonly role: 'server' | 'client',
+    /** its quorum slot (quorum_slot_nr) */
+    readonly slot: number,
     readonly p: AgentProcess,
   ) {
     this.view = {
       name,
       mountpoint: p.mnt,
-      role,
+      slot,
       pid: undefined,
       state: 'starting',
       metricsAddr: this.metricsAddr,
@@ -214,6 +226,8 @@ class LocalCluster {
   private agents: Agent[] = []
   private cluster: Cluster | undefined
   private info: ClusterInfo | undefined
+  /** leader and term as the last table showed them */
+  private quorum: QuorumSummary | undefined
   private stopping = false
   private forced = false
   private ticker: NodeJS.Timeout | undefined
@@ -235,19 +249,25 @@ class LocalCluster {
     const data = join(s.runDir, 'data.img')
     // Each agent in its own process group: Ctrl-C in the terminal reaches only this program,
     // which then stops the agents in order.  Output that bypasses the logger joins its log.
+    // Every agent is a quorum member (the launcher adds quorum_slot_nr=i to agent i's options).
     this.cluster = new Cluster(
       { meta, data },
       Array.from({ length: AGENTS }, (_, i) => ({
         mnt: join(s.runDir, `mnt${i}`),
         logFile: join(s.runDir, `agent${i}.log`),
         metricsAddr: `127.0.0.1:${s.metricsPort + i}`,
+        options: `quorum_heartbeat_timeout_ms=${HEARTBEAT_TIMEOUT_MS}`,
         detached: true,
       })),
       MOUNT_TIMEOUT_MS,
+      AGENTS,
     )
-    this.agents = this.cluster.agents.map((p, i) => new Agent(`agent${i}`, i === 0 ? 'server' : 'client', p))
-    this.refuseMounted()
-    this.note(`scoutfs local cluster: ${AGENTS} agents on devices in ${s.runDir}`)
+    this.agents = this.cluster.agents.map((p, i) => new Agent(`agent${i}`, i, p))
+    await this.refuseMounted()
+    this.note(
+      `scoutfs local cluster: ${AGENTS} agents, all quorum members (heartbeat timeout ${HEARTBEAT_TIMEOUT_MS / 1000} s), ` +
+        `on devices in ${s.runDir}`,
+    )
     for (const w of s.warnings) this.note(`  warning: ${w}`)
     await this.metricsPortsFree()
     const created = [
@@ -255,7 +275,7 @@ class LocalCluster {
       this.device(data, s.dataSize, 'SCOUTFS_DATA_SIZE'),
     ].filter((p): p is string => p !== undefined)
     const fs = await this.formatted(meta, data, created)
-    this.info = { runDir: s.runDir, fsid: fs.fsid, serverAddr: fs.serverAddr }
+    this.info = { runDir: s.runDir, fsid: fs.fsid, slotAddrs: fs.slotAddrs }
     await this.check(meta, data)
     for (const a of this.agents) await fsp.mkdir(a.mountpoint, { recursive: true })
 
@@ -269,11 +289,17 @@ class LocalCluster {
         `cluster is up with ${up.length} of ${AGENTS} agents (${down.map((a) => a.name).join(', ')} did not mount); ` +
           `${every}; Ctrl-C stops it.`,
       )
-    else
+    else {
+      const leader = await this.cluster.leader()
+      const l = leader && this.agentOf(leader)
       this.note(
-        `cluster is up: ${AGENTS} agents mounted; ${every}. Try: echo hi > ${shortPath(this.agents[0]!.mountpoint)}/f ` +
-          `&& cat ${shortPath(this.agents[1]!.mountpoint)}/f. Ctrl-C stops the cluster.`,
+        `cluster is up: ${AGENTS} agents mounted${l ? `, ${l.name} (slot ${l.slot}, pid ${l.p.pid}) leads and serves` : ''}; ` +
+          `${every}. Try: echo hi > ${shortPath(this.agents[0]!.mountpoint)}/f ` +
+          `&& cat ${shortPath(this.agents[1]!.mountpoint)}/f` +
+          (l ? `; kill -9 ${l.p.pid} to watch another member take over` : '') +
+          `. Ctrl-C stops the cluster.`,
       )
+    }
     await this.tick()
     this.ticker = setInterval(() => void this.tick(), this.screen.tty ? TTY_INTERVAL_MS : PLAIN_INTERVAL_MS)
     await new Promise<void>((r) => {
@@ -330,10 +356,19 @@ class LocalCluster {
     if (!cliBuilt()) throw new StartError(`the project is not built: run 'npm run build' in ${REPO_ROOT}`)
   }
 
-  private refuseMounted(): void {
+  private async refuseMounted(): Promise<void> {
     const mounted = mountedPaths()
     const busy = this.agents.filter((a) => mounted.has(a.mountpoint))
     if (!busy.length) return
+    // the one that serves (if any answers that it does) is unmounted last
+    const serving = await Promise.all(
+      busy.map((a) =>
+        fetchQuorum(a.mountpoint, STATUS_TIMEOUT_MS).then(
+          (q) => q.serving === true,
+          () => false,
+        ),
+      ),
+    )
     const bin = shortPath(SCOUTFS_BIN)
     const lines = busy.map((a) => {
       const ag = agentOf(a.mountpoint)
@@ -343,8 +378,7 @@ class LocalCluster {
       return `  ${a.mountpoint}: served by agent pid ${ag.pid}${by}`
     })
     const owner = busy.map((a) => agentOf(a.mountpoint)).find((ag) => ag?.parent.includes('local-cluster'))
-    // clients first, the server (agent0) last
-    const order = [...busy.filter((a) => a.role !== 'server'), ...busy.filter((a) => a.role === 'server')]
+    const order = [...busy.filter((_, i) => !serving[i]), ...busy.filter((_, i) => serving[i])]
     throw new StartError(
       `already mounted:\n${lines.join('\n')}\n` +
         (owner
@@ -367,12 +401,16 @@ class LocalCluster {
     return path
   }
 
-  /** fsid and server address of the filesystem on the devices, formatting them when they hold none. */
+  /**
+   * fsid and quorum slot addresses of the filesystem on the devices, formatting them (slot N at
+   * 127.0.0.1:SCOUTFS_SERVER_PORT+N) when they hold none.  Every member's slot must have an
+   * address, and every one of those addresses must be free.
+   */
   private async formatted(
     meta: string,
     data: string,
     created: string[],
-  ): Promise<{ fsid: string; serverAddr: string }> {
+  ): Promise<{ fsid: string; slotAddrs: string[] }> {
     const s = this.s
     let p = await runScoutfs(['print', meta, '-n', '0'])
     if (p.code !== 0) {
@@ -382,18 +420,16 @@ class LocalCluster {
         for (const f of created) await fsp.rm(f, { force: true })
         return created.length ? `\n(removed ${created.map(shortPath).join(' and ')}, which this run had created)` : ''
       }
-      const addr = `127.0.0.1:${s.serverPort}`
-      if (!(await addrFree(addr)))
+      const members = Array.from({ length: QUORUM_SLOTS }, (_, i) => ({ host: '127.0.0.1', port: s.serverPort + i }))
+      const busy: string[] = []
+      for (const [i, m] of members.entries())
+        if (!(await addrFree(`${m.host}:${m.port}`))) busy.push(`${m.host}:${m.port} (slot ${i})`)
+      if (busy.length)
         throw new StartError(
-          `${addr} (the server address to format with) is in use; set SCOUTFS_SERVER_PORT${await removeCreated()}`,
+          `${busy.join(', ')} ${busy.length > 1 ? 'are' : 'is'} in use: the quorum slot addresses to format with are ` +
+            `127.0.0.1:${s.serverPort}..${s.serverPort + QUORUM_SLOTS - 1}; set SCOUTFS_SERVER_PORT${await removeCreated()}`,
         )
-      const m = await mkfs(
-        { meta, data },
-        {
-          quorumSlots: QUORUM_SLOTS,
-          members: Array.from({ length: QUORUM_SLOTS }, (_, i) => ({ host: '127.0.0.1', port: s.serverPort + i })),
-        },
-      )
+      const m = await mkfs({ meta, data }, { quorumSlots: QUORUM_SLOTS, members })
       if (m.code !== 0)
         throw new StartError(`mkfs failed (exit ${m.code}):\n${indent(m.stderr + m.stdout)}${await removeCreated()}`)
       this.note(indent(m.stdout))
@@ -401,25 +437,33 @@ class LocalCluster {
       if (p.code !== 0) throw new StartError(`print after mkfs failed:\n${indent(p.stderr)}`)
     }
     const fsid = /^\s*fsid\s+([0-9a-f]+)/m.exec(p.stdout)?.[1] ?? '?'
-    const slot0 = /^\s*slot 0\s+(\S.*?)\s*$/m.exec(p.stdout)?.[1]
-    if (!slot0 || slot0.startsWith('('))
+    const slotAddrs: string[] = []
+    for (const [, nr, addr] of p.stdout.matchAll(/^\s*slot (\d+)\s+(\S.*?)\s*$/gm))
+      if (!addr!.startsWith('(')) slotAddrs[Number(nr)] = addr!
+    const missing = Array.from({ length: QUORUM_SLOTS }, (_, i) => i).filter((i) => !slotAddrs[i])
+    if (missing.length)
       throw new StartError(
-        `the filesystem on ${meta} (fsid ${fsid}) has no server address in quorum slot 0, so its agents ` +
-          `cannot form a cluster (it was probably made by the single-node main job).\n` +
+        `the filesystem on ${meta} (fsid ${fsid}) has no address in quorum slot${missing.length > 1 ? 's' : ''} ` +
+          `${missing.join(', ')}, so its ${AGENTS} agents cannot all be quorum members (it was probably made by ` +
+          `an earlier main job, which gave only slot 0 an address, or by the single-node one).\n` +
           `To start over (this DESTROYS its contents): rm ${meta} ${data}\n` +
           `or keep it and use another run directory: SCOUTFS_RUN_DIR=/some/dir npm start`,
       )
-    if (s.serverPortSet && !slot0.endsWith(`:${s.serverPort}`))
+    const members = slotAddrs.slice(0, QUORUM_SLOTS)
+    if (s.serverPortSet && !members[0]!.endsWith(`:${s.serverPort}`))
       this.note(
-        `  note: SCOUTFS_SERVER_PORT=${s.serverPort} applies only when formatting; this filesystem's server is at ${slot0}`,
+        `  note: SCOUTFS_SERVER_PORT=${s.serverPort} applies only when formatting; this filesystem's quorum slots are at ` +
+          members.join(', '),
       )
-    this.note(`  filesystem ${fsid}, server (quorum slot 0) at ${slot0}`)
-    if (!(await addrFree(slot0)))
+    this.note(`  filesystem ${fsid}, quorum slots ${members.map((a, i) => `${i} at ${a}`).join(', ')}`)
+    const busy: string[] = []
+    for (const [i, addr] of members.entries()) if (!(await addrFree(addr))) busy.push(`${addr} (slot ${i})`)
+    if (busy.length)
       throw new StartError(
-        `${slot0}, the server's address (quorum slot 0, fixed at mkfs), is in use: another cluster on ` +
-          `it, or another program? (stop it, or reformat: rm ${meta} ${data})`,
+        `${busy.join(', ')}: quorum slot address${busy.length > 1 ? 'es' : ''} (fixed at mkfs) in use: another ` +
+          `cluster on ${busy.length > 1 ? 'them' : 'it'}, or another program? (stop it, or reformat: rm ${meta} ${data})`,
       )
-    return { fsid, serverAddr: slot0 }
+    return { fsid, slotAddrs }
   }
 
   private async check(meta: string, data: string): Promise<void> {
@@ -445,7 +489,11 @@ class LocalCluster {
 
   private onExit = (a: Agent): void => {
     const p = a.p
+    // whether it led, as the last poll saw it (its own reply, or the others')
+    const led = a.view.quorum?.role === 'leader' || this.quorum?.leaderSlot === a.slot
     a.view.status = undefined
+    a.view.quorum = undefined
+    a.view.quorumError = undefined
     if (a.stopRequested) {
       a.view.state = 'stopped'
       a.view.exit = p.exitText
@@ -457,14 +505,26 @@ class LocalCluster {
     a.view.logTail = a.tail()
     const removed = p.mounted && mountedPaths().has(a.mountpoint) && forceUnmountSync(a.mountpoint)
     const lines = [
-      `${a.name} (${a.role}, pid ${p.pid}, ${shortPath(a.mountpoint)}) ${p.mounted ? 'exited unexpectedly' : 'exited before mounting'} with ${p.exitText}; ` +
+      `${new Date().toTimeString().slice(0, 8)} ${a.name} (slot ${a.slot}${led ? ', the leader' : ''}, pid ${p.pid}, ` +
+        `${shortPath(a.mountpoint)}) ${p.mounted ? 'exited unexpectedly' : 'exited before mounting'} with ${p.exitText}; ` +
         `last lines of ${shortPath(a.logFile)}:`,
       ...a.view.logTail.map((l) => `  ${l}`),
     ]
     if (removed) lines.push(`  its dead mount ${shortPath(a.mountpoint)} was removed (fusermount -uz)`)
-    if (a.role === 'server' && this.agents.some((b) => b.running) && p.mounted)
-      lines.push('  the server agent is gone: the other agents keep running but cannot reach a server')
-    else if (p.mounted) lines.push('  the other agents keep running')
+    const live = this.agents.filter((b) => b.running)
+    if (p.mounted && live.length) {
+      if (live.length < MAJORITY)
+        lines.push(
+          `  the other agents keep running, but with ${live.length} of ${QUORUM_SLOTS} members left there is no ` +
+            `majority (${MAJORITY}): no leader can be elected, and their operations wait for a server`,
+        )
+      else if (led)
+        lines.push(
+          `  the other agents keep running: the members elect a new leader once they have missed its heartbeats ` +
+            `for ${HEARTBEAT_TIMEOUT_MS / 1000} s; operations wait until it serves (the table shows it)`,
+        )
+      else lines.push('  the other agents keep running')
+    }
     this.note(lines.join('\n'))
   }
 
@@ -472,7 +532,7 @@ class LocalCluster {
     return this.agents.find((a) => a.p === p)!
   }
 
-  /** agent0 (the server) first, then the others in parallel; false when the server did not mount. */
+  /** The members together (they elect the leader while they mount); false when none mounted. */
   private async startAgents(): Promise<boolean> {
     const results = await this.cluster!.start({
       aborted: () => this.stopping,
@@ -481,20 +541,20 @@ class LocalCluster {
         a.view.pid = p.pid
         void p.exited.then(() => this.onExit(a))
         this.note(
-          `${a.name} (${a.role}): mounting at ${shortPath(a.mountpoint)}, pid ${p.pid}, log ${shortPath(a.logFile)}`,
+          `${a.name} (slot ${a.slot}): mounting at ${shortPath(a.mountpoint)}, pid ${p.pid}, log ${shortPath(a.logFile)}`,
         )
       },
       onLine: (p, v) => {
         if (v.msg === 'waiting for recorded mounts to reconnect')
           this.note(
-            `${this.agentOf(p).name}: the server waits up to ${typeof v.ms === 'number' ? v.ms / 1000 : '?'} s for the ` +
+            `${this.agentOf(p).name}: elected; the server waits up to ${typeof v.ms === 'number' ? v.ms / 1000 : '?'} s for the ` +
               `${typeof v.mounts === 'number' ? v.mounts : '?'} mount(s) recorded by the last run to reconnect ` +
               `(that run did not stop cleanly); they are gone, so it then reclaims them and goes on`,
           )
       },
       onResult: (p, r) => this.started(this.agentOf(p), r),
     })
-    return results[0] === 'mounted' || results[0] === 'not started'
+    return results.some((r) => r === 'mounted') || results.every((r) => r === 'not started')
   }
 
   /** Report how an agent's start ended; one that did not mount in time is stopped. */
@@ -502,12 +562,11 @@ class LocalCluster {
     if (r === 'mounted') {
       const m = a.p.mounted!
       a.view.rid = m.rid
-      const role = m.server === undefined ? '' : m.server ? ', runs the server' : `, client of ${m.serverAddr ?? '?'}`
+      const role =
+        m.server === undefined ? '' : m.server ? ', elected: runs the server' : `, server at ${m.serverAddr ?? '?'}`
       this.note(
-        `${a.name} (${a.role}): mounted in ${(a.p.age / 1000).toFixed(1)} s, rid ${m.rid ?? '?'}${role}, metrics http://${m.metrics ?? a.metricsAddr}/metrics`,
+        `${a.name} (slot ${a.slot}): mounted in ${(a.p.age / 1000).toFixed(1)} s, rid ${m.rid ?? '?'}${role}, metrics http://${m.metrics ?? a.metricsAddr}/metrics`,
       )
-      if (m.server !== undefined && m.server !== (a.role === 'server'))
-        this.note(`  warning: ${a.name} was started as the ${a.role} but reports server=${m.server}`)
       a.view.state = 'up'
       return
     }
@@ -518,7 +577,7 @@ class LocalCluster {
     a.view.logTail = a.tail()
     this.note(
       [
-        `${a.name} (${a.role}) did not mount within ${MOUNT_TIMEOUT_MS / 1000} s; stopping it. Last lines of ${shortPath(a.logFile)}:`,
+        `${a.name} (slot ${a.slot}) did not mount within ${MOUNT_TIMEOUT_MS / 1000} s; stopping it. Last lines of ${shortPath(a.logFile)}:`,
         ...a.view.logTail.map((l) => `  ${l}`),
       ].join('\n'),
     )
@@ -539,20 +598,29 @@ class LocalCluster {
             return
           }
           if (!a.p.mounted) return
-          try {
-            v.status = await fetchStatus(a.mountpoint, STATUS_TIMEOUT_MS)
+          const why = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+          const [st, q] = await Promise.allSettled([
+            fetchStatus(a.mountpoint, STATUS_TIMEOUT_MS),
+            fetchQuorum(a.mountpoint, STATUS_TIMEOUT_MS),
+          ])
+          if (!a.running) return // exited meanwhile: onExit has set its state
+          v.quorum = q.status === 'fulfilled' ? q.value : undefined
+          v.quorumError = q.status === 'rejected' ? why(q.reason) : undefined
+          if (st.status === 'fulfilled') {
+            v.status = st.value
             v.state = 'up'
             v.error = undefined
-          } catch (e) {
+          } else {
             v.status = undefined
             v.state = 'down'
-            v.error = e instanceof Error ? e.message : String(e)
+            v.error = why(st.reason)
             v.logTail = a.tail(3)
           }
         }),
       )
       const info = this.info
       const at = new Date() // the numbers are as of this poll; states follow exits at once
+      this.leaderChange(quorumSummary(this.agents.map((a) => a.view)), at)
       if (!this.stopping)
         this.screen.table(() =>
           renderTable(
@@ -566,7 +634,20 @@ class LocalCluster {
     }
   }
 
-  /** Clients first, then the server; every mount gone afterwards.  The exit code. */
+  /** A note when the leader or the term changed since the last poll (a failover, an election). */
+  private leaderChange(q: QuorumSummary | undefined, at: Date): void {
+    const was = this.quorum
+    if (q) this.quorum = q
+    if (!q || !was || (q.term === was.term && q.leaderSlot === was.leaderSlot)) return
+    const name = (x: QuorumSummary): string =>
+      x.leaderSlot < 0 ? 'no leader' : `slot ${x.leaderSlot}${x.leader ? ` (${x.leader.name})` : ''}`
+    const serving = q.leader?.quorum?.serving ? ', serving' : q.leaderSlot >= 0 ? ', not serving yet' : ''
+    this.note(
+      `${at.toTimeString().slice(0, 8)} quorum: term ${q.term}, leader ${name(q)}${serving} (was term ${was.term}, ${name(was)})`,
+    )
+  }
+
+  /** The members that do not serve first, then the leader; every mount gone afterwards.  The exit code. */
   private async shutdown(): Promise<number> {
     this.stopping = true
     if (this.ticker) clearInterval(this.ticker)
@@ -580,7 +661,9 @@ class LocalCluster {
           a.stopRequested = true
           a.view.state = 'stopping'
         }
-        this.note(`stopping ${group.map((a) => `${a.name} (${a.role}, pid ${a.p.pid})`).join(', ')}`)
+        const what = (a: Agent): string =>
+          `${a.name} (slot ${a.slot}${a.view.quorum?.serving ? ', the leader' : ''}, pid ${a.p.pid})`
+        this.note(`stopping ${group.map(what).join(', ')}`)
       },
       onStopped: (results) => {
         for (const { agent, result } of results) {

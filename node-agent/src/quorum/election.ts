@@ -192,7 +192,8 @@ export class Election extends EventEmitter {
       if (now - this.electedAt > this.heartbeatTimeoutMs) {
         let heard = 1
         for (const s of this.others) if (now - (this.lastAck.get(s) ?? 0) < this.heartbeatTimeoutMs) heard++
-        if (heard < this.majority) this.demote(`heard from ${heard} of ${this.o.slots.length} slots, fewer than a majority`)
+        if (heard < this.majority)
+          this.demote(`heard from ${heard} of ${this.o.slots.length} slots, fewer than a majority`)
       }
       return
     }
