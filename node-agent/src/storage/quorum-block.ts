@@ -24,7 +24,18 @@
 import { hostname } from 'node:os'
 import { blockChecksum, sealBlock } from './block.js'
 import type { BlockDevice } from './device.js'
-import { HDR_CRC, HDR_MAGIC, HDR_SIZE, Magic, QUORUM_BLKNO, QUORUM_MAX_SLOTS, SMALL_BLOCK_SIZE, readHeader, readU64, writeU64 } from './format.js'
+import {
+  HDR_CRC,
+  HDR_MAGIC,
+  HDR_SIZE,
+  Magic,
+  QUORUM_BLKNO,
+  QUORUM_MAX_SLOTS,
+  SMALL_BLOCK_SIZE,
+  readHeader,
+  readU64,
+  writeU64,
+} from './format.js'
 import { FsError } from '../util/errors.js'
 
 export const QUORUM_EVENTS = ['begin', 'term', 'elect', 'fence', 'stop', 'end'] as const
@@ -152,12 +163,6 @@ export async function writeQuorumBlock(dev: BlockDevice, fsid: bigint, q: Quorum
   await dev.flush()
 }
 
-/** Zero the blocks of slots 0..QUORUM_MAX_SLOTS-1 (mkfs, change-quorum-config). */
-export async function clearQuorumBlocks(dev: BlockDevice): Promise<void> {
-  await dev.write(quorumBlockOffset(0), Buffer.alloc(QUORUM_MAX_SLOTS * SMALL_BLOCK_SIZE))
-  await dev.flush()
-}
-
 export interface QuorumLeader {
   slot: number
   term: number
@@ -175,7 +180,8 @@ export function leaderOf(blocks: ReadonlyArray<QuorumBlock | undefined>): Quorum
   let best: QuorumLeader | undefined
   for (const q of blocks) {
     if (!q || !electedNotStopped(q)) continue
-    if (!best || q.events.elect.term > best.term) best = { slot: q.slot, term: q.events.elect.term, rid: q.events.elect.rid }
+    if (!best || q.events.elect.term > best.term)
+      best = { slot: q.slot, term: q.events.elect.term, rid: q.events.elect.rid }
   }
   return best
 }
