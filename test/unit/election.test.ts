@@ -639,6 +639,32 @@ describe('quorum election: model', function () {
     assert.equal(c.get(0).counters.elections + c.get(1).counters.elections, 0)
   })
 
+  it('a shorter heartbeat timeout set at run time takes effect: members that waited for a leader named in the blocks', async () => {
+    // started as if the quorum blocks named a live leader: each waits a heartbeat timeout (60 s)
+    const c = new Cluster({ n: 3 }).start(undefined, 60_000, true)
+    await c.quiet(500, 'waiting for the leader the blocks name')
+    for (const s of c.slots) c.get(s).heartbeatTimeoutMs = HBT
+    await c.waitFor(() => c.stableLeader() !== undefined, HBT + 8 * ROUND, 'elect under the shorter timeout')
+    c.assertSafe()
+  })
+
+  it('a shorter heartbeat timeout set at run time takes effect: a leader cut off', async () => {
+    const c = new Cluster({ n: 3 }).start(undefined, 60_000)
+    const l = await c.waitStable()
+    c.isolate(l)
+    await sleep(3 * HBT)
+    assert.equal(c.get(l).role, 'leader', 'stepped down under a 60 s timeout')
+    assert.ok(c.slots.every((s) => s === l || c.get(s).role !== 'leader'))
+    for (const s of c.slots) c.get(s).heartbeatTimeoutMs = HBT
+    await c.waitFor(() => c.get(l).role !== 'leader', 250, 'the cut-off leader steps down under the shorter timeout')
+    await c.waitFor(
+      () => c.slots.some((s) => s !== l && c.get(s).role === 'leader'),
+      HBT + 8 * ROUND,
+      'the others elect under the shorter timeout',
+    )
+    c.assertSafe()
+  })
+
   it('a longer heartbeat timeout set at run time takes effect', async () => {
     const c = new Cluster({ n: 3 }).start()
     const l = await c.waitStable()

@@ -72,7 +72,7 @@ export class Election extends EventEmitter {
   role: ElectionRole = 'follower'
   /** the slot known to lead (-1: none) */
   leaderSlot = -1
-  heartbeatTimeoutMs: number
+  private hbTimeoutMs: number
   readonly counters: ElectionCounters = {
     elections: 0,
     elected: 0,
@@ -96,8 +96,21 @@ export class Election extends EventEmitter {
 
   constructor(private readonly o: ElectionOptions) {
     super()
-    this.heartbeatTimeoutMs = o.heartbeatTimeoutMs
+    this.hbTimeoutMs = o.heartbeatTimeoutMs
     this.log = o.log ?? (() => undefined)
+  }
+
+  get heartbeatTimeoutMs(): number {
+    return this.hbTimeoutMs
+  }
+
+  /**
+   * Change the heartbeat timeout at run time.  A wait already begun under a longer timeout
+   * (standAt, set from the timeout at start, on a vote or a demotion) ends within the new one.
+   */
+  set heartbeatTimeoutMs(ms: number) {
+    this.hbTimeoutMs = ms
+    this.standAt = Math.min(this.standAt, Date.now() + ms)
   }
 
   private get heartbeatMs(): number {
