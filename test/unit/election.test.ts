@@ -680,4 +680,41 @@ describe('quorum election: model', function () {
     await c.waitFor(() => c.slots.some((s) => s !== l && c.get(s).role === 'leader'), 2000, 'the others elect')
     c.assertSafe()
   })
+
+  it('stop() while standing: the member is not elected after it stopped', async () => {
+    const held: Array<() => void> = []
+    const peers: ElectionPeers = {
+      send: async (slot, m) => {
+        if (m.type === QuorumMsgType.REQUEST_VOTE) await new Promise<void>((r) => held.push(r))
+        // the voters are at the term before the one asked for
+        return {
+          term: m.type === QuorumMsgType.PRE_VOTE ? m.term - 1 : m.term,
+          from: slot,
+          type: m.type,
+          granted: true,
+        }
+      },
+    }
+    const e = new Election({
+      slot: 0,
+      slots: [0, 1, 2],
+      heartbeatTimeoutMs: HBT,
+      heartbeatMs: HB,
+      electionMs: EL,
+      peers,
+      persist: () => Promise.resolve(),
+    })
+    solos.push(e)
+    const elected: number[] = []
+    e.on('elected', (t: number) => elected.push(t))
+    e.start(0, -1, false)
+    for (let i = 0; i < 200 && held.length < 2; i++) await sleep(5)
+    assert.equal(held.length, 2, 'it never asked for votes')
+    assert.equal(e.role, 'candidate')
+    await e.stop()
+    for (const r of held) r()
+    await sleep(30)
+    assert.deepEqual(elected, [], 'elected after stop()')
+    assert.equal(e.role, 'follower')
+  })
 })
