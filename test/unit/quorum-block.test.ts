@@ -1,6 +1,6 @@
 /*
  * Quorum blocks (node-agent/src/storage/quorum-block.ts): encode/decode round trips, what
- * reads as invalid (a corrupted byte, another filesystem, another slot's block) or as
+ * reads as invalid (a flipped byte anywhere, another filesystem, another slot's block) or as
  * never written, reads and writes through a FileDevice on a temp file, and the decisions made
  * from the blocks alone: leaderOf, highestTerm and suspectLeaders.
  */
@@ -89,6 +89,26 @@ describe('quorum blocks', function () {
       }
     })
 
+    it('any flipped byte makes the block invalid', () => {
+      const good = encodeQuorumBlock(FSID, fullBlock(2, 1, 'node-2'))
+      const wrong: string[] = []
+      for (let i = 0; i < SMALL_BLOCK_SIZE; i++) {
+        for (const flip of [1 << (i % 8), 0xff]) {
+          const b = Buffer.from(good)
+          b[i] = b[i]! ^ flip
+          let d: string
+          try {
+            d = String(decodeQuorumBlock(FSID, 2, b))
+          } catch (e) {
+            d = `thrown ${(e as Error).message}`
+          }
+          if (d !== 'invalid') wrong.push(`byte ${i} ^ ${flip}: ${d}`)
+        }
+      }
+      assert.deepEqual(wrong, [])
+      assert.notEqual(decodeQuorumBlock(FSID, 2, good), 'invalid')
+    })
+
     it("another filesystem's block, or another slot's, is invalid; a zeroed block was never written", () => {
       const b = encodeQuorumBlock(OTHER_FSID, fullBlock(2, 1, 'x'))
       assert.notEqual(decodeQuorumBlock(OTHER_FSID, 2, b), 'invalid')
@@ -143,22 +163,26 @@ describe('quorum blocks', function () {
     })
 
     it('a corrupted block or one of another filesystem is listed invalid and read as absent, never as the leader', async () => {
-      // slot 1 leads term 4; slot 2 would lead term 9 but is corrupted; slot 3 is another filesystem's
+      // slot 1 leads term 4; slot 2 would lead term 9 but is corrupted; slot 3 is another filesystem's;
+      // slot 4 is corrupted in its header
       await writeQuorumBlock(dev, FSID, block(1, { elect: [101, 4] }))
       await writeQuorumBlock(dev, FSID, block(2, { elect: [102, 9], term: [102, 9] }))
       await writeQuorumBlock(dev, OTHER_FSID, block(3, { elect: [103, 12], term: [103, 12] }))
       const fh = await fsp.open(dev.path, 'r+')
       await fh.write(Buffer.from([0xff]), 0, 1, quorumBlockOffset(2) + 200)
+      // slot 4: the top byte of its header's seq (a u64 that no longer fits 2^53) is corrupted
+      await writeQuorumBlock(dev, FSID, block(4, { elect: [104, 3] }))
+      await fh.write(Buffer.from([0xff]), 0, 1, quorumBlockOffset(4) + 23)
       await fh.close()
       const r = await readQuorumBlocks(dev, FSID, 5)
-      assert.deepEqual(r.invalid, [2, 3])
+      assert.deepEqual(r.invalid, [2, 3, 4])
       assert.equal(r.blocks[2], undefined)
       assert.equal(r.blocks[3], undefined)
       assert.deepEqual(leaderOf(r.blocks), { slot: 1, term: 4, rid: 101 })
       assert.equal(highestTerm(r.blocks), 4)
       // the other filesystem reads its own block
       const o = await readQuorumBlocks(dev, OTHER_FSID, 5)
-      assert.deepEqual(o.invalid, [1, 2])
+      assert.deepEqual(o.invalid, [1, 2, 4])
       assert.equal(o.blocks[3]?.events.elect.term, 12)
     })
 

@@ -24,7 +24,18 @@
 import { hostname } from 'node:os'
 import { blockChecksum, sealBlock } from './block.js'
 import type { BlockDevice } from './device.js'
-import { HDR_SIZE, Magic, QUORUM_BLKNO, QUORUM_MAX_SLOTS, SMALL_BLOCK_SIZE, readHeader, readU64, writeU64 } from './format.js'
+import {
+  HDR_CRC,
+  HDR_MAGIC,
+  HDR_SIZE,
+  Magic,
+  QUORUM_BLKNO,
+  QUORUM_MAX_SLOTS,
+  SMALL_BLOCK_SIZE,
+  readHeader,
+  readU64,
+  writeU64,
+} from './format.js'
 import { FsError } from '../util/errors.js'
 
 export const QUORUM_EVENTS = ['begin', 'term', 'elect', 'fence', 'stop', 'end'] as const
@@ -92,10 +103,12 @@ export function encodeQuorumBlock(fsid: bigint, q: QuorumBlock): Buffer {
 
 /** The block of `slot`; undefined when never written; 'invalid' when corrupt or foreign. */
 export function decodeQuorumBlock(fsid: bigint, slot: number, b: Buffer): QuorumBlock | undefined | 'invalid' {
+  const crc = b.readUInt32LE(HDR_CRC)
+  if (crc === 0 && b.readUInt32LE(HDR_MAGIC) === 0) return undefined
+  // the checksum first: the header's u64 fields of a corrupt block may not even parse
+  if (crc !== blockChecksum(b)) return 'invalid'
   const h = readHeader(b)
-  if (h.magic === 0 && h.crc === 0) return undefined
-  if (h.magic !== Magic.QUORUM || h.fsid !== fsid || h.crc !== blockChecksum(b) || h.blkno !== QUORUM_BLKNO + slot)
-    return 'invalid'
+  if (h.magic !== Magic.QUORUM || h.fsid !== fsid || h.blkno !== QUORUM_BLKNO + slot) return 'invalid'
   const events = Object.fromEntries(
     QUORUM_EVENTS.map((name, i) => [
       name,
@@ -166,7 +179,8 @@ export function leaderOf(blocks: ReadonlyArray<QuorumBlock | undefined>): Quorum
   let best: QuorumLeader | undefined
   for (const q of blocks) {
     if (!q || !electedNotStopped(q)) continue
-    if (!best || q.events.elect.term > best.term) best = { slot: q.slot, term: q.events.elect.term, rid: q.events.elect.rid }
+    if (!best || q.events.elect.term > best.term)
+      best = { slot: q.slot, term: q.events.elect.term, rid: q.events.elect.rid }
   }
   return best
 }
