@@ -181,7 +181,10 @@ export class Mount {
       let listener: GrpcListener | undefined
       if ('member' in role) {
         const slot = role.member
-        const fence = fenceAgent({ ...(o.fence ?? { method: 'local' }), log: (msg, f) => log.warn({ ...f, role: 'fence' }, msg) })
+        const fence = fenceAgent({
+          ...(o.fence ?? { method: 'local' }),
+          log: (msg, f) => log.warn({ ...f, role: 'fence' }, msg),
+        })
         const l = (listener = await GrpcListener.listen(slotAddress(sb.quorumAddrs, slot)))
         cleanup.unshift(() => l.close())
         const quorumLog = (msg: string, f?: Record<string, unknown>): void => log.info({ ...f, role: 'quorum' }, msg)
@@ -329,7 +332,10 @@ export class Mount {
 
   setHeartbeatTimeout(ms: number): void {
     if (!this.quorumMember)
-      throw new FsError('EINVAL', 'this mount is not a quorum member (mounted without quorum_slot_nr): it has no heartbeat timeout')
+      throw new FsError(
+        'EINVAL',
+        'this mount is not a quorum member (mounted without quorum_slot_nr): it has no heartbeat timeout',
+      )
     this.quorumMember.setHeartbeatTimeout(ms)
   }
 

@@ -23,7 +23,6 @@ import { registerServerRoleMetrics } from './metrics-server.js'
 /** A quorum slot, or 'local': the loopback server of a single-node filesystem. */
 export type ServeSlot = number | 'local'
 
-
 /** The address the server of `slot` listens on; EINVAL for a slot without one. */
 export function slotAddress(slotAddrs: readonly string[], slot: ServeSlot): string {
   if (slot === 'local') return '127.0.0.1:0'

@@ -137,7 +137,9 @@ function fenceSettings(opts: Record<string, string>): FenceOptions | undefined {
     throw new CliUsageError(`mount option fence_command is for fence=command, not fence=${method}`)
   const fs = opts.fence_filesystem
   if (method === 'kubernetes' && !fs)
-    throw new CliUsageError('mount option fence=kubernetes needs fence_filesystem=NAME (the ScoutFilesystem it belongs to)')
+    throw new CliUsageError(
+      'mount option fence=kubernetes needs fence_filesystem=NAME (the ScoutFilesystem it belongs to)',
+    )
   return {
     method,
     command: opts.fence_command,

@@ -67,7 +67,8 @@ export async function leaderAddress(meta: BlockDevice, fsid: bigint, slotAddrs: 
   const { blocks } = await readQuorumBlocks(meta, fsid, slotAddrs.length)
   const l = leaderOf(blocks)
   const addr = l && slotAddrs[l.slot]
-  if (!l || !addr) throw new FsError('ENOTCONN', 'no quorum leader is elected yet: waiting for a majority of the quorum slots')
+  if (!l || !addr)
+    throw new FsError('ENOTCONN', 'no quorum leader is elected yet: waiting for a majority of the quorum slots')
   return addr
 }
 
@@ -215,7 +216,15 @@ export class QuorumMember {
   }
 
   private targetOf(q: QuorumBlock, reason: FenceReason): FenceTarget {
-    return { rid: q.events.elect.rid || q.events.begin.rid, reason, host: q.host, pid: q.pid, pidStart: q.pidStart, addr: '', slot: q.slot }
+    return {
+      rid: q.events.elect.rid || q.events.begin.rid,
+      reason,
+      host: q.host,
+      pid: q.pid,
+      pidStart: q.pidStart,
+      addr: '',
+      slot: q.slot,
+    }
   }
 
   /** Fence `t`, retrying every second while `go()` holds; false if given up. */
@@ -223,7 +232,14 @@ export class QuorumMember {
     const rid = t.rid.toString(16)
     this.fencing = { slot: t.slot, rid, reason: t.reason, since: Date.now(), attempts: 0 }
     this.fenceCounters.fenceRequests++
-    this.o.log('fencing', { rid, slot: t.slot, reason: t.reason, pid: t.pid, host: t.host, method: this.o.fence.method })
+    this.o.log('fencing', {
+      rid,
+      slot: t.slot,
+      reason: t.reason,
+      pid: t.pid,
+      host: t.host,
+      method: this.o.fence.method,
+    })
     try {
       while (go()) {
         this.fencing.attempts++
@@ -255,7 +271,14 @@ export class QuorumMember {
   async fenceOnce(t: FenceTarget): Promise<boolean> {
     const rid = t.rid.toString(16)
     this.fenceCounters.fenceRequests++
-    this.o.log('fencing', { rid, reason: t.reason, pid: t.pid, host: t.host, addr: t.addr, method: this.o.fence.method })
+    this.o.log('fencing', {
+      rid,
+      reason: t.reason,
+      pid: t.pid,
+      host: t.host,
+      addr: t.addr,
+      method: this.o.fence.method,
+    })
     const since = Date.now()
     const st: FenceState = { rid, reason: t.reason, since, attempts: 1 }
     this.fencing = st
@@ -307,7 +330,8 @@ export class QuorumMember {
     if (this.serving) await this.o.stopServer()
     this.serving = false
     // the elect of this term ended: mounts look elsewhere
-    if (this.block.events.elect.term > this.block.events.stop.term) await this.record('stop', this.block.events.elect.term)
+    if (this.block.events.elect.term > this.block.events.stop.term)
+      await this.record('stop', this.block.events.elect.term)
     this.o.log('stopped serving', { term, reason })
   }
 
@@ -347,7 +371,8 @@ export class QuorumMember {
     await this.chain
     if (this.serving) await this.o.stopServer()
     this.serving = false
-    if (this.block.events.elect.term > this.block.events.stop.term) await this.record('stop', this.block.events.elect.term)
+    if (this.block.events.elect.term > this.block.events.stop.term)
+      await this.record('stop', this.block.events.elect.term)
     await this.record('end', this.election.term)
     await this.election.stop()
     if (wasLeader) this.o.log('resigned quorum leadership', { term: this.election.term })

@@ -81,7 +81,14 @@ export async function makeDevices(o: MakeDevicesOptions): Promise<Devices> {
     const r = await mkfs({ meta, data }, { quorumSlots: Math.max(o.quorumSlots, members.length), members })
     if (r.code !== 0) throw new FsError('EIO', `mkfs failed (${r.code ?? r.signal}): ${r.stderr}`)
     const quorumAddrs = members.map((m) => `${m.host}:${m.port}`)
-    return { dir, meta, data, serverAddr: quorumAddrs[0], quorumAddrs: members.length ? quorumAddrs : undefined, remove }
+    return {
+      dir,
+      meta,
+      data,
+      serverAddr: quorumAddrs[0],
+      quorumAddrs: members.length ? quorumAddrs : undefined,
+      remove,
+    }
   } catch (e) {
     remove()
     throw e
