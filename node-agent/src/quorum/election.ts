@@ -72,7 +72,7 @@ export class Election extends EventEmitter {
   role: ElectionRole = 'follower'
   /** the slot known to lead (-1: none) */
   leaderSlot = -1
-  heartbeatTimeoutMs: number
+  private hbTimeoutMs: number
   readonly counters: ElectionCounters = {
     elections: 0,
     elected: 0,
@@ -87,6 +87,8 @@ export class Election extends EventEmitter {
   /** when this member may stand next */
   private standAt = 0
   private standing = false
+  /** stop() was called: a stand still under way must not make this member leader */
+  private stopped = false
   private lastSent = 0
   private electedAt = 0
   private readonly lastAck = new Map<number, number>()
@@ -96,8 +98,21 @@ export class Election extends EventEmitter {
 
   constructor(private readonly o: ElectionOptions) {
     super()
-    this.heartbeatTimeoutMs = o.heartbeatTimeoutMs
+    this.hbTimeoutMs = o.heartbeatTimeoutMs
     this.log = o.log ?? (() => undefined)
+  }
+
+  get heartbeatTimeoutMs(): number {
+    return this.hbTimeoutMs
+  }
+
+  /**
+   * Change the heartbeat timeout at run time.  A wait already begun under a longer timeout
+   * (standAt, set from the timeout at start, on a vote or a demotion) ends within the new one.
+   */
+  set heartbeatTimeoutMs(ms: number) {
+    this.hbTimeoutMs = ms
+    this.standAt = Math.min(this.standAt, Date.now() + ms)
   }
 
   private get heartbeatMs(): number {
@@ -125,6 +140,7 @@ export class Election extends EventEmitter {
     this.term = term
     this.votedFor = votedFor
     const now = Date.now()
+    this.stopped = false
     this.lastHeard = leaderSeen ? now : 0
     this.standAt = leaderSeen ? now + this.heartbeatTimeoutMs : now + this.electionDelay()
     this.timer = setInterval(() => this.tick(), Math.min(50, this.heartbeatMs))
@@ -133,6 +149,7 @@ export class Election extends EventEmitter {
 
   /** Stop taking part; a leader tells the others first so they elect at once. */
   async stop(): Promise<void> {
+    this.stopped = true
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
     if (this.role === 'leader') await this.resign('stopping')
@@ -234,7 +251,7 @@ export class Election extends EventEmitter {
     this.standing = true
     try {
       const pre = await this.ask(QuorumMsgType.PRE_VOTE, this.term + 1)
-      if (pre < this.majority || this.role === 'leader' || this.leaderAlive(Date.now())) return
+      if (this.stopped || pre < this.majority || this.role === 'leader' || this.leaderAlive(Date.now())) return
       this.term++
       this.votedFor = this.o.slot
       this.role = 'candidate'
@@ -244,7 +261,7 @@ export class Election extends EventEmitter {
       this.log('standing for election', { term })
       const votes = await this.ask(QuorumMsgType.REQUEST_VOTE, term)
       if (this.role !== 'candidate' || this.term !== term) return
-      if (votes < this.majority) {
+      if (this.stopped || votes < this.majority) {
         this.role = 'follower'
         return
       }
