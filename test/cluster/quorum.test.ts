@@ -17,6 +17,7 @@ import { makeClusterDevices, startCluster, type Cluster } from '../helpers/clust
 import { PY_DEFS, alive, assertCleanStops, onMount, servingAgent, stopCluster } from '../helpers/cluster-tests.js'
 import { fuseMountsUnder, startPy } from '../helpers/fuse-harness.js'
 import { testRng } from '../helpers/rng.js'
+import { makeNetns, netnsUnavailable, type Netns } from '../helpers/netns.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
@@ -330,5 +331,128 @@ ready({'done': done, 'errors': errors})
     } finally {
       if (existsSync(tools)) rmSync(tools, { recursive: true, force: true })
     }
+  })
+})
+
+describe('cluster: quorum members partitioned by network namespaces', function () {
+  this.timeout(600_000)
+  const T = 2000
+  let ns: Netns | undefined
+  let c: Cluster | undefined
+  let devDir: string | undefined
+  let skipWhy: string | undefined
+
+  before(function () {
+    skipWhy = netnsUnavailable()
+    if (skipWhy) {
+      console.log(`      SKIPPED: network namespaces are not usable here (${skipWhy})`)
+      this.skip()
+    }
+  })
+  beforeEach(async function () {
+    this.timeout(120_000)
+    ns = makeNetns(3)
+    // members 0-2 each in a namespace of its own on a bridge; the plain client (3) on this host
+    const dev = await makeClusterDevices({
+      members: 3,
+      memberHosts: ns.addrs,
+      metaBytes: 256 << 20,
+      dataBytes: 512 << 20,
+    })
+    devDir = dev.dir
+    c = await startCluster(4, {
+      dev,
+      members: 3,
+      options: `quorum_heartbeat_timeout_ms=${T}`,
+      netns: [...ns.names, undefined],
+    })
+  })
+  afterEach(async function () {
+    this.timeout(180_000)
+    if (this.currentTest?.state === 'failed' && c)
+      for (const [i, a] of c.agents.entries()) console.log(`      agent ${i} log tail:\n${a.log().slice(-3000)}`)
+    for (let i = 0; i < 3; i++) ns?.heal(i)
+    const cl = c
+    c = undefined
+    try {
+      await teardown(cl, devDir, false)
+    } finally {
+      ns?.destroy()
+      ns = undefined
+    }
+  })
+
+  it('a partitioned follower changes nothing: the leader keeps its term and serves; healed, it follows again', async () => {
+    const cl = c!
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(cl, 3))
+    const f = [0, 1, 2].find((i) => i !== li)!
+    const before = (await quorum(cl.agents[li]!))!
+    ns!.partition(f)
+    await sleep(3 * T)
+    const during = (await quorum(cl.agents[li]!))!
+    assert.ok(
+      during.serving && during.term === before.term,
+      `the leader serves on in term ${before.term}: ${JSON.stringify(during)}`,
+    )
+    const took = await startPy(fsyncScript(join(cl.agents[3]!.mnt, 'during-follower-cut'), 'a')).next<number>(30_000)
+    console.log(`      create+fsync on the plain client while a follower was cut off: ${(took * 1000).toFixed(0)} ms`)
+    ns!.heal(f)
+    const back = await waitFor('the follower follows again', 10_000, async () => {
+      const q = await quorum(cl.agents[f]!)
+      return q?.leaderSlot === li && q.role === 'follower' ? q : undefined
+    })
+    const after = (await quorum(cl.agents[li]!))!
+    assert.ok(after.serving, 'the leader still serves')
+    assert.equal(after.term, before.term, 'the healed follower did not depose the leader (PreVote)')
+    assert.equal(back.term, before.term)
+  })
+
+  it('a partitioned leader steps down; the majority elects, fences it (local: its process is killed) and serves; it rejoins when started again', async () => {
+    const cl = c!
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(cl, 3))
+    const before = (await quorum(cl.agents[li]!))!
+    const t0 = Date.now()
+    ns!.partition(li)
+    const others = [0, 1, 2].filter((i) => i !== li)
+    const next = await waitFor('a new leader', T + 15_000, async () => {
+      for (const i of others) if ((await quorum(cl.agents[i]!))?.serving) return i
+      return undefined
+    })
+    console.log(`      slot ${next} serves ${Date.now() - t0} ms after slot ${li} was cut off`)
+    // the new leader fences the old one: as a leader that never stopped (quorum_block_leader),
+    // or, when it stepped down and wrote STOP first, as a mount that did not reconnect within
+    // recovery_ms (recovery_timeout).  With the local agent its process is killed.
+    const code = await Promise.race([cl.agents[li]!.exited, sleep(30_000).then(() => 'alive')])
+    assert.notEqual(code, 'alive', 'the cut-off leader was fenced (killed)')
+    assert.equal(cl.agents[li]!.proc.signalCode, 'SIGKILL')
+    const q = await waitFor('the fence confirmed', 10_000, async () => {
+      const v = await quorum(cl.agents[next]!)
+      return v && v.fencesConfirmed >= 1 ? v : undefined
+    })
+    assert.ok(q.term > before.term, JSON.stringify(q))
+    assert.match(cl.agents[next]!.log(), /"msg":"fence confirmed"/)
+    // the plain client goes on with the new server
+    const took = await startPy(fsyncScript(join(cl.agents[3]!.mnt, 'after-leader-cut'), 'b')).next<number>(60_000)
+    console.log(`      create+fsync on the plain client after the failover: ${(took * 1000).toFixed(0)} ms`)
+    // healed and started again on its slot: it follows, and one leader remains
+    ns!.heal(li)
+    await cl.agents[li]!.kill9() // forces its dead mount away
+    cl.agents[li] = await startAgent(cl.dev, cl.agents[li]!.mnt, {
+      options: `quorum_slot_nr=${li},quorum_heartbeat_timeout_ms=${T}`,
+      netns: ns!.names[li],
+    })
+    const rejoined = await waitFor('the old leader follows', 15_000, async () => {
+      const r = await quorum(cl.agents[li]!)
+      return r?.role === 'follower' && r.leaderSlot === next ? r : undefined
+    })
+    assert.equal(rejoined.term, q.term)
+    assert.equal(await onMount(cl, li, '', `out(open(p('after-leader-cut')).read())`), 'b')
+    let leaders = 0
+    for (const i of [0, 1, 2]) if ((await quorum(cl.agents[i]!))?.role === 'leader') leaders++
+    assert.equal(leaders, 1)
+    const stops = await stopCluster(cl)
+    assertCleanStops(stops)
+    const chk = await scoutfs('check', cl.dev.meta, cl.dev.data)
+    assert.equal(chk.code, 0, `check:\n${chk.stdout}${chk.stderr}`)
   })
 })

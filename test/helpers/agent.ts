@@ -97,7 +97,7 @@ export function wrapAgent(p: AgentProcess): Agent {
 export async function startAgent(
   dev: Devices,
   mnt = join(dev.dir, 'mnt'),
-  opts: { options?: string; metricsAddr?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: { options?: string; metricsAddr?: string; env?: NodeJS.ProcessEnv; netns?: string } = {},
 ): Promise<Agent> {
   const p = await launchAgent(
     {
@@ -108,6 +108,7 @@ export async function startAgent(
       options: opts.options,
       metricsAddr: opts.metricsAddr,
       env: opts.env,
+      netns: opts.netns,
     },
     MOUNT_TIMEOUT_MS,
   )

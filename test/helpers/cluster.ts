@@ -22,7 +22,7 @@ export interface ClusterDevices extends Devices {
 
 /** Fresh devices formatted for a cluster: `slots` quorum slots, slot 0 at 127.0.0.1:<free port>. */
 export async function makeClusterDevices(
-  opts: { metaBytes?: number; dataBytes?: number; slots?: number; members?: number } = {},
+  opts: { metaBytes?: number; dataBytes?: number; slots?: number; members?: number; memberHosts?: string[] } = {},
 ): Promise<ClusterDevices> {
   const d = await launchClusterDevices(opts)
   registerDir(d.dir)
@@ -43,13 +43,23 @@ export interface Cluster {
  */
 export async function startCluster(
   n: number,
-  opts: { dev?: ClusterDevices; options?: string; metrics?: boolean; members?: number } = {},
+  opts: {
+    dev?: ClusterDevices
+    options?: string
+    metrics?: boolean
+    members?: number
+    /** network namespaces, agent by agent (undefined: this host's) */
+    netns?: Array<string | undefined>
+  } = {},
 ): Promise<Cluster> {
   const dev = opts.dev ?? (await makeClusterDevices({ members: opts.members }))
   const metricsAddr = opts.metrics ? '127.0.0.1:0' : undefined
   const c = new Launched(
     dev,
-    numberedAgents(dev.dir, n, { logLevel: 'info', options: opts.options, metricsAddr }),
+    numberedAgents(dev.dir, n, { logLevel: 'info', options: opts.options, metricsAddr }).map((a, i) => ({
+      ...a,
+      netns: opts.netns?.[i],
+    })),
     30_000,
     opts.members ?? 1,
   )

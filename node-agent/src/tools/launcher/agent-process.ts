@@ -28,6 +28,12 @@ export interface AgentSpec {
   logFile?: string
   /** its own process group: a terminal's Ctrl-C then reaches only the launcher */
   detached?: boolean
+  /**
+   * run it in this network namespace (`ip netns` name; by nsenter, which execs the agent, so
+   * its pid is the agent's): its addresses and reachability are the namespace's, its FUSE mount
+   * and admin socket this host's
+   */
+  netns?: string
   env?: NodeJS.ProcessEnv
 }
 
@@ -117,11 +123,14 @@ export class AgentProcess {
     if (s.metricsAddr) args.push('--metrics-addr', s.metricsAddr)
     if (s.options) args.push('-o', s.options)
     const env = s.env ? { ...process.env, ...s.env } : process.env
+    const [cmd, cmdArgs] = s.netns
+      ? ['nsenter', [`--net=/run/netns/${s.netns}`, process.execPath, SCOUTFS_BIN, ...args]]
+      : [process.execPath, [SCOUTFS_BIN, ...args]]
     if (s.logFile) {
       this.logStart = existsSync(s.logFile) ? statSync(s.logFile).size : 0
       const fd = openSync(s.logFile, 'a')
       try {
-        this.proc = spawn(process.execPath, [SCOUTFS_BIN, ...args], {
+        this.proc = spawn(cmd, cmdArgs, {
           stdio: ['ignore', fd, fd],
           detached: s.detached,
           env,
@@ -130,7 +139,7 @@ export class AgentProcess {
         closeSync(fd)
       }
     } else {
-      this.proc = spawn(process.execPath, [SCOUTFS_BIN, ...args], {
+      this.proc = spawn(cmd, cmdArgs, {
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: s.detached,
         env,

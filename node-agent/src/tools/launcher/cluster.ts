@@ -30,7 +30,15 @@ export type AgentSettings = Omit<AgentSpec, 'meta' | 'data'>
  * with addresses at free ports.
  */
 export function makeClusterDevices(
-  o: { metaBytes?: number; dataBytes?: number; slots?: number; members?: number; prefix?: string } = {},
+  o: {
+    metaBytes?: number
+    dataBytes?: number
+    slots?: number
+    members?: number
+    /** the members' hosts, slot by slot (default 127.0.0.1) */
+    memberHosts?: string[]
+    prefix?: string
+  } = {},
 ): Promise<Devices & { serverAddr: string }> {
   return makeDevices({
     prefix: o.prefix ?? 'scoutfs-c-',
@@ -39,6 +47,7 @@ export function makeClusterDevices(
     quorumSlots: Math.max(o.slots ?? 3, o.members ?? 1),
     serverPort: 0,
     members: o.members,
+    memberHosts: o.memberHosts,
   }) as Promise<Devices & { serverAddr: string }>
 }
 

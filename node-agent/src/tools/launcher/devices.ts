@@ -58,6 +58,8 @@ export interface MakeDevicesOptions {
   serverPort?: number
   /** with serverPort: how many slots get an address (slots 1.. at free ports; default 1) */
   members?: number
+  /** the members' hosts, slot by slot (default 127.0.0.1) */
+  memberHosts?: string[]
 }
 
 /** Fresh sparse devices, formatted; the directory is removed again when this fails. */
@@ -75,8 +77,9 @@ export async function makeDevices(o: MakeDevicesOptions): Promise<Devices> {
     createSparse(data, o.dataBytes)
     const members: Array<{ host: string; port: number }> = []
     if (o.serverPort !== undefined) {
-      members.push({ host: '127.0.0.1', port: o.serverPort || (await freePort()) })
-      for (let i = 1; i < (o.members ?? 1); i++) members.push({ host: '127.0.0.1', port: await freePort() })
+      const host = (i: number): string => o.memberHosts?.[i] ?? '127.0.0.1'
+      members.push({ host: host(0), port: o.serverPort || (await freePort()) })
+      for (let i = 1; i < (o.members ?? 1); i++) members.push({ host: host(i), port: await freePort() })
     }
     const r = await mkfs({ meta, data }, { quorumSlots: Math.max(o.quorumSlots, members.length), members })
     if (r.code !== 0) throw new FsError('EIO', `mkfs failed (${r.code ?? r.signal}): ${r.stderr}`)
