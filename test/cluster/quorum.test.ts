@@ -363,7 +363,12 @@ describe('cluster: quorum members partitioned by network namespaces', function (
     c = await startCluster(4, {
       dev,
       members: 3,
-      options: `quorum_heartbeat_timeout_ms=${T}`,
+      // a test named for a fence command that stops nothing gets one (fence_command=true)
+      options: `quorum_heartbeat_timeout_ms=${T}${
+        /fence that stops nothing/.test(this.currentTest?.title ?? '')
+          ? ',mount_timeout_ms=3000,fence=command,fence_command=true'
+          : ''
+      }`,
       netns: [...ns.names, undefined],
     })
   })
@@ -450,6 +455,75 @@ describe('cluster: quorum members partitioned by network namespaces', function (
     let leaders = 0
     for (const i of [0, 1, 2]) if ((await quorum(cl.agents[i]!))?.role === 'leader') leaders++
     assert.equal(leaders, 1)
+    const stops = await stopCluster(cl)
+    assertCleanStops(stops)
+    const chk = await scoutfs('check', cl.dev.meta, cl.dev.data)
+    assert.equal(chk.code, 0, `check:\n${chk.stdout}${chk.stderr}`)
+  })
+
+  it('a member cut off, "fenced" by a fence that stops nothing and reclaimed, is refused when it comes back (ESTALE), never writes, and remounts cleanly', async () => {
+    const cl = c!
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(cl, 3))
+    const f = [0, 1, 2].find((i) => i !== li)!
+    // its mount holds a write lock and fsynced work before it is cut off
+    await onMount(
+      cl,
+      f,
+      '',
+      `fd = os.open(p('mine'), os.O_CREAT | os.O_WRONLY, 0o644); os.write(fd, b'before'); os.fsync(fd); os.close(fd); out(None)`,
+    )
+    const before = (await quorum(cl.agents[li]!))!
+    ns!.partition(f)
+    // the server notices its mount is gone, "fences" it (the command exits 0) and reclaims it
+    await waitFor('the server fenced the cut-off mount', 30_000, async () => {
+      const q = await quorum(cl.agents[li]!)
+      return q && q.fencesConfirmed > before.fencesConfirmed ? q : undefined
+    })
+    await waitFor('the server reclaimed it', 10_000, async () =>
+      /"msg":"reclaimed mount"/.test(cl.agents[li]!.log()) ? true : undefined,
+    )
+    // the others take over what it held
+    await onMount(cl, 3, '', `wfile(p('mine'), b'taken over'); out(None)`)
+    ns!.heal(f)
+    // what it tries now is refused with an errno: it was reclaimed, it must not write
+    const r = await onMount<string>(
+      cl,
+      f,
+      '',
+      `
+try:
+    fd = os.open(p('late'), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b'late')
+    os.fsync(fd)
+    os.close(fd)
+    out('ok')
+except OSError as e:
+    out(errno.errorcode.get(e.errno, str(e.errno)))
+`,
+    )
+    console.log(`      the fenced mount's create+fsync after healing: ${r}`)
+    assert.notEqual(r, 'ok', 'a reclaimed mount must not commit')
+    const flog = cl.agents[f]!.log()
+    assert.match(
+      flog,
+      /"errno":"ESTALE","details":"mount [0-9a-f]+ was reclaimed by the server[^"]*","role":"client","msg":"the server refused this mount"/,
+      `the agent says why:\n${flog
+        .split('\n')
+        .filter((l) => /"level":[4-6]0/.test(l))
+        .slice(-5)
+        .join('\n')}`,
+    )
+    for (const i of [li, 3]) {
+      assert.equal(await onMount(cl, i, '', `out(open(p('mine')).read())`), 'taken over')
+      assert.equal(await onMount(cl, i, '', `out(os.path.exists(p('late')))`), false)
+    }
+    // unmounted and mounted again, it re-joins cleanly and sees the others' work
+    await cl.agents[f]!.kill9()
+    cl.agents[f] = await startAgent(cl.dev, cl.agents[f]!.mnt, {
+      options: `quorum_slot_nr=${f},quorum_heartbeat_timeout_ms=${T},mount_timeout_ms=3000,fence=command,fence_command=true`,
+      netns: ns!.names[f],
+    })
+    assert.equal(await onMount(cl, f, '', `out(open(p('mine')).read())`), 'taken over')
     const stops = await stopCluster(cl)
     assertCleanStops(stops)
     const chk = await scoutfs('check', cl.dev.meta, cl.dev.data)

@@ -134,6 +134,8 @@ export class NetClient implements ServerApi {
   private locksOpened = 0
   private readonly lockBacklog: LockClientMsg[] = []
   private closed = false
+  /** a refused greeting was logged */
+  private refusedLogged = false
 
   /** `server`: the server's fixed 'host:port', or a resolver asked on each (re)connect */
   constructor(server: string | AddressResolver, opts: NetClientOptions = {}) {
@@ -327,6 +329,14 @@ export class NetClient implements ServerApi {
   private regreet(): Promise<void> {
     this.regreeting ??= this.attempt('Greeting', this.greetingRequest(), this.o.callTimeoutMs)
       .then((w) => this.greetedBy(w))
+      .catch((e: unknown) => {
+        // refused, not unreachable: say so once (every operation of this mount will fail)
+        if (isServiceError(e) && errnoOf(e) && !this.refusedLogged) {
+          this.refusedLogged = true
+          this.log('the server refused this mount', { errno: errnoOf(e), details: e.details })
+        }
+        throw e
+      })
       .finally(() => (this.regreeting = undefined))
     return this.regreeting
   }

@@ -1,5 +1,6 @@
 /*
- * print: a human-readable dump of a metadata device: the super block (both copies), every
+ * print: a human-readable dump of a metadata device: the super block (both copies), the
+ * quorum blocks (each slot's events as term/mount, and the leader they name), every
  * tree's shape and items, the allocators' extents and the server's block lists.  Read-only;
  * a block that cannot be read is printed as an error line and its subtree skipped.
  */
@@ -8,6 +9,7 @@ import { BlockCache } from '../storage/block.js'
 import { Btree, ITEM_DELETION, type Node } from '../storage/btree.js'
 import type { BlockDevice } from '../storage/device.js'
 import { keyToString, type BlockRef, type BtreeRoot, type ListHead } from '../storage/format.js'
+import { QUORUM_EVENTS, leaderOf, readQuorumBlocks } from '../storage/quorum-block.js'
 import { assertMetaSuper, readSuperCopies, type SuperBlock } from '../storage/super.js'
 import { FsError } from '../util/errors.js'
 
@@ -46,6 +48,23 @@ export function describeSuper(sb: SuperBlock): string[] {
   ]
 }
 
+/** One line per slot: who holds it and its events (term / mount) — storage/quorum-block.ts. */
+export async function describeQuorumBlocks(meta: BlockDevice, sb: SuperBlock): Promise<string[]> {
+  if (!sb.quorumAddrs.some((a) => a))
+    return ['none (no slot has an address: a single-node filesystem, served under the lease)']
+  const { blocks, invalid } = await readQuorumBlocks(meta, sb.fsid, sb.quorumSlots)
+  const leader = leaderOf(blocks)
+  return blocks.map((q, slot) => {
+    if (invalid.includes(slot)) return `slot ${slot}: INVALID (checksum or fsid)`
+    if (!q) return `slot ${slot}: never written`
+    const ev = QUORUM_EVENTS.filter((e) => q.events[e].rid)
+      .map((e) => `${e} ${q.events[e].term}/${q.events[e].rid.toString(16)}`)
+      .join(' ')
+    const who = `pid ${q.pid} on ${q.host || '?'}, vote ${q.votedFor}`
+    return `slot ${slot}: ${ev} (${who})${leader?.slot === slot ? ' LEADER' : ''}`
+  })
+}
+
 export async function printFilesystem(
   meta: BlockDevice,
   out: (line: string) => void,
@@ -63,6 +82,9 @@ export async function printFilesystem(
   out('')
   out('super block:')
   for (const l of describeSuper(current)) out(`  ${l}`)
+  out('')
+  out('quorum blocks:')
+  for (const l of await describeQuorumBlocks(meta, current)) out(`  ${l}`)
   const cache = new BlockCache(meta, current.fsid, 1024)
 
   const tree = async (name: string, r: BtreeRoot): Promise<void> => {
