@@ -133,6 +133,8 @@ export class QuorumMember {
   private lastStartMs: number | undefined
   private readonly fenceCounters = { fenceRequests: 0, fencesConfirmed: 0, fenceErrors: 0 }
   private readonly abort = new AbortController()
+  /** mounts fenced while joining (this slot's previous holder), for the first server's recovery */
+  private fencedAtJoin: number[] = []
 
   private constructor(private readonly o: QuorumMemberOptions) {
     this.block = newQuorumBlock(o.slot, processStartTime(process.pid))
@@ -196,8 +198,10 @@ export class QuorumMember {
         )
     }
     if (!electedNotStopped(prev)) return
-    await this.fenceUntilConfirmed(this.targetOf(prev, 'quorum_block_leader'), () => !this.stopped)
+    if (!(await this.fenceUntilConfirmed(this.targetOf(prev, 'quorum_block_leader'), () => !this.stopped))) return
     this.block.events.stop = { rid: prev.events.elect.rid, term: prev.events.elect.term, ts: Date.now() }
+    // its mount is gone too: the first server this member runs reclaims it without waiting
+    this.fencedAtJoin.push(prev.events.elect.rid)
   }
 
   /** Write an event into this slot's block (and the vote with a term). */
@@ -306,7 +310,7 @@ export class QuorumMember {
     if (!still()) return
     await this.record('elect', term)
     const { blocks } = await readQuorumBlocks(this.o.meta, this.o.fsid, this.o.slotAddrs.length)
-    const fenced: number[] = []
+    const fenced: number[] = this.fencedAtJoin.splice(0)
     for (const q of suspectLeaders(blocks, { slot: this.o.slot, rid: this.o.rid, term })) {
       if (!(await this.fenceUntilConfirmed(this.targetOf(q, 'quorum_block_leader'), still))) return
       fenced.push(q.events.elect.rid)
