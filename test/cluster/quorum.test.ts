@@ -127,6 +127,38 @@ describe('cluster: quorum election and failover', function () {
     })
   }
 
+  it('scoutfs quorum -t changes the heartbeat timeout at run time (a failover then follows the new one); statfs shows the quorum; bad values are refused', async () => {
+    const dev = await makeClusterDevices({ members: 3, metaBytes: 256 << 20, dataBytes: 512 << 20 })
+    devDir = dev.dir
+    c = await startCluster(4, { dev, members: 3, options: 'quorum_heartbeat_timeout_ms=20000' })
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+    for (const i of [0, 1, 2]) {
+      const r = await scoutfs('quorum', '-t', '2000', c.agents[i]!.mnt)
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, /heartbeat_timeout_ms\s+2000/)
+    }
+    const bad = await scoutfs('quorum', '-t', '1500', c.agents[0]!.mnt)
+    assert.notEqual(bad.code, 0)
+    assert.match(bad.stderr, /2000\.\.60000/)
+    const plain = await scoutfs('quorum', '-t', '3000', c.agents[3]!.mnt)
+    assert.notEqual(plain.code, 0)
+    assert.match(plain.stderr, /not a quorum member/)
+    const st = await scoutfs('statfs', c.agents[3]!.mnt)
+    assert.match(st.stdout, /quorum_slot_nr\s+-1/)
+    assert.match(st.stdout, new RegExp(`quorum_leader_slot\\s+${li}`))
+    const stl = await scoutfs('statfs', '-s', 'quorum_slot_nr', c.agents[li]!.mnt)
+    assert.equal(stl.stdout.trim(), String(li))
+    const t0 = Date.now()
+    await c.agents[li]!.kill9()
+    await waitFor('a new leader', 10_000, async () => {
+      for (const i of [0, 1, 2].filter((x) => x !== li)) if ((await quorum(c!.agents[i]!))?.serving) return i
+      return undefined
+    })
+    const ms = Date.now() - t0
+    console.log(`      with the timeout lowered from 20 s to 2 s at run time: a new leader after ${ms} ms`)
+    assert.ok(ms < 5000, `the run-time timeout (2 s) applies, not the mount's (20 s): ${ms} ms`)
+  })
+
   it('3 members + 1 plain client under create/write/fsync: kill -9 of the server loses nothing fsynced; check is clean', async () => {
     const rng = testRng('quorum-failover-workload')
     const dev = await makeClusterDevices({ members: 3, metaBytes: 512 << 20, dataBytes: 1 << 30 })
