@@ -52,8 +52,27 @@ export class AgentMetrics {
     })
   }
 
-  /** A gauge with one label whose values are read at scrape time. */
-  addLabeled(name: string, help: string, label: string, read: () => Record<string, number>): void {
+  /** A gauge (or counter) with one label whose values are read at scrape time. */
+  addLabeled(
+    name: string,
+    help: string,
+    label: string,
+    read: () => Record<string, number>,
+    kind: 'gauge' | 'counter' = 'gauge',
+  ): void {
+    if (kind === 'counter') {
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: [this.registry],
+        collect() {
+          this.reset()
+          for (const [k, v] of Object.entries(read())) this.inc({ [label]: k }, v)
+        },
+      })
+      return
+    }
     new Gauge({
       name,
       help,

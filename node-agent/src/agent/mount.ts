@@ -38,6 +38,8 @@ import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lo
 import { registerBlockCacheMetrics, registerBtreeMetrics } from './metrics-storage.js'
 import { ServerRoleHost, serverRole, slotAddress, type ServeSlot } from './server-role-host.js'
 import { GrpcListener } from '../net/listener.js'
+import { checkTlsFiles, type Security, type TlsFiles } from '../net/tls.js'
+import { ephemeralTls } from '../net/certs.js'
 import { fenceAgent, processStartTime, type FenceOptions } from '../quorum/fence.js'
 import type { QuorumView } from './admin-api.js'
 import { highestTerm, leaderOf, readQuorumBlocks } from '../storage/quorum-block.js'
@@ -70,6 +72,10 @@ export interface MountOptions {
   quorumHeartbeatTimeoutMs?: number
   /** how a member fences the mounts it must (default: local) */
   fence?: FenceOptions
+  /** mutual TLS files (net/tls.ts); required for a cluster unless `insecure` */
+  tls?: TlsFiles
+  /** plaintext between agents: only when asked for, with a warning at every start */
+  insecure?: boolean
   /** connect to the server here instead of the leader the quorum blocks name */
   serverAddr?: string
   /** server role: how long recorded mounts get to reconnect after a start (ms) */
@@ -80,6 +86,42 @@ export interface MountOptions {
   orphanScanDelayMs?: number
   /** serves the filesystem to the kernel (default: fuse-native) */
   frontend?: FrontendFactory
+}
+
+/**
+ * How this agent talks to the others: mutual TLS from the mount's files; plaintext only with
+ * `insecure` (warned about at every start); a cluster mount without either is refused.  A
+ * single-node filesystem's loopback server without files gets an ephemeral CA and certificate
+ * of its own (nobody else may connect to it).
+ */
+async function agentSecurity(
+  o: MountOptions,
+  fsid: bigint,
+  singleNode: boolean,
+  log: Logger,
+): Promise<{ sec: Security; cleanup?: () => void }> {
+  if (o.insecure) {
+    if (o.tls) throw new FsError('EINVAL', 'mount options insecure and tls_* contradict each other: give one')
+    log.warn(
+      { insecure: true },
+      'PLAINTEXT between agents (-o insecure): anything that reaches the agents\' ports can take locks and corrupt the filesystem; use certificates (scoutfs certs) outside a test bench',
+    )
+    return { sec: { insecure: true } }
+  }
+  if (o.tls) {
+    const sec: Security = { files: o.tls, fsid }
+    checkTlsFiles(sec)
+    return { sec }
+  }
+  if (singleNode) {
+    const e = await ephemeralTls(fsid)
+    return { sec: { files: e.files, fsid }, cleanup: e.remove }
+  }
+  throw new FsError(
+    'EINVAL',
+    'a cluster mount needs certificates: -o tls_ca=CA,tls_cert=CERT,tls_key=KEY (or tls_dir=DIR with ca.crt, tls.crt, tls.key); ' +
+      "make them with 'scoutfs certs local' (docs/tls.md), or mount with -o insecure for plaintext on a trusted network",
+  )
 }
 
 /** The lock client as the filesystem uses it, with every acquisition timed for the metrics. */
@@ -171,7 +213,10 @@ export class Mount {
       cleanup.unshift(() => metrics.close())
 
       const role = serverRole(sb.quorumAddrs, o)
+      const security = await agentSecurity(o, sb.fsid, 'serve' in role, log)
+      cleanup.unshift(async () => security.cleanup?.())
       const serverHost = new ServerRoleHost(meta, sb.quorumAddrs, {
+        security: security.sec,
         log: (msg, f) => log.info({ ...f, role: 'server' }, msg),
         recoveryMs: o.recoveryMs,
         mountTimeoutMs: o.mountTimeoutMs,
@@ -186,7 +231,10 @@ export class Mount {
           ...(o.fence ?? { method: 'local' }),
           log: (msg, f) => log.warn({ ...f, role: 'fence' }, msg),
         })
-        const l = (listener = await GrpcListener.listen(slotAddress(sb.quorumAddrs, slot)))
+        const l = (listener = await GrpcListener.listen(slotAddress(sb.quorumAddrs, slot), {
+          security: security.sec,
+          log: (msg, f) => log.warn({ ...f, role: 'tls' }, msg),
+        }))
         cleanup.unshift(() => l.close())
         const quorumLog = (msg: string, f?: Record<string, unknown>): void => log.info({ ...f, role: 'quorum' }, msg)
         const m: QuorumMember = await QuorumMember.start({
@@ -198,6 +246,7 @@ export class Mount {
           heartbeatTimeoutMs,
           fence,
           listener: l,
+          security: security.sec,
           log: quorumLog,
           startServer: async (term, fenced) => {
             await serverHost.start(slot, {
@@ -222,6 +271,7 @@ export class Mount {
         log: (msg, f) => log.warn({ ...f, role: 'client' }, msg),
         clientName: `${hostname()}:${process.pid}:${mountpoint}`,
         pidStart: processStartTime(process.pid),
+        security: security.sec,
         // a failover takes a heartbeat timeout and an election: resend for longer than that
         retryForMs: 2 * heartbeatTimeoutMs + 60_000,
         backoffMaxMs: 250,

@@ -16,6 +16,7 @@ import { btreeCountersOf } from '../storage/btree.js'
 import type { BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
 import type { GrpcListener } from '../net/listener.js'
+import type { Security } from '../net/tls.js'
 import { ClusterServer, listenerTransport, type ClusterServerOptions } from '../server/server-role.js'
 import type { MetricSink } from './metrics.js'
 import { registerServerRoleMetrics } from './metrics-server.js'
@@ -77,6 +78,8 @@ export interface ServerRoleHostOptions {
   recoveryMs?: number
   /** a mount silent this long is reclaimed (ms) */
   mountTimeoutMs?: number
+  /** TLS of a listener of its own (the single-node loopback server) */
+  security?: Security
 }
 
 export class ServerRoleHost {
@@ -106,6 +109,7 @@ export class ServerRoleHost {
     const cs = await ClusterServer.start(this.meta, {
       addr: slotAddress(this.slotAddrs, slot),
       transport: so.listener && listenerTransport(so.listener),
+      security: this.o.security,
       lease: !so.listener,
       fenced: so.fenced,
       fence: so.fence,

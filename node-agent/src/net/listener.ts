@@ -9,9 +9,22 @@
  * removed service's calls in flight finish on the handlers they started with.
  */
 import * as grpc from '@grpc/grpc-js'
+import type { Server as NetServerSocket } from 'node:net'
 import { FsError } from '../util/errors.js'
+import {
+  checkCall,
+  newTlsCounters,
+  serverCredentials,
+  vetConnections,
+  type PeerCall,
+  type Security,
+  type TlsCounters,
+} from './tls.js'
 
 export interface ListenerOptions {
+  /** mutual TLS (default) or plaintext when explicitly insecure (net/tls.ts) */
+  security?: Security
+  log?: (msg: string, fields?: Record<string, unknown>) => void
   /** server keepalive pings (ms) and how long to wait for their ack */
   keepaliveMs?: number
   keepaliveTimeoutMs?: number
@@ -21,12 +34,25 @@ export interface ListenerOptions {
 
 export class GrpcListener {
   private closed = false
+  /** TLS connections accepted and refused (by reason) */
+  readonly tls: TlsCounters = newTlsCounters()
 
   private constructor(
     readonly server: grpc.Server,
     readonly host: string,
     readonly port: number,
+    private readonly security: Security,
   ) {}
+
+  /** whether it speaks TLS */
+  get secure(): boolean {
+    return !this.security.insecure
+  }
+
+  /** EACCES unless the call's peer is a vetted agent of this filesystem (no-op when insecure). */
+  checkCall(call: PeerCall): void {
+    if (!this.security.insecure) checkCall(call, this.security.fsid)
+  }
 
   /** 'host:port' it listens on (the bound port when 0 was asked for). */
   get addr(): string {
@@ -45,6 +71,7 @@ export class GrpcListener {
     const m = /^(.*):(\d+)$/.exec(addr)
     if (!m) throw new FsError('EINVAL', `listen address ${addr} is not host:port`)
     const host = m[1]!.replace(/^\[(.*)\]$/, '$1')
+    const security: Security = opts.security ?? { insecure: true }
     const g = new grpc.Server({
       'grpc.keepalive_time_ms': opts.keepaliveMs ?? 10_000,
       'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs ?? 5_000,
@@ -56,11 +83,18 @@ export class GrpcListener {
     for (const [def, impl] of initial) g.addService(def, impl)
     try {
       const port = await new Promise<number>((res, rej) =>
-        g.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, p) =>
+        g.bindAsync(addr, serverCredentials(security), (err, p) =>
           err ? rej(new FsError('EBUSY', `cannot listen on ${addr}: ${err.message}`)) : res(p),
         ),
       )
-      return new GrpcListener(g, host, port)
+      const l = new GrpcListener(g, host, port, security)
+      if (!security.insecure) {
+        // grpc-js keeps its http2 servers private; vetting needs their TLS connections
+        const servers = (g as unknown as { http2Servers?: Map<NetServerSocket, unknown> }).http2Servers
+        if (!servers) throw new FsError('EIO', 'grpc-js changed: cannot reach its TLS servers to vet peers')
+        vetConnections(servers.keys(), security.fsid, l.tls, opts.log ?? (() => undefined))
+      }
+      return l
     } catch (e) {
       g.forceShutdown()
       throw e

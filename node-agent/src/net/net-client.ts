@@ -24,6 +24,7 @@
  *   (resendRequests()).  Messages sent while no stream is open wait for the next one.
  */
 import { hostname } from 'node:os'
+import { channelCredentials, type Security } from './tls.js'
 import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
 import {
@@ -72,6 +73,8 @@ export interface NetClientOptions {
   clientName?: string
   /** this process's start time (clock ticks since boot), for fencing: see MountIdentity */
   pidStart?: number
+  /** mutual TLS (net/tls.ts) or explicit plaintext (default: plaintext, for tests) */
+  security?: Security
   /** keepalive pings (ms) and how long to wait for their ack; defaults 10 s and 5 s */
   keepaliveMs?: number
   keepaliveTimeoutMs?: number
@@ -118,7 +121,8 @@ export class NetClient implements ServerApi {
   private stale = true
   private resolving: Promise<grpc.Client> | undefined
   private readonly channelOptions: grpc.ChannelOptions
-  private readonly o: Required<Omit<NetClientOptions, 'log' | 'grpcOptions'>>
+  private readonly o: Required<Omit<NetClientOptions, 'log' | 'grpcOptions' | 'security'>>
+  private readonly creds: grpc.ChannelCredentials
   private readonly log: NonNullable<NetClientOptions['log']>
   private greeted: { fsid: bigint; formatVersion: number } | undefined
   private needGreet = false
@@ -153,7 +157,10 @@ export class NetClient implements ServerApi {
     }
     this.log = opts.log ?? (() => undefined)
     this.locksDelay = this.o.backoffInitialMs
+    const sec = channelCredentials(opts.security ?? { insecure: true })
+    this.creds = sec.creds
     this.channelOptions = {
+      ...sec.options,
       'grpc.keepalive_time_ms': this.o.keepaliveMs,
       'grpc.keepalive_timeout_ms': this.o.keepaliveTimeoutMs,
       'grpc.keepalive_permit_without_calls': 1,
@@ -203,7 +210,7 @@ export class NetClient implements ServerApi {
       if (!ch || ch.addr !== addr) {
         const old = ch
         if (old) this.log('server address changed', { previous: old.addr, addr })
-        ch = { addr, client: new grpc.Client(addr, grpc.credentials.createInsecure(), this.channelOptions) }
+        ch = { addr, client: new grpc.Client(addr, this.creds, this.channelOptions) }
         this.channel = ch
         old?.client.close()
       }

@@ -22,6 +22,7 @@ import { randomInt } from 'node:crypto'
 import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
 import { GrpcListener } from './listener.js'
+import type { Security } from './tls.js'
 import {
   type LockPort,
   big,
@@ -49,6 +50,8 @@ export interface NetServerOptions {
   keepaliveTimeoutMs?: number
   /** extra grpc-js server options */
   grpcOptions?: grpc.ServerOptions
+  /** mutual TLS or explicit plaintext, for a listener of its own (default plaintext: tests) */
+  security?: Security
 }
 
 export interface ClientInfo {
@@ -136,6 +139,8 @@ export class NetServer extends EventEmitter {
       keepaliveMs: opts.keepaliveMs,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs,
       grpcOptions: opts.grpcOptions,
+      security: opts.security,
+      log: opts.log,
     })
     return NetServer.serve(api, listener, true, opts)
   }
@@ -205,6 +210,11 @@ export class NetServer extends EventEmitter {
   }
 
   private openLocks(call: LocksCall): void {
+    try {
+      this.listener.checkCall(call)
+    } catch (e) {
+      return fail(call, e)
+    }
     const port = this.opts.lockPort
     if (!port) return fail(call, new FsError('ENOSYS', 'this server runs no lock server'))
     let rid = 0
@@ -258,6 +268,12 @@ export class NetServer extends EventEmitter {
     fn: (req: Request<K>, call: grpc.ServerUnaryCall<Request<K>, Response<K>>) => Promise<Response<K>>,
   ): grpc.handleUnaryCall<Request<K>, Response<K>> {
     return (call, callback) => {
+      try {
+        this.listener.checkCall(call)
+      } catch (e) {
+        callback(toStatus(e))
+        return
+      }
       fn(call.request, call).then(
         (reply) => callback(null, reply),
         (e: unknown) => {

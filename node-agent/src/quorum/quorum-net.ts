@@ -10,6 +10,7 @@
 import * as grpc from '@grpc/grpc-js'
 import type { GrpcListener } from '../net/listener.js'
 import { method, num, toStatus } from '../net/net-proto.js'
+import { channelCredentials, type Security } from '../net/tls.js'
 import type { QuorumMessage } from '../net/messages.js'
 import { FsError } from '../util/errors.js'
 import type { ElectionPeers, QuorumMsg } from './election.js'
@@ -34,6 +35,12 @@ export function serveQuorum(
 ): () => void {
   const def = quorumDefinition()
   const impl: grpc.handleUnaryCall<QuorumMessage, QuorumMessage> = (call, cb) => {
+    try {
+      listener.checkCall(call)
+    } catch (e) {
+      cb(toStatus(e))
+      return
+    }
     const r = call.request
     if (BigInt(r.fsid) !== fsid) {
       cb(
@@ -56,6 +63,8 @@ export function serveQuorum(
 }
 
 export interface QuorumPeersOptions {
+  /** mutual TLS (default plaintext: tests) */
+  security?: Security
   /** deadline of one message (ms) */
   timeoutMs?: number
   log?: (msg: string, fields?: Record<string, unknown>) => void
@@ -79,7 +88,9 @@ export class QuorumPeers implements ElectionPeers {
     let c = this.clients.get(slot)
     const addr = this.addrs[slot]
     if (!c && addr) {
-      c = new grpc.Client(addr, grpc.credentials.createInsecure(), {
+      const { creds, options } = channelCredentials(this.o.security ?? { insecure: true })
+      c = new grpc.Client(addr, creds, {
+        ...options,
         'grpc.initial_reconnect_backoff_ms': 100,
         'grpc.max_reconnect_backoff_ms': 500,
         'grpc.keepalive_time_ms': 5000,

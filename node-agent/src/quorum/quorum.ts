@@ -32,6 +32,7 @@ import {
   type QuorumEventName,
 } from '../storage/quorum-block.js'
 import type { GrpcListener } from '../net/listener.js'
+import type { Security } from '../net/tls.js'
 import { FsError } from '../util/errors.js'
 import { Election, type ElectionCounters, type ElectionRole } from './election.js'
 import type { FenceAgent, FenceReason, FenceTarget } from './fence.js'
@@ -110,6 +111,8 @@ export interface QuorumMemberOptions {
   fence: FenceAgent
   /** slot `slot`'s listener, bound by the agent */
   listener: GrpcListener
+  /** how it reaches the other members (the listener's own TLS is the listener's) */
+  security?: Security
   log: Log
   /** run the server role; the rids of fenced mounts are reclaimed at once */
   startServer(term: number, fencedRids: number[]): Promise<void>
@@ -138,7 +141,11 @@ export class QuorumMember {
 
   private constructor(private readonly o: QuorumMemberOptions) {
     this.block = newQuorumBlock(o.slot, processStartTime(process.pid))
-    this.peers = new QuorumPeers(o.fsid, o.slotAddrs, { log: o.log, timeoutMs: Math.min(500, o.heartbeatMs ?? 500) })
+    this.peers = new QuorumPeers(o.fsid, o.slotAddrs, {
+      log: o.log,
+      timeoutMs: Math.min(500, o.heartbeatMs ?? 500),
+      security: o.security,
+    })
     this.election = new Election({
       slot: o.slot,
       slots: quorumSlots(o.slotAddrs),

@@ -28,6 +28,7 @@ import type { BlockDevice } from '../storage/device.js'
 import { LockServer } from '../lock/lock-server.js'
 import type { LockClientMsg, LockServerMsg, RecoveredLock } from '../protocol/lock-modes.js'
 import type { GrpcListener } from '../net/listener.js'
+import type { Security } from '../net/tls.js'
 import { NetServer } from '../net/net-server.js'
 import { openMapGroup, type OpenMapReplyMsg, type OpenMapRequestMsg } from '../protocol/open-map.js'
 import { LOG_TREES_FINALIZED, type MountIdentity, type ServerApi } from '../protocol/server-api.js'
@@ -90,13 +91,15 @@ export function listenerTransport(listener: GrpcListener): ServerTransportFactor
 }
 
 /** The default transport: NetServer (gRPC) listening on `addr`. */
-export function grpcTransport(addr: string): ServerTransportFactory {
-  return (api, lockPort, log) => NetServer.listen(api, addr, { log, lockPort })
+export function grpcTransport(addr: string, security?: Security): ServerTransportFactory {
+  return (api, lockPort, log) => NetServer.listen(api, addr, { log, lockPort, security })
 }
 
 export interface ClusterServerOptions {
   /** 'host:port' the default transport (gRPC) listens on (port 0: any free one) */
   addr?: string
+  /** the default transport's TLS (default plaintext: tests) */
+  security?: Security
   /** the transport to the mounts (default: grpcTransport(addr)) */
   transport?: ServerTransportFactory
   log: Log
@@ -174,7 +177,7 @@ export class ClusterServer {
         o.log('reclaimed a fenced mount', { rid: rid.toString(16) })
       }
       const recorded = await server.recordedMounts()
-      const transport = o.transport ?? (o.addr !== undefined ? grpcTransport(o.addr) : undefined)
+      const transport = o.transport ?? (o.addr !== undefined ? grpcTransport(o.addr, o.security) : undefined)
       if (!transport) throw new FsError('EINVAL', 'the server role needs an address or a transport')
       // the lock server's messages go out once the transport is up (nothing is sent before)
       const out: { net?: ServerTransport } = {}

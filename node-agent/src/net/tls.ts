@@ -1,0 +1,221 @@
+/*
+ * Mutual TLS between agents (issue 17): every agent<->server and quorum connection is TLS 1.3,
+ * and each side presents a certificate signed by the filesystem's CA that names the
+ * filesystem (a URI SAN `scoutfs://fsid/<16 hex digits>`, and the DNS SAN tlsName(fsid) the
+ * client checks as the server's name).  A peer of another CA, of another filesystem, with an
+ * expired certificate or none at all is refused.
+ *
+ * - Files, not bytes: the CA, certificate and key are read from files and re-read when they
+ *   change (grpc-js's FileWatcherCertificateProvider every `refreshMs`), so a rotated
+ *   certificate takes effect without a remount.
+ * - The server asks for a client certificate without letting TLS reject the connection, so it
+ *   can say why: each new TLS connection is vetted as it is established (vet(), on the
+ *   listener's sockets) and one that fails is logged with its reason, counted, and destroyed
+ *   before any request is read.  Every call is checked again (checkCall) so nothing from an
+ *   unvetted peer can reach the server's handlers.
+ * - The client verifies the server's chain against the CA (TLS) and its name: tlsName(fsid),
+ *   which only this filesystem's certificates carry.
+ * - Insecure (plaintext) exists only when asked for (`-o insecure`); the caller warns.
+ */
+import { X509Certificate } from 'node:crypto'
+import { readFileSync, statSync } from 'node:fs'
+import type { Server as NetServerSocket, Socket } from 'node:net'
+import tls from 'node:tls'
+import * as grpc from '@grpc/grpc-js'
+import { FsError } from '../util/errors.js'
+
+export interface TlsFiles {
+  /** the filesystem's CA certificate (PEM) */
+  ca: string
+  /** this agent's certificate and key (PEM) */
+  cert: string
+  key: string
+}
+
+/** How agents talk: mutual TLS for filesystem `fsid`, or plaintext when explicitly insecure. */
+export type Security = { insecure: true } | { insecure?: false; files: TlsFiles; fsid: bigint; refreshMs?: number }
+
+export type RefusalReason = 'no_certificate' | 'untrusted' | 'expired' | 'not_yet_valid' | 'wrong_fsid' | 'handshake'
+
+export interface TlsCounters {
+  accepted: number
+  refused: Record<RefusalReason, number>
+}
+
+export function newTlsCounters(): TlsCounters {
+  return {
+    accepted: 0,
+    refused: { no_certificate: 0, untrusted: 0, expired: 0, not_yet_valid: 0, wrong_fsid: 0, handshake: 0 },
+  }
+}
+
+const hex16 = (fsid: bigint): string => fsid.toString(16).padStart(16, '0')
+
+/** The name every agent certificate of `fsid` carries (a DNS SAN) and clients check. */
+export function tlsName(fsid: bigint): string {
+  return `fsid-${hex16(fsid)}.scoutfs`
+}
+
+/** The URI SAN that names the filesystem. */
+export function fsidUri(fsid: bigint): string {
+  return `scoutfs://fsid/${hex16(fsid)}`
+}
+
+/** The fsid a certificate's subjectaltname string names, or undefined. */
+export function fsidOfAltNames(altNames: string | undefined): bigint | undefined {
+  const m = /URI:scoutfs:\/\/fsid\/([0-9a-f]{16})/i.exec(altNames ?? '')
+  return m ? BigInt(`0x${m[1]}`) : undefined
+}
+
+function readable(path: string, what: string): void {
+  try {
+    statSync(path)
+  } catch (e) {
+    throw new FsError(
+      'ENOENT',
+      `the TLS ${what} file ${path} cannot be read (${(e as Error).message}); make certificates with 'scoutfs certs'`,
+    )
+  }
+}
+
+/** Check the files of a Security before any use: they exist, parse and belong together. */
+export function checkTlsFiles(s: Security): void {
+  if (s.insecure) return
+  readable(s.files.ca, 'CA')
+  readable(s.files.cert, 'certificate')
+  readable(s.files.key, 'key')
+  let ca: X509Certificate
+  let cert: X509Certificate
+  try {
+    ca = new X509Certificate(readFileSync(s.files.ca))
+    cert = new X509Certificate(readFileSync(s.files.cert))
+  } catch (e) {
+    throw new FsError('EINVAL', `a TLS certificate does not parse: ${(e as Error).message}`)
+  }
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))
+    throw new FsError('EINVAL', `${s.files.cert} is not signed by the CA ${s.files.ca}`)
+  const named = fsidOfAltNames(cert.subjectAltName)
+  if (named !== s.fsid)
+    throw new FsError(
+      'EINVAL',
+      `${s.files.cert} names filesystem ${named === undefined ? '(none)' : hex16(named)}, not this one (${hex16(s.fsid)}): make one with 'scoutfs certs agent --fsid ${hex16(s.fsid)}'`,
+    )
+  if (Date.parse(cert.validTo) < Date.now())
+    throw new FsError('EINVAL', `${s.files.cert} expired on ${cert.validTo}; make a new one with 'scoutfs certs'`)
+}
+
+let minVersionSet = false
+/** TLS 1.3 only, for every TLS connection of this process (agents speak nothing older). */
+function tls13Only(): void {
+  if (minVersionSet) return
+  minVersionSet = true
+  ;(tls as { DEFAULT_MIN_VERSION: string }).DEFAULT_MIN_VERSION = 'TLSv1.3'
+}
+
+function provider(s: Exclude<Security, { insecure: true }>): grpc.experimental.FileWatcherCertificateProvider {
+  return new grpc.experimental.FileWatcherCertificateProvider({
+    caCertificateFile: s.files.ca,
+    certificateFile: s.files.cert,
+    privateKeyFile: s.files.key,
+    refreshIntervalMs: s.refreshMs ?? 5000,
+  })
+}
+
+/** The credentials a listener serves with (client certificates asked for, vetted by vet()). */
+export function serverCredentials(s: Security): grpc.ServerCredentials {
+  if (s.insecure) return grpc.ServerCredentials.createInsecure()
+  tls13Only()
+  const p = provider(s)
+  return grpc.experimental.createCertificateProviderServerCredentials(p, p, false)
+}
+
+/** The credentials and channel options a client connects with. */
+export function channelCredentials(s: Security): { creds: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+  if (s.insecure) return { creds: grpc.credentials.createInsecure(), options: {} }
+  tls13Only()
+  const p = provider(s)
+  const want = s.fsid
+  return {
+    creds: grpc.experimental.createCertificateProviderChannelCredentials(p, p, {
+      checkServerIdentity: (_host, cert) => {
+        const named = fsidOfAltNames(cert.subjectaltname)
+        return named === want
+          ? undefined
+          : new Error(
+              `the server's certificate names filesystem ${named === undefined ? '(none)' : hex16(named)}, not ${hex16(want)}`,
+            )
+      },
+    }),
+    // the name checked against the server's certificate: this filesystem's, whatever its address
+    options: { 'grpc.ssl_target_name_override': tlsName(want), 'grpc.default_authority': tlsName(want) },
+  }
+}
+
+/** Why a TLS peer is refused, from its socket (undefined: accepted). */
+export function refusalOf(sock: tls.TLSSocket, fsid: bigint): { reason: RefusalReason; detail: string } | undefined {
+  const cert = sock.getPeerCertificate()
+  if (!cert || !cert.raw) return { reason: 'no_certificate', detail: 'the peer presented no certificate' }
+  if (!sock.authorized) {
+    const err = String(sock.authorizationError ?? 'unknown')
+    if (/EXPIRED/.test(err))
+      return { reason: 'expired', detail: `its certificate expired on ${cert.valid_to} (${err})` }
+    if (/NOT_YET_VALID/.test(err))
+      return { reason: 'not_yet_valid', detail: `its certificate is valid only from ${cert.valid_from} (${err})` }
+    return {
+      reason: 'untrusted',
+      detail: `its certificate (${cert.subject?.CN ?? '?'}) is not signed by this filesystem's CA (${err})`,
+    }
+  }
+  const named = fsidOfAltNames(cert.subjectaltname)
+  if (named !== fsid)
+    return {
+      reason: 'wrong_fsid',
+      detail: `its certificate (${cert.subject?.CN ?? '?'}) names filesystem ${named === undefined ? '(none)' : hex16(named)}, not ${hex16(fsid)}`,
+    }
+  return undefined
+}
+
+/**
+ * Vets every TLS connection of a listener's servers: refused peers are logged, counted and
+ * cut before their first request.  `servers`: the http2 servers of a bound grpc.Server.
+ */
+export function vetConnections(
+  servers: Iterable<NetServerSocket>,
+  fsid: bigint,
+  counters: TlsCounters,
+  log: (msg: string, fields?: Record<string, unknown>) => void,
+): void {
+  for (const srv of servers) {
+    srv.on('secureConnection', (sock: tls.TLSSocket) => {
+      const r = refusalOf(sock, fsid)
+      if (!r) {
+        counters.accepted++
+        return
+      }
+      counters.refused[r.reason]++
+      log('refused a TLS peer', { peer: `${sock.remoteAddress}:${sock.remotePort}`, reason: r.reason, why: r.detail })
+      sock.destroy()
+    })
+    srv.on('tlsClientError', (e: Error, sock: Socket) => {
+      counters.refused.handshake++
+      log('refused a TLS peer', {
+        peer: `${sock.remoteAddress}:${sock.remotePort}`,
+        reason: 'handshake',
+        why: e.message,
+      })
+    })
+  }
+}
+
+/** What a server call tells about its peer (grpc-js's getAuthContext). */
+export interface PeerCall {
+  getAuthContext(): { sslPeerCertificate?: tls.PeerCertificate }
+}
+
+/** A call's peer was vetted (TLS with an authorized certificate of `fsid`); EACCES otherwise. */
+export function checkCall(call: PeerCall, fsid: bigint): void {
+  const cert = call.getAuthContext().sslPeerCertificate
+  if (!cert) throw new FsError('EACCES', 'refused: the peer has no verified certificate of this filesystem')
+  if (fsidOfAltNames(cert.subjectaltname) !== fsid)
+    throw new FsError('EACCES', 'refused: the peer certificate names another filesystem')
+}
