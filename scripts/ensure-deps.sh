@@ -42,7 +42,8 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-if [ ! -d node_modules/fuse-native ] || [ ! -d node_modules/typescript ]; then
+if [ ! -d node_modules/fuse-native ] || [ ! -d node_modules/typescript ] ||
+  [ ! -d node_modules/@peculiar/x509 ] || [ ! -d node_modules/reflect-metadata ]; then
   echo "installing npm dependencies (npm ci)" >&2
   npm ci --no-audit --no-fund
 fi

@@ -19,6 +19,7 @@ export const EXIT_USAGE = 2
 export const EXIT_CHECK_PROBLEMS = 4
 
 import { CliUsageError as UsageError, registerMountCommands } from './mount-commands.js'
+import { registerCertCommands } from './cert-commands.js'
 
 async function openDevice(path: string, role: string, readOnly = false): Promise<BlockDevice> {
   try {
@@ -210,6 +211,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     })
 
   registerMountCommands(program, out)
+  registerCertCommands(program, out)
   return program
 }
 
