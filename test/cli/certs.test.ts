@@ -1,5 +1,5 @@
 /*
- * `scoutfs certs` and tools/certs.ts: the certificates of a filesystem's mutual TLS.  The
+ * `scoutfs certs` and net/certs.ts: the certificates of a filesystem's mutual TLS.  The
  * CLI runs as a user runs it (a process per command); what it makes is checked by three
  * independent readers (openssl, Node's X509Certificate, and a real TLS 1.3 handshake with
  * Node's tls module, both ends presenting and requiring a certificate), and the refusals are
@@ -32,7 +32,7 @@ import {
   makeAgentCert,
   makeCa,
   peerFsidError,
-} from '../../node-agent/src/tools/certs.js'
+} from '../../node-agent/src/net/certs.js'
 import { isFsError } from '../../node-agent/src/util/errors.js'
 import { runScoutfs, type CliResult } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
 

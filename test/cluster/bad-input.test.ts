@@ -38,21 +38,31 @@ describe('cluster: refused agents', function () {
     assert.equal(await onMount(c, 0, '', `out(rfile(p('${name}')).decode())`), what, `after ${what}`)
   }
 
-  it('refuses a client of another filesystem with a message naming both fsids', async () => {
+  it('refuses an agent of another filesystem at TLS, both ends saying why', async () => {
     const other = await makeClusterDevices({ metaBytes: 256 << 20, dataBytes: 256 << 20 })
     const mine = await fsidOf(c.dev.meta)
     const theirs = await fsidOf(other.meta)
     assert.notEqual(mine, theirs)
     const m = mnt()
+    // its own filesystem's certificates (runRefusedMount adds them), pointed at our server
     const r = await runRefusedMount(other, m, `server_addr=${c.dev.serverAddr}`)
     const log = r.stdout + r.stderr
     assert.equal(r.signal, undefined, `the agent exits by itself (it was killed after 60 s):\n${log}`)
     assert.notEqual(r.code, 0, `exit code ${r.code}`)
     assert.equal(r.mountedAtSomePoint, false, `it never reported a mount:\n${log}`)
-    assert.match(log, /fsid|filesystem/i, 'the message speaks of the filesystem id')
-    assert.ok(log.includes(theirs) && log.includes(mine), `the message names ${theirs} and ${mine}:\n${log}`)
+    assert.match(log, /certificate/i, `the refused agent says the server's certificate is not trusted:\n${log}`)
     assert.deepEqual(await fuseMountsUnder(m), [], 'no mount left behind')
-    await stillServes('the fsid mismatch')
+    const serverLog = c.agents[0]!.log()
+    assert.match(
+      serverLog,
+      /"reason":"(untrusted|handshake)","why":"[^"]+","role":"tls","msg":"refused a TLS peer"/,
+      `the server logs the refusal and why:\n${serverLog
+        .split('\n')
+        .filter((l) => /tls|TLS/.test(l))
+        .slice(-5)
+        .join('\n')}`,
+    )
+    await stillServes('the refused agent of another filesystem')
   })
 
   it('refuses a second server on devices already served (EBUSY)', async () => {

@@ -105,7 +105,8 @@ export async function startAgent(
       data: dev.data,
       mnt,
       logLevel: 'info',
-      options: opts.options,
+      // a cluster's agents speak mutual TLS with its certificates
+      options: [opts.options, (dev as { tlsOptions?: string }).tlsOptions].filter(Boolean).join(',') || undefined,
       metricsAddr: opts.metricsAddr,
       env: opts.env,
       netns: opts.netns,

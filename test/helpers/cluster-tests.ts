@@ -157,7 +157,8 @@ export async function runRefusedMount(
   timeoutMs = 60_000,
 ): Promise<Run & { mountedAtSomePoint: boolean }> {
   const args = ['mount', '--metadev', dev.meta, dev.data, mnt, '--foreground', '--log-level', 'info']
-  if (options) args.push('-o', options)
+  const o = [options, (dev as { tlsOptions?: string }).tlsOptions].filter(Boolean).join(',')
+  if (o) args.push('-o', o)
   const r = await sh(process.execPath, [BIN, ...args], { timeoutMs })
   const mountedAtSomePoint = /"msg":"mounted"/.test(r.stdout + r.stderr)
   await forceUnmount(mnt)

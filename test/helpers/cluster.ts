@@ -18,6 +18,8 @@ export { agentStatus, type AgentStatus } from '../../node-agent/src/tools/launch
 export interface ClusterDevices extends Devices {
   /** the server's address (quorum slot 0) */
   serverAddr: string
+  /** the mount options of the cluster's mutual TLS (its CA and agent certificate) */
+  tlsOptions?: string
 }
 
 /** Fresh devices formatted for a cluster: `slots` quorum slots, slot 0 at 127.0.0.1:<free port>. */
@@ -26,7 +28,14 @@ export async function makeClusterDevices(
 ): Promise<ClusterDevices> {
   const d = await launchClusterDevices(opts)
   registerDir(d.dir)
-  return { dir: d.dir, meta: d.meta, data: d.data, serverAddr: d.serverAddr, remove: () => undefined }
+  return {
+    dir: d.dir,
+    meta: d.meta,
+    data: d.data,
+    serverAddr: d.serverAddr,
+    tlsOptions: d.tlsOptions,
+    remove: () => undefined,
+  }
 }
 
 export interface Cluster {

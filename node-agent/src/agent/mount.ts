@@ -104,13 +104,13 @@ async function agentSecurity(
     if (o.tls) throw new FsError('EINVAL', 'mount options insecure and tls_* contradict each other: give one')
     log.warn(
       { insecure: true },
-      'PLAINTEXT between agents (-o insecure): anything that reaches the agents\' ports can take locks and corrupt the filesystem; use certificates (scoutfs certs) outside a test bench',
+      "PLAINTEXT between agents (-o insecure): anything that reaches the agents' ports can take locks and corrupt the filesystem; use certificates (scoutfs certs) outside a test bench",
     )
     return { sec: { insecure: true } }
   }
   if (o.tls) {
     const sec: Security = { files: o.tls, fsid }
-    checkTlsFiles(sec)
+    await checkTlsFiles(sec)
     return { sec }
   }
   if (singleNode) {

@@ -1,5 +1,5 @@
 /*
- * `scoutfs certs ...`: the certificates of a filesystem's mutual TLS (tools/certs.ts,
+ * `scoutfs certs ...`: the certificates of a filesystem's mutual TLS (net/certs.ts,
  * docs/tls.md): `ca` makes the CA, `agent` an agent's certificate issued by it, `show`
  * describes a certificate file, `local` makes (or keeps) the set of a local cluster.  The
  * filesystem is named by --fsid HEX or read from its metadata device with --metadev PATH.
@@ -24,7 +24,7 @@ import {
   localCerts,
   makeAgentCert,
   makeCa,
-} from '../tools/certs.js'
+} from '../net/certs.js'
 import { pemCertificates } from '../net/tls-identity.js'
 import { CliUsageError as UsageError } from './mount-commands.js'
 

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process'
 import { promises as fsp, openSync, closeSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import pino from 'pino'
 import { ADMIN_DIR, adminCall, adminSocketPath } from '../agent/admin.js'
@@ -13,6 +13,7 @@ import type { StatReply, StatfsReply } from '../agent/admin-api.js'
 import { FsError } from '../util/errors.js'
 import { Mount, type MountOptions } from '../agent/mount.js'
 import type { FenceOptions } from '../quorum/fence.js'
+import type { TlsFiles } from '../net/tls.js'
 import { HEARTBEAT_TIMEOUT_MAX_MS, HEARTBEAT_TIMEOUT_MIN_MS } from '../quorum/quorum.js'
 
 type Out = (s: string) => void
@@ -62,6 +63,11 @@ const MOUNT_OPTIONS = [
   'fence_retries',
   'fence_namespace',
   'fence_filesystem',
+  'tls_ca',
+  'tls_cert',
+  'tls_key',
+  'tls_dir',
+  'insecure',
 ]
 
 function parseMountOptions(s: string | undefined): Record<string, string> {
@@ -152,6 +158,27 @@ function fenceSettings(opts: Record<string, string>): FenceOptions | undefined {
   }
 }
 
+/** tls_ca/tls_cert/tls_key (all three) or tls_dir (ca.crt, tls.crt, tls.key), or insecure */
+function tlsSettings(opts: Record<string, string>): { tls?: TlsFiles; insecure?: boolean } {
+  const files = (['tls_ca', 'tls_cert', 'tls_key'] as const).filter((k) => opts[k] !== undefined)
+  const insecure = opts.insecure !== undefined
+  if (insecure && opts.insecure !== '1') throw new CliUsageError('mount option insecure takes no value')
+  if (insecure && (files.length || opts.tls_dir))
+    throw new CliUsageError('mount option insecure contradicts tls_*: give certificates or insecure, not both')
+  if (opts.tls_dir !== undefined) {
+    if (files.length) throw new CliUsageError(`give tls_dir or ${files.join(', ')}, not both`)
+    const d = resolve(opts.tls_dir)
+    return { tls: { ca: join(d, 'ca.crt'), cert: join(d, 'tls.crt'), key: join(d, 'tls.key') } }
+  }
+  if (files.length && files.length < 3)
+    throw new CliUsageError(
+      `mount options tls_ca, tls_cert and tls_key go together (missing: ${['tls_ca', 'tls_cert', 'tls_key'].filter((k) => opts[k] === undefined).join(', ')})`,
+    )
+  if (files.length === 3)
+    return { tls: { ca: resolve(opts.tls_ca!), cert: resolve(opts.tls_cert!), key: resolve(opts.tls_key!) } }
+  return insecure ? { insecure: true } : {}
+}
+
 /** The -o options as Mount.start takes them; a wrong name or value is a usage error. */
 function mountSettings(options: string | undefined): Partial<MountOptions> {
   const mo = parseMountOptions(options)
@@ -167,6 +194,7 @@ function mountSettings(options: string | undefined): Partial<MountOptions> {
     orphanScanDelayMs: orphanScanDelay(mo),
     quorumHeartbeatTimeoutMs: heartbeatTimeout(mo),
     fence: fenceSettings(mo),
+    ...tlsSettings(mo),
   }
 }
 

@@ -59,6 +59,9 @@ import type { GreetingReply, LogTrees, Roots, ServerApi, ServerStatfs } from '..
 /** Where the server is now ('host:port'); asked on each (re)connect. */
 export type AddressResolver = () => string | Promise<string>
 
+/** how grpc-js words a failed verification of the server's certificate */
+const TLS_FAILURE = /certificate|CERT_|self[- ]signed|unable to verify|names filesystem/i
+
 export interface NetClientOptions {
   /** deadline of one attempt of a call (ms); default 30 s */
   callTimeoutMs?: number
@@ -260,6 +263,8 @@ export class NetClient implements ServerApi {
   /** Whether a failure means "no server answered": resending is then safe and useful. */
   private retryable(e: unknown): boolean {
     if (this.closed || !isServiceError(e)) return false
+    // a server whose certificate this mount does not trust stays untrusted: do not resend
+    if (e.code === grpc.status.UNAVAILABLE && TLS_FAILURE.test(e.details)) return false
     if (e.code === grpc.status.UNAVAILABLE) return true // includes a stopping server (ENXIO)
     if (errnoOf(e)) return false // the server answered
     // a quorum member that does not (or no longer) serve: the server is elsewhere

@@ -1,6 +1,6 @@
 /*
  * The identity a scoutfs TLS certificate carries, and the checks each end of a connection
- * makes on it.  tools/certs.ts makes the certificates; this file only reads them, so that
+ * makes on it.  net/certs.ts makes the certificates; this file only reads them, so that
  * the layers that open connections (net/, quorum/, server/, agent/) can use it.
  *
  * What it owns:

@@ -17,12 +17,11 @@
  *   which only this filesystem's certificates carry.
  * - Insecure (plaintext) exists only when asked for (`-o insecure`); the caller warns.
  */
-import { X509Certificate } from 'node:crypto'
-import { readFileSync, statSync } from 'node:fs'
 import type { Server as NetServerSocket, Socket } from 'node:net'
 import tls from 'node:tls'
 import * as grpc from '@grpc/grpc-js'
 import { FsError } from '../util/errors.js'
+import { checkPeerFsid, fsidHex, loadTlsFiles, peerFsidError } from './tls-identity.js'
 
 export interface TlsFiles {
   /** the filesystem's CA certificate (PEM) */
@@ -49,59 +48,15 @@ export function newTlsCounters(): TlsCounters {
   }
 }
 
-const hex16 = (fsid: bigint): string => fsid.toString(16).padStart(16, '0')
-
 /** The name every agent certificate of `fsid` carries (a DNS SAN) and clients check. */
 export function tlsName(fsid: bigint): string {
-  return `fsid-${hex16(fsid)}.scoutfs`
+  return `fsid-${fsidHex(fsid)}.scoutfs`
 }
 
-/** The URI SAN that names the filesystem. */
-export function fsidUri(fsid: bigint): string {
-  return `scoutfs://fsid/${hex16(fsid)}`
-}
-
-/** The fsid a certificate's subjectaltname string names, or undefined. */
-export function fsidOfAltNames(altNames: string | undefined): bigint | undefined {
-  const m = /URI:scoutfs:\/\/fsid\/([0-9a-f]{16})/i.exec(altNames ?? '')
-  return m ? BigInt(`0x${m[1]}`) : undefined
-}
-
-function readable(path: string, what: string): void {
-  try {
-    statSync(path)
-  } catch (e) {
-    throw new FsError(
-      'ENOENT',
-      `the TLS ${what} file ${path} cannot be read (${(e as Error).message}); make certificates with 'scoutfs certs'`,
-    )
-  }
-}
-
-/** Check the files of a Security before any use: they exist, parse and belong together. */
-export function checkTlsFiles(s: Security): void {
+/** Check the files of a Security before any use (tls-identity.ts loadTlsFiles: they belong together). */
+export async function checkTlsFiles(s: Security): Promise<void> {
   if (s.insecure) return
-  readable(s.files.ca, 'CA')
-  readable(s.files.cert, 'certificate')
-  readable(s.files.key, 'key')
-  let ca: X509Certificate
-  let cert: X509Certificate
-  try {
-    ca = new X509Certificate(readFileSync(s.files.ca))
-    cert = new X509Certificate(readFileSync(s.files.cert))
-  } catch (e) {
-    throw new FsError('EINVAL', `a TLS certificate does not parse: ${(e as Error).message}`)
-  }
-  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))
-    throw new FsError('EINVAL', `${s.files.cert} is not signed by the CA ${s.files.ca}`)
-  const named = fsidOfAltNames(cert.subjectAltName)
-  if (named !== s.fsid)
-    throw new FsError(
-      'EINVAL',
-      `${s.files.cert} names filesystem ${named === undefined ? '(none)' : hex16(named)}, not this one (${hex16(s.fsid)}): make one with 'scoutfs certs agent --fsid ${hex16(s.fsid)}'`,
-    )
-  if (Date.parse(cert.validTo) < Date.now())
-    throw new FsError('EINVAL', `${s.files.cert} expired on ${cert.validTo}; make a new one with 'scoutfs certs'`)
+  await loadTlsFiles({ ...s.files, fsid: s.fsid })
 }
 
 let minVersionSet = false
@@ -137,14 +92,7 @@ export function channelCredentials(s: Security): { creds: grpc.ChannelCredential
   const want = s.fsid
   return {
     creds: grpc.experimental.createCertificateProviderChannelCredentials(p, p, {
-      checkServerIdentity: (_host, cert) => {
-        const named = fsidOfAltNames(cert.subjectaltname)
-        return named === want
-          ? undefined
-          : new Error(
-              `the server's certificate names filesystem ${named === undefined ? '(none)' : hex16(named)}, not ${hex16(want)}`,
-            )
-      },
+      checkServerIdentity: (_host, cert) => peerFsidError(cert, want),
     }),
     // the name checked against the server's certificate: this filesystem's, whatever its address
     options: { 'grpc.ssl_target_name_override': tlsName(want), 'grpc.default_authority': tlsName(want) },
@@ -166,12 +114,8 @@ export function refusalOf(sock: tls.TLSSocket, fsid: bigint): { reason: RefusalR
       detail: `its certificate (${cert.subject?.CN ?? '?'}) is not signed by this filesystem's CA (${err})`,
     }
   }
-  const named = fsidOfAltNames(cert.subjectaltname)
-  if (named !== fsid)
-    return {
-      reason: 'wrong_fsid',
-      detail: `its certificate (${cert.subject?.CN ?? '?'}) names filesystem ${named === undefined ? '(none)' : hex16(named)}, not ${hex16(fsid)}`,
-    }
+  const wrong = peerFsidError(cert, fsid)
+  if (wrong) return { reason: 'wrong_fsid', detail: `its certificate (${cert.subject?.CN ?? '?'}): ${wrong.message}` }
   return undefined
 }
 
@@ -216,6 +160,5 @@ export interface PeerCall {
 export function checkCall(call: PeerCall, fsid: bigint): void {
   const cert = call.getAuthContext().sslPeerCertificate
   if (!cert) throw new FsError('EACCES', 'refused: the peer has no verified certificate of this filesystem')
-  if (fsidOfAltNames(cert.subjectaltname) !== fsid)
-    throw new FsError('EACCES', 'refused: the peer certificate names another filesystem')
+  checkPeerFsid(cert, fsid)
 }

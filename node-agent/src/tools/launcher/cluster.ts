@@ -65,7 +65,7 @@ export interface StartHooks {
 }
 
 /** `D`: what the caller keeps about the devices (a Devices with its directory, say). */
-export class Cluster<D extends DevicePaths = DevicePaths> {
+export class Cluster<D extends DevicePaths & { tlsOptions?: string } = DevicePaths> {
   readonly agents: AgentProcess[]
 
   /** `agents[i]` for i < `members` are quorum members: memberOption(i) is added to their options. */
@@ -84,7 +84,7 @@ export class Cluster<D extends DevicePaths = DevicePaths> {
           ...s,
           meta: dev.meta,
           data: dev.data,
-          options: i < members ? joinOptions(memberOption(i), s.options) : s.options,
+          options: joinOptions(i < members ? memberOption(i) : undefined, s.options, dev.tlsOptions),
         }),
     )
   }

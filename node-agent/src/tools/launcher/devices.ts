@@ -7,6 +7,9 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FsError } from '../../util/errors.js'
+import { localCerts } from '../../net/certs.js'
+import { FileDevice } from '../../storage/device.js'
+import { readSuper } from '../../storage/super.js'
 import { freePort } from './ports.js'
 import { runScoutfs, type CliResult } from './scoutfs-cli.js'
 
@@ -22,6 +25,8 @@ export interface Devices extends DevicePaths {
   serverAddr?: string
   /** the addresses of the slots that have one (slot i at index i) */
   quorumAddrs?: string[]
+  /** for a cluster: the mount options of its mutual TLS (a CA and one agent certificate in DIR/tls) */
+  tlsOptions?: string
   /** remove `dir` and everything in it (nothing may be mounted below it) */
   remove(): void
 }
@@ -62,6 +67,31 @@ export interface MakeDevicesOptions {
   memberHosts?: string[]
 }
 
+/** The filesystem's fsid, from the super block on `meta`. */
+export async function fsidOf(meta: string): Promise<bigint> {
+  const dev = await FileDevice.open(meta, { readOnly: true })
+  try {
+    return (await readSuper(dev)).fsid
+  } finally {
+    await dev.close()
+  }
+}
+
+/**
+ * A CA and one agent certificate (named `agent`, for every agent) of the filesystem on `meta`
+ * in `dir`; returns the mount options that use them.
+ */
+export async function clusterCerts(meta: string, dir: string, hosts: readonly string[] = []): Promise<string> {
+  const r = await localCerts({
+    dir,
+    fsid: await fsidOf(meta),
+    agents: ['agent'],
+    hosts: ['localhost', '127.0.0.1', ...hosts],
+  })
+  const a = r.agents[0]!
+  return `tls_ca=${r.ca.cert},tls_cert=${a.cert},tls_key=${a.key}`
+}
+
 /** Fresh sparse devices, formatted; the directory is removed again when this fails. */
 export async function makeDevices(o: MakeDevicesOptions): Promise<Devices> {
   const fresh = o.dir === undefined
@@ -84,12 +114,14 @@ export async function makeDevices(o: MakeDevicesOptions): Promise<Devices> {
     const r = await mkfs({ meta, data }, { quorumSlots: Math.max(o.quorumSlots, members.length), members })
     if (r.code !== 0) throw new FsError('EIO', `mkfs failed (${r.code ?? r.signal}): ${r.stderr}`)
     const quorumAddrs = members.map((m) => `${m.host}:${m.port}`)
+    const tlsOptions = members.length ? await clusterCerts(meta, join(dir, 'tls'), o.memberHosts) : undefined
     return {
       dir,
       meta,
       data,
       serverAddr: quorumAddrs[0],
       quorumAddrs: members.length ? quorumAddrs : undefined,
+      tlsOptions,
       remove,
     }
   } catch (e) {

@@ -24,10 +24,12 @@
 import 'reflect-metadata' // before @peculiar/x509, which needs it loaded
 import * as x509 from '@peculiar/x509'
 import { X509Certificate as NodeX509, createPrivateKey, randomBytes, webcrypto } from 'node:crypto'
-import { promises as fsp } from 'node:fs'
+import { promises as fsp, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { FsError, fromNodeError } from '../util/errors.js'
+import { tlsName } from './tls.js'
 import {
   caCommonName,
   fsidHex,
@@ -318,7 +320,8 @@ export async function makeAgentCert(o: MakeAgentCertOptions): Promise<CertFiles>
   checkFsid(o.fsid)
   checkAgentName(o.name)
   const days = checkDays(o.days, AGENT_DAYS)
-  const names = hostNames(o.hosts ?? DEFAULT_HOSTS)
+  // every agent certificate also carries the filesystem's TLS name: the name clients check
+  const names = hostNames([...(o.hosts ?? DEFAULT_HOSTS), tlsName(o.fsid)])
   let ca: LoadedCa | undefined
   if (!o.selfSigned) {
     if (!o.caDir) throw new FsError('EINVAL', 'give the directory of the CA that issues the certificate')
@@ -529,7 +532,7 @@ async function agentCertProblem(
 export async function localCerts(o: LocalCertsOptions): Promise<LocalCertsResult> {
   checkFsid(o.fsid)
   for (const n of o.agents) checkAgentName(n)
-  const hosts = hostNames(o.hosts ?? DEFAULT_HOSTS)
+  const hosts = hostNames([...(o.hosts ?? DEFAULT_HOSTS), tlsName(o.fsid)])
   if (new Set(o.agents).size !== o.agents.length) throw new FsError('EINVAL', 'an agent name is given twice')
   await ensureDir(o.dir)
   const now = new Date()
@@ -577,4 +580,25 @@ export async function localCerts(o: LocalCertsOptions): Promise<LocalCertsResult
     agents.push({ name, action: had ? 'replaced' : 'made', ...(problem ? { reason: problem } : {}), cert, key })
   }
   return { ca: caResult, agents }
+}
+
+/**
+ * A CA and an agent certificate of `fsid` in a fresh private directory, for a server nobody
+ * else connects to (a single-node filesystem's loopback server): mutual TLS without files to
+ * manage.  remove() deletes them.
+ */
+export async function ephemeralTls(
+  fsid: bigint,
+): Promise<{ files: { ca: string; cert: string; key: string }; remove: () => void }> {
+  const dir = await fsp.mkdtemp(join(tmpdir(), 'scoutfs-tls-'))
+  const remove = (): void => rmSync(dir, { recursive: true, force: true })
+  try {
+    await fsp.chmod(dir, 0o700)
+    await makeCa({ fsid, dir, days: 3650 })
+    const a = await makeAgentCert({ caDir: dir, fsid, name: 'agent', dir, days: 3650 })
+    return { files: { ca: join(dir, CA_CERT_FILE), cert: a.cert, key: a.key }, remove }
+  } catch (e) {
+    remove()
+    throw e
+  }
 }
