@@ -20,7 +20,8 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, promises as fsp, readFileSync, readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { AgentProcess, StopResult, WaitResult } from '../node-agent/src/tools/launcher/agent-process.js'
-import { Cluster } from '../node-agent/src/tools/launcher/cluster.js'
+import { localCerts } from '../node-agent/src/net/certs.js'
+import { Cluster, joinOptions } from '../node-agent/src/tools/launcher/cluster.js'
 import { createSparse, mkfs } from '../node-agent/src/tools/launcher/devices.js'
 import { addrFree } from '../node-agent/src/tools/launcher/ports.js'
 import { cliBuilt, REPO_ROOT, runScoutfs, SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
@@ -277,6 +278,22 @@ class LocalCluster {
     const fs = await this.formatted(meta, data, created)
     this.info = { runDir: s.runDir, fsid: fs.fsid, slotAddrs: fs.slotAddrs }
     await this.check(meta, data)
+    // mutual TLS between the agents: a CA and a certificate per agent, made or kept at every start
+    const tlsDir = join(s.runDir, 'tls')
+    const certs = await localCerts({
+      dir: tlsDir,
+      fsid: BigInt(`0x${fs.fsid}`),
+      agents: this.agents.map((a) => a.name),
+    })
+    this.cluster.agents.forEach((p, i) => {
+      const a = certs.agents[i]!
+      p.spec.options = joinOptions(p.spec.options, `tls_ca=${certs.ca.cert},tls_cert=${a.cert},tls_key=${a.key}`)
+    })
+    const made = [certs.ca, ...certs.agents].filter((x) => x.action !== 'reused').length
+    this.note(
+      `  mutual TLS between agents: CA and ${certs.agents.length} agent certificates in ${shortPath(tlsDir)}` +
+        (made ? ` (${made} made or replaced)` : ' (kept)'),
+    )
     for (const a of this.agents) await fsp.mkdir(a.mountpoint, { recursive: true })
 
     const ok = await this.startAgents()

@@ -449,7 +449,10 @@ describe('scoutfs certs', function () {
     assert.match(r.stdout, /subject +CN=node0\n/)
     assert.match(r.stdout, new RegExp(`issuer +CN=scoutfs CA ${HEX}\\n`))
     assert.match(r.stdout, new RegExp(`kind +agent of filesystem ${HEX}\\n`))
-    assert.match(r.stdout, new RegExp(`san +URI:scoutfs://fsid/${HEX}, DNS:localhost, IP:127\\.0\\.0\\.1\\n`))
+    assert.match(
+      r.stdout,
+      new RegExp(`san +URI:scoutfs://fsid/${HEX}, DNS:localhost, IP:127\\.0\\.0\\.1, DNS:fsid-${HEX}\\.scoutfs\\n`),
+    )
     assert.match(r.stdout, /ext key usage +serverAuth, clientAuth\n/)
     assert.match(r.stdout, /not after +\S+ \(valid, 36[45] days left\)/)
     assert.ok(r.stdout.includes(`sha256        ${new X509Certificate(read(agentCrt)).fingerprint256}\n`), r.stdout)
@@ -471,7 +474,13 @@ describe('scoutfs certs', function () {
     ) // prettier-ignore
     assert.equal(r.code, 0, r.stderr)
     const i = describeCert(read(join(short, 'pod-0.crt')))
-    assert.deepEqual(i.sans, [`URI:scoutfs://fsid/${HEX}`, 'DNS:pod-0.scoutfs.ns.svc', 'IP:10.1.2.3', 'IP:::1'])
+    assert.deepEqual(i.sans, [
+      `URI:scoutfs://fsid/${HEX}`,
+      'DNS:pod-0.scoutfs.ns.svc',
+      'IP:10.1.2.3',
+      'IP:::1',
+      `DNS:fsid-${HEX}.scoutfs`,
+    ])
     assert.equal(i.notAfter.getTime(), describeCert(read(join(short, 'ca.crt'))).notAfter.getTime())
   })
 
@@ -559,7 +568,10 @@ describe('scoutfs certs', function () {
     // other hosts asked for: replaced; asked again: kept
     const hosts = await localCerts({ dir: d, fsid: FSID, agents: ['n0'], hosts: ['127.0.0.1', '::1'] })
     assert.equal(hosts.agents[0]!.action, 'replaced')
-    assert.equal(hosts.agents[0]!.reason, 'names DNS:localhost, IP:127.0.0.1, not IP:127.0.0.1, IP:::1')
+    assert.equal(
+      hosts.agents[0]!.reason,
+      `names DNS:fsid-${HEX}.scoutfs, DNS:localhost, IP:127.0.0.1, not DNS:fsid-${HEX}.scoutfs, IP:127.0.0.1, IP:::1`,
+    )
     const same = await localCerts({ dir: d, fsid: FSID, agents: ['n0'], hosts: ['127.0.0.1', '::1'] })
     assert.equal(same.agents[0]!.action, 'reused')
 

@@ -1,7 +1,9 @@
 /*
- * The quorum's metrics (DESIGN §11): registered by quorum members only.  A plain client shows
- * the quorum through its admin socket (GET /quorum), not here: only members take part.
+ * The quorum's metrics (DESIGN §11) and those of the member's listener (its TLS peers):
+ * registered by quorum members only.  A plain client shows the quorum through its admin
+ * socket (GET /quorum), not here: only members take part.
  */
+import type { GrpcListener } from '../net/listener.js'
 import type { QuorumMember } from '../quorum/quorum.js'
 import type { MetricSink } from './metrics.js'
 
@@ -93,4 +95,22 @@ export function registerQuorumMetrics(m: MetricSink, q: QuorumMember): void {
       read: () => (s().lastStartMs ?? 0) / 1000,
     },
   ])
+}
+
+export function registerTlsMetrics(m: MetricSink, l: GrpcListener): void {
+  m.add([
+    {
+      name: 'scoutfs_tls_connections_accepted_total',
+      help: "TLS connections to this member's listener whose peer was vetted (a certificate of this filesystem's CA naming it)",
+      kind: 'counter',
+      read: () => l.tls.accepted,
+    },
+  ])
+  m.addLabeled(
+    'scoutfs_tls_refusals_total',
+    "Peers refused at this member's listener, by reason (no_certificate, untrusted, expired, not_yet_valid, wrong_fsid, handshake)",
+    'reason',
+    () => ({ ...l.tls.refused }),
+    'counter',
+  )
 }

@@ -33,7 +33,7 @@ import { AgentMetrics } from './metrics.js'
 import { MountCore, readMountSupers } from './mount-core.js'
 import { registerForestMetrics, registerItemCacheMetrics, registerTransMetrics } from './metrics-client.js'
 import { registerFsMetrics } from './metrics-fs.js'
-import { registerQuorumMetrics } from './metrics-quorum.js'
+import { registerQuorumMetrics, registerTlsMetrics } from './metrics-quorum.js'
 import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lock.js'
 import { registerBlockCacheMetrics, registerBtreeMetrics } from './metrics-storage.js'
 import { ServerRoleHost, serverRole, slotAddress, type ServeSlot } from './server-role-host.js'
@@ -306,6 +306,7 @@ export class Mount {
       registerLocksHeldMetric(metrics, locks)
       serverHost.exportMetrics(metrics)
       if (member) registerQuorumMetrics(metrics, member)
+      if (listener) registerTlsMetrics(metrics, listener)
       if (o.metricsAddr) m.metricsAddr = await metrics.listen(o.metricsAddr)
 
       const frontend = await (o.frontend ?? fuseNativeFrontend)(metrics.instrument(fs), mountpoint, {

@@ -256,13 +256,13 @@ if (require.main === module) {
     if (e.code === 'EPIPE') process.exit(EXIT_OK)
     throw e
   })
-  // exit when the command is done: a timer some library left behind (grpc-js's certificate
-  // file watcher) must not keep a finished or failed command alive
   main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
+    (code) => {
+      process.exitCode = code
+    },
     (e) => {
       process.stderr.write(`scoutfs: ${String(e)}\n`)
-      process.exit(EXIT_FAILED)
+      process.exitCode = EXIT_FAILED
     },
   )
 }

@@ -67,8 +67,26 @@ function tls13Only(): void {
   ;(tls as { DEFAULT_MIN_VERSION: string }).DEFAULT_MIN_VERSION = 'TLSv1.3'
 }
 
+/**
+ * grpc-js's file watcher, whose refresh timer does not keep the process alive: an agent that
+ * stopped (or failed to start) exits even if grpc-js never removed its listeners.
+ */
+class FileWatcher extends grpc.experimental.FileWatcherCertificateProvider {
+  private unrefTimer(): void {
+    ;(this as unknown as { refreshTimer?: NodeJS.Timeout | null }).refreshTimer?.unref()
+  }
+  override addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
+    super.addCaCertificateListener(l)
+    this.unrefTimer()
+  }
+  override addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
+    super.addIdentityCertificateListener(l)
+    this.unrefTimer()
+  }
+}
+
 function provider(s: Exclude<Security, { insecure: true }>): grpc.experimental.FileWatcherCertificateProvider {
-  return new grpc.experimental.FileWatcherCertificateProvider({
+  return new FileWatcher({
     caCertificateFile: s.files.ca,
     certificateFile: s.files.cert,
     privateKeyFile: s.files.key,
