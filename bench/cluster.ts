@@ -240,8 +240,12 @@ const stopProblems: string[] = []
 async function newCluster(o: Options, n: number): Promise<{ c: BenchCluster; roles: string[] }> {
   const dataBytes = Math.max(2 ** 30, Math.ceil(n * o.files * Math.max(4096, o.fileSize) * 2))
   const dev = await makeClusterDevices({ metaBytes: 2 ** 30, dataBytes, slots: Math.max(n, 1) })
-  log(`starting a ${n}-agent cluster (server ${dev.serverAddr}) in ${dev.dir}`)
-  const agents = numberedAgents(dev.dir, n, { logLevel: 'info', options: o.mountOptions, metricsAddr: '127.0.0.1:0' })
+  // mutual TLS between the agents unless SCOUTFS_BENCH_TLS=off (plaintext, -o insecure)
+  const plain = process.env.SCOUTFS_BENCH_TLS === 'off'
+  if (plain) dev.tlsOptions = undefined
+  log(`starting a ${n}-agent cluster (server ${dev.serverAddr}, ${plain ? 'plaintext' : 'mutual TLS'}) in ${dev.dir}`)
+  const options = [o.mountOptions, plain ? 'insecure' : undefined].filter(Boolean).join(',') || undefined
+  const agents = numberedAgents(dev.dir, n, { logLevel: 'info', options, metricsAddr: '127.0.0.1:0' })
   const c: BenchCluster = new Cluster(dev, agents, MOUNT_TIMEOUT_MS)
   clusters.add(c)
   await c.startOrThrow()
