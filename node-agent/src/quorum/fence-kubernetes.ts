@@ -45,23 +45,15 @@ const NAME_MAX = 63
 /** longest one API call may take */
 const REQUEST_TIMEOUT_MS = 30000
 
-/** What the server asks for (the FenceRequest's spec). */
-export interface FenceRequestSpec {
+/**
+ * What the server asks for (the FenceRequest's spec): the target as FenceTarget has it (rid as
+ * 16 hex digits), the filesystem, the node, and who asked when.
+ */
+export type FenceRequestSpec = Omit<FenceTarget, 'rid'> & {
   /** the filesystem's name */
   filesystem: string
   /** the mount to fence: its rid, 16 hex digits */
   rid: string
-  reason: FenceReason
-  /** the host name the mount recorded ('' unknown) */
-  host: string
-  /** its agent's process id (0 unknown) */
-  pid: number
-  /** that process's start time, /proc/<pid>/stat field 22 (0 unknown) */
-  pidStart: number
-  /** its IP address as the server saw it ('' unknown) */
-  addr: string
-  /** its quorum slot, if it is a quorum member */
-  slot?: number
   /** the Kubernetes node it runs on, as far as the server knows ('' unknown) */
   nodeName: string
   /** when the request was made, RFC 3339 */
