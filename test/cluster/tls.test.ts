@@ -185,6 +185,34 @@ describe('cluster: mutual TLS between agents', function () {
     assert.equal(await onMount(c, 0, '', `out(rfile(p('after-rotation')).decode())`), 'ok')
   })
 
+  it('speaks TLS 1.3 only: a TLS 1.2 client with a valid certificate is refused', async () => {
+    const [host, port] = [c.dev.serverAddr.split(':')[0]!, Number(c.dev.serverAddr.split(':')[1])]
+    const connect = (maxVersion: tls.SecureVersion): Promise<string> =>
+      new Promise((res) => {
+        const s = tls.connect({
+          host,
+          port,
+          ca: readFileSync(join(tlsDir, 'ca.crt')),
+          cert: readFileSync(join(tlsDir, 'agent.crt')),
+          key: readFileSync(join(tlsDir, 'agent.key')),
+          servername: tlsName(fsid),
+          ALPNProtocols: ['h2'],
+          minVersion: 'TLSv1.2',
+          maxVersion,
+        })
+        s.once('secureConnect', () => {
+          const v = s.getProtocol() ?? '?'
+          s.destroy()
+          res(v)
+        })
+        s.once('error', (e: NodeJS.ErrnoException) => res(`refused: ${e.code ?? e.message}`))
+      })
+    assert.equal(await connect('TLSv1.3'), 'TLSv1.3')
+    const old = await connect('TLSv1.2')
+    console.log(`      a TLS 1.2 client: ${old}`)
+    assert.match(old, /^refused/)
+  })
+
   it('refuses a cluster mount without certificates, saying what to do', async () => {
     const r = await runRefusedMount(
       { meta: c.dev.meta, data: c.dev.data },
