@@ -22,7 +22,13 @@ import { join } from 'node:path'
 import { adminCall } from '../node-agent/src/agent/admin.js'
 import type { QuorumView } from '../node-agent/src/agent/admin-api.js'
 import { killAllAgents, launchAgent, type AgentProcess } from '../node-agent/src/tools/launcher/agent-process.js'
-import { Cluster, makeClusterDevices, memberOption, numberedAgents } from '../node-agent/src/tools/launcher/cluster.js'
+import {
+  Cluster,
+  joinOptions,
+  makeClusterDevices,
+  memberOption,
+  numberedAgents,
+} from '../node-agent/src/tools/launcher/cluster.js'
 
 const TRIALS = Number(process.env.SCOUTFS_BENCH_FAILOVER_TRIALS ?? 10)
 const T = Number(process.env.SCOUTFS_BENCH_FAILOVER_TIMEOUT_MS ?? 2000)
@@ -111,7 +117,7 @@ async function main(): Promise<number> {
           meta: dev.meta,
           data: dev.data,
           mnt: join(dev.dir, `m${li}`),
-          options: `${memberOption(li)},${OPTIONS}`,
+          options: joinOptions(memberOption(li), OPTIONS, dev.tlsOptions),
           logLevel: 'info',
         },
         60_000,
