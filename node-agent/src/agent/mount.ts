@@ -38,6 +38,7 @@ import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lo
 import { registerBlockCacheMetrics, registerBtreeMetrics } from './metrics-storage.js'
 import { ServerRoleHost, serverRole, slotAddress, type ServeSlot } from './server-role-host.js'
 import { GrpcListener } from '../net/listener.js'
+import { majorityOf } from '../quorum/election.js'
 import { checkTlsFiles, type Security, type TlsFiles } from '../net/tls.js'
 import { ephemeralTls } from '../net/certs.js'
 import { fenceAgent, processStartTime, type FenceOptions } from '../quorum/fence.js'
@@ -373,7 +374,7 @@ export class Mount {
       role: 'client',
       serving: this.serverHost.current !== undefined,
       heartbeatTimeoutMs: 0,
-      majority: slots.length <= 2 ? Math.min(1, slots.length) : Math.floor(slots.length / 2) + 1,
+      majority: slots.length ? majorityOf(slots.length) : 0,
       slots,
       elections: 0,
       elected: 0,

@@ -44,11 +44,6 @@ export class GrpcListener {
     private readonly security: Security,
   ) {}
 
-  /** whether it speaks TLS */
-  get secure(): boolean {
-    return !this.security.insecure
-  }
-
   /** EACCES unless the call's peer is a vetted agent of this filesystem (no-op when insecure). */
   checkCall(call: PeerCall): void {
     if (!this.security.insecure) checkCall(call, this.security.fsid)

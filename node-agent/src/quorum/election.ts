@@ -39,6 +39,11 @@ export interface ElectionPeers {
   send(slot: number, m: QuorumMsg): Promise<QuorumMsg | undefined>
 }
 
+/** The votes that elect among `n` slots: n/2+1, or 1 for n <= 2 (the original's rule). */
+export function majorityOf(n: number): number {
+  return n <= 2 ? 1 : Math.floor(n / 2) + 1
+}
+
 export type ElectionRole = 'follower' | 'candidate' | 'leader'
 
 export interface ElectionOptions {
@@ -124,8 +129,7 @@ export class Election extends EventEmitter {
   }
 
   get majority(): number {
-    const n = this.o.slots.length
-    return n <= 2 ? 1 : Math.floor(n / 2) + 1
+    return majorityOf(this.o.slots.length)
   }
 
   private get others(): number[] {

@@ -238,39 +238,53 @@ export class QuorumMember {
     }
   }
 
-  /** Fence `t`, retrying every second while `go()` holds; false if given up. */
-  async fenceUntilConfirmed(t: FenceTarget, go: () => boolean): Promise<boolean> {
-    const rid = t.rid.toString(16)
-    this.fencing = { slot: t.slot, rid, reason: t.reason, since: Date.now(), attempts: 0 }
+  /** Start fencing `t`: counted, logged, and shown in status() until it ends. */
+  private beginFence(t: FenceTarget): FenceState {
+    const st: FenceState = { slot: t.slot, rid: t.rid.toString(16), reason: t.reason, since: Date.now(), attempts: 0 }
     this.fenceCounters.fenceRequests++
     this.o.log('fencing', {
-      rid,
+      rid: st.rid,
       slot: t.slot,
       reason: t.reason,
       pid: t.pid,
       host: t.host,
+      addr: t.addr,
       method: this.o.fence.method,
     })
+    this.fencing = st
+    return st
+  }
+
+  /** One attempt of the fence agent at `t`: counted and logged; true once confirmed. */
+  private async fenceAttempt(t: FenceTarget, st: FenceState, meanwhile: string): Promise<boolean> {
+    st.attempts++
+    try {
+      await this.o.fence.fence(t, this.abort.signal)
+      this.fenceCounters.fencesConfirmed++
+      this.o.log('fence confirmed', { rid: st.rid, slot: t.slot, ms: Date.now() - st.since })
+      return true
+    } catch (e) {
+      this.fenceCounters.fenceErrors++
+      st.error = (e as Error).message
+      this.o.log(`fence NOT confirmed: ${meanwhile}`, {
+        rid: st.rid,
+        slot: t.slot,
+        reason: t.reason,
+        attempt: st.attempts,
+        err: st.error,
+      })
+      return false
+    }
+  }
+
+  /** Fence `t`, retrying every second while `go()` holds; false if given up. */
+  async fenceUntilConfirmed(t: FenceTarget, go: () => boolean): Promise<boolean> {
+    const st = this.beginFence(t)
     try {
       while (go()) {
-        this.fencing.attempts++
-        try {
-          await this.o.fence.fence(t, this.abort.signal)
-          this.fenceCounters.fencesConfirmed++
-          this.o.log('fence confirmed', { rid, slot: t.slot, ms: Date.now() - this.fencing.since })
-          return true
-        } catch (e) {
-          this.fenceCounters.fenceErrors++
-          this.fencing.error = (e as Error).message
-          this.o.log('fence NOT confirmed: the server waits and will not start until it is', {
-            rid,
-            slot: t.slot,
-            attempt: this.fencing.attempts,
-            err: this.fencing.error,
-          })
-          if (this.abort.signal.aborted) return false
-          await new Promise((r) => setTimeout(r, 1000))
-        }
+        if (await this.fenceAttempt(t, st, 'the server waits and will not start until it is')) return true
+        if (this.abort.signal.aborted) return false
+        await new Promise((r) => setTimeout(r, 1000))
       }
       return false
     } finally {
@@ -278,37 +292,15 @@ export class QuorumMember {
     }
   }
 
-  /** One fence attempt for the server role (a mount it must reclaim): true once confirmed. */
+  /**
+   * One fence attempt for the server role (a mount it must reclaim): true once confirmed.  A
+   * failed one stays in status() (the server asks again on its next check).
+   */
   async fenceOnce(t: FenceTarget): Promise<boolean> {
-    const rid = t.rid.toString(16)
-    this.fenceCounters.fenceRequests++
-    this.o.log('fencing', {
-      rid,
-      reason: t.reason,
-      pid: t.pid,
-      host: t.host,
-      addr: t.addr,
-      method: this.o.fence.method,
-    })
-    const since = Date.now()
-    const st: FenceState = { rid, reason: t.reason, since, attempts: 1 }
-    this.fencing = st
-    try {
-      await this.o.fence.fence(t, this.abort.signal)
-      this.fenceCounters.fencesConfirmed++
-      this.o.log('fence confirmed', { rid, ms: Date.now() - since })
-      this.fencing = undefined
-      return true
-    } catch (e) {
-      this.fenceCounters.fenceErrors++
-      st.error = (e as Error).message
-      this.o.log('fence NOT confirmed: the mount keeps its locks and is not reclaimed until it is', {
-        rid,
-        reason: t.reason,
-        err: st.error,
-      })
-      return false
-    }
+    const st = this.beginFence(t)
+    const ok = await this.fenceAttempt(t, st, 'the mount keeps its locks and is not reclaimed until it is')
+    if (ok) this.fencing = undefined
+    return ok
   }
 
   private async lead(term: number): Promise<void> {
