@@ -8,11 +8,10 @@
  * mount without certificates is refused with what to do.
  */
 import assert from 'node:assert/strict'
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as tls from 'node:tls'
-import { readFileSync } from 'node:fs'
 import { NetClient } from '../../node-agent/src/net/net-client.js'
 import { makeAgentCert, makeCa } from '../../node-agent/src/net/certs.js'
 import { tlsName } from '../../node-agent/src/net/tls.js'
@@ -47,6 +46,35 @@ describe('cluster: mutual TLS between agents', function () {
     tlsDir = join(c.dev.dir, 'tls')
   })
   after(() => rmSync(work, { recursive: true, force: true }))
+
+  /**
+   * A raw TLS connection to the server as the cluster's own agent (its CA, certificate and
+   * key): what `inspect` reads from the established socket, or `refused: CODE`.
+   */
+  function connectAsAgent<T>(
+    inspect: (s: tls.TLSSocket) => T,
+    versions: { minVersion?: tls.SecureVersion; maxVersion?: tls.SecureVersion } = {},
+  ): Promise<T | string> {
+    const [host, port] = [c.dev.serverAddr.split(':')[0]!, Number(c.dev.serverAddr.split(':')[1])]
+    return new Promise((res) => {
+      const s = tls.connect({
+        host,
+        port,
+        ca: readFileSync(join(tlsDir, 'ca.crt')),
+        cert: readFileSync(join(tlsDir, 'agent.crt')),
+        key: readFileSync(join(tlsDir, 'agent.key')),
+        servername: tlsName(fsid),
+        ALPNProtocols: ['h2'],
+        ...versions,
+      })
+      s.once('secureConnect', () => {
+        const v = inspect(s)
+        s.destroy()
+        res(v)
+      })
+      s.once('error', (e: NodeJS.ErrnoException) => res(`refused: ${e.code ?? e.message}`))
+    })
+  }
 
   /** A client with `files` that greets the server; the error it ends with. */
   async function tryClient(files: { ca: string; cert: string; key: string } | 'plaintext'): Promise<unknown> {
@@ -145,32 +173,17 @@ describe('cluster: mutual TLS between agents', function () {
     })
 
   it('serves a certificate replaced on disk without a remount (rotation)', async () => {
-    const serial = (): Promise<string> =>
-      new Promise((res, rej) => {
-        const [host, port] = [c.dev.serverAddr.split(':')[0]!, Number(c.dev.serverAddr.split(':')[1])]
-        const s = tls.connect({
-          host,
-          port,
-          ca: readFileSync(join(tlsDir, 'ca.crt')),
-          cert: readFileSync(join(tlsDir, 'agent.crt')),
-          key: readFileSync(join(tlsDir, 'agent.key')),
-          servername: tlsName(fsid),
-          ALPNProtocols: ['h2'],
-        })
-        s.once('secureConnect', () => {
-          const sn = s.getPeerCertificate().serialNumber
-          s.destroy()
-          res(sn)
-        })
-        s.once('error', rej)
-      })
+    const serial = async (): Promise<string> => {
+      const v = await connectAsAgent((sock) => sock.getPeerCertificate().serialNumber)
+      if (v.startsWith('refused')) throw new Error(v)
+      return v
+    }
     const before = await serial()
     // a new certificate of the same CA for the same key name, written over the agents' files
     const fresh = await makeAgentCert({ caDir: tlsDir, fsid, name: 'agent', dir: join(work, 'fresh') })
     copyFileSync(fresh.key, join(tlsDir, 'agent.key.new'))
     copyFileSync(fresh.cert, join(tlsDir, 'agent.crt.new'))
     // key and certificate must change together: rename both (a watcher may read in between once)
-    const { renameSync } = await import('node:fs')
     renameSync(join(tlsDir, 'agent.key.new'), join(tlsDir, 'agent.key'))
     renameSync(join(tlsDir, 'agent.crt.new'), join(tlsDir, 'agent.crt'))
     let now = before
@@ -186,27 +199,8 @@ describe('cluster: mutual TLS between agents', function () {
   })
 
   it('speaks TLS 1.3 only: a TLS 1.2 client with a valid certificate is refused', async () => {
-    const [host, port] = [c.dev.serverAddr.split(':')[0]!, Number(c.dev.serverAddr.split(':')[1])]
     const connect = (maxVersion: tls.SecureVersion): Promise<string> =>
-      new Promise((res) => {
-        const s = tls.connect({
-          host,
-          port,
-          ca: readFileSync(join(tlsDir, 'ca.crt')),
-          cert: readFileSync(join(tlsDir, 'agent.crt')),
-          key: readFileSync(join(tlsDir, 'agent.key')),
-          servername: tlsName(fsid),
-          ALPNProtocols: ['h2'],
-          minVersion: 'TLSv1.2',
-          maxVersion,
-        })
-        s.once('secureConnect', () => {
-          const v = s.getProtocol() ?? '?'
-          s.destroy()
-          res(v)
-        })
-        s.once('error', (e: NodeJS.ErrnoException) => res(`refused: ${e.code ?? e.message}`))
-      })
+      connectAsAgent((sock) => sock.getProtocol() ?? '?', { minVersion: 'TLSv1.2', maxVersion })
     assert.equal(await connect('TLSv1.3'), 'TLSv1.3')
     const old = await connect('TLSv1.2')
     console.log(`      a TLS 1.2 client: ${old}`)

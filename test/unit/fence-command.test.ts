@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type FenceTarget, fenceAgent } from '../../node-agent/src/quorum/fence.js'
 import { isFsError } from '../../node-agent/src/util/errors.js'
+import { running } from '../helpers/proc.js'
 
 const target: FenceTarget = {
   rid: 0xabcd,
@@ -20,26 +21,6 @@ const target: FenceTarget = {
   pidStart: 987654,
   addr: '10.1.2.3',
   slot: 2,
-}
-
-/** the process state (/proc/<pid>/stat field 3), '' if there is no such process */
-function procState(pid: number): string {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')[0] ?? ''
-  } catch {
-    return ''
-  }
-}
-
-/** whether `pid` is a process that still runs (exists and is not a zombie) */
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  return procState(pid) !== 'Z'
 }
 
 async function until(what: string, ok: () => boolean, ms = 3000): Promise<void> {

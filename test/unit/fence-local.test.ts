@@ -9,10 +9,10 @@
  */
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { type FenceTarget, fenceAgent, processStartTime } from '../../node-agent/src/quorum/fence.js'
 import { isFsError } from '../../node-agent/src/util/errors.js'
+import { procState, running } from '../helpers/proc.js'
 
 interface Started {
   child: ChildProcess
@@ -33,26 +33,6 @@ async function start(cmd: string, args: string[], stdout: 'ignore' | 'pipe' = 'i
     child.once('error', reject)
   })
   return { child, pid: child.pid as number, exited }
-}
-
-/** the process state (/proc/<pid>/stat field 3), '' if there is no such process */
-function procState(pid: number): string {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')[0] ?? ''
-  } catch {
-    return ''
-  }
-}
-
-/** whether `pid` is a process that still runs (exists and is not a zombie) */
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch {
-    return false
-  }
-  return procState(pid) !== 'Z'
 }
 
 function target(pid: number, pidStart: number, extra: Partial<FenceTarget> = {}): FenceTarget {
