@@ -4,7 +4,8 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 import { dirname, relative, resolve, sep } from 'node:path'
 
-const SRC = resolve(import.meta.dirname, 'node-agent', 'src')
+const ROOT = import.meta.dirname
+const SRC = resolve(ROOT, 'node-agent', 'src')
 
 // Which folders each folder of node-agent/src may import from (besides itself).  Lowest first.
 const LAYERS = {
@@ -23,6 +24,20 @@ const LAYERS = {
   cli: ['util', 'storage', 'protocol', 'lock', 'client', 'net', 'fs', 'server', 'quorum', 'fuse', 'agent', 'tools'],
 }
 
+// The programs beside the agent (csi/, operator/) sit above it: each may import only these
+// folders of node-agent/src, and never the other program.
+const PROGRAMS = {
+  csi: ['util', 'net', 'agent'],
+  operator: ['util', 'storage', 'net', 'quorum', 'agent'],
+}
+
+/** 'csi' or 'operator' for a file inside that program's folder, '' otherwise */
+function programOf(file) {
+  const rel = relative(ROOT, file)
+  const top = rel.split(sep)[0]
+  return !rel.startsWith('..') && Object.hasOwn(PROGRAMS, top) ? top : ''
+}
+
 /** the layer folder of an absolute path inside node-agent/src, '' for a file outside */
 function layerOf(file) {
   const rel = relative(SRC, file)
@@ -39,6 +54,25 @@ const layersRule = {
   },
   create(context) {
     const file = context.filename
+    const program = programOf(file)
+    if (program) {
+      const check = (node, spec) => {
+        if (typeof spec !== 'string' || !spec.startsWith('.')) return
+        const target = resolve(dirname(file), spec)
+        const other = programOf(target)
+        if (other && other !== program) {
+          context.report({ node, message: `${program}/ may not import ${other}/ ('${spec}'): the programs share code only through node-agent/src` })
+          return
+        }
+        const to = layerOf(target)
+        if (to && !PROGRAMS[program].includes(to))
+          context.report({
+            node,
+            message: `${program}/ may import only ${PROGRAMS[program].join(', ')} of node-agent/src, not ${to}/ ('${spec}')`,
+          })
+      }
+      return visitors(check)
+    }
     const from = layerOf(file)
     if (!from) return {}
     const check = (node, spec) => {
@@ -61,13 +95,17 @@ const layersRule = {
           message: `${from}/ may not import ${to}/ ('${spec}'): a lower layer never imports a higher one (allowed: ${allowed.join(', ') || 'nothing'})`,
         })
     }
-    return {
-      ImportDeclaration: (n) => check(n.source, n.source.value),
-      ExportNamedDeclaration: (n) => n.source && check(n.source, n.source.value),
-      ExportAllDeclaration: (n) => check(n.source, n.source.value),
-      ImportExpression: (n) => n.source.type === 'Literal' && check(n.source, n.source.value),
-    }
+    return visitors(check)
   },
+}
+
+function visitors(check) {
+  return {
+    ImportDeclaration: (n) => check(n.source, n.source.value),
+    ExportNamedDeclaration: (n) => n.source && check(n.source, n.source.value),
+    ExportAllDeclaration: (n) => check(n.source, n.source.value),
+    ImportExpression: (n) => n.source.type === 'Literal' && check(n.source, n.source.value),
+  }
 }
 
 export default tseslint.config(
