@@ -25,7 +25,9 @@ function valueText(v: number): string {
 export function registerCountersCommand(program: Command, out: Out): void {
   program
     .command('counters')
-    .description("print the counters of the agent serving the mount that holds PATH (its metrics, as /metrics serves them)")
+    .description(
+      'print the counters of the agent serving the mount that holds PATH (its metrics, as /metrics serves them)',
+    )
     .argument('<PATH>')
     .option('-j, --json', 'print JSON: fsid, rid and every sample with its type and labels', false)
     .action(async (path: string, o: { json: boolean }) => {
@@ -34,7 +36,9 @@ export function registerCountersCommand(program: Command, out: Out): void {
         out(JSON.stringify(r) + '\n')
         return
       }
-      const rows = r.samples.filter((s) => !s.name.endsWith('_bucket')).map((s) => [s.name + labelText(s), valueText(s.value)])
+      const rows = r.samples
+        .filter((s) => !s.name.endsWith('_bucket'))
+        .map((s) => [s.name + labelText(s), valueText(s.value)])
       const width = Math.max(...rows.map(([n]) => n!.length), 0) + 2
       out(`fsid ${r.fsid} rid ${r.rid}\n`)
       for (const [n, v] of rows) out(`${n!.padEnd(width)}${v}\n`)
