@@ -34,8 +34,8 @@ export function readCatalogue(text = readFileSync(CATALOGUE_PATH, 'utf8')): Map<
     }
     const row = /^\| `(scoutfs_[a-z0-9_]+)` \|(.*)\|\s*$/.exec(line)
     if (!row || !section) continue
-    const [type = '', unit = '', labels = '', meaning = ''] = row[2]!.split(' | ').map((c) => c.trim())
-    section.push({ name: row[1]!, type, unit, labels, meaning })
+    const [type = '', unit = '', labels = '', ...rest] = row[2]!.split('|').map((c) => c.trim())
+    section.push({ name: row[1]!, type, unit, labels, meaning: rest.join('|').trim() })
   }
   return out
 }
