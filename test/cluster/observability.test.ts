@@ -160,6 +160,17 @@ describe('observability: the metrics catalogue, scoutfs counters, dashboards and
     assert.match(bad.stderr, /scoutfs: /)
   })
 
+  it('walk-inodes --progress prints the same stdout as without it (progress goes to stderr only)', async () => {
+    const a = c.agents[0]!
+    const plain = await scoutfs('walk-inodes', 'meta_seq', '0', '-1', a.mnt)
+    assert.equal(plain.code, 0, plain.stderr)
+    // the workload left 15 files per mount (and their directories)
+    assert.ok(plain.stdout.split('\n').filter((l) => /^\d+ +\d+ +0 +\d+$/.test(l)).length >= 45, plain.stdout)
+    const p = await scoutfs('walk-inodes', '--progress', 'meta_seq', '0', '-1', a.mnt)
+    assert.equal(p.code, 0, p.stderr)
+    assert.equal(p.stdout, plain.stdout)
+  })
+
   it("every dashboard panel's queries return series, and the template variables find the filesystem and every node", async () => {
     const ds = await dashboards()
     assert.deepEqual(
