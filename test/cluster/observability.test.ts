@@ -149,6 +149,22 @@ describe('observability: the metrics catalogue, scoutfs counters, dashboards and
       (x) => x.name === 'scoutfs_fs_ops_total' && x.labels.op === 'lookup' && x.labels.result === 'ENOENT',
     )
     assert.ok(enoent && enoent.value >= 5, 'lookups of missing names counted by errno')
+    // the new readings hold what the agent's other views say
+    const v = (name: string, labels: Record<string, string> = {}): number => {
+      const x = reply.samples.find(
+        (y) => y.name === name && Object.entries(labels).every(([k, l]) => y.labels[k] === l),
+      )
+      assert.ok(x, `${name} ${JSON.stringify(labels)} in counters -j`)
+      return x.value
+    }
+    const sf = await adminCall(a.mnt, 'GET /statfs')
+    assert.equal(v('scoutfs_data_size_bytes'), sf.total_data_blocks * 4096)
+    assert.equal(v('scoutfs_meta_size_bytes'), sf.total_meta_blocks * 65536)
+    assert.ok(v('scoutfs_data_free_bytes') > 0 && v('scoutfs_data_free_bytes') < v('scoutfs_data_size_bytes'))
+    assert.ok(v('scoutfs_item_cache_bytes') > 0 && v('scoutfs_item_cache_items') > 0)
+    assert.equal(v('scoutfs_block_read_bytes_total'), v('scoutfs_block_reads_total') * 65536)
+    assert.equal(v('scoutfs_lock_waiters'), 0, 'no lock use waits on an idle mount')
+    assert.ok(v('scoutfs_lock_waits_total') > 0, 'the shared directories made lock uses wait')
     const t = await scoutfs('counters', a.mnt)
     assert.equal(t.code, 0, t.stderr)
     const created = reply.samples.find((x) => x.name === 'scoutfs_inodes_created_total')!.value
