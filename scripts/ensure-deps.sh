@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure this machine has what scoutfs needs, installing what is missing when run as root:
 #   - Debian packages: libfuse2 (fuse-native's libfuse.so.2), fuse3 (fusermount, /dev/fuse
-#     tools), build tools for native modules;
+#     tools), build tools for native modules, prometheus (its server and promtool, for the
+#     observability tests);
 #   - node_modules (npm ci) and the compiled dist/ (npm run build).
 # Safe to run again: it only acts on what is missing.
 set -euo pipefail
@@ -16,6 +17,8 @@ command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
 command -v make >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+# the observability tests run their own Prometheus and promtool (never the packaged service)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -54,6 +54,12 @@ describe('admin API', () => {
   it('carries typed parameters and replies over the socket, and rejects bad ones', async () => {
     const mnt = `/tmp/scoutfs-admin-api-${randomBytes(4).toString('hex')}`
     let badStatus = false
+    let badCounters = false
+    const counters = {
+      fsid: 'f',
+      rid: 'r',
+      samples: [{ name: 'scoutfs_fs_ops_total', type: 'counter', labels: { op: 'read', result: 'ok' }, value: 3 }],
+    }
     const seen: unknown[] = []
     const impl: AdminImpl = {
       'POST /sync': async () => ({ seq: 5 }),
@@ -80,6 +86,10 @@ describe('admin API', () => {
         seen.push(p)
         return { ...quorum, heartbeatTimeoutMs: p.ms }
       },
+      'GET /counters': async () =>
+        badCounters
+          ? ({ fsid: 'f', rid: 'r', samples: [{ name: 'x', type: 'gauge', labels: { op: 1 }, value: 1 }] } as never)
+          : counters,
     }
     const admin = await AdminServer.listen(adminSocketPath(mnt), adminHandlers(impl))
     try {
@@ -105,6 +115,10 @@ describe('admin API', () => {
       await assert.rejects(adminCall(mnt, 'GET /statfs'), (e: unknown) => e instanceof FsError && e.code === 'ENOSPC')
       badStatus = true
       await assert.rejects(adminCall(mnt, 'GET /status'), (e: unknown) => e instanceof FsError && e.code === 'EIO')
+      assert.deepEqual(await adminCall(mnt, 'GET /counters'), counters)
+      badCounters = true
+      // a label value that is not a string is refused at the caller
+      await assert.rejects(adminCall(mnt, 'GET /counters'), (e: unknown) => e instanceof FsError && e.code === 'EIO')
     } finally {
       await admin.close()
     }

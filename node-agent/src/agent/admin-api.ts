@@ -151,6 +151,21 @@ export interface UnmountReply {
   unmounting: true
 }
 
+/** One sample of one of the agent's metrics (`scoutfs counters`); labels without fsid and rid. */
+export interface CounterSample {
+  name: string
+  /** counter, gauge or histogram (of the metric the sample belongs to) */
+  type: string
+  labels: Record<string, string>
+  value: number
+}
+
+export interface CountersReply {
+  fsid: string
+  rid: string
+  samples: CounterSample[]
+}
+
 export interface AdminApi {
   'POST /sync': { params: NoParams; reply: SyncReply }
   'GET /walk-inodes': { params: WalkInodesParams; reply: WalkInodesReply }
@@ -160,6 +175,7 @@ export interface AdminApi {
   'POST /unmount': { params: NoParams; reply: UnmountReply }
   'GET /quorum': { params: NoParams; reply: QuorumView }
   'POST /quorum/heartbeat-timeout': { params: HeartbeatTimeoutParams; reply: QuorumView }
+  'GET /counters': { params: NoParams; reply: CountersReply }
 }
 
 export type AdminRoute = keyof AdminApi
@@ -316,6 +332,21 @@ export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply
   'POST /quorum/heartbeat-timeout': {
     parseParams: (q) => ({ ms: whole(q, 'ms') }),
     isReply: isQuorumView,
+  },
+  'GET /counters': {
+    parseParams: noParams,
+    isReply: shape<CountersReply>({
+      fsid: isStr,
+      rid: isStr,
+      samples: arrayOf(
+        shape<CounterSample>({
+          name: isStr,
+          type: isStr,
+          labels: (v) => isObject(v) && Object.values(v).every(isStr),
+          value: (v) => typeof v === 'number',
+        }),
+      ),
+    }),
   },
 }
 

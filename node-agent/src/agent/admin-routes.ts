@@ -10,7 +10,7 @@ import { tsToMs } from '../fs/fs-items.js'
 import type { LockClient } from '../lock/lock-client.js'
 import type { NetClient } from '../net/net-client.js'
 import type { ClusterServer } from '../server/server-role.js'
-import type { AdminImpl, QuorumView } from './admin-api.js'
+import type { AdminImpl, CounterSample, QuorumView } from './admin-api.js'
 
 /** The parts of a mount the routes read (the Mount itself). */
 export interface AdminTarget {
@@ -21,6 +21,8 @@ export interface AdminTarget {
   readonly client: Pick<NetClient, 'statfs' | 'addr'>
   readonly rid: number
   readonly metricsAddr: string | undefined
+  /** the agent's metrics, every sample (`scoutfs counters`) */
+  readonly metrics: { samples(): Promise<{ fsid: string; rid: string; samples: CounterSample[] }> }
   readonly clusterServer: ClusterServer | undefined
   /** the quorum as this agent sees it */
   quorumView(): Promise<QuorumView>
@@ -104,6 +106,7 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
       a.setHeartbeatTimeout(p.ms)
       return a.quorumView()
     },
+    'GET /counters': () => a.metrics.samples(),
     'POST /unmount': async () => {
       setImmediate(() => void a.stop().then(() => a.onStopped?.()))
       return { unmounting: true }

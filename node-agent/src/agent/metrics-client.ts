@@ -49,6 +49,12 @@ export function registerItemCacheMetrics(m: MetricSink, items: ItemCache): void 
       read: () => items.intervals,
     },
     {
+      name: 'scoutfs_item_cache_bytes',
+      help: 'Bytes of keys and values in the item cache',
+      kind: 'gauge',
+      read: () => items.bytes,
+    },
+    {
       name: 'scoutfs_item_cache_dirty_items',
       help: 'Dirty items in the open transaction',
       kind: 'gauge',

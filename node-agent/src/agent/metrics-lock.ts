@@ -28,6 +28,18 @@ export function registerLockClientMetrics(m: MetricSink, locks: LockClient): voi
       read: () => l.invalidations,
     },
     {
+      name: 'scoutfs_lock_waits_total',
+      help: 'Lock calls that had to wait (for a grant, or for a conflicting local use to end)',
+      kind: 'counter',
+      read: () => l.waits,
+    },
+    {
+      name: 'scoutfs_lock_waiters',
+      help: 'Lock calls waiting now',
+      kind: 'gauge',
+      read: () => locks.waiting,
+    },
+    {
       name: 'scoutfs_lock_local_hits_total',
       help: 'Lock uses served by a lock this mount already held',
       kind: 'counter',

@@ -33,6 +33,12 @@ export function registerServerRoleMetrics(m: MetricSink, role: () => ClusterServ
       read: () => s()?.mergedItems ?? 0,
     },
     {
+      name: 'scoutfs_server_merge_seconds_total',
+      help: 'Time spent merging log trees into the fs root',
+      kind: 'counter',
+      read: () => (s()?.mergeMs ?? 0) / 1000,
+    },
+    {
       name: 'scoutfs_server_merge_tombstones_total',
       help: 'Merged deletions kept in the fs root while an older copy was in another log tree',
       kind: 'counter',

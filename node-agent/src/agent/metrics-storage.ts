@@ -7,6 +7,9 @@
  */
 import type { BlockCache } from '../storage/block.js'
 import type { BtreeCounters } from '../storage/btree.js'
+import { DATA_BLOCK_SIZE, META_BLOCK_SIZE } from '../storage/format.js'
+import type { ServerStatfs } from '../protocol/server-api.js'
+import { FsError } from '../util/errors.js'
 import type { MetricSink } from './metrics.js'
 
 export function registerBlockCacheMetrics(m: MetricSink, cache: BlockCache): void {
@@ -35,6 +38,18 @@ export function registerBlockCacheMetrics(m: MetricSink, cache: BlockCache): voi
       help: 'Metadata blocks written to the device',
       kind: 'counter',
       read: () => b.writes,
+    },
+    {
+      name: 'scoutfs_block_read_bytes_total',
+      help: 'Metadata bytes read from the device',
+      kind: 'counter',
+      read: () => b.reads * META_BLOCK_SIZE,
+    },
+    {
+      name: 'scoutfs_block_written_bytes_total',
+      help: 'Metadata bytes written to the device',
+      kind: 'counter',
+      read: () => b.writes * META_BLOCK_SIZE,
     },
     {
       name: 'scoutfs_block_stale_reads_total',
@@ -66,6 +81,63 @@ export function registerBtreeMetrics(m: MetricSink, sources: () => readonly Btre
       help: 'Btree block joins',
       kind: 'counter',
       read: () => sum('joins'),
+    },
+  ])
+}
+
+/** How long a scrape waits for the server's statfs answer (a scrape must not hang in a failover). */
+const STATFS_WAIT_MS = 2000
+
+/**
+ * The filesystem's size and free space as the server counts them (`statfs`: one question to
+ * the server per scrape; while none answers in STATFS_WAIT_MS, a scrape shows the last answer).
+ */
+export function registerFreeSpaceMetrics(m: MetricSink, statfs: () => Promise<ServerStatfs>): void {
+  // one question per scrape for all four readings
+  let asked: { at: number; answer: Promise<ServerStatfs> } | undefined
+  const question = async (): Promise<ServerStatfs> => {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new FsError('ETIMEDOUT', 'statfs: no answer from the server')), STATFS_WAIT_MS)
+    })
+    try {
+      return await Promise.race([statfs(), late])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+  const ask = (): Promise<ServerStatfs> => {
+    const now = Date.now()
+    if (!asked || now - asked.at > 1000) {
+      asked = { at: now, answer: question() }
+      asked.answer.catch(() => undefined)
+    }
+    return asked.answer
+  }
+  m.add([
+    {
+      name: 'scoutfs_meta_size_bytes',
+      help: 'Size of the metadata device the filesystem uses',
+      kind: 'gauge',
+      read: async () => (await ask()).totalMetaBlocks * META_BLOCK_SIZE,
+    },
+    {
+      name: 'scoutfs_meta_free_bytes',
+      help: 'Free metadata space',
+      kind: 'gauge',
+      read: async () => (await ask()).freeMetaBlocks * META_BLOCK_SIZE,
+    },
+    {
+      name: 'scoutfs_data_size_bytes',
+      help: 'Size of the data device the filesystem uses',
+      kind: 'gauge',
+      read: async () => (await ask()).totalDataBlocks * DATA_BLOCK_SIZE,
+    },
+    {
+      name: 'scoutfs_data_free_bytes',
+      help: 'Free data space',
+      kind: 'gauge',
+      read: async () => (await ask()).freeDataBlocks * DATA_BLOCK_SIZE,
     },
   ])
 }

@@ -8,13 +8,17 @@ import { createServer, type Server as HttpServer } from 'node:http'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { FsApi } from '../fs/fs-api.js'
 import { FsError } from '../util/errors.js'
+import type { CounterSample } from './admin-api.js'
 
-/** A number read at scrape time, exported as a counter (monotonic) or a gauge. */
+/**
+ * A number read at scrape time, exported as a counter (monotonic) or a gauge.  A reading may
+ * be asynchronous (a question to the server); when it fails the scrape shows the last value.
+ */
 export interface Reading {
   name: string
   help: string
   kind: 'counter' | 'gauge'
-  read: () => number
+  read: () => number | Promise<number>
 }
 
 /** What a component's metric registration needs of the agent's registry. */
@@ -28,7 +32,7 @@ export class AgentMetrics {
   readonly lockWait: Histogram
   private http: HttpServer | undefined
 
-  constructor(labels: Record<string, string>) {
+  constructor(private readonly labels: { fsid: string; rid: string }) {
     this.registry.setDefaultLabels(labels)
     collectDefaultMetrics({ register: this.registry, prefix: 'scoutfs_agent_' })
     this.opTotal = new Counter({
@@ -92,9 +96,10 @@ export class AgentMetrics {
           name: r.name,
           help: r.help,
           registers: [this.registry],
-          collect() {
+          async collect() {
+            const v = await r.read()
             this.reset()
-            this.inc(r.read())
+            this.inc(v)
           },
         })
       } else {
@@ -102,8 +107,9 @@ export class AgentMetrics {
           name: r.name,
           help: r.help,
           registers: [this.registry],
-          collect() {
-            this.set(r.read())
+          async collect() {
+            const v = await Promise.resolve(r.read()).catch(() => undefined)
+            if (v !== undefined) this.set(v)
           },
         })
       }
@@ -121,26 +127,50 @@ export class AgentMetrics {
         const fn = v as (...a: unknown[]) => unknown
         return (...args: unknown[]) => {
           const end = seconds.startTimer({ op: prop })
-          const r = fn.apply(target, args)
-          if (!(r instanceof Promise)) {
+          const done = (result: string): void => {
             end()
+            total.inc({ op: prop, result })
+          }
+          const failed = (e: unknown): never => {
+            done(e instanceof FsError ? e.code : 'EIO')
+            throw e
+          }
+          let r: unknown
+          try {
+            r = fn.apply(target, args)
+          } catch (e) {
+            return failed(e)
+          }
+          if (!(r instanceof Promise)) {
+            done('ok')
             return r
           }
-          return r.then(
-            (x) => {
-              end()
-              total.inc({ op: prop, result: 'ok' })
-              return x
-            },
-            (e: unknown) => {
-              end()
-              total.inc({ op: prop, result: e instanceof FsError ? e.code : 'EIO' })
-              throw e
-            },
-          )
+          return r.then((x: unknown) => {
+            done('ok')
+            return x
+          }, failed)
         }
       },
     })
+  }
+
+  /**
+   * Every sample of the registry now, sorted by name (`scoutfs counters`, the admin socket's
+   * GET /counters); the labels every sample carries (fsid, rid) are given once.
+   */
+  async samples(): Promise<{ fsid: string; rid: string; samples: CounterSample[] }> {
+    const out: CounterSample[] = []
+    for (const m of await this.registry.getMetricsAsJSON()) {
+      for (const v of m.values) {
+        const labels: Record<string, string> = {}
+        for (const [k, x] of Object.entries(v.labels))
+          if (k !== 'fsid' && k !== 'rid' && x !== undefined) labels[k] = String(x)
+        const name = (v as { metricName?: string }).metricName ?? m.name
+        out.push({ name, type: String(m.type), labels, value: v.value })
+      }
+    }
+    out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    return { fsid: this.labels.fsid, rid: this.labels.rid, samples: out }
   }
 
   /** Serve /metrics on host:port (port 0 picks one); resolves to the bound address. */

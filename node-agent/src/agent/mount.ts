@@ -35,7 +35,7 @@ import { registerForestMetrics, registerItemCacheMetrics, registerTransMetrics }
 import { registerFsMetrics } from './metrics-fs.js'
 import { registerQuorumMetrics, registerTlsMetrics } from './metrics-quorum.js'
 import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lock.js'
-import { registerBlockCacheMetrics, registerBtreeMetrics } from './metrics-storage.js'
+import { registerBlockCacheMetrics, registerBtreeMetrics, registerFreeSpaceMetrics } from './metrics-storage.js'
 import { ServerRoleHost, serverRole, slotAddress, type ServeSlot } from './server-role-host.js'
 import { GrpcListener } from '../net/listener.js'
 import { majorityOf } from '../quorum/election.js'
@@ -304,6 +304,7 @@ export class Mount {
       registerBtreeMetrics(metrics, () => [btreeCountersOf(cache), ...serverHost.btreeCounters()])
       registerLockClientMetrics(metrics, locks)
       registerFsMetrics(metrics, fs)
+      registerFreeSpaceMetrics(metrics, () => client.statfs())
       registerLocksHeldMetric(metrics, locks)
       serverHost.exportMetrics(metrics)
       if (member) registerQuorumMetrics(metrics, member)

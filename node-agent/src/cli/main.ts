@@ -20,6 +20,8 @@ export const EXIT_CHECK_PROBLEMS = 4
 
 import { CliUsageError as UsageError, registerMountCommands } from './mount-commands.js'
 import { registerCertCommands } from './cert-commands.js'
+import { registerCountersCommand } from './counters-command.js'
+import { progressLine } from './progress.js'
 
 async function openDevice(path: string, role: string, readOnly = false): Promise<BlockDevice> {
   try {
@@ -92,7 +94,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       [],
     )
     .option('-f, --force', 'overwrite an existing scoutfs filesystem', false)
-    .action(async (metaPath: string, dataPath: string, o: { quorum: string[]; force: boolean }) => {
+    .option('--progress', 'show progress on stderr even when it is not a terminal', false)
+    .action(async (metaPath: string, dataPath: string, o: { quorum: string[]; force: boolean; progress: boolean }) => {
       const q = parseQuorum(o.quorum)
       const meta = await openDevice(metaPath, 'metadata')
       const data = await openDevice(dataPath, 'data').catch(async (e) => {
@@ -100,7 +103,14 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         throw e
       })
       try {
-        const r = await mkfs(meta, data, { quorumSlots: q.count, quorumAddrs: q.addrs, force: o.force })
+        const progress = progressLine(o.progress, { isTTY: process.stderr.isTTY, write: err })
+        const r = await mkfs(meta, data, {
+          quorumSlots: q.count,
+          quorumAddrs: q.addrs,
+          force: o.force,
+          progress: progress.report,
+        })
+        progress.end()
         out(`Created scoutfs filesystem ${r.sb.fsid.toString(16).padStart(16, '0')}\n`)
         out(`  format version:  ${r.sb.formatVersion}\n`)
         out(
@@ -180,13 +190,14 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .argument('<META>', 'metadata device')
     .argument('[DATA]', 'data device')
     .option('-q, --quiet', 'print only problems', false)
-    .action(async (metaPath: string, dataPath: string | undefined, o: { quiet: boolean }) => {
+    .option('--progress', 'show progress on stderr even when it is not a terminal', false)
+    .action(async (metaPath: string, dataPath: string | undefined, o: { quiet: boolean; progress: boolean }) => {
       const meta = await openDevice(metaPath, 'metadata', true)
       const data = dataPath ? await openDevice(dataPath, 'data', true) : undefined
       try {
-        const progress = process.stderr.isTTY ? (n: number) => err(`\rchecked ${n} metadata blocks`) : undefined
-        const r = await checkFilesystem(meta, data, { progress })
-        if (progress) err('\r\x1b[K')
+        const progress = progressLine(o.progress, { isTTY: process.stderr.isTTY, write: err })
+        const r = await checkFilesystem(meta, data, { progress: progress.report })
+        progress.end()
         if (!r.sb) throw new FsError('EINVAL', r.problems[0] ?? `${metaPath} holds no valid scoutfs super block`)
         if (!o.quiet) {
           for (const n of r.notes) out(`note: ${n}\n`)
@@ -212,6 +223,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
 
   registerMountCommands(program, out)
   registerCertCommands(program, out)
+  registerCountersCommand(program, out)
   return program
 }
 

@@ -15,6 +15,7 @@ import { Mount, type MountOptions } from '../agent/mount.js'
 import type { FenceOptions } from '../quorum/fence.js'
 import type { TlsFiles } from '../net/tls.js'
 import { HEARTBEAT_TIMEOUT_MAX_MS, HEARTBEAT_TIMEOUT_MIN_MS } from '../quorum/quorum.js'
+import { progressLine } from './progress.js'
 
 type Out = (s: string) => void
 
@@ -397,8 +398,9 @@ export function registerMountCommands(program: Command, out: Out): void {
       'INDEX FIRST LAST [PATH]: INDEX is meta_seq or data_seq; FIRST/LAST are major[.minor[.ino]], -1 the largest',
     )
     .option('-p, --path <PATH>', 'a path in the filesystem')
+    .option('--progress', 'show progress on stderr even when it is not a terminal', false)
     .allowUnknownOption(false)
-    .action(async (args: string[], o: { path?: string }) => {
+    .action(async (args: string[], o: { path?: string; progress: boolean }) => {
       const path = o.path ?? args[3]
       if (args.length !== (o.path ? 3 : 4) || !path)
         throw new CliUsageError('walk-inodes takes INDEX FIRST LAST PATH (or -p PATH -- INDEX FIRST LAST)')
@@ -409,6 +411,7 @@ export function registerMountCommands(program: Command, out: Out): void {
       const last = parsePosition(l, true)
       const mnt = await mountpointOf(path)
       let row = 0
+      const progress = progressLine(o.progress)
       const header = `${'#'.padEnd(8)} ${'major'.padEnd(20)} ${'minor'.padEnd(6)} ino\n`
       for (;;) {
         const r = await adminCall(mnt, 'GET /walk-inodes', {
@@ -427,7 +430,9 @@ export function registerMountCommands(program: Command, out: Out): void {
         if (r.entries.length < 10000) break
         const e = r.entries[r.entries.length - 1]!
         first = { seq: e.seq, ino: e.ino + 1 }
+        progress.report?.({ phase: `inodes listed (at ${index} ${e.seq})`, done: row })
       }
+      progress.end()
     })
 
   const STAT_FIELDS: ReadonlyArray<keyof StatReply> = [

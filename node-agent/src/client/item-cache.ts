@@ -77,6 +77,13 @@ export class ItemCache {
   get dirtyBytes(): number {
     return this.dirtyBytesTotal
   }
+  /** Bytes of keys and values the cache holds (counted by a walk: for metrics, not hot paths). */
+  get bytes(): number {
+    let n = 0
+    for (const [, v] of this.items.range('\0'.repeat(KEY_SIZE), '\xff'.repeat(KEY_SIZE)))
+      n += KEY_SIZE + (v.val?.length ?? 0)
+    return n
+  }
 
   private touch(start: string): void {
     this.lru.delete(start)

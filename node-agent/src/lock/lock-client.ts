@@ -304,6 +304,13 @@ export class LockClient {
     return n
   }
 
+  /** Lock calls of this mount waiting for a grant (or for a conflicting local use to end). */
+  get waiting(): number {
+    let n = 0
+    for (const l of this.locks.values()) n += l.waiters.length
+    return n
+  }
+
   get lockCount(): number {
     return this.locks.size
   }

@@ -74,6 +74,8 @@ export interface ServerCounters {
   logCommits: number
   merges: number
   mergedItems: number
+  /** time spent in merge steps */
+  mergeMs: number
   reclaims: number
   /** deletions kept in the fs root because an older copy was still in another log tree */
   tombstones: number
@@ -101,6 +103,7 @@ export class Server implements ServerApi {
     logCommits: 0,
     merges: 0,
     mergedItems: 0,
+    mergeMs: 0,
     reclaims: 0,
     tombstones: 0,
   }
@@ -480,6 +483,7 @@ export class Server implements ServerApi {
     if (!this.roots.logTrees.some((lt) => lt.flags & LOG_TREES_FINALIZED)) return
     this.merging = true
     this.mergeDone = (async () => {
+      const start = performance.now()
       try {
         while (!this.stopped && (await this.mergeStep())) {
           // keep going while there is work
@@ -488,6 +492,7 @@ export class Server implements ServerApi {
         this.log('log merge failed; will retry on the next commit', { err: (e as Error).message })
       } finally {
         this.merging = false
+        this.counters.mergeMs += performance.now() - start
       }
     })()
   }

@@ -34,6 +34,7 @@ import {
   type ListHead,
 } from '../storage/format.js'
 import { assertMetaSuper, readDataSuper, readSuperCopies, type SuperBlock } from '../storage/super.js'
+import { PROGRESS_BLOCK_MASK, type ProgressFn } from './progress.js'
 
 const SIZE_MAX = 0x1fffffffffffff
 
@@ -53,8 +54,8 @@ export interface CheckReport {
 }
 
 export interface CheckOptions {
-  /** called every so often with the number of metadata blocks read */
-  progress?: (blocksRead: number) => void
+  /** called every so often: metadata blocks read, then the block accounting's loops */
+  progress?: ProgressFn
 }
 
 class Ownership {
@@ -68,6 +69,7 @@ class Ownership {
     readonly first: number,
     readonly total: number,
     private readonly problems: string[],
+    private readonly progress: ProgressFn | undefined,
   ) {
     this.owner = new Int32Array(Math.max(total, 0))
   }
@@ -92,6 +94,8 @@ class Ownership {
     const id = this.id(name)
     let reported = 0
     for (let b = start; b < start + len; b++) {
+      if (((b - start) & PROGRESS_BLOCK_MASK) === 0 && b !== start)
+        this.progress?.({ phase: `${this.what} blocks ${name}`, done: b - start, total: len })
       const cur = this.owner[b]!
       if (cur !== 0) {
         if (reported++ < 4) this.problems.push(`${this.what} block ${b} is both ${this.names[cur]} and ${name}`)
@@ -102,15 +106,23 @@ class Ownership {
     if (reported > 4) this.problems.push(`... and ${reported - 4} more ${this.what} blocks of ${name} owned twice`)
   }
 
+  private report(phase: string, b: number): void {
+    this.progress?.({ phase, done: b - this.first, total: this.total - this.first })
+  }
+
   count(pred: (name: string) => boolean): number {
     let n = 0
-    for (let b = this.first; b < this.total; b++) if (this.owner[b] !== 0 && pred(this.names[this.owner[b]!]!)) n++
+    for (let b = this.first; b < this.total; b++) {
+      if (((b - this.first) & PROGRESS_BLOCK_MASK) === 0) this.report(`counting ${this.what} blocks`, b)
+      if (this.owner[b] !== 0 && pred(this.names[this.owner[b]!]!)) n++
+    }
     return n
   }
 
   unowned(): Extent[] {
     const out: Extent[] = []
     for (let b = this.first; b < this.total; b++) {
+      if (((b - this.first) & PROGRESS_BLOCK_MASK) === 0) this.report(`looking for leaked ${this.what} blocks`, b)
       if (this.owner[b] !== 0) continue
       const last = out[out.length - 1]
       if (last && last.start + last.len === b) last.len++
@@ -178,8 +190,8 @@ export async function checkFilesystem(
   }
 
   const cache = new BlockCache(meta, sb.fsid, 1024)
-  const metaOwn = new Ownership('metadata', META_FIRST_BLKNO, sb.totalMetaBlocks, problems)
-  const dataOwn = new Ownership('data', DATA_FIRST_BLKNO, sb.totalDataBlocks, problems)
+  const metaOwn = new Ownership('metadata', META_FIRST_BLKNO, sb.totalMetaBlocks, problems, opts.progress)
+  const dataOwn = new Ownership('data', DATA_FIRST_BLKNO, sb.totalDataBlocks, problems, opts.progress)
   let blocksRead = 0
 
   const walkTree = async (
@@ -197,7 +209,7 @@ export async function checkFilesystem(
         problems.push(`${name}: ${(e as Error).message}`)
         return
       }
-      if (++blocksRead % 1000 === 0) opts.progress?.(blocksRead)
+      if (++blocksRead % 1000 === 0) opts.progress?.({ phase: 'metadata blocks read', done: blocksRead })
       v.blocks++
       metaOwn.mark(ref.blkno, 1, `${name} btree block`)
       if (n.level !== level)

@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { BlockDevice } from '../storage/device.js'
+import type { ProgressFn } from './progress.js'
 import { FsError } from '../util/errors.js'
 import {
   DATA_BLOCK_SIZE,
@@ -39,6 +40,8 @@ export interface MkfsOptions {
   force?: boolean
   /** for tests: a fixed fsid */
   fsid?: bigint
+  /** told as each step starts (done: steps finished of total) */
+  progress?: ProgressFn
 }
 
 export interface MkfsResult {
@@ -58,6 +61,8 @@ function human(bytes: number): string {
   }
   return `${bytes.toFixed(i ? 1 : 0)} ${u[i]}`
 }
+
+const MKFS_STEPS = 3
 
 export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptions): Promise<MkfsResult> {
   if (!Number.isInteger(opts.quorumSlots) || opts.quorumSlots < 1 || opts.quorumSlots > QUORUM_MAX_SLOTS)
@@ -95,6 +100,8 @@ export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptio
   }
 
   const fsid = opts.fsid ?? randomBytes(8).readBigUInt64LE(0)
+  const step = (n: number, phase: string): void => opts.progress?.({ phase, done: n, total: MKFS_STEPS })
+  step(0, 'clearing the super blocks and quorum blocks')
   // clear both super copies and the quorum blocks first: a half-written mkfs is no filesystem
   const fixed = Buffer.alloc(SMALL_BLOCK_SIZE * (QUORUM_BLKNO + QUORUM_MAX_SLOTS - 16))
   await meta.write(16 * SMALL_BLOCK_SIZE, fixed)
@@ -113,6 +120,7 @@ export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptio
   const boot: number[] = []
   for (let b = META_FIRST_BLKNO + SUPER_WRITER_BOOT_BLOCKS - 1; b >= META_FIRST_BLKNO; b--) boot.push(b)
   const w = SuperWriter.create(meta, sb, boot)
+  step(1, `writing the allocators of ${metaBlocks} metadata and ${dataBlocks} data blocks`)
   await w.metaAlloc.free(
     META_FIRST_BLKNO + SUPER_WRITER_BOOT_BLOCKS,
     metaBlocks - META_FIRST_BLKNO - SUPER_WRITER_BOOT_BLOCKS,
@@ -120,6 +128,7 @@ export async function mkfs(meta: BlockDevice, data: BlockDevice, opts: MkfsOptio
   await w.dataAlloc.free(DATA_FIRST_BLKNO, dataBlocks - DATA_FIRST_BLKNO)
   await w.reserve()
   // the root directory
+  step(2, 'writing the root directory and the super blocks')
   const seq = w.nextSeq()
   const root = newInode(ROOT_INO, 0o040755, 0, 0, nowTs())
   root.metaSeq = seq
