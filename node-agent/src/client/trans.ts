@@ -45,7 +45,11 @@ export interface TransCounters {
 }
 
 const EMPTY = Buffer.alloc(0)
-/** commit when the mount's metadata avail list falls below this */
+/**
+ * Commit when the mount's metadata avail list falls below this, or below half of what the
+ * server handed out (a small device gets smaller lists; the server refills below half of its
+ * target, so the commit that follows gets a full list again).
+ */
 const META_AVAIL_RESERVE = 256
 /** data blocks taken from the allocator tree at a time and handed out from memory (8 MiB) */
 const DATA_PREALLOC = 2048
@@ -68,6 +72,8 @@ interface Open {
   dataFreed: ExtentAlloc
   /** the front of an extent taken from dataAvail, allocated from without touching the tree */
   cached: Extent | undefined
+  /** commit when alloc's avail list falls below this many blocks */
+  metaReserve: number
 }
 
 export class Trans {
@@ -132,6 +138,7 @@ export class Trans {
       dataAvail: new ExtentAlloc(lt.dataAvail, this.cache, txn, 'mount data_avail'),
       dataFreed: new ExtentAlloc(lt.dataFreed, this.cache, txn, 'mount data_freed'),
       cached: undefined,
+      metaReserve: Math.min(META_AVAIL_RESERVE, Math.floor(avail.entries.length / 2)),
     }
   }
 
@@ -159,7 +166,7 @@ export class Trans {
     if (
       !this.committing &&
       (this.items.dirtyBytes > (this.opts.dirtyLimitBytes ?? 16 << 20) ||
-        (this.cur && this.cur.alloc.avail.length < META_AVAIL_RESERVE))
+        (this.cur && this.cur.alloc.avail.length < this.cur.metaReserve))
     )
       void this.commit().catch((e: unknown) => this.commitFailed(e))
   }

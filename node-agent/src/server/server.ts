@@ -56,9 +56,21 @@ import { randomInt } from 'node:crypto'
 
 const EMPTY_VAL = Buffer.alloc(0)
 
-/** a mount's meta avail list is refilled below LOW up to TARGET blocks */
+/**
+ * A mount's meta avail list is refilled below LOW up to TARGET blocks.  On a small metadata
+ * device both shrink (mountMetaFill): at most an eighth of the device per mount, so a few
+ * mounts never hold every free block in their lists while df shows the device nearly empty.
+ */
 export const MOUNT_META_LOW = 512
 export const MOUNT_META_TARGET = 2048
+/** the smallest fill target, however small the device (64 blocks: 4 MiB) */
+export const MOUNT_META_MIN_TARGET = 64
+
+/** the fill target and low-water mark of a mount's meta avail list on this device */
+export function mountMetaFill(totalMetaBlocks: number): { target: number; low: number } {
+  const target = Math.max(MOUNT_META_MIN_TARGET, Math.min(MOUNT_META_TARGET, Math.floor(totalMetaBlocks / 8)))
+  return { target, low: Math.min(MOUNT_META_LOW, Math.floor(target / 2)) }
+}
 /** blocks a mount freed go back onto its own avail list up to this many */
 export const MOUNT_META_MAX = 4096
 /** a mount's data avail is refilled below LOW up to TARGET 4 KiB blocks */
@@ -340,14 +352,15 @@ export class Server implements ServerApi {
         lt = { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
       }
 
-      if (reuse.length || lt.metaAvail.totalNr < MOUNT_META_LOW) {
+      const fill = mountMetaFill(w.sb.totalMetaBlocks)
+      if (reuse.length || lt.metaAvail.totalNr < fill.low) {
         const l = await readList(w.cache, lt.metaAvail)
         for (const r of l.blocks) w.freeBlock(r.blkno)
         const entries = [...l.entries, ...reuse]
-        if (entries.length < MOUNT_META_LOW) {
-          // refill from meta_alloc up to TARGET
-          while (entries.length < MOUNT_META_TARGET) {
-            const e = await w.metaAlloc.allocLargest(MOUNT_META_TARGET - entries.length)
+        if (entries.length < fill.low) {
+          // refill from meta_alloc up to the target
+          while (entries.length < fill.target) {
+            const e = await w.metaAlloc.allocLargest(fill.target - entries.length)
             if (!e) break
             for (let b = e.start; b < e.start + e.len; b++) entries.push(b)
           }

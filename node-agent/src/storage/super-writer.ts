@@ -21,8 +21,18 @@ import { readSuper, writeSuper, type SuperBlock } from './super.js'
 
 /** the server keeps at least this many blocks on its avail list between operations */
 export const SERVER_AVAIL_LOW = 256
-/** and refills it to this many */
+/** and refills it to this many (both less on a small device: serverAvailFill) */
 export const SERVER_AVAIL_TARGET = 1024
+
+/**
+ * The server's avail list on this device: at most a sixteenth of it, so the server's list and
+ * the mounts' lists (server.ts mountMetaFill) leave most blocks in meta_alloc on the smallest
+ * device mkfs accepts.
+ */
+export function serverAvailFill(totalMetaBlocks: number): { target: number; low: number } {
+  const target = Math.max(64, Math.min(SERVER_AVAIL_TARGET, Math.floor(totalMetaBlocks / 16)))
+  return { target, low: Math.min(SERVER_AVAIL_LOW, Math.floor(target / 4)) }
+}
 /** blocks freed by the last commit go straight back onto the avail list up to this many */
 export const SERVER_AVAIL_MAX = 4096
 /** blocks mkfs hands the first transaction before meta_alloc exists */
@@ -161,8 +171,9 @@ export class SuperWriter {
    */
   async reserve(): Promise<void> {
     const t = this.t
-    while (t.alloc.avail.length < SERVER_AVAIL_LOW) {
-      const e = await t.metaAlloc.allocLargest(SERVER_AVAIL_TARGET - t.alloc.avail.length)
+    const fill = serverAvailFill(this.sb.totalMetaBlocks)
+    while (t.alloc.avail.length < fill.low) {
+      const e = await t.metaAlloc.allocLargest(fill.target - t.alloc.avail.length)
       if (!e) {
         if (t.alloc.avail.length < 16)
           throw new FsError(
