@@ -104,6 +104,13 @@ function header(ref: ObjectRef): KubernetesObject & { metadata: { name: string; 
   }
 }
 
+/** `patch` with the object's apiVersion, kind, name and namespace (merged into its metadata) */
+function withHeader(ref: ObjectRef, patch: Record<string, unknown>): KubernetesObject {
+  const h = header(ref)
+  const m = (patch.metadata ?? {}) as Record<string, unknown>
+  return { ...patch, ...h, metadata: { ...m, ...h.metadata } }
+}
+
 export function refOf(obj: KubernetesObject): ObjectRef {
   const m = obj.metadata ?? {}
   return { apiVersion: obj.apiVersion ?? '', kind: obj.kind ?? '', namespace: m.namespace, name: m.name ?? '' }
@@ -183,7 +190,7 @@ export class ApiKube implements Kube {
   async mergePatch<T extends KubernetesObject>(ref: ObjectRef, patch: Record<string, unknown>): Promise<T> {
     try {
       return await this.objects.patch<T>(
-        { ...header(ref), ...patch } as T,
+        withHeader(ref, patch) as T,
         undefined,
         undefined,
         FIELD_MANAGER,

@@ -165,10 +165,25 @@ export class Operator {
           if (!this.stopped) inf.start().catch(() => undefined)
         }, INFORMER_RESTART_MS).unref()
       })
-    await Promise.all(this.informers.map((i) => i.start()))
+    await Promise.all(this.informers.map((i) => this.startInformer(i)))
+    if (this.stopped) return
     this.fsQueue.start(this.worker('filesystem', this.fsQueue, (ns, n) => fsRec.reconcile(ns, n)))
     this.fenceQueue.start(this.worker('fencerequest', this.fenceQueue, (ns, n) => fenceRec.reconcile(ns, n)))
     o.log.info({}, 'operator started')
+  }
+
+  /** start `inf`, trying again while the API server refuses (starting up, 429, 5xx) */
+  private async startInformer(inf: Cached<KubernetesObject>): Promise<void> {
+    for (;;) {
+      try {
+        await inf.start()
+        return
+      } catch (e) {
+        if (this.stopped) return
+        this.o.log.warn({ err: (e as Error).message.slice(0, 300) }, 'informer: list failed; trying again')
+        await new Promise((r) => setTimeout(r, INFORMER_RESTART_MS))
+      }
+    }
   }
 
   private worker(
