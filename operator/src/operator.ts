@@ -29,6 +29,8 @@ import { WorkQueue } from './work-queue.js'
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig
+  /** the API calls of the reconcilers (default: ApiKube on kubeConfig) */
+  kube?: Kube
   /** where the leader Lease lives */
   namespace: string
   identity: string
@@ -60,7 +62,7 @@ export class Operator {
   private stopped = false
 
   constructor(private readonly o: OperatorOptions) {
-    this.kube = new ApiKube(o.kubeConfig)
+    this.kube = o.kube ?? new ApiKube(o.kubeConfig)
     const q = (controller: string): WorkQueue =>
       new WorkQueue({
         baseMs: o.backoffBaseMs,
