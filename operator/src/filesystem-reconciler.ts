@@ -45,6 +45,9 @@ export interface FilesystemCaches {
 
 export type ReconcileOutcome = { result: 'done'; recheckMs?: number } | { result: 'retry' }
 
+/** children applied this long ago are applied again even if unchanged (repairs manual edits and deletions) */
+const REAPPLY_MS = 60_000
+
 /** the annotation on the format Job: the mkfs arguments it runs */
 const FORMAT_ARGS_ANNOTATION = 'scoutfs.io/mkfs-args'
 
@@ -58,10 +61,25 @@ export class FilesystemReconciler {
     private readonly resyncMs: number,
   ) {}
 
+  /** per filesystem uid: what was last applied (canonical JSON) and when */
+  private readonly applied = new Map<string, { what: string; at: number }>()
+
+  /** server-side apply `objs`, unless exactly these were applied for this filesystem less than REAPPLY_MS ago */
+  private async applyAll(fs: ScoutFilesystem, part: string, objs: KubernetesObject[]): Promise<void> {
+    const key = `${fs.metadata.uid}/${part}`
+    const what = canonical(objs)
+    const last = this.applied.get(key)
+    if (last && last.what === what && Date.now() - last.at < REAPPLY_MS) return
+    for (const o of objs) await this.kube.apply(o)
+    this.applied.set(key, { what, at: Date.now() })
+  }
+
   async reconcile(namespace: string, name: string): Promise<ReconcileOutcome> {
     let fs = this.caches.filesystem(namespace, name)
     if (!fs) return { result: 'done' }
     if (fs.metadata.deletionTimestamp) {
+      this.applied.delete(`${fs.metadata.uid}/base`)
+      this.applied.delete(`${fs.metadata.uid}/running`)
       await this.finalize(fs)
       return { result: 'done' }
     }
@@ -73,12 +91,12 @@ export class FilesystemReconciler {
         },
       })
     }
-    for (const o of [agentServiceAccount(fs), agentRoleBinding(fs), configMap(fs)]) await this.kube.apply(o)
+    await this.applyAll(fs, 'base', [agentServiceAccount(fs), agentRoleBinding(fs), configMap(fs)])
 
     const format = await this.format(fs)
     let childrenApplied = false
     if (format.state === 'formatted') {
-      for (const o of runningChildren(fs)) await this.kube.apply(o)
+      await this.applyAll(fs, 'running', runningChildren(fs))
       childrenApplied = true
     }
 
@@ -143,14 +161,20 @@ export class FilesystemReconciler {
       fs.metadata.resourceVersion ?? '',
       status as Record<string, unknown>,
     )
-    for (const t of transitions(fs.status?.conditions, status.conditions ?? [])) {
+    const events = transitions(fs.status?.conditions, status.conditions ?? []).map((t) => {
       const bad =
         (t.type === 'Degraded' && t.to.status === 'True') ||
         (t.type !== 'Degraded' && t.type !== 'Progressing' && t.to.status === 'False' && t.from !== undefined) ||
         t.to.reason === 'ConfirmationRequired' ||
         t.to.reason === 'FormatFailed'
-      await this.events.record(fs, bad ? 'Warning' : 'Normal', t.to.reason, `${t.type} ${t.to.status}: ${t.to.message}`)
-    }
+      return this.events.record(
+        fs,
+        bad ? 'Warning' : 'Normal',
+        t.to.reason,
+        `${t.type} ${t.to.status}: ${t.to.message}`,
+      )
+    })
+    await Promise.all(events)
   }
 
   private async finalize(fs: ScoutFilesystem): Promise<void> {

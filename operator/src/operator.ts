@@ -1,12 +1,13 @@
 /*
- * The operator process: leader election first (only the leader watches and writes), then three
- * informers (ScoutFilesystems, the agents' node status Leases, FenceRequests; all namespaces)
- * feeding two work queues (filesystems, fence requests) whose workers run the reconcilers and
- * count every run in OperatorMetrics.  A node Lease or a FenceRequest that changes enqueues its
- * filesystem too, so status follows the nodes.  An informer whose watch fails is restarted after
+ * The operator process: leader election first (only the leader watches and writes), then four
+ * informers (ScoutFilesystems, the agents' node status Leases, FenceRequests, format Jobs; all
+ * namespaces) feeding two work queues (filesystems, fence requests) whose workers run the
+ * reconcilers and count every run in OperatorMetrics.  A node Lease, a format Job or a
+ * FenceRequest that changes enqueues its filesystem too, so status follows at once.  An informer whose watch fails is restarted after
  * a pause.  stop() ends the queues, the informers and the leadership (releasing the Lease).
  */
 import {
+  BatchV1Api,
   CoordinationV1Api,
   CustomObjectsApi,
   KubeConfig,
@@ -15,6 +16,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
   type ObjectCache,
+  type V1Job,
   type V1Lease,
 } from '@kubernetes/client-node'
 import { EventRecorder } from './events.js'
@@ -118,14 +120,25 @@ export class Operator {
       `/apis/${GROUP}/${VERSION}/${FENCE_PLURAL}`,
       listCustom(FENCE_PLURAL),
     )
+    // the format Jobs: a Job that finishes moves its filesystem on at once
+    const batch = kc.makeApiClient(BatchV1Api)
+    const jobSelector = `${LABEL_FS},app.kubernetes.io/component=format`
+    const jobInf = makeInformer<V1Job>(
+      kc,
+      '/apis/batch/v1/jobs',
+      () => batch.listJobForAllNamespaces({ labelSelector: jobSelector }),
+      jobSelector,
+    )
 
     const fsKey = (o: KubernetesObject): string => `${o.metadata?.namespace}/${o.metadata?.name}`
     for (const verb of ['add', 'update', 'delete'] as const) {
       fsInf.on(verb, (f) => this.fsQueue.add(fsKey(f)))
-      leaseInf.on(verb, (l) => {
-        const fs = l.metadata?.labels?.[LABEL_FS]
-        if (fs) this.fsQueue.add(`${l.metadata?.namespace}/${fs}`)
-      })
+      const byLabel = (o: KubernetesObject): void => {
+        const fs = o.metadata?.labels?.[LABEL_FS]
+        if (fs) this.fsQueue.add(`${o.metadata?.namespace}/${fs}`)
+      }
+      leaseInf.on(verb, byLabel)
+      jobInf.on(verb, byLabel)
       fenceInf.on(verb, (r) => {
         this.fenceQueue.add(fsKey(r))
         if (r.spec?.filesystem) this.fsQueue.add(`${r.metadata?.namespace}/${r.spec.filesystem}`)
@@ -158,7 +171,7 @@ export class Operator {
       o.log,
     )
 
-    this.informers = [fsInf, leaseInf, fenceInf] as Array<Cached<KubernetesObject>>
+    this.informers = [fsInf, leaseInf, fenceInf, jobInf] as Array<Cached<KubernetesObject>>
     for (const inf of this.informers)
       inf.on('error', (e: unknown) => {
         if (this.stopped) return
