@@ -23,8 +23,11 @@ import { NodeStatusPublisher } from '../../operator/src/node.js'
 import { Operator } from '../../operator/src/operator.js'
 import { type ControlPlane, component, startControlPlane, stopAllControlPlanes } from '../helpers/control-plane.js'
 import { sh } from '../helpers/fuse-harness.js'
-import { startCluster, type Cluster } from '../helpers/cluster.js'
-import { stopAllAgents } from '../helpers/agent.js'
+import { freePort, makeClusterDevices, startCluster, type Cluster } from '../helpers/cluster.js'
+import { forceUnmount, stopAllAgents } from '../helpers/agent.js'
+import { isMounted } from '../../node-agent/src/fuse/unmount.js'
+import type { NodeConfig } from '../../operator/src/render.js'
+import { spawn } from 'node:child_process'
 import { adminCall } from '../../node-agent/src/agent/admin.js'
 
 const REL = 'scoutfs'
@@ -357,6 +360,74 @@ ${extra}`
       assert.ok(reasons.includes(r), `an Event ${r}: ${reasons.join(',')}`)
   })
 
+  it('the node launcher (scoutfs operator node) runs a real agent, publishes its view, answers probes, stops cleanly', async () => {
+    const dev = await makeClusterDevices({ members: 1 })
+    const port = Number(dev.serverAddr.split(':').pop())
+    const mnt = join(dev.dir, 'node-mnt')
+    const cfgFile = join(dev.dir, 'filesystem.json')
+    const config: NodeConfig = {
+      filesystem: 'solo',
+      namespace: NS,
+      mountpoint: mnt,
+      metadev: dev.meta,
+      datadev: dev.data,
+      members: [{ slot: 0, node: 'node-solo', address: '127.0.0.1', port }],
+      heartbeatTimeoutMs: 5000,
+      mountOptions: [],
+      insecure: true,
+      fenceTimeoutMs: 0,
+    }
+    writeFileSync(cfgFile, JSON.stringify(config))
+    const health = await freePort()
+    const agentKc = await cp.serviceAccountKubeconfig(NS, `${FS}-agent`)
+    const proc = spawn(
+      process.execPath,
+      [
+        'bin/scoutfs',
+        'operator',
+        'node',
+        '--config',
+        cfgFile,
+        '--health-port',
+        String(health),
+        '--period-seconds',
+        '1',
+        '--kubeconfig',
+        agentKc,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_NAME: 'node-solo', KUBECONFIG: agentKc } },
+    )
+    let stderr = ''
+    proc.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)))
+    const exited = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)))
+    try {
+      const lease = await waitFor('the node Lease saying mounted', async () => {
+        const l = await get('lease', 'solo-node-node-solo', NS)
+        const st = l && (JSON.parse(l.metadata.annotations['scoutfs.io/node-status']) as Json)
+        return st?.mounted === true && st.leaderSlot === 0 && l
+      })
+      const st = JSON.parse(lease.metadata.annotations['scoutfs.io/node-status']) as Json
+      assert.equal(st.slot, 0)
+      assert.equal(st.node, 'node-solo')
+      assert.ok(st.term >= 1 && st.serving === true, JSON.stringify(st))
+      assert.equal(lease.metadata.labels['scoutfs.io/filesystem'], 'solo')
+      assert.equal((await fetch(`http://127.0.0.1:${health}/healthz`)).status, 200)
+      assert.equal((await fetch(`http://127.0.0.1:${health}/readyz`)).status, 200)
+      // the agent really serves the mount: a file written through it is there
+      writeFileSync(join(mnt, 'hello'), 'scoutfs')
+      proc.kill('SIGTERM')
+      assert.equal(await exited, 0, stderr)
+      const last = JSON.parse(
+        (await get('lease', 'solo-node-node-solo', NS))?.metadata.annotations['scoutfs.io/node-status'],
+      ) as Json
+      assert.equal(last.mounted, false, 'it says so when it stops')
+      assert.equal(await isMounted(mnt), false, 'the agent unmounted')
+    } finally {
+      if (proc.exitCode === null) proc.kill('SIGKILL')
+      await forceUnmount(mnt)
+    }
+  })
+
   it('a spec change that changes what the agents run rolls the DaemonSet', async () => {
     const before = await get('daemonset', `${FS}-node`, NS)
     const hash = before?.spec.template.metadata.annotations['scoutfs.io/config-hash']
@@ -510,7 +581,7 @@ spec:
     await waitFor('the request', () => get('fencerequest', `${FS}-0000000000000077-recovery-timeout`, NS))
     // the operator as a process, with the metrics address of its flags
     const port = 20000 + Math.floor(Math.random() * 20000)
-    const proc = (await import('node:child_process')).spawn(
+    const proc = spawn(
       process.execPath,
       [
         'bin/scoutfs',
