@@ -82,15 +82,17 @@ describe('operator on a real API server', function () {
     return cp.kubectl(['apply', '-f', f])
   }
 
-  async function startOperator(kube?: (k: Kube) => Kube): Promise<Operator> {
+  let replicas = 0
+  function makeOperator(kube?: (k: Kube) => Kube): { op: Operator; metrics: OperatorMetrics; identity: string } {
     const kc = new KubeConfig()
     kc.loadFromFile(opKubeconfig)
-    metrics = new OperatorMetrics()
+    const m = new OperatorMetrics()
+    const identity = `test-${++replicas}`
     const o = new Operator({
       kubeConfig: kc,
       kube: kube ? kube(new ApiKube(kc)) : undefined,
       namespace: SYS,
-      identity: `test-${Date.now()}`,
+      identity,
       leaderElect: true,
       leaseName: `${REL}-operator`,
       leaseDurationMs: 6000,
@@ -100,12 +102,18 @@ describe('operator on a real API server', function () {
       resyncMs: 1000,
       backoffBaseMs: 20,
       backoffMaxMs: 2000,
-      metrics,
+      metrics: m,
       log,
       onLostLeadership: () => undefined,
     })
-    await o.start()
-    return o
+    return { op: o, metrics: m, identity }
+  }
+
+  async function startOperator(kube?: (k: Kube) => Kube): Promise<Operator> {
+    const r = makeOperator(kube)
+    metrics = r.metrics
+    await r.op.start()
+    return r.op
   }
 
   const spec = (extra = ''): string => `apiVersion: scoutfs.io/v1alpha1
@@ -515,6 +523,36 @@ spec:
     assert.ok(fenceLog.includes('fence: posted'))
     const text = await metrics.registry.getSingleMetricAsString('scoutfs_operator_fences_total')
     assert.match(text, /method="deletePod",result="fenced"} 1/)
+  })
+
+  it('two replicas: the second waits for the Lease and acts only once the first stops', async () => {
+    const first = (await get('lease', `${REL}-operator`, SYS))?.spec.holderIdentity as string
+    const second = makeOperator()
+    let leading = false
+    const started = second.op.start().then(() => (leading = true))
+    // the first keeps acting while the second waits
+    await kubectl(
+      'patch',
+      'scoutfilesystem',
+      FS,
+      '-n',
+      NS,
+      '--type=merge',
+      '-p',
+      '{"spec":{"quorum":{"heartbeatTimeoutSeconds":11}}}',
+    )
+    const gen = (await get('scoutfilesystem', FS, NS))?.metadata.generation as number
+    await waitFor('the first replica to reconcile', async () => (await fsStatus()).observedGeneration === gen)
+    assert.equal(leading, false, 'the second replica does not act while the first holds the Lease')
+    assert.equal((await second.metrics.leader.get()).values[0]?.value ?? 0, 0)
+    assert.equal((await get('lease', `${REL}-operator`, SYS))?.spec.holderIdentity, first)
+    // the first stops and releases the Lease: the second takes over without waiting for expiry
+    await op?.stop()
+    await started
+    op = second.op
+    metrics = second.metrics
+    assert.equal((await get('lease', `${REL}-operator`, SYS))?.spec.holderIdentity, second.identity)
+    assert.equal((await second.metrics.leader.get()).values[0]?.value, 1)
   })
 
   it('a status write over a newer object gets 409 and is retried from the newer object', async () => {
