@@ -194,6 +194,7 @@ ${extra}`
       ['hook without a command', spec('  fencing: {method: hook}\n'), /needs fencing.hook.command/],
       ['quorum_slot_nr in mountOptions', spec('  mountOptions: [quorum_slot_nr=1]\n'), /set by the operator/],
       ['no TLS choice', spec().replace('  tls: {insecure: true}\n', '  tls: {}\n'), /tls.secretName, or tls.insecure/],
+      ['no tls at all', spec().replace('  tls: {insecure: true}\n', ''), /spec.tls: Required value/],
       ['slot 15', spec().replace('slot: 2,', 'slot: 15,'), /less than or equal to 14/],
     ]
     for (const [what, yaml, msg] of bad) {
