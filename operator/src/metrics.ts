@@ -22,7 +22,7 @@ export class OperatorMetrics {
   private http: HttpServer | undefined
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'scoutfs_operator_process_' })
+    collectDefaultMetrics({ register: this.registry, prefix: 'scoutfs_operator_' })
     const registers = [this.registry]
     this.reconciles = new Counter({
       name: 'scoutfs_operator_reconciles_total',

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { REPO_ROOT } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
 import { sh } from '../helpers/fuse-harness.js'
+import { OperatorMetrics } from '../../operator/src/metrics.js'
 import { compareWithCatalogue, exposedFamilies, readCatalogue } from '../helpers/metrics-catalogue.js'
 
 const RULES = join(REPO_ROOT, 'charts', 'scoutfs', 'files', 'prometheus-rules.yaml')
@@ -22,7 +23,9 @@ const DASHBOARDS = join(REPO_ROOT, 'charts', 'scoutfs', 'dashboards')
  * The in-process registries checked against their catalogue sections: a program's section
  * lists exactly what its registry exports.  A section with no registry here must list nothing.
  */
-const REGISTRIES: Array<{ section: string; exposition: () => Promise<string> }> = []
+const REGISTRIES: Array<{ section: string; exposition: () => Promise<string> }> = [
+  { section: 'operator', exposition: () => new OperatorMetrics().registry.metrics() },
+]
 
 const TYPES = ['counter', 'gauge', 'histogram', 'summary']
 
@@ -40,7 +43,7 @@ describe('the metrics catalogue (docs/metrics.md)', () => {
         assert.ok(TYPES.includes(r.type), `${where}: type '${r.type}'`)
         if (r.type === 'counter') assert.match(r.name, /_total$/, `${where}: a counter's name ends in _total`)
         // only prom-client's default process metrics (not ours) have gauges named _total
-        else if (!r.name.startsWith('scoutfs_agent_nodejs_'))
+        else if (!/^scoutfs_(agent|csi|operator)_nodejs_/.test(r.name))
           assert.doesNotMatch(r.name, /_total$/, `${where}: only a counter's name ends in _total`)
         assert.ok(r.unit.length > 0, `${where}: a unit`)
         assert.ok(r.meaning.length > 0, `${where}: what it means`)
