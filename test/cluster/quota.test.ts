@@ -9,6 +9,8 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import type { Cluster } from '../helpers/cluster.js'
 import { clusterPerSuite, freshClusterDirs, onMount } from '../helpers/cluster-tests.js'
+import { startPy } from '../helpers/fuse-harness.js'
+import { dedent } from '../helpers/mount-tests.js'
 import { scoutfs } from '../helpers/agent.js'
 import type { QuotaInfo } from '../../node-agent/src/agent/admin-api.js'
 
@@ -170,5 +172,39 @@ describe('cluster: directory quotas across 2 mounts', function () {
     assert.equal(nested.code, 1)
     assert.match(nested.stderr, /EINVAL.*do not nest/)
     assert.equal(await quotaShow(on(1, out)), null)
+  })
+
+  it('a file unlinked on one mount while open on the other keeps its usage until the last close', async () => {
+    const rel = fresh('orphan')
+    await quotaSet(on(0, rel), '16M')
+    await onMount(c, 1, rel, `wfile(p('held'), gen(3, 2 << 20), 0o644); out(0)`)
+    const full = (await quotaShow(on(0, rel)))!
+    const holder = startPy(
+      dedent(`
+      fd = os.open(sys.argv[1], os.O_RDONLY)
+      ready(len(os.pread(fd, 1 << 22, 0)))
+      wait()
+      ready(len(os.pread(fd, 1 << 22, 0)))
+      os.close(fd)
+      ready(0)
+      `),
+      [join(on(0, rel), 'held')],
+    )
+    assert.equal(await holder.next(), 2 << 20)
+    await onMount(c, 1, rel, `os.unlink(p('held')); out(0)`)
+    const orphaned = (await quotaShow(on(1, rel)))!
+    assert.equal(orphaned.used_bytes, full.used_bytes, 'an open orphan still holds its blocks')
+    assert.equal(orphaned.used_inodes, full.used_inodes)
+    holder.send('')
+    assert.equal(await holder.next(), 2 << 20, 'the open descriptor still reads the file')
+    assert.equal(await holder.next(), 0)
+    // the kernel sends FUSE's release after close(2) returns: wait for the deletion it makes
+    let freed = (await quotaShow(on(1, rel)))!
+    for (let i = 0; freed.used_bytes !== 0 && i < 600; i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      freed = (await quotaShow(on(1, rel)))!
+    }
+    assert.equal(freed.used_bytes, 0)
+    assert.equal(freed.used_inodes, 1)
   })
 })
