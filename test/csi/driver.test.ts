@@ -4,8 +4,9 @@
  * ReadWriteMany volume published (bind mounts) into two "pods" on the two agents, which see
  * each other's files; the volume's quota enforced and reported by df inside the published
  * path; online expansion; read-only publishing; deletion policies; publishing refused when
- * the agent mount is not up; and stats with an abnormal volume condition once the agent
- * under a published volume is killed (last: it ends agent 1).
+ * the agent mount is not up; and stats with an abnormal volume condition while the agent
+ * under a published volume is stopped (SIGSTOP: statfs hangs) and once it is killed (last:
+ * it ends agent 1).
  */
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, existsSync } from 'node:fs'
@@ -55,7 +56,7 @@ describe('csi: the driver on a 2-agent cluster', function () {
     const d1 = await startDriver(c.agents[1]!.mnt, join(work, 'csi1.sock'), {
       nodeId: 'node-1',
       mode: 'node',
-      statsTimeoutMs: 3000,
+      statsTimeoutMs: 10_000,
     })
     ctl = csiClient(d0.socket)
     metricsAddr = d0.metricsAddr
@@ -244,6 +245,24 @@ describe('csi: the driver on a 2-agent cluster', function () {
     assert.equal(value(/^scoutfs_csi_volumes_deleted_total\{policy="archive"\} (\d+)$/m), 1)
     assert.equal(value(/^scoutfs_csi_mount_healthy (\d+)$/m), 1)
     assert.ok(value(/^scoutfs_csi_operation_duration_seconds_count\{method="NodePublishVolume"\} (\d+)$/m) >= 1)
+  })
+
+  it('stats report an abnormal volume while the agent under a published volume hangs (SIGSTOP)', async () => {
+    const v = await create('hung', 4 * MiB)
+    const p = await publish(1, v)
+    const a1 = c.agents[1]!
+    a1.proc.kill('SIGSTOP')
+    try {
+      const hung = await node1.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: p })
+      const cond = hung.volume_condition as { abnormal: boolean; message: string }
+      assert.equal(cond.abnormal, true)
+      assert.match(cond.message, /ETIMEDOUT/)
+    } finally {
+      a1.proc.kill('SIGCONT')
+    }
+    const back = await node1.NodeGetVolumeStats({ volume_id: v.volume_id, volume_path: p })
+    assert.equal((back.volume_condition as { abnormal: boolean }).abnormal, false)
+    await unpublish(1, v, p)
   })
 
   it('stats report an abnormal volume when the agent under a published volume is killed', async () => {
