@@ -75,7 +75,7 @@ describe('csi: the driver on a 2-agent cluster', function () {
   }
 
   /** NodeStage + NodePublish of `v` on node `n` (0 or 1) at a new target. */
-  async function publish(n: number, v: Volume, readonly = false): Promise<string> {
+  async function publish(n: number, v: Volume, readonly = false, flags: string[] = []): Promise<string> {
     const node = n === 0 ? ctl : node1
     const target = join(work, `pod-${targets.length}`)
     const staging = join(work, `staging-${targets.length}`)
@@ -85,7 +85,7 @@ describe('csi: the driver on a 2-agent cluster', function () {
       volume_id: v.volume_id,
       staging_target_path: staging,
       target_path: target,
-      volume_capability: mountCap(),
+      volume_capability: mountCap('MULTI_NODE_MULTI_WRITER', flags),
       readonly,
     })
     return target
@@ -162,9 +162,11 @@ describe('csi: the driver on a 2-agent cluster', function () {
     await unpublish(1, v, p1)
   })
 
-  it('a read-only publish refuses writes; the same volume again at the same target is idempotent', async () => {
+  it('a read-only publish with mount flags has them and refuses writes; the same volume again at the same target is idempotent', async () => {
     const v = await create('ro', 4 * MiB)
-    const p = await publish(1, v, true)
+    const p = await publish(1, v, true, ['noexec', 'nosuid'])
+    const opts = (await sh('findmnt', ['-n', '-o', 'OPTIONS', p])).stdout.trim().split(',')
+    for (const o of ['ro', 'noexec', 'nosuid']) assert.ok(opts.includes(o), `${o} in the mount options ${opts}`)
     const r = await py(
       p,
       `
