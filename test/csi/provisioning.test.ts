@@ -4,7 +4,8 @@
  * sidecars (Go-built into .cache/test-components) pointed at the driver's socket, the driver
  * on a real agent mount.  A PVC becomes a bound PV whose volume is our quota directory; a
  * PVC resize reaches ControllerExpandVolume and raises the quota; deleting the PVC deletes
- * the directory, or keeps it with onDelete: retain.  No kubelet: nothing is published here
+ * the directory, or keeps it with onDelete: retain.  No kubelet and no node-driver-registrar:
+ * the test writes the Node and CSINode objects they would, and nothing is published here
  * (test/csi/driver.test.ts publishes).
  */
 import assert from 'node:assert/strict'
@@ -17,6 +18,7 @@ import { startDriver, stopAllDrivers, type Driver } from '../helpers/csi.js'
 import { component, startControlPlane, stopAllControlPlanes, type ControlPlane } from '../helpers/control-plane.js'
 
 const MiB = 1 << 20
+const TOPOLOGY_KEY = 'topology.csi.scoutfs.io/fsid'
 
 /** Poll `fn` until it returns a value (not undefined); fails after `ms` with `what`. */
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
@@ -45,6 +47,18 @@ describe('csi: provisioning through the real csi-provisioner and csi-resizer on 
     agent = await startAgent(dev)
     driver = await startDriver(agent.mnt, join(dev.dir, 'csi.sock'), { nodeId: 'node-0', mode: 'controller' })
     cp = await startControlPlane()
+    // what the kubelet and node-driver-registrar would publish for node-0 (neither runs here):
+    // the Node with the driver's topology label and the CSINode naming the driver's topology
+    // key, from which the provisioner builds the volume's accessibility requirements
+    const fsid = (await adminCall(agent.mnt, 'GET /statfs')).fsid
+    const node = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-0', labels: { [TOPOLOGY_KEY]: fsid } } }
+    const csiNode = {
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'CSINode',
+      metadata: { name: 'node-0' },
+      spec: { drivers: [{ name: 'csi.scoutfs.io', nodeID: 'node-0', topologyKeys: [TOPOLOGY_KEY] }] },
+    }
+    for (const o of [node, csiNode]) await cp.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify(o) })
     for (const [name, bin] of [
       ['provisioner', provisioner],
       ['resizer', resizer],
