@@ -95,6 +95,8 @@ export class FsContext {
    * group's READ lock is still held
    */
   readonly opens = new Map<number, number>()
+  /** quota trees of inodes this mount met in one (quota.ts opInTree: hints, checked under locks) */
+  readonly quotaHints = new Map<number, number>()
   /** the tail of the queue of this mount's cross-directory renames */
   renameLock: Promise<void> = Promise.resolve()
   private readonly locks = new InodeLocks()

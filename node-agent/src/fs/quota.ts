@@ -14,8 +14,9 @@
  *  - an inode's tree never changes after creation: link and rename refuse to cross trees
  *    (EXDEV, as project quotas do), and a quota is set only on an empty directory outside any
  *    tree (or changed on a tree's root), so a tree looked up before an operation is still the
- *    tree when its locks are held (opInTree re-checks the one case that can race: a quota set
- *    on the still-empty parent of a create);
+ *    tree when its locks are held (opInTree checks the tree it assumed under the locks: a
+ *    mount's hints may not know yet, and a quota may be set on the still-empty parent of a
+ *    create);
  *  - growth past a limit fails with EDQUOT before anything changes; shrinking never fails;
  *    limits may be set below the usage (then only shrinking succeeds);
  *  - usage changes only in a transaction that holds the QUOTA WRITE lock (charge() checks).
@@ -47,10 +48,25 @@ export function peekQuotaRoot(c: FsContext, ino: number): Promise<number> {
   return c.reading([ino], () => quotaRootOf(c, ino))
 }
 
+const HINTS_MAX = 65536
+
+/** Remember that `ino` is in tree `root` (a hint: opInTree checks it under the locks). */
+function hint(c: FsContext, ino: number, root: number): void {
+  if (!root) {
+    c.quotaHints.delete(ino)
+    return
+  }
+  if (c.quotaHints.size >= HINTS_MAX) c.quotaHints.clear()
+  c.quotaHints.set(ino, root)
+}
+
 /**
  * Run `fn` in an operation over `inos` (which include `ino`), with the quota lock when `ino`
- * is in a quota tree; `fn` gets that tree's root (0 for none).  Retried when the tree changed
- * between the look and the locks (a quota set meanwhile on `ino`, an empty directory).
+ * is in a quota tree; `fn` gets that tree's root (0 for none).  The tree is first taken from
+ * this mount's hints (none: outside every tree, so an inode outside every tree costs nothing
+ * more) and checked under the locks; when it was wrong (an inode of a tree met for the first
+ * time here, a quota set meanwhile on `ino`, an empty directory) the operation runs again
+ * with the right one.
  */
 export async function opInTree<T>(
   c: FsContext,
@@ -59,23 +75,28 @@ export async function opInTree<T>(
   fn: (t: Tx, root: number) => Promise<T>,
   o: { orphans?: boolean } = {},
 ): Promise<T> {
+  let root = c.quotaHints.get(ino) ?? 0
   for (;;) {
-    const root = await peekQuotaRoot(c, ino)
     const r = await c.op(
       inos,
       async (t) => {
-        if ((await quotaRootOf(c, ino)) !== root) return { again: true as const }
+        const now = await quotaRootOf(c, ino)
+        if (now !== root) return { again: true as const, now }
         return { again: false as const, v: await fn(t, root) }
       },
       { ...o, quota: root !== 0 },
     )
     if (!r.again) return r.v
+    root = r.now
+    hint(c, ino, root)
   }
 }
 
 /** Make new inode `ino` a member of tree `root` (nothing for 0). */
 export function joinTree(c: FsContext, ino: number, root: number, t: Tx): void {
-  if (root) c.items.put(quotaMemberKey(ino), encodeQuotaMember(root), t.seq)
+  if (!root) return
+  c.items.put(quotaMemberKey(ino), encodeQuotaMember(root), t.seq)
+  hint(c, ino, root)
 }
 
 async function record(c: FsContext, root: number): Promise<QuotaRecord> {
