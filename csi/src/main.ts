@@ -75,9 +75,14 @@ export async function main(args: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.code === 'commander.helpDisplayed' ? 0 : 2
     throw e
   }
+  const o = program.opts<CsiOptions>()
+  if (!/^[1-9]\d*$/.test(o.statsTimeoutMs)) {
+    process.stderr.write(`scoutfs csi: --stats-timeout-ms takes a positive whole number, not '${o.statsTimeoutMs}'\n`)
+    return 2
+  }
   let driver: RunningDriver
   try {
-    driver = await startDriver(program.opts<CsiOptions>())
+    driver = await startDriver(o)
   } catch (e) {
     process.stderr.write(`scoutfs csi: ${e instanceof Error ? e.message : String(e)}\n`)
     return 1

@@ -110,9 +110,9 @@ export function nodeService(m: AgentMount, nodeId: string, log: Logger, statsTim
       requireId(req)
       const target = requirePath(req, 'target_path')
       while (await mountAt(target)) await run('umount', [target])
-      await fsp
-        .rm(target, { recursive: false, force: true })
-        .catch(async () => fsp.rmdir(target).catch(() => undefined))
+      await fsp.rmdir(target).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw new CsiError(S.INTERNAL, `cannot remove the target ${target}: ${e.message}`)
+      })
       log.info({ target }, 'volume unpublished')
       return {}
     },
