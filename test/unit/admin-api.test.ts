@@ -82,6 +82,8 @@ describe('admin API', () => {
       'GET /status': async () => (badStatus ? ({ rid: 1 } as unknown as typeof status) : status),
       'POST /unmount': async () => ({ unmounting: true }),
       'GET /quorum': async () => quorum,
+      'GET /quota': async () => ({}),
+      'POST /quota': async () => ({}),
       'POST /quorum/heartbeat-timeout': async (p) => {
         seen.push(p)
         return { ...quorum, heartbeatTimeoutMs: p.ms }

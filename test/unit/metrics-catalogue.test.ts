@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { REPO_ROOT } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
 import { sh } from '../helpers/fuse-harness.js'
+import { CsiMetrics } from '../../csi/src/metrics.js'
 import { OperatorMetrics } from '../../operator/src/metrics.js'
 import { compareWithCatalogue, exposedFamilies, readCatalogue } from '../helpers/metrics-catalogue.js'
 
@@ -24,6 +25,7 @@ const DASHBOARDS = join(REPO_ROOT, 'charts', 'scoutfs', 'dashboards')
  * lists exactly what its registry exports.  A section with no registry here must list nothing.
  */
 const REGISTRIES: Array<{ section: string; exposition: () => Promise<string> }> = [
+  { section: 'csi', exposition: () => new CsiMetrics().registry.metrics() },
   { section: 'operator', exposition: () => new OperatorMetrics().registry.metrics() },
 ]
 

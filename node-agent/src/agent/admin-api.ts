@@ -166,6 +166,30 @@ export interface CountersReply {
   samples: CounterSample[]
 }
 
+/** A directory quota: the tree's root inode, its limits and usage (`scoutfs quota`). */
+export interface QuotaInfo {
+  root: number
+  limit_bytes: number
+  limit_inodes: number
+  used_bytes: number
+  used_inodes: number
+}
+
+/** The quota of the tree an inode is in; none outside every quota tree. */
+export interface QuotaReply {
+  quota?: QuotaInfo
+}
+
+export interface QuotaGetParams {
+  ino: number
+}
+
+export interface QuotaSetParams {
+  ino: number
+  bytes: number
+  inodes: number
+}
+
 export interface AdminApi {
   'POST /sync': { params: NoParams; reply: SyncReply }
   'GET /walk-inodes': { params: WalkInodesParams; reply: WalkInodesReply }
@@ -176,6 +200,8 @@ export interface AdminApi {
   'GET /quorum': { params: NoParams; reply: QuorumView }
   'POST /quorum/heartbeat-timeout': { params: HeartbeatTimeoutParams; reply: QuorumView }
   'GET /counters': { params: NoParams; reply: CountersReply }
+  'GET /quota': { params: QuotaGetParams; reply: QuotaReply }
+  'POST /quota': { params: QuotaSetParams; reply: QuotaReply }
 }
 
 export type AdminRoute = keyof AdminApi
@@ -267,6 +293,18 @@ interface RouteDef<P, R> {
   isReply(v: unknown): v is R
 }
 
+const isQuotaReply = shape<QuotaReply>({
+  quota: optional(
+    shape<QuotaInfo>({
+      root: isNum,
+      limit_bytes: isNum,
+      limit_inodes: isNum,
+      used_bytes: isNum,
+      used_inodes: isNum,
+    }),
+  ),
+})
+
 export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply<R>> } = {
   'POST /sync': { parseParams: noParams, isReply: shape<SyncReply>({ seq: isNum }) },
   'GET /walk-inodes': {
@@ -347,6 +385,11 @@ export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply
         }),
       ),
     }),
+  },
+  'GET /quota': { parseParams: (q) => ({ ino: whole(q, 'ino') }), isReply: isQuotaReply },
+  'POST /quota': {
+    parseParams: (q) => ({ ino: whole(q, 'ino'), bytes: whole(q, 'bytes'), inodes: whole(q, 'inodes') }),
+    isReply: isQuotaReply,
   },
 }
 

@@ -6,15 +6,29 @@
 import type { ItemCache } from '../client/item-cache.js'
 import type { Trans } from '../client/trans.js'
 import type { Filesystem } from '../fs/fs.js'
-import { tsToMs } from '../fs/fs-items.js'
+import { tsToMs, type QuotaRecord } from '../fs/fs-items.js'
 import type { LockClient } from '../lock/lock-client.js'
 import type { NetClient } from '../net/net-client.js'
 import type { ClusterServer } from '../server/server-role.js'
-import type { AdminImpl, CounterSample, QuorumView } from './admin-api.js'
+import type { AdminImpl, CounterSample, QuorumView, QuotaReply } from './admin-api.js'
+
+function quotaReply(q: QuotaRecord | undefined): QuotaReply {
+  if (!q) return {}
+  const { root, limitBytes, limitInodes, usedBytes, usedInodes } = q
+  return {
+    quota: {
+      root,
+      limit_bytes: limitBytes,
+      limit_inodes: limitInodes,
+      used_bytes: usedBytes,
+      used_inodes: usedInodes,
+    },
+  }
+}
 
 /** The parts of a mount the routes read (the Mount itself). */
 export interface AdminTarget {
-  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode'>
+  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode' | 'getQuota' | 'setQuota'>
   readonly trans: Pick<Trans, 'committedSeq' | 'openSeq' | 'counters'>
   readonly items: Pick<ItemCache, 'size' | 'dirtyItems'>
   readonly locks: Pick<LockClient, 'heldByMode' | 'counters'>
@@ -111,5 +125,7 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
       setImmediate(() => void a.stop().then(() => a.onStopped?.()))
       return { unmounting: true }
     },
+    'GET /quota': async (p) => quotaReply(await a.fs.getQuota(p.ino)),
+    'POST /quota': async (p) => quotaReply(await a.fs.setQuota(p.ino, { bytes: p.bytes, inodes: p.inodes })),
   }
 }

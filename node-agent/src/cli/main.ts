@@ -22,6 +22,7 @@ import { CliUsageError as UsageError, registerMountCommands } from './mount-comm
 import { registerCertCommands } from './cert-commands.js'
 import { registerCountersCommand } from './counters-command.js'
 import { progressLine } from './progress.js'
+import { registerQuotaCommands } from './quota-commands.js'
 
 async function openDevice(path: string, role: string, readOnly = false): Promise<BlockDevice> {
   try {
@@ -224,6 +225,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
   registerMountCommands(program, out)
   registerCertCommands(program, out)
   registerCountersCommand(program, out)
+  registerQuotaCommands(program, out)
   return program
 }
 

@@ -13,6 +13,7 @@ import { EXTENT_OFFLINE, encodeExtent, extentKey, nowTs } from './fs-items.js'
 import type { FsContext } from './fs-context.js'
 import { getInode, isDir, putInode } from './inode.js'
 import { extentAfter, extentAt, holeBlocks } from './extents.js'
+import { charge, opInTree, reserve } from './quota.js'
 
 const BS = DATA_BLOCK_SIZE
 const EMPTY = Buffer.alloc(0)
@@ -50,7 +51,7 @@ export function read(c: FsContext, ino: number, offset: number, length: number):
 
 export async function write(c: FsContext, ino: number, at: number, data: Buffer, append: boolean): Promise<number> {
   if (data.length === 0) return 0
-  return c.op([ino], async (t) => {
+  return opInTree(c, ino, [ino], async (t, tree) => {
     const i = await getInode(c, ino)
     if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
     // the kernel's idea of the end of the file may be another mount's old one: ours is current
@@ -59,8 +60,10 @@ export async function write(c: FsContext, ino: number, at: number, data: Buffer,
     const end = offset + data.length
     let b = Math.floor(offset / BS)
     const last = Math.floor((end - 1) / BS)
-    // fail for lack of space before changing anything (ENOBUFS: op() commits and retries)
-    c.trans.reserveData(await holeBlocks(c, ino, b, last))
+    // fail for lack of space or quota before changing anything (ENOBUFS: op() commits and retries)
+    const holes = await holeBlocks(c, ino, b, last)
+    if (tree) await reserve(c, t, tree, holes * BS, 0)
+    c.trans.reserveData(holes)
     while (b <= last) {
       const e = await extentAt(c, ino, b)
       if (e && !(e.flags & EXTENT_OFFLINE)) {
@@ -81,6 +84,7 @@ export async function write(c: FsContext, ino: number, at: number, data: Buffer,
         c.items.put(extentKey(ino, prev.iblock), encodeExtent({ ...prev, len: prev.len + got.len }), t.seq)
       else c.items.put(extentKey(ino, b), encodeExtent({ iblock: b, len: got.len, blkno: got.start, flags: 0 }), t.seq)
       i.onlineBlocks += got.len
+      if (tree) await charge(c, t, tree, got.len * BS, 0)
       // the extent is recorded: so are its blocks, even if a later run of this write fails
       putInode(c, i, t, true)
       b = runEnd + 1

@@ -45,6 +45,7 @@ import {
 import type { FsContext, Tx } from './fs-context.js'
 import { getDir, getInode, getattr, isDir, putInode, toAttr } from './inode.js'
 import { dropInode } from './orphan.js'
+import { charge, checkSameTree, joinTree, opInTree, quotaRootOf } from './quota.js'
 
 /** A name to create: valid, and at most NAME_MAX bytes. */
 export function checkName(name: string): Buffer {
@@ -160,10 +161,12 @@ async function create(
 ): Promise<Attr> {
   const n = checkName(name)
   const ino = await c.allocIno()
-  return c.op([parent, ino], async (t) => {
+  return opInTree(c, parent, [parent, ino], async (t, tree) => {
     const dir = await getDir(c, parent)
     if (dir.nlink === 0) throw new FsError('ENOENT', `directory ${parent} has been removed`)
     if (await findDirent(c, parent, n)) throw new FsError('EEXIST', `'${name}' exists in directory ${parent}`)
+    if (tree) await charge(c, t, tree, 0, 1)
+    joinTree(c, ino, tree, t)
     const now = nowTs()
     const i = newInode(ino, mode, who.uid, (dir.mode & 0o2000) !== 0 ? dir.gid : who.gid, now)
     i.rdev = rdev
@@ -218,6 +221,7 @@ export function link(c: FsContext, ino: number, newParent: number, newName: stri
     if (i.nlink === 0) throw new FsError('ENOENT', `inode ${ino} has been removed`)
     const dir = await getDir(c, newParent)
     if (await findDirent(c, newParent, n)) throw new FsError('EEXIST', `'${newName}' exists in directory ${newParent}`)
+    checkSameTree(ino, await quotaRootOf(c, ino), await quotaRootOf(c, newParent))
     addDirent(c, dir, n, i, t)
     const now = nowTs()
     dir.mtime = dir.ctime = now
@@ -240,9 +244,9 @@ async function opOnEntry<T>(
 ): Promise<T> {
   const n = lookupName(name)
   for (;;) {
-    const d = await c.reading([parent], async () => {
+    const { d, tree } = await c.reading([parent], async () => {
       await getDir(c, parent)
-      return findDirent(c, parent, n)
+      return { d: await findDirent(c, parent, n), tree: await quotaRootOf(c, parent) }
     })
     if (!d) throw new FsError('ENOENT', `no entry '${name}' in directory ${parent}`)
     const r = await c.op(
@@ -252,7 +256,8 @@ async function opOnEntry<T>(
         if (!again || again.ino !== d.ino) return { moved: true as const }
         return { moved: false as const, v: await fn(t, again) }
       },
-      { orphans: true },
+      // a deleted inode leaves its tree: the parent's, or its own when it is a tree's root
+      { orphans: true, quota: tree !== 0 || d.type === DT.DIR },
     )
     if (!r.moved) return r.v
   }

@@ -127,7 +127,8 @@ export interface FsApi {
   getxattr(ino: number, name: string): Promise<Buffer>
   listxattr(ino: number): Promise<string[]>
   removexattr(ino: number, name: string): Promise<void>
-  statfs(): Promise<StatFs>
+  /** the filesystem's sizes; inside a quota tree (`ino` in one), the tree's limits and usage */
+  statfs(ino?: number): Promise<StatFs>
   /** commit the open transaction (sync) */
   sync(): Promise<void>
 }

@@ -19,7 +19,13 @@ import { InodeLocks } from '../lock/inode-locks.js'
 import type { ItemCache } from '../client/item-cache.js'
 import type { LockHandle, UnlockOpts } from '../lock/lock-client.js'
 import { LockMode, LockOrderClass, type OrderedLockRequest } from '../protocol/lock-modes.js'
-import { ORPHAN_RANGE, RENAME_LOCK_RANGE, SEQ_INDEX_RANGE, inodeGroupRange } from '../protocol/lock-ranges.js'
+import {
+  ORPHAN_RANGE,
+  QUOTA_RANGE,
+  RENAME_LOCK_RANGE,
+  SEQ_INDEX_RANGE,
+  inodeGroupRange,
+} from '../protocol/lock-ranges.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
 
@@ -33,6 +39,8 @@ const INO_BATCH = 1024
 export interface Tx {
   trans: number
   seq: number
+  /** whether the operation holds the quota records' WRITE lock (quota.ts charges only then) */
+  quota: boolean
 }
 
 /** What the filesystem needs of the cluster lock client (lock-client.ts LockClient). */
@@ -65,6 +73,8 @@ const ORPHAN_WRITE_ONLY: OrderedLockRequest = {
   mode: LockMode.WRITE_ONLY,
 }
 export const ORPHAN_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: ORPHAN_RANGE, mode: LockMode.READ }
+const QUOTA_WRITE: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: QUOTA_RANGE, mode: LockMode.WRITE }
+export const QUOTA_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: QUOTA_RANGE, mode: LockMode.READ }
 export const RENAME_WRITE: OrderedLockRequest = {
   cls: LockOrderClass.RENAME,
   range: RENAME_LOCK_RANGE,
@@ -85,6 +95,8 @@ export class FsContext {
    * group's READ lock is still held
    */
   readonly opens = new Map<number, number>()
+  /** quota trees of inodes this mount met in one (quota.ts opInTree: hints, checked under locks) */
+  readonly quotaHints = new Map<number, number>()
   /** the tail of the queue of this mount's cross-directory renames */
   renameLock: Promise<void> = Promise.resolve()
   private readonly locks = new InodeLocks()
@@ -102,14 +114,16 @@ export class FsContext {
 
   /**
    * Run `fn` with `inos` locked (locally, then their cluster locks in WRITE with the seq
-   * index's WRITE_ONLY lock, and the orphan zone's when `orphans`) and the transaction held.
+   * index's WRITE_ONLY lock, the orphan zone's when `orphans`, the quota records' WRITE lock
+   * when `quota`: the operation changes a quota tree's usage) and the transaction held.
    * A data allocator that ran dry in this transaction (ENOBUFS) is refilled by a commit and
    * the operation retried once; still dry means the device is full (ENOSPC).
    */
-  async op<T>(inos: number[], fn: (t: Tx) => Promise<T>, o: { orphans?: boolean } = {}): Promise<T> {
+  async op<T>(inos: number[], fn: (t: Tx) => Promise<T>, o: { orphans?: boolean; quota?: boolean } = {}): Promise<T> {
     const reqs: OrderedLockRequest[] = inos.map((ino) => inodeLock(ino, LockMode.WRITE))
     reqs.push(INDEX_WRITE_ONLY)
     if (o.orphans) reqs.push(ORPHAN_WRITE_ONLY)
+    if (o.quota) reqs.push(QUOTA_WRITE)
     for (let attempt = 0; ; attempt++) {
       const unlock = await this.locks.lock(inos)
       try {
@@ -118,7 +132,11 @@ export class FsContext {
         try {
           transSeq = await this.trans.hold()
           // an item's seq also exceeds the write seqs of its locks (DESIGN §5)
-          const t: Tx = { trans: transSeq, seq: Math.max(transSeq, ...held.map((h) => h.writeSeq)) }
+          const t: Tx = {
+            trans: transSeq,
+            seq: Math.max(transSeq, ...held.map((h) => h.writeSeq)),
+            quota: o.quota === true,
+          }
           try {
             return await fn(t)
           } catch (e) {

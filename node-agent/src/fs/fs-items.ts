@@ -333,3 +333,55 @@ export function decodeExtent(key: Buffer, b: Buffer): DataExtent {
 export function keyIno(key: Buffer): number {
   return key.readUInt32BE(1) * 0x100000000 + key.readUInt32BE(5)
 }
+
+/* ---- directory quotas ------------------------------------------------------------------ */
+
+/** An inode inside a quota tree: (FS, ino, QUOTA) holds the tree's root directory. */
+export const quotaMemberKey = (ino: number): Buffer => makeKey(Zone.FS, ino, KeyType.QUOTA)
+/** Whether `key` is an inode's quota membership item. */
+export const isQuotaMemberKey = (key: Buffer): boolean => key[0] === Zone.FS && key[9] === KeyType.QUOTA
+
+export function encodeQuotaMember(root: number): Buffer {
+  const b = Buffer.alloc(8)
+  writeU64(b, 0, root)
+  return b
+}
+
+export function decodeQuotaMember(b: Buffer): number {
+  if (b.length !== 8) throw new FsError('EIO', `quota membership item of ${b.length} bytes is corrupt`)
+  return readU64(b, 0)
+}
+
+/** A quota tree's limits and usage (usage counts allocated data blocks, in bytes, and inodes). */
+export interface QuotaRecord {
+  root: number
+  limitBytes: number
+  limitInodes: number
+  usedBytes: number
+  usedInodes: number
+}
+
+/** (QUOTA, 0, QUOTA, root): one record per quota tree. */
+export const quotaKey = (root: number): Buffer => makeKey(Zone.QUOTA, 0, KeyType.QUOTA, root)
+export const QUOTA_FIRST = makeKey(Zone.QUOTA, 0, KeyType.QUOTA, 0)
+export const QUOTA_LAST = makeKey(Zone.QUOTA, 0, KeyType.QUOTA, U53, U53, U53)
+
+export function encodeQuota(q: QuotaRecord): Buffer {
+  const b = Buffer.alloc(32)
+  writeU64(b, 0, q.limitBytes)
+  writeU64(b, 8, q.limitInodes)
+  writeU64(b, 16, q.usedBytes)
+  writeU64(b, 24, q.usedInodes)
+  return b
+}
+
+export function decodeQuota(key: Buffer, b: Buffer): QuotaRecord {
+  if (b.length !== 32) throw new FsError('EIO', `quota item of ${b.length} bytes is corrupt`)
+  return {
+    root: keySecond(key),
+    limitBytes: readU64(b, 0),
+    limitInodes: readU64(b, 8),
+    usedBytes: readU64(b, 16),
+    usedInodes: readU64(b, 24),
+  }
+}

@@ -11,6 +11,7 @@
  *   extents.ts  data extent items, truncation
  *   data.ts     read and write
  *   orphan.ts   open counts, orphans and inode deletion
+ *   quota.ts    directory quotas (limits and usage of a tree, EDQUOT)
  *
  * Item encodings are fs-items.ts's; lock ranges are protocol/lock-ranges.ts's.  Every
  * operation takes its cluster locks before it holds the transaction (see fs-context.ts).
@@ -21,7 +22,7 @@ import type { ItemCache } from '../client/item-cache.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
 import type { Attr, Caller, DirEntry, FsApi, SetAttr, StatFs } from './fs-api.js'
-import { NAME_MAX, type Inode } from './fs-items.js'
+import { NAME_MAX, type Inode, type QuotaRecord } from './fs-items.js'
 import { FsContext, type ClusterLocks, type FsCounters } from './fs-context.js'
 import * as inode from './inode.js'
 import * as dir from './dir.js'
@@ -29,6 +30,7 @@ import * as data from './data.js'
 import * as xattr from './xattr.js'
 import * as orphan from './orphan.js'
 import { rename } from './rename.js'
+import * as quota from './quota.js'
 
 export type { ClusterLocks, FsCounters } from './fs-context.js'
 
@@ -70,9 +72,26 @@ export class Filesystem implements FsApi {
     return inode.walkInodes(this.c, index, first, last, limit)
   }
 
-  async statfs(): Promise<StatFs> {
+  async statfs(ino?: number): Promise<StatFs> {
+    const q = ino === undefined ? undefined : await quota.getQuota(this.c, ino)
     const s = await this.c.server.statfs()
     const perBlock = 64 // inodes a free 64 KiB metadata block can hold, roughly
+    if (q) {
+      // a quota tree looks like a filesystem of its limits (df in a pod shows the volume's size)
+      const blocks = Math.floor(q.limitBytes / DATA_BLOCK_SIZE)
+      const used = Math.ceil(q.usedBytes / DATA_BLOCK_SIZE)
+      const free = Math.min(Math.max(0, blocks - used), s.freeDataBlocks)
+      return {
+        bsize: DATA_BLOCK_SIZE,
+        frsize: DATA_BLOCK_SIZE,
+        blocks,
+        bfree: free,
+        bavail: free,
+        files: q.limitInodes,
+        ffree: Math.max(0, q.limitInodes - q.usedInodes),
+        namemax: NAME_MAX,
+      }
+    }
     return {
       bsize: DATA_BLOCK_SIZE,
       frsize: DATA_BLOCK_SIZE,
@@ -83,6 +102,16 @@ export class Filesystem implements FsApi {
       ffree: s.freeMetaBlocks * perBlock,
       namemax: NAME_MAX,
     }
+  }
+
+  /** Set the quota of directory `ino` (see quota.ts setQuota). */
+  setQuota(ino: number, limits: quota.QuotaLimits): Promise<QuotaRecord> {
+    return quota.setQuota(this.c, ino, limits)
+  }
+
+  /** The quota of the tree `ino` is in, undefined for none. */
+  getQuota(ino: number): Promise<QuotaRecord | undefined> {
+    return quota.getQuota(this.c, ino)
   }
 
   /* ---- directories --------------------------------------------------------------------- */

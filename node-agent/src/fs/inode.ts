@@ -23,6 +23,7 @@ import {
 } from './fs-items.js'
 import { INDEX_READ, type FsContext, type Tx } from './fs-context.js'
 import { truncateExtents } from './extents.js'
+import { charge, opInTree } from './quota.js'
 
 const EMPTY = Buffer.alloc(0)
 
@@ -88,7 +89,7 @@ export function getattr(c: FsContext, ino: number): Promise<Attr> {
 }
 
 export function setattr(c: FsContext, ino: number, set: SetAttr): Promise<Attr> {
-  return c.op([ino], async (t) => {
+  return opInTree(c, ino, [ino], async (t, tree) => {
     const i = await getInode(c, ino)
     const now = nowTs()
     let dataChanged = false
@@ -99,7 +100,9 @@ export function setattr(c: FsContext, ino: number, set: SetAttr): Promise<Attr> 
       if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
       if (!isReg(i)) throw new FsError('EINVAL', `inode ${ino} is not a regular file`)
       if (set.size < 0) throw new FsError('EINVAL', 'negative size')
+      const blocks = i.onlineBlocks
       await truncateExtents(c, i, set.size, t)
+      if (tree) await charge(c, t, tree, (i.onlineBlocks - blocks) * DATA_BLOCK_SIZE, 0)
       i.dataVersion++
       i.mtime = now
       dataChanged = true

@@ -30,6 +30,8 @@ import {
   inodeFirstKey,
   inodeLastKey,
   isExtentKey,
+  isQuotaMemberKey,
+  decodeQuotaMember,
   metaSeqKey,
   orphanKey,
   orphanKeyIno,
@@ -39,6 +41,7 @@ import { ORPHAN_READ, type FsContext, type Tx } from './fs-context.js'
 import { getInode, putInode, readInode } from './inode.js'
 import { openMapGroup } from '../protocol/open-map.js'
 import { isFsError } from '../util/errors.js'
+import { leaveTree, peekQuotaRoot } from './quota.js'
 
 /**
  * Whether another mount has `ino` open (the open map).  An ask that fails (a mount did not
@@ -79,13 +82,16 @@ export async function dropInode(c: FsContext, i: Inode, t: Tx): Promise<void> {
 /** Remove every item of an inode and free its data. */
 async function deleteInode(c: FsContext, i: Inode, t: Tx): Promise<void> {
   const keys: Buffer[] = []
+  let tree = 0
   for await (const it of c.items.range(inodeFirstKey(i.ino), inodeLastKey(i.ino))) {
     keys.push(it.key)
+    if (isQuotaMemberKey(it.key)) tree = decodeQuotaMember(it.val)
     if (isExtentKey(it.key)) {
       const e = decodeExtent(it.key, it.val)
       if (!(e.flags & EXTENT_OFFLINE)) await c.trans.freeData(e.blkno, e.len)
     }
   }
+  if (tree) await leaveTree(c, t, i.ino, tree, i.onlineBlocks)
   for (const k of keys) c.items.delete(k, t.seq)
   if (i.metaSeq) c.items.delete(metaSeqKey(i.metaSeq, i.ino), t.seq)
   if (i.dataSeq) c.items.delete(dataSeqKey(i.dataSeq, i.ino), t.seq)
@@ -120,7 +126,8 @@ export async function release(c: FsContext, ino: number): Promise<void> {
  * Under the inode group's WRITE lock: delete inode `ino` if it has nlink 0 and no mount has it
  * open; drop a stale orphan item (the inode is gone, or linked again).  Whether it was deleted.
  */
-function deleteIfUnused(c: FsContext, ino: number): Promise<boolean> {
+async function deleteIfUnused(c: FsContext, ino: number): Promise<boolean> {
+  const tree = await peekQuotaRoot(c, ino)
   return c.op(
     [ino],
     async (t) => {
@@ -134,7 +141,7 @@ function deleteIfUnused(c: FsContext, ino: number): Promise<boolean> {
       await deleteInode(c, i, t)
       return true
     },
-    { orphans: true },
+    { orphans: true, quota: tree !== 0 },
   )
 }
 

@@ -13,6 +13,7 @@ import { nowTs, type Dirent } from './fs-items.js'
 import { RENAME_WRITE, type FsContext, type Tx } from './fs-context.js'
 import { getDir, getInode, isDir, putInode } from './inode.js'
 import { dropInode } from './orphan.js'
+import { checkSameTree, quotaRootOf } from './quota.js'
 import { addDirent, checkName, findDirent, isEmptyDir, lookupName, parentOf, removeDirent } from './dir.js'
 
 export async function rename(
@@ -41,9 +42,13 @@ async function renameEntries(c: FsContext, parent: number, on: Buffer, newParent
     const found = await c.reading([parent, newParent], async () => {
       await getDir(c, parent)
       await getDir(c, newParent)
-      return { src: await findDirent(c, parent, on), dst: await findDirent(c, newParent, nn) }
+      return {
+        src: await findDirent(c, parent, on),
+        dst: await findDirent(c, newParent, nn),
+        tree: await quotaRootOf(c, newParent),
+      }
     })
-    const { src, dst } = found
+    const { src, dst, tree } = found
     if (!src) throw new FsError('ENOENT', `no entry '${on.toString()}' in directory ${parent}`)
     if (src.type === DT.DIR && parent !== newParent) await checkNotUnder(c, src.ino, newParent)
     const r = await c.op(
@@ -55,7 +60,8 @@ async function renameEntries(c: FsContext, parent: number, on: Buffer, newParent
         await renameLocked(c, t, parent, s, newParent, nn, d)
         return true
       },
-      { orphans: true },
+      // a replaced target leaves its tree: the new parent's, or its own when it is a root
+      { orphans: true, quota: tree !== 0 || dst?.type === DT.DIR },
     )
     if (r) return
   }
@@ -85,6 +91,7 @@ async function renameLocked(
   dst: Dirent | undefined,
 ): Promise<void> {
   if (dst && dst.ino === s.ino) return // both names are links to one inode: nothing to do
+  checkSameTree(s.ino, await quotaRootOf(c, s.ino), await quotaRootOf(c, p2))
   const src = await getInode(c, s.ino)
   const d1 = await getDir(c, p1)
   const d2 = p1 === p2 ? d1 : await getDir(c, p2)

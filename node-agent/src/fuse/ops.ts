@@ -99,12 +99,12 @@ export function makeOps(ctx: OpsContext): FuseOps {
   return {
     init: (cb) => cb(0),
     access: (_path, _mode, cb) => cb(0),
-    statfs: (_path, cb) =>
+    statfs: (path, cb) =>
       cbOp(
         ctx,
         'statfs',
         cb,
-        () => fs.statfs(),
+        () => withIno(path, (ino) => fs.statfs(ino)),
         (s) => [statfsObject(s)],
       ),
     getattr: notUsed,

@@ -53,6 +53,9 @@ export const SEQ_INDEX_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.I
 /** The orphan items of every mount: one range. */
 export const ORPHAN_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.ORPHAN)))
 
+/** The directory quota records (limits and usage of every quota tree): one range. */
+export const QUOTA_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.QUOTA)))
+
 /* the lock zone's types (the original's SCOUTFS_RENAME_TYPE) */
 export const LOCK_ZONE_RENAME_TYPE = 4
 const RENAME_KEY = makeKey(Zone.LOCK, 0, LOCK_ZONE_RENAME_TYPE)

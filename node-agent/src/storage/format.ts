@@ -156,6 +156,8 @@ export const KeyType = {
   LINK_BACKREF: 20,
   SYMLINK: 24,
   DATA_EXTENT: 28,
+  /** zone FS: the directory quota an inode counts against; zone QUOTA: a quota's limits and usage */
+  QUOTA: 32,
 } as const
 
 export interface KeyFields {

@@ -31,6 +31,7 @@ export type Errno =
   | 'EOPNOTSUPP'
   | 'EMLINK'
   | 'EXDEV'
+  | 'EDQUOT'
   | 'ENOTCONN'
   | 'ETIMEDOUT'
   | 'EBADF'
