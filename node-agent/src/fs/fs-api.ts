@@ -92,6 +92,13 @@ export interface SetAttr {
   mtimeMs?: number
 }
 
+/** renameat2 flags */
+export const RENAME_NOREPLACE = 1
+export const RENAME_EXCHANGE = 2
+
+/** fallocate modes */
+export const FALLOC_FL_KEEP_SIZE = 1
+
 export const XATTR_CREATE = 1
 export const XATTR_REPLACE = 2
 
@@ -108,8 +115,11 @@ export interface FsApi {
   /** removes the name; the inode lives on while it is open (see open/release) */
   unlink(parent: number, name: string): Promise<void>
   rmdir(parent: number, name: string): Promise<void>
-  /** POSIX rename, replacing the target if it exists and is compatible */
-  rename(parent: number, name: string, newParent: number, newName: string): Promise<void>
+  /**
+   * POSIX rename, replacing the target if it exists and is compatible; `flags` as renameat2's
+   * (RENAME_NOREPLACE: EEXIST if the target exists; others EINVAL)
+   */
+  rename(parent: number, name: string, newParent: number, newName: string, flags?: number): Promise<void>
   /** entries from position `pos` (0 starts with "." and ".."), at most `max` of them */
   readdir(ino: number, pos: number, max: number): Promise<DirEntry[]>
   /** count an open reference: an unlinked inode is deleted at its last release */
@@ -121,6 +131,12 @@ export interface FsApi {
    * it is when the write runs, ignoring `offset` (so appends from several nodes never overlap)
    */
   write(ino: number, offset: number, data: Buffer, append?: boolean): Promise<number>
+  /**
+   * fallocate(2) modes 0 and FALLOC_FL_KEEP_SIZE: mode 0 grows the size to offset+length if it
+   * is smaller (the blocks are not reserved: a later write may still find ENOSPC); KEEP_SIZE
+   * changes nothing.  Other modes: EOPNOTSUPP.
+   */
+  fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr>
   /** make this inode's data and metadata durable */
   fsync(ino: number, datasync: boolean): Promise<void>
   setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void>

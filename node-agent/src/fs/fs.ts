@@ -123,8 +123,8 @@ export class Filesystem implements FsApi {
     return dir.rmdir(this.c, parent, name)
   }
 
-  rename(parent: number, name: string, newParent: number, newName: string): Promise<void> {
-    return rename(this.c, parent, name, newParent, newName)
+  rename(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
+    return rename(this.c, parent, name, newParent, newName, flags)
   }
 
   /* ---- open files and data ------------------------------------------------------------- */
@@ -153,6 +153,10 @@ export class Filesystem implements FsApi {
 
   write(ino: number, at: number, buf: Buffer, append = false): Promise<number> {
     return data.write(this.c, ino, at, buf, append)
+  }
+
+  fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr> {
+    return inode.fallocate(this.c, ino, mode, offset, length)
   }
 
   async fsync(_ino: number, _datasync: boolean): Promise<void> {
