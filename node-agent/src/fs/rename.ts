@@ -17,15 +17,15 @@ import { nowTs, type Dirent } from './fs-items.js'
 import { RENAME_WRITE, type FsContext, type Tx } from './fs-context.js'
 import { getDir, getInode, isDir, putInode } from './inode.js'
 import { dropInode } from './orphan.js'
-import { RENAME_NOREPLACE } from './fs-api.js'
+import { RENAME_NOREPLACE, type FsName } from './fs-api.js'
 import { addDirent, checkName, findDirent, isEmptyDir, lookupName, parentOf, removeDirent } from './dir.js'
 
 export async function rename(
   c: FsContext,
   parent: number,
-  name: string,
+  name: FsName,
   newParent: number,
-  newName: string,
+  newName: FsName,
   flags = 0,
 ): Promise<void> {
   if (flags & ~RENAME_NOREPLACE)

@@ -15,7 +15,7 @@ export const FRONTENDS = {
 
 export type FrontendName = keyof typeof FRONTENDS
 
-export const DEFAULT_FRONTEND: FrontendName = 'fuse-native'
+export const DEFAULT_FRONTEND: FrontendName = 'lowlevel'
 
 export function isFrontendName(s: string): s is FrontendName {
   return Object.hasOwn(FRONTENDS, s)

@@ -68,11 +68,11 @@ function attrArray(a: Attr, out = new Float64Array(ATTR_LEN), at = 0): Float64Ar
   return out
 }
 
-/** a name from the kernel (bytes) as FsApi takes it */
-function fsName(b: Buffer | undefined): string {
+/** a name from the kernel: its bytes, as they are */
+function fsName(b: Buffer | undefined): Buffer {
   if (!b || b.length === 0) throw new FsError('EINVAL', 'empty name')
   if (b.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${b.length} bytes exceeds ${NAME_MAX}`)
-  return b.toString('utf8')
+  return b
 }
 
 /** a map key of a name's bytes (latin1 maps bytes to code points one to one) */
@@ -517,7 +517,7 @@ export class Fuse3Adapter implements Frontend {
       // an entry another mount removed meanwhile is left out (its position is still passed)
       if (plus && !dot && !a) continue
       const k = kept.length
-      const nb = Buffer.from(e.name, 'utf8')
+      const nb = e.nameBytes ?? Buffer.from(e.name, 'utf8')
       names.push(nb)
       if (a) attrArray(a, arr, k * ATTR_LEN)
       else {
