@@ -88,8 +88,8 @@ export class Fuse3Adapter implements Frontend {
   private session: Session | undefined
   private readonly handles = new Map<number, Handle>()
   private nextFh = 1
-  /** ino -> the kernel's lookup count (the root is always held) */
-  private readonly lookups = new Map<number, number>([[1, 1]])
+  /** ino -> the kernel's lookup count and the attributes it was last given (the root is always held) */
+  private readonly lookups = new Map<number, { n: number; last?: Attr }>([[1, { n: 1 }]])
   /** directory ino -> names (nameKey) the kernel was given entries for -> child ino */
   private readonly children = new Map<number, Map<string, number>>()
   private unmounting: Promise<void> | undefined
@@ -235,20 +235,26 @@ export class Fuse3Adapter implements Frontend {
 
   /** answer an entry, counting the kernel's new lookup and the name it now caches */
   private replyEntry(req: Req, parent: number, name: Buffer, a: Attr): void {
-    if (this.native.replyEntry(req, attrArray(a)) === 0) this.held(parent, name, a.ino)
+    if (this.native.replyEntry(req, attrArray(a)) === 0) this.held(parent, name, a)
   }
 
-  private held(parent: number, name: Buffer, ino: number): void {
-    this.lookups.set(ino, (this.lookups.get(ino) ?? 0) + 1)
+  private held(parent: number, name: Buffer, a: Attr): void {
+    const ino = a.ino
+    const l = this.lookups.get(ino)
+    if (l) {
+      l.n++
+      l.last = a
+    } else this.lookups.set(ino, { n: 1, last: a })
     let m = this.children.get(parent)
     if (!m) this.children.set(parent, (m = new Map()))
     m.set(nameKey(name), ino)
   }
 
   private forget(ino: number, n: number): void {
-    if (ino === 1) return
-    const left = (this.lookups.get(ino) ?? 0) - n
-    if (left > 0) return void this.lookups.set(ino, left)
+    const l = this.lookups.get(ino)
+    if (ino === 1 || !l) return
+    l.n -= n
+    if (l.n > 0) return
     this.lookups.delete(ino)
     this.children.delete(ino)
   }
@@ -302,7 +308,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'getattr',
-          () => fs.getattr(n0),
+          () => this.getattr(n0),
           (a) => native.replyAttr(req, attrArray(a)),
         )
       case OP.SETATTR: // ino, to_set, mode, uid, gid, size, atimeMs, mtimeMs, fh
@@ -455,13 +461,29 @@ export class Fuse3Adapter implements Frontend {
             const fh = this.addHandle(a.ino, n2)
             const append = (n2 & O_APPEND) !== 0
             if (this.native.replyCreate(req, attrArray(a), fh, append ? 1 : 0, append ? 0 : 1) === 0)
-              this.held(n0, b0!, a.ino)
+              this.held(n0, b0!, a)
           },
         )
       case OP.FALLOCATE: // ino, fh, mode, offset, length
         return this.done(req, 'fallocate', () => fs.fallocate(n0, n2, n3, n4))
     }
     native.replyErr(req, 38) // ENOSYS
+  }
+
+  /**
+   * The kernel's getattr: an inode it still holds that another mount deleted (a removed
+   * directory that is a process's cwd here) is what it was, with no links, as on a local fs.
+   */
+  private async getattr(ino: number): Promise<Attr> {
+    const l = this.lookups.get(ino)
+    try {
+      const a = await this.fs.getattr(ino)
+      if (l) l.last = a
+      return a
+    } catch (e) {
+      if (!(e instanceof FsError && e.code === 'ENOENT') || !l?.last) throw e
+      return { ...l.last, nlink: 0 }
+    }
   }
 
   private replyOpen(req: Req, ino: number, flags: number): void {
@@ -509,7 +531,7 @@ export class Fuse3Adapter implements Frontend {
     const names: Buffer[] = []
     const arr = new Float64Array(entries.length * ATTR_LEN)
     const offs = new Float64Array(entries.length)
-    const kept: Array<{ ino: number; name: Buffer; counted: boolean }> = []
+    const kept: Array<{ name: Buffer; at: number; counted: boolean }> = []
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!
       const a = attrs[i]
@@ -525,12 +547,13 @@ export class Fuse3Adapter implements Frontend {
         arr[k * ATTR_LEN + A.MODE] = e.type << 12
       }
       offs[k] = e.nextPos
-      kept.push({ ino: e.ino, name: nb, counted: plus && !dot })
+      kept.push({ name: nb, at: i, counted: plus && !dot })
     }
     const fitted = this.native.replyDirents(req, names, arr, offs, plus ? 1 : 0)
     for (let i = 0; i < fitted; i++) {
       const k = kept[i]!
-      if (k.counted) this.held(ino, k.name, k.ino)
+      const a = attrs[k.at]
+      if (k.counted && a) this.held(ino, k.name, a)
     }
   }
 }
