@@ -36,7 +36,6 @@ const O_EXCL = 0o200
 const MAX_FH = 0x7ffffffe
 const BLKSIZE = 131072
 const XATTR_SIZE_MAX = 65536
-const RENAME_NOREPLACE = 1
 const NAME_MAX = 255
 
 export interface Fuse3MountOptions {
