@@ -23,7 +23,16 @@
  */
 import { resolve as resolvePath } from 'node:path'
 import { FsError } from '../util/errors.js'
-import { S_IFDIR, S_IFMT, S_IFREG, type Attr, type Caller, type FsApi, type SetAttr } from '../fs/fs-api.js'
+import {
+  S_IFDIR,
+  S_IFMT,
+  S_IFREG,
+  type Attr,
+  type Caller,
+  type DirEntry,
+  type FsApi,
+  type SetAttr,
+} from '../fs/fs-api.js'
 import type { Frontend, FrontendFactory, FrontendLogger } from '../fs/frontend.js'
 import { A, ATTR_LEN, fuse3Native, OP, SET_ATTR, type Fuse3Native, type Req, type Session } from './fuse3-lowlevel.js'
 import { forceUnmount } from './unmount.js'
@@ -519,14 +528,23 @@ export class Fuse3Adapter implements Frontend {
   private async readdir(req: Req, ino: number, size: number, pos: number, plus: boolean): Promise<void> {
     // each entry takes at least 24 bytes (plus: 152) with its name, so ask for no more than fit
     const max = Math.max(1, Math.min(1024, Math.floor(size / (plus ? 160 : 32))))
-    const entries = await this.fs.readdir(ino, pos, max)
-    const attrs = plus
-      ? await Promise.all(
-          entries.map((e) =>
-            e.name === '.' || e.name === '..' ? undefined : this.fs.getattr(e.ino).catch(() => undefined),
-          ),
-        )
-      : []
+    const isDot = (e: DirEntry): boolean => e.name === '.' || e.name === '..'
+    const gone = (e: unknown): undefined => {
+      if (e instanceof FsError && e.code === 'ENOENT') return undefined
+      throw e
+    }
+    let entries: DirEntry[]
+    let attrs: Array<Attr | undefined>
+    for (;;) {
+      entries = await this.fs.readdir(ino, pos, max)
+      attrs = plus
+        ? await Promise.all(entries.map((e) => (isDot(e) ? undefined : this.fs.getattr(e.ino).catch(gone))))
+        : []
+      // an empty answer ends the listing: when every entry of a batch went away meanwhile
+      // (removed on another mount), read on from after them
+      if (!plus || entries.length === 0 || entries.some((e, i) => isDot(e) || attrs[i])) break
+      pos = entries[entries.length - 1]!.nextPos
+    }
     const names: Buffer[] = []
     const arr = new Float64Array(entries.length * ATTR_LEN)
     const offs = new Float64Array(entries.length)
@@ -534,7 +552,7 @@ export class Fuse3Adapter implements Frontend {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!
       const a = attrs[i]
-      const dot = e.name === '.' || e.name === '..'
+      const dot = isDot(e)
       // an entry another mount removed meanwhile is left out (its position is still passed)
       if (plus && !dot && !a) continue
       const k = kept.length
