@@ -556,7 +556,7 @@ static void finalize_req(napi_env env, void *data, void *hint) {
   struct sreq *r = data;
   if (r->req) {
     /* collected without an answer: never leave the kernel waiting */
-    fuse_reply_err(r->req, EIO);
+    if (!r->s->destroyed) fuse_reply_err(r->req, EIO);
     pthread_mutex_lock(&r->s->lock);
     r->s->pending--;
     pthread_mutex_unlock(&r->s->lock);
@@ -715,6 +715,13 @@ static int get_buf(napi_env env, napi_value v, char **data, size_t *len) {
   return 0;
 }
 
+/*
+ * A reply after destroy() (the agent stopped without waiting for a request that hangs, e.g.
+ * on a server that is gone) goes nowhere: /dev/fuse is closed and the kernel has failed the
+ * request already; the fuse_req is left alone (libfuse freed the session it points to).
+ */
+#define SEND(r, call) ((r)->s->destroyed ? -ENOTCONN : (call))
+
 static napi_value reply_result(napi_env env, struct sreq *r, int res) {
   answered(r);
   return num(env, res);
@@ -725,7 +732,7 @@ static napi_value reply_err(napi_env env, napi_callback_info info) {
   ARGS(2);
   struct sreq *r = take_req(env, argv[0]);
   if (!r) return NULL;
-  int res = fuse_reply_err(r->req, (int)get_num(env, argv[1]));
+  int res = SEND(r, fuse_reply_err(r->req, (int)get_num(env, argv[1])));
   return reply_result(env, r, res);
 }
 
@@ -737,7 +744,7 @@ static napi_value reply_entry(napi_env env, napi_callback_info info) {
   if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
   struct fuse_entry_param e;
   fill_entry(r->s, a, &e);
-  int res = fuse_reply_entry(r->req, &e);
+  int res = SEND(r, fuse_reply_entry(r->req, &e));
   return reply_result(env, r, res);
 }
 
@@ -754,7 +761,7 @@ static napi_value reply_create(napi_env env, napi_callback_info info) {
   fi.fh = (uint64_t)get_num(env, argv[2]);
   fi.direct_io = get_num(env, argv[3]) != 0;
   fi.keep_cache = get_num(env, argv[4]) != 0;
-  int res = fuse_reply_create(r->req, &e, &fi);
+  int res = SEND(r, fuse_reply_create(r->req, &e, &fi));
   return reply_result(env, r, res);
 }
 
@@ -766,7 +773,7 @@ static napi_value reply_attr(napi_env env, napi_callback_info info) {
   if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
   struct stat st;
   fill_stat(a, &st);
-  int res = fuse_reply_attr(r->req, &st, r->s->attr_timeout);
+  int res = SEND(r, fuse_reply_attr(r->req, &st, r->s->attr_timeout));
   return reply_result(env, r, res);
 }
 
@@ -780,7 +787,7 @@ static napi_value reply_open(napi_env env, napi_callback_info info) {
   fi.fh = (uint64_t)get_num(env, argv[1]);
   fi.direct_io = get_num(env, argv[2]) != 0;
   fi.keep_cache = get_num(env, argv[3]) != 0;
-  int res = fuse_reply_open(r->req, &fi);
+  int res = SEND(r, fuse_reply_open(r->req, &fi));
   return reply_result(env, r, res);
 }
 
@@ -789,7 +796,7 @@ static napi_value reply_write(napi_env env, napi_callback_info info) {
   ARGS(2);
   struct sreq *r = take_req(env, argv[0]);
   if (!r) return NULL;
-  int res = fuse_reply_write(r->req, (size_t)get_num(env, argv[1]));
+  int res = SEND(r, fuse_reply_write(r->req, (size_t)get_num(env, argv[1])));
   return reply_result(env, r, res);
 }
 
@@ -804,15 +811,15 @@ static napi_value reply_buf(napi_env env, napi_callback_info info) {
   if (r->op == OP_READLINK) {
     char *t = malloc(len + 1);
     if (!t) {
-      res = fuse_reply_err(r->req, ENOMEM);
+      res = SEND(r, fuse_reply_err(r->req, ENOMEM));
     } else {
       memcpy(t, data, len);
       t[len] = 0;
-      res = fuse_reply_readlink(r->req, t);
+      res = SEND(r, fuse_reply_readlink(r->req, t));
       free(t);
     }
   } else {
-    res = fuse_reply_buf(r->req, data, len);
+    res = SEND(r, fuse_reply_buf(r->req, data, len));
   }
   return reply_result(env, r, res);
 }
@@ -822,7 +829,7 @@ static napi_value reply_xattr_size(napi_env env, napi_callback_info info) {
   ARGS(2);
   struct sreq *r = take_req(env, argv[0]);
   if (!r) return NULL;
-  int res = fuse_reply_xattr(r->req, (size_t)get_num(env, argv[1]));
+  int res = SEND(r, fuse_reply_xattr(r->req, (size_t)get_num(env, argv[1])));
   return reply_result(env, r, res);
 }
 
@@ -843,7 +850,7 @@ static napi_value reply_statfs(napi_env env, napi_callback_info info) {
   sv.f_ffree = (fsfilcnt_t)a[6];
   sv.f_favail = (fsfilcnt_t)a[6];
   sv.f_namemax = (unsigned long)a[7];
-  int res = fuse_reply_statfs(r->req, &sv);
+  int res = SEND(r, fuse_reply_statfs(r->req, &sv));
   return reply_result(env, r, res);
 }
 
@@ -864,7 +871,7 @@ static napi_value reply_dirents(napi_env env, napi_callback_info info) {
   int plus = get_num(env, argv[4]) != 0;
   size_t size = (size_t)r->n[2];
   char *buf = malloc(size ? size : 1);
-  if (!buf) return reply_result(env, r, fuse_reply_err(r->req, ENOMEM));
+  if (!buf) return reply_result(env, r, SEND(r, fuse_reply_err(r->req, ENOMEM)));
   size_t used = 0;
   uint32_t fitted = 0;
   char name[256 + 1];
@@ -896,7 +903,7 @@ static napi_value reply_dirents(napi_env env, napi_callback_info info) {
     used += need;
     fitted++;
   }
-  fuse_reply_buf(r->req, buf, used);
+  SEND(r, fuse_reply_buf(r->req, buf, used));
   free(buf);
   answered(r);
   return num(env, fitted);
@@ -1011,7 +1018,8 @@ static napi_value js_pending(napi_env env, napi_callback_info info) {
   return num(env, (double)p);
 }
 
-/* destroy(session): after stop() and once nothing is pending: close /dev/fuse */
+/* destroy(session): after stop(), once nothing is pending or the wait for that gave up:
+ * close /dev/fuse; later replies go nowhere (SEND) */
 static napi_value js_destroy(napi_env env, napi_callback_info info) {
   ARGS(1);
   struct session *s = get_session(env, argv[0]);

@@ -46,6 +46,8 @@ const MAX_FH = 0x7ffffffe
 const BLKSIZE = 131072
 const XATTR_SIZE_MAX = 65536
 const NAME_MAX = 255
+/** how long an unmount waits for the requests JavaScript still runs (ms) */
+const UNMOUNT_DRAIN_MS = 2000
 
 export interface Fuse3MountOptions {
   fsname?: string
@@ -150,8 +152,12 @@ export class Fuse3Adapter implements Frontend {
     const s = this.session
     if (!s) return
     this.native.stop(s)
-    // what JavaScript still holds is answered (to a detached connection) before /dev/fuse closes
-    while (this.native.pending(s) > 0) await new Promise((r) => setTimeout(r, 5))
+    // what JavaScript still holds is answered (to the detached connection) before /dev/fuse
+    // closes, unless it hangs (a server that is gone): then closing fails it in the kernel
+    for (let waited = 0; this.native.pending(s) > 0 && waited < UNMOUNT_DRAIN_MS; waited += 10)
+      await new Promise((r) => setTimeout(r, 10))
+    const left = this.native.pending(s)
+    if (left > 0) this.log.warn(`unmount of ${this.mountpoint}: ${left} requests still running, failed in the kernel`)
     this.native.destroy(s)
     if (!(await forceUnmount(this.mountpoint))) throw new FsError('EBUSY', `${this.mountpoint} is still mounted`)
     for (const h of this.handles.values()) {
