@@ -33,13 +33,14 @@ export function envInt(name: string, def: number, min: number, max: number): num
   return v
 }
 
-export const ALL_TARGETS = ['local', 'ptDefault', 'ptSame', 'scoutfs'] as const
+export const ALL_TARGETS = ['local', 'ptDefault', 'ptSame', 'scoutfs', 'scoutfsFn'] as const
 export type TargetKey = (typeof ALL_TARGETS)[number]
 export const LABEL: Record<TargetKey, string> = {
   local: 'local',
   ptDefault: 'pt-default',
   ptSame: 'pt-same',
   scoutfs: 'scoutfs',
+  scoutfsFn: 'scoutfs-fn',
 }
 
 export function parseOptions(argv: string[]): Options {
@@ -53,7 +54,7 @@ export function parseOptions(argv: string[]): Options {
        SCOUTFS_BENCH_WALK_WORKERS (4)     parallel processes creating the walk files
        SCOUTFS_BENCH_READDIR_REPEAT (3)   listings of the big directory per target
        SCOUTFS_BENCH_TIMEOUT_S (1800)     per workload and target; a slower run is cut off
-       SCOUTFS_BENCH_TARGETS (all)        comma list of local,pt-default,pt-same,scoutfs
+       SCOUTFS_BENCH_TARGETS (all)        comma list of local,pt-default,pt-same,scoutfs,scoutfs-fn
        SCOUTFS_BENCH_MOUNT_OPTIONS        scoutfs mount -o options (e.g. item_cache_items=1000000)
        SCOUTFS_BENCH_DIR (os tmpdir)      where temp dirs and devices go
        SCOUTFS_BENCH_JSON=1               also print the results as one JSON line`)
@@ -65,7 +66,7 @@ export function parseOptions(argv: string[]): Options {
     for (const t of rawTargets.split(',').filter(Boolean)) {
       const k = ALL_TARGETS.find((x) => LABEL[x] === t || x === t)
       if (!k) {
-        console.error(`SCOUTFS_BENCH_TARGETS: unknown target '${t}' (local, pt-default, pt-same, scoutfs)`)
+        console.error(`SCOUTFS_BENCH_TARGETS: unknown target '${t}' (local, pt-default, pt-same, scoutfs, scoutfs-fn)`)
         process.exit(2)
       }
       targets.add(k)

@@ -181,12 +181,16 @@ export async function startScoutfs(
   o: Options,
   metaBytes: number,
   dataBytes: number,
+  key: 'scoutfs' | 'scoutfsFn' = 'scoutfs',
 ): Promise<{ t: Target; dev: Devices }> {
+  // scoutfs: the low-level libfuse 3 frontend; scoutfs-fn: the fuse-native one
+  const frontend = key === 'scoutfs' ? 'lowlevel' : 'fuse-native'
+  const mountOptions = [o.mountOptions, `frontend=${frontend}`].filter(Boolean).join(',')
   const dev = await makeDevices({ prefix: 'scoutfs-bench-', metaBytes, dataBytes, quorumSlots: 1 })
   devices.add(dev)
   const mnt = join(dev.dir, 'mnt')
   const agent = await launchAgent(
-    { meta: dev.meta, data: dev.data, mnt, logLevel: 'info', options: o.mountOptions },
+    { meta: dev.meta, data: dev.data, mnt, logLevel: 'info', options: mountOptions },
     30_000,
   )
   agentsStarted.add(agent)
@@ -194,12 +198,13 @@ export async function startScoutfs(
   return {
     dev,
     t: {
-      key: 'scoutfs',
+      key,
       mnt: agent.mnt,
       work: join(agent.mnt, 'bench'),
       options:
-        'FuseAdapter.optionList() (as pt-same, fsname/subtype scoutfs)' +
-        (o.mountOptions ? `; scoutfs mount -o ${o.mountOptions}` : ''),
+        (key === 'scoutfs'
+          ? 'Fuse3Adapter.optionList(), attr/entry timeouts 60 s, page cache kept across opens'
+          : 'FuseAdapter.optionList() (as pt-same, fsname/subtype scoutfs)') + `; scoutfs mount -o ${mountOptions}`,
       saveLog(why: string): string {
         const path = join(o.dir, `scoutfs-bench-agent-${process.pid}-${why}.log`)
         writeFileSync(path, agent.log())

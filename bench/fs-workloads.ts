@@ -97,7 +97,7 @@ export async function worker(o: Options, label: string, args: string[]): Promise
 /** untimed: flush the page cache's dirty data and scoutfs's open transaction */
 export async function quiesce(t: Target): Promise<void> {
   await mustRun('sync', [], 'sync')
-  if (t.key === 'scoutfs') await scoutfsCli('sync', t.mnt)
+  if (t.key === 'scoutfs' || t.key === 'scoutfsFn') await scoutfsCli('sync', t.mnt)
 }
 
 let dropCachesOk: boolean | undefined
@@ -206,7 +206,7 @@ export async function runSequential(o: Options, targets: Target[], big: (t: Targ
       setCell('seqread', t.key, { error: 'seq write failed' })
       continue
     }
-    if (t.key === 'scoutfs') await scoutfsCli('sync', t.mnt)
+    if (t.key === 'scoutfs' || t.key === 'scoutfsFn') await scoutfsCli('sync', t.mnt)
     const cold = await dropCaches()
     await measure('seqread', t, async () => {
       const r = await worker(o, `${LABEL[t.key]} seq read`, ['seqread', big(t), String(o.seqMb)])

@@ -62,7 +62,9 @@ function report(o: Options, targets: Target[], walk: WalkResult | undefined, env
   const keys = ALL_TARGETS.filter((k) => o.targets.has(k))
   const head = ['workload', 'unit', ...keys.map((k) => LABEL[k])]
   const hasS = o.targets.has('scoutfs')
-  if (hasS) for (const k of ['ptSame', 'ptDefault', 'local'] as const) if (o.targets.has(k)) head.push(`s/${LABEL[k]}`)
+  if (hasS)
+    for (const k of ['scoutfsFn', 'ptSame', 'ptDefault', 'local'] as const)
+      if (o.targets.has(k)) head.push(`s/${LABEL[k]}`)
   const rows: string[][] = []
   for (const w of WORKLOADS) {
     const row = [w.label, w.unit]
@@ -71,7 +73,7 @@ function report(o: Options, targets: Target[], walk: WalkResult | undefined, env
       row.push(!c ? '-' : c.error ? 'FAILED' : fmtRate(c.rate!))
     }
     if (hasS)
-      for (const k of ['ptSame', 'ptDefault', 'local'] as const)
+      for (const k of ['scoutfsFn', 'ptSame', 'ptDefault', 'local'] as const)
         if (o.targets.has(k)) row.push(fmtRatio(ratio(w.key, k)))
     rows.push(row)
   }
@@ -201,6 +203,12 @@ async function main(): Promise<void> {
       const smallBytes = o.files * Math.max(4096, Math.ceil(o.fileSize / 4096) * 4096)
       const data = Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30
       const { t } = await startScoutfs(o, 4 * 2 ** 30, data)
+      targets.push(t)
+    }
+    if (mainRun && o.targets.has('scoutfsFn')) {
+      const smallBytes = o.files * Math.max(4096, Math.ceil(o.fileSize / 4096) * 4096)
+      const data = Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30
+      const { t } = await startScoutfs(o, 4 * 2 ** 30, data, 'scoutfsFn')
       targets.push(t)
     }
     if (mainRun) log(`targets: ${targets.map((t) => `${LABEL[t.key]} at ${t.mnt}`).join(', ')}`)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Make sure this machine has what scoutfs needs, installing what is missing when run as root:
 #   - Debian packages: libfuse2 (fuse-native's libfuse.so.2), fuse3 (fusermount, /dev/fuse
-#     tools), build tools for native modules, prometheus (its server and promtool, for the
-#     observability tests);
-#   - node_modules (npm ci) and the compiled dist/ (npm run build).
+#     tools), libfuse3-dev and pkg-config (our libfuse 3 addon), build tools for native modules,
+#     prometheus (its server and promtool, for the observability tests);
+#   - node_modules (npm ci), the libfuse 3 addon (scripts/build-fuse3.sh: node-gyp, here and
+#     not at npm install, so `npm ci` works on a machine without libfuse3-dev) and the
+#     compiled dist/ (npm run build).
 # Safe to run again: it only acts on what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,7 @@ need_pkgs=()
 have_lib() { grep -q "$1" <<<"$(ldconfig -p 2>/dev/null)"; }
 have_lib 'libfuse.so.2' || need_pkgs+=(libfuse2)
 command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || need_pkgs+=(fuse3)
+pkg-config --exists fuse3 2>/dev/null || need_pkgs+=(libfuse3-dev pkg-config)
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
 command -v make >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
@@ -50,6 +53,7 @@ if [ ! -d node_modules/fuse-native ] || [ ! -d node_modules/typescript ] ||
   echo "installing npm dependencies (npm ci)" >&2
   npm ci --no-audit --no-fund
 fi
+bash scripts/build-fuse3.sh
 if [ ! -f dist/node-agent/src/cli/main.js ] || [ ! -f dist/scripts/local-cluster.js ] ||
   [ -n "$(find node-agent test bench scripts -name '*.ts' -newer dist/node-agent/src/cli/main.js 2>/dev/null | head -1)" ]; then
   npx tsc -p .

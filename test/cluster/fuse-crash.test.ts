@@ -17,6 +17,7 @@ import { adminSocketPath } from '../../node-agent/src/agent/admin.js'
 import { scoutfs } from '../helpers/agent.js'
 import type { Cluster } from '../helpers/cluster.js'
 import { alive, clusterPerSuite, onMount } from '../helpers/cluster-tests.js'
+import { testFrontend } from '../helpers/frontend.js'
 import { sh, startPy } from '../helpers/fuse-harness.js'
 
 describe('cluster: issue 10 (a file open on the server mount, removed from another)', function () {
@@ -37,7 +38,7 @@ ready(err(lambda: os.pread(fd, 8, 0).decode())); wait(); os.close(fd); ready('cl
     holder.send('go')
     // the open map: the remote unlink leaves the open file readable here
     assert.equal(await holder.next(), 'contents', 'the pread after the remote unlink')
-    // this mount still holds a file below D: D is not empty here, however empty the fs has it
+    // this mount still holds a file below D (unlinked on another mount)
     const here = await onMount(
       c,
       0,
@@ -54,7 +55,9 @@ ready(err(lambda: os.pread(fd, 8, 0).decode())); wait(); os.close(fd); ready('cl
     await new Promise((r) => setTimeout(r, 1000)) // the release reaches the agent after the close
     for (const [i, a] of c.agents.entries())
       assert.ok(alive(a), `agent ${i} died at the close; log:\n${a.log().slice(-2000)}`)
-    assert.deepEqual(here, ['ENOTEMPTY', 'EEXIST', null])
+    // fuse-native (libfuse 2 names open files by path) refuses to remove D here; the lowlevel
+    // frontend removes it as a local fs would, and D can be made again
+    assert.deepEqual(here, testFrontend() === 'fuse-native' ? ['ENOTEMPTY', 'EEXIST', null] : [null, null, null])
     // now it can go, and the agents are all alive and serving
     await onMount(c, 0, '', `os.rmdir(p('D', 'w')); os.rmdir(p('D')); out(None)`)
     for (const [i, a] of c.agents.entries()) {

@@ -10,6 +10,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
+import { withTestFrontend } from './frontend.js'
 import { launchAgent, type AgentProcess } from '../../node-agent/src/tools/launcher/agent-process.js'
 import { makeDevices as launchDevices } from '../../node-agent/src/tools/launcher/devices.js'
 import { SCOUTFS_BIN } from '../../node-agent/src/tools/launcher/scoutfs-cli.js'
@@ -106,7 +107,9 @@ export async function startAgent(
       mnt,
       logLevel: 'info',
       // a cluster's agents speak mutual TLS with its certificates
-      options: [opts.options, (dev as { tlsOptions?: string }).tlsOptions].filter(Boolean).join(',') || undefined,
+      options: withTestFrontend(
+        [opts.options, (dev as { tlsOptions?: string }).tlsOptions].filter(Boolean).join(',') || undefined,
+      ),
       metricsAddr: opts.metricsAddr,
       env: opts.env,
       netns: opts.netns,

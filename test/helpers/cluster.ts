@@ -5,6 +5,7 @@
  * --foreground` child process with its own FUSE mount.  Everything started here is stopped by
  * stopAllAgents() (agent.ts).
  */
+import { withTestFrontend } from './frontend.js'
 import {
   Cluster as Launched,
   makeClusterDevices as launchClusterDevices,
@@ -65,10 +66,12 @@ export async function startCluster(
   const metricsAddr = opts.metrics ? '127.0.0.1:0' : undefined
   const c = new Launched(
     dev,
-    numberedAgents(dev.dir, n, { logLevel: 'info', options: opts.options, metricsAddr }).map((a, i) => ({
-      ...a,
-      netns: opts.netns?.[i],
-    })),
+    numberedAgents(dev.dir, n, { logLevel: 'info', options: withTestFrontend(opts.options), metricsAddr }).map(
+      (a, i) => ({
+        ...a,
+        netns: opts.netns?.[i],
+      }),
+    ),
     30_000,
     opts.members ?? 1,
   )

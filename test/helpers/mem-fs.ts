@@ -484,8 +484,9 @@ export class MemFs implements FsApi {
     this.dropLink(i)
   }
 
-  async rename(parent: number, name: string, newParent: number, newName: string): Promise<void> {
+  async rename(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
     this.enter('rename', [parent, name, newParent, newName])
+    if (flags & ~1) throw err('EINVAL', `rename flags ${flags}`)
     const sd = this.dir(parent)
     const dd = this.dir(newParent)
     this.checkName(name)
@@ -495,6 +496,7 @@ export class MemFs implements FsApi {
     if (!src) throw err('ENOENT', `${name} not found in ${parent}`)
     const si = this.get(src.ino)
     const dst = dd.entries!.get(newName)
+    if (dst && flags & 1) throw err('EEXIST', `${newName} exists in ${newParent}`)
     // same inode under both names (hard links, or the same entry): nothing to do
     if (dst && dst.ino === src.ino) return
     if (si.entries && this.isDescendant(newParent, si.ino))
@@ -575,6 +577,17 @@ export class MemFs implements FsApi {
     this.writeData(i, offset, data)
     i.mtimeMs = i.ctimeMs = Date.now()
     return data.length
+  }
+
+  async fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr> {
+    this.enter('fallocate', [ino, mode, offset, length])
+    const i = this.get(ino)
+    if (mode & ~1) throw err('EOPNOTSUPP', `fallocate mode ${mode}`)
+    if (!(mode & 1) && offset + length > i.size) {
+      i.size = offset + length
+      i.mtimeMs = i.ctimeMs = Date.now()
+    }
+    return this.attr(i)
   }
 
   async fsync(ino: number, datasync: boolean): Promise<void> {

@@ -28,7 +28,7 @@ import { FileDevice, type BlockDevice } from '../storage/device.js'
 import { AdminServer, adminSocketPath } from './admin.js'
 import { adminHandlers } from './admin-api.js'
 import { adminRoutes } from './admin-routes.js'
-import { fuseNativeFrontend } from '../fuse/fuse-native-adapter.js'
+import { DEFAULT_FRONTEND, FRONTENDS } from '../fuse/frontends.js'
 import { AgentMetrics } from './metrics.js'
 import { MountCore, readMountSupers } from './mount-core.js'
 import { registerForestMetrics, registerItemCacheMetrics, registerTransMetrics } from './metrics-client.js'
@@ -85,7 +85,7 @@ export interface MountOptions {
   mountTimeoutMs?: number
   /** how often this mount scans for orphans no mount has open (ms, ±20%; 0: only at mount) */
   orphanScanDelayMs?: number
-  /** serves the filesystem to the kernel (default: fuse-native) */
+  /** serves the filesystem to the kernel (default: fuse/frontends.ts DEFAULT_FRONTEND) */
   frontend?: FrontendFactory
 }
 
@@ -311,7 +311,7 @@ export class Mount {
       if (listener) registerTlsMetrics(metrics, listener)
       if (o.metricsAddr) m.metricsAddr = await metrics.listen(o.metricsAddr)
 
-      const frontend = await (o.frontend ?? fuseNativeFrontend)(metrics.instrument(fs), mountpoint, {
+      const frontend = await (o.frontend ?? FRONTENDS[DEFAULT_FRONTEND])(metrics.instrument(fs), mountpoint, {
         debug: o.fuseDebug,
         fsname: `scoutfs:${fsid}`,
         log: { error: (msg, err) => log.error({ err: String(err) }, msg), warn: (msg) => log.warn(msg) },

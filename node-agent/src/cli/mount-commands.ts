@@ -16,6 +16,8 @@ import type { FenceOptions } from '../quorum/fence.js'
 import type { TlsFiles } from '../net/tls.js'
 import { HEARTBEAT_TIMEOUT_MAX_MS, HEARTBEAT_TIMEOUT_MIN_MS } from '../quorum/quorum.js'
 import { progressLine } from './progress.js'
+import type { FrontendFactory } from '../fs/frontend.js'
+import { FRONTENDS, isFrontendName } from '../fuse/frontends.js'
 
 type Out = (s: string) => void
 
@@ -48,6 +50,7 @@ interface MountCliOptions {
 }
 
 const MOUNT_OPTIONS = [
+  'frontend',
   'commit_interval_ms',
   'item_cache_items',
   'block_cache_blocks',
@@ -180,6 +183,15 @@ function tlsSettings(opts: Record<string, string>): { tls?: TlsFiles; insecure?:
   return insecure ? { insecure: true } : {}
 }
 
+/** frontend=lowlevel|fuse-native (fuse/frontends.ts) */
+function frontendSetting(opts: Record<string, string>): FrontendFactory | undefined {
+  const v = opts.frontend
+  if (v === undefined) return undefined
+  if (!isFrontendName(v))
+    throw new CliUsageError(`mount option frontend takes ${Object.keys(FRONTENDS).join(' or ')}, not '${v}'`)
+  return FRONTENDS[v]
+}
+
 /** The -o options as Mount.start takes them; a wrong name or value is a usage error. */
 function mountSettings(options: string | undefined): Partial<MountOptions> {
   const mo = parseMountOptions(options)
@@ -188,6 +200,7 @@ function mountSettings(options: string | undefined): Partial<MountOptions> {
     itemCacheItems: positiveInt(mo, 'item_cache_items'),
     blockCacheBlocks: positiveInt(mo, 'block_cache_blocks'),
     fuseDebug: mo.debug === '1',
+    frontend: frontendSetting(mo),
     quorumSlotNr: wholeNumber(mo, 'quorum_slot_nr'),
     serverAddr: hostPort(mo, 'server_addr'),
     recoveryMs: wholeNumber(mo, 'recovery_ms'),

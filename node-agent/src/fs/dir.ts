@@ -19,6 +19,7 @@ import {
   dtypeOf,
   type Attr,
   type Caller,
+  type FsName,
   type DirEntry,
 } from './fs-api.js'
 import {
@@ -48,17 +49,25 @@ import { dropInode } from './orphan.js'
 import { charge, checkSameTree, joinTree, opInTree, quotaRootOf } from './quota.js'
 
 /** A name to create: valid, and at most NAME_MAX bytes. */
-export function checkName(name: string): Buffer {
-  const b = Buffer.from(name, 'utf8')
+export function checkName(name: FsName): Buffer {
+  const b = nameBytes(name)
   if (b.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${b.length} bytes exceeds ${NAME_MAX}`)
-  if (b.length === 0 || b.includes(0x2f) || name === '.' || name === '..')
-    throw new FsError('EINVAL', `'${name}' is not a valid file name`)
+  if (b.length === 0 || b.includes(0x2f) || b.includes(0) || DOT.equals(b) || DOTDOT.equals(b))
+    throw new FsError('EINVAL', `'${b.toString()}' is not a valid file name`)
   return b
 }
 
+const DOT = Buffer.from('.')
+const DOTDOT = Buffer.from('..')
+
+/** a name's bytes: a Buffer as it is (names are bytes), a string as UTF-8 */
+export function nameBytes(name: FsName): Buffer {
+  return Buffer.isBuffer(name) ? name : Buffer.from(name, 'utf8')
+}
+
 /** A name to look up: at most NAME_MAX bytes. */
-export function lookupName(name: string): Buffer {
-  const n = Buffer.from(name, 'utf8')
+export function lookupName(name: FsName): Buffer {
+  const n = nameBytes(name)
   if (n.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${n.length} bytes exceeds ${NAME_MAX}`)
   return n
 }
@@ -104,7 +113,7 @@ export async function isEmptyDir(c: FsContext, ino: number): Promise<boolean> {
 
 /* ---- lookups ------------------------------------------------------------------------- */
 
-export async function lookup(c: FsContext, parent: number, name: string): Promise<Attr> {
+export async function lookup(c: FsContext, parent: number, name: FsName): Promise<Attr> {
   const n = lookupName(name)
   // the directory's lock is dropped before the child's is taken (no two READs at once)
   const child = await c.reading([parent], async () => {
@@ -141,7 +150,7 @@ export function readdir(c: FsContext, ino: number, pos: number, max: number): Pr
     if (out.length >= max) return out
     for await (const it of c.items.range(readdirKey(dir.ino, Math.max(pos, 2)), readdirLast(dir.ino))) {
       const d = decodeDirent(it.val)
-      out.push({ name: d.name.toString('utf8'), ino: d.ino, type: d.type, nextPos: d.pos + 1 })
+      out.push({ name: d.name.toString('utf8'), nameBytes: d.name, ino: d.ino, type: d.type, nextPos: d.pos + 1 })
       if (out.length >= max) break
     }
     return out
@@ -153,7 +162,7 @@ export function readdir(c: FsContext, ino: number, pos: number, max: number): Pr
 async function create(
   c: FsContext,
   parent: number,
-  name: string,
+  name: FsName,
   mode: number,
   rdev: number,
   who: Caller,
@@ -186,7 +195,7 @@ async function create(
 export function mknod(
   c: FsContext,
   parent: number,
-  name: string,
+  name: FsName,
   mode: number,
   rdev: number,
   who: Caller,
@@ -197,11 +206,11 @@ export function mknod(
   return create(c, parent, name, mode, rdev, who)
 }
 
-export function mkdir(c: FsContext, parent: number, name: string, mode: number, who: Caller): Promise<Attr> {
+export function mkdir(c: FsContext, parent: number, name: FsName, mode: number, who: Caller): Promise<Attr> {
   return create(c, parent, name, S_IFDIR | (mode & 0o7777), 0, who)
 }
 
-export function symlink(c: FsContext, parent: number, name: string, target: string, who: Caller): Promise<Attr> {
+export function symlink(c: FsContext, parent: number, name: FsName, target: string, who: Caller): Promise<Attr> {
   const tb = Buffer.from(target, 'utf8')
   if (tb.length === 0) return Promise.reject(new FsError('ENOENT', 'empty symlink target'))
   if (tb.length > SYMLINK_MAX)
@@ -213,7 +222,7 @@ export function symlink(c: FsContext, parent: number, name: string, target: stri
   })
 }
 
-export function link(c: FsContext, ino: number, newParent: number, newName: string): Promise<Attr> {
+export function link(c: FsContext, ino: number, newParent: number, newName: FsName): Promise<Attr> {
   const n = checkName(newName)
   return c.op([ino, newParent], async (t) => {
     const i = await getInode(c, ino)
@@ -239,7 +248,7 @@ export function link(c: FsContext, ino: number, newParent: number, newName: stri
 async function opOnEntry<T>(
   c: FsContext,
   parent: number,
-  name: string,
+  name: FsName,
   fn: (t: Tx, d: Dirent) => Promise<T>,
 ): Promise<T> {
   const n = lookupName(name)
@@ -263,7 +272,7 @@ async function opOnEntry<T>(
   }
 }
 
-export async function unlink(c: FsContext, parent: number, name: string): Promise<void> {
+export async function unlink(c: FsContext, parent: number, name: FsName): Promise<void> {
   await opOnEntry(c, parent, name, async (t, d) => {
     const dir = await getDir(c, parent)
     const i = await getInode(c, d.ino)
@@ -279,7 +288,7 @@ export async function unlink(c: FsContext, parent: number, name: string): Promis
   })
 }
 
-export async function rmdir(c: FsContext, parent: number, name: string): Promise<void> {
+export async function rmdir(c: FsContext, parent: number, name: FsName): Promise<void> {
   await opOnEntry(c, parent, name, async (t, d) => {
     const dir = await getDir(c, parent)
     const i = await getInode(c, d.ino)

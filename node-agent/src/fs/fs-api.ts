@@ -58,8 +58,16 @@ export interface Attr {
   crtimeMs: number
 }
 
+/**
+ * A name in a directory: bytes (any but '/' and NUL); a string stands for its UTF-8 bytes.
+ * The low-level frontend passes the kernel's bytes as they are.
+ */
+export type FsName = string | Buffer
+
 export interface DirEntry {
   name: string
+  /** the name's bytes (`name` is them decoded as UTF-8, which loses bytes that are not UTF-8) */
+  nameBytes?: Buffer
   ino: number
   type: number
   /** readdir position of the entry after this one (for resuming) */
@@ -92,24 +100,34 @@ export interface SetAttr {
   mtimeMs?: number
 }
 
+/** renameat2 flags */
+export const RENAME_NOREPLACE = 1
+export const RENAME_EXCHANGE = 2
+
+/** fallocate modes */
+export const FALLOC_FL_KEEP_SIZE = 1
+
 export const XATTR_CREATE = 1
 export const XATTR_REPLACE = 2
 
 export interface FsApi {
-  lookup(parent: number, name: string): Promise<Attr>
+  lookup(parent: number, name: FsName): Promise<Attr>
   getattr(ino: number): Promise<Attr>
   setattr(ino: number, set: SetAttr): Promise<Attr>
   /** a regular file, fifo, socket or device node; EEXIST if the name exists */
-  mknod(parent: number, name: string, mode: number, rdev: number, who: Caller): Promise<Attr>
-  mkdir(parent: number, name: string, mode: number, who: Caller): Promise<Attr>
-  symlink(parent: number, name: string, target: string, who: Caller): Promise<Attr>
+  mknod(parent: number, name: FsName, mode: number, rdev: number, who: Caller): Promise<Attr>
+  mkdir(parent: number, name: FsName, mode: number, who: Caller): Promise<Attr>
+  symlink(parent: number, name: FsName, target: string, who: Caller): Promise<Attr>
   readlink(ino: number): Promise<string>
-  link(ino: number, newParent: number, newName: string): Promise<Attr>
+  link(ino: number, newParent: number, newName: FsName): Promise<Attr>
   /** removes the name; the inode lives on while it is open (see open/release) */
-  unlink(parent: number, name: string): Promise<void>
-  rmdir(parent: number, name: string): Promise<void>
-  /** POSIX rename, replacing the target if it exists and is compatible */
-  rename(parent: number, name: string, newParent: number, newName: string): Promise<void>
+  unlink(parent: number, name: FsName): Promise<void>
+  rmdir(parent: number, name: FsName): Promise<void>
+  /**
+   * POSIX rename, replacing the target if it exists and is compatible; `flags` as renameat2's
+   * (RENAME_NOREPLACE: EEXIST if the target exists; others EINVAL)
+   */
+  rename(parent: number, name: FsName, newParent: number, newName: FsName, flags?: number): Promise<void>
   /** entries from position `pos` (0 starts with "." and ".."), at most `max` of them */
   readdir(ino: number, pos: number, max: number): Promise<DirEntry[]>
   /** count an open reference: an unlinked inode is deleted at its last release */
@@ -121,6 +139,12 @@ export interface FsApi {
    * it is when the write runs, ignoring `offset` (so appends from several nodes never overlap)
    */
   write(ino: number, offset: number, data: Buffer, append?: boolean): Promise<number>
+  /**
+   * fallocate(2) modes 0 and FALLOC_FL_KEEP_SIZE: mode 0 grows the size to offset+length if it
+   * is smaller (the blocks are not reserved: a later write may still find ENOSPC); KEEP_SIZE
+   * changes nothing.  Other modes: EOPNOTSUPP.
+   */
+  fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr>
   /** make this inode's data and metadata durable */
   fsync(ino: number, datasync: boolean): Promise<void>
   setxattr(ino: number, name: string, value: Buffer, flags: number): Promise<void>

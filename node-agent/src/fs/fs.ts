@@ -21,7 +21,7 @@ import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import type { ItemCache } from '../client/item-cache.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
-import type { Attr, Caller, DirEntry, FsApi, SetAttr, StatFs } from './fs-api.js'
+import type { Attr, Caller, DirEntry, FsApi, FsName, SetAttr, StatFs } from './fs-api.js'
 import { NAME_MAX, type Inode, type QuotaRecord } from './fs-items.js'
 import { FsContext, type ClusterLocks, type FsCounters } from './fs-context.js'
 import * as inode from './inode.js'
@@ -116,7 +116,7 @@ export class Filesystem implements FsApi {
 
   /* ---- directories --------------------------------------------------------------------- */
 
-  lookup(parent: number, name: string): Promise<Attr> {
+  lookup(parent: number, name: FsName): Promise<Attr> {
     return dir.lookup(this.c, parent, name)
   }
 
@@ -128,32 +128,32 @@ export class Filesystem implements FsApi {
     return dir.readlink(this.c, ino)
   }
 
-  mknod(parent: number, name: string, mode: number, rdev: number, who: Caller): Promise<Attr> {
+  mknod(parent: number, name: FsName, mode: number, rdev: number, who: Caller): Promise<Attr> {
     return dir.mknod(this.c, parent, name, mode, rdev, who)
   }
 
-  mkdir(parent: number, name: string, mode: number, who: Caller): Promise<Attr> {
+  mkdir(parent: number, name: FsName, mode: number, who: Caller): Promise<Attr> {
     return dir.mkdir(this.c, parent, name, mode, who)
   }
 
-  symlink(parent: number, name: string, target: string, who: Caller): Promise<Attr> {
+  symlink(parent: number, name: FsName, target: string, who: Caller): Promise<Attr> {
     return dir.symlink(this.c, parent, name, target, who)
   }
 
-  link(ino: number, newParent: number, newName: string): Promise<Attr> {
+  link(ino: number, newParent: number, newName: FsName): Promise<Attr> {
     return dir.link(this.c, ino, newParent, newName)
   }
 
-  unlink(parent: number, name: string): Promise<void> {
+  unlink(parent: number, name: FsName): Promise<void> {
     return dir.unlink(this.c, parent, name)
   }
 
-  rmdir(parent: number, name: string): Promise<void> {
+  rmdir(parent: number, name: FsName): Promise<void> {
     return dir.rmdir(this.c, parent, name)
   }
 
-  rename(parent: number, name: string, newParent: number, newName: string): Promise<void> {
-    return rename(this.c, parent, name, newParent, newName)
+  rename(parent: number, name: FsName, newParent: number, newName: FsName, flags = 0): Promise<void> {
+    return rename(this.c, parent, name, newParent, newName, flags)
   }
 
   /* ---- open files and data ------------------------------------------------------------- */
@@ -182,6 +182,10 @@ export class Filesystem implements FsApi {
 
   write(ino: number, at: number, buf: Buffer, append = false): Promise<number> {
     return data.write(this.c, ino, at, buf, append)
+  }
+
+  fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr> {
+    return inode.fallocate(this.c, ino, mode, offset, length)
   }
 
   async fsync(_ino: number, _datasync: boolean): Promise<void> {

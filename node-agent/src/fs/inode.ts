@@ -8,7 +8,7 @@
  */
 import { FsError } from '../util/errors.js'
 import { DATA_BLOCK_SIZE } from '../storage/format.js'
-import { S_IFDIR, S_IFMT, S_IFREG, type Attr, type SetAttr } from './fs-api.js'
+import { FALLOC_FL_KEEP_SIZE, S_IFDIR, S_IFMT, S_IFREG, type Attr, type SetAttr } from './fs-api.js'
 import {
   dataSeqKey,
   decodeInode,
@@ -111,6 +111,25 @@ export function setattr(c: FsContext, ino: number, set: SetAttr): Promise<Attr> 
     if (set.mtimeMs !== undefined) i.mtime = msToTs(set.mtimeMs)
     i.ctime = now
     putInode(c, i, t, dataChanged)
+    return toAttr(i)
+  })
+}
+
+/** fallocate modes 0 and KEEP_SIZE (FsApi.fallocate): the size grows, no block is reserved */
+export function fallocate(c: FsContext, ino: number, mode: number, offset: number, length: number): Promise<Attr> {
+  if (mode & ~FALLOC_FL_KEEP_SIZE)
+    return Promise.reject(new FsError('EOPNOTSUPP', `fallocate mode ${mode}: only 0 and FALLOC_FL_KEEP_SIZE`))
+  if (offset < 0 || length <= 0) return Promise.reject(new FsError('EINVAL', 'fallocate: offset < 0 or length <= 0'))
+  return c.op([ino], async (t) => {
+    const i = await getInode(c, ino)
+    if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
+    if (!isReg(i)) throw new FsError('ENODEV', `inode ${ino} is not a regular file`)
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + length > i.size) {
+      i.size = offset + length
+      i.dataVersion++
+      i.mtime = i.ctime = nowTs()
+      putInode(c, i, t, true)
+    }
     return toAttr(i)
   })
 }

@@ -6,6 +6,10 @@
  * held no directory's ancestry changes, so the check that a directory is not moved below
  * itself stays true until the move.  Both names are looked up under READ, then every inode
  * involved is locked and the entries checked again, retrying if either moved meanwhile.
+ *
+ * renameat2 flags: RENAME_NOREPLACE fails with EEXIST when the target exists (checked under
+ * the locks, so no other mount creates it between the check and the move); RENAME_EXCHANGE
+ * and RENAME_WHITEOUT are not supported (EINVAL).
  */
 import { FsError } from '../util/errors.js'
 import { DT, ROOT_INO } from './fs-api.js'
@@ -14,30 +18,42 @@ import { RENAME_WRITE, type FsContext, type Tx } from './fs-context.js'
 import { getDir, getInode, isDir, putInode } from './inode.js'
 import { dropInode } from './orphan.js'
 import { checkSameTree, quotaRootOf } from './quota.js'
+import { RENAME_NOREPLACE, type FsName } from './fs-api.js'
 import { addDirent, checkName, findDirent, isEmptyDir, lookupName, parentOf, removeDirent } from './dir.js'
 
 export async function rename(
   c: FsContext,
   parent: number,
-  name: string,
+  name: FsName,
   newParent: number,
-  newName: string,
+  newName: FsName,
+  flags = 0,
 ): Promise<void> {
+  if (flags & ~RENAME_NOREPLACE)
+    throw new FsError('EINVAL', `rename flags ${flags}: only RENAME_NOREPLACE is supported (not RENAME_EXCHANGE)`)
+  const noReplace = (flags & RENAME_NOREPLACE) !== 0
   const nn = checkName(newName)
   const on = lookupName(name)
-  if (parent === newParent) return renameEntries(c, parent, on, newParent, nn)
+  if (parent === newParent) return renameEntries(c, parent, on, newParent, nn, noReplace)
   const prev = c.renameLock
   let releaseLocal!: () => void
   c.renameLock = new Promise<void>((res) => (releaseLocal = res))
   await prev
   try {
-    await c.withLocks([RENAME_WRITE], () => renameEntries(c, parent, on, newParent, nn))
+    await c.withLocks([RENAME_WRITE], () => renameEntries(c, parent, on, newParent, nn, noReplace))
   } finally {
     releaseLocal()
   }
 }
 
-async function renameEntries(c: FsContext, parent: number, on: Buffer, newParent: number, nn: Buffer): Promise<void> {
+async function renameEntries(
+  c: FsContext,
+  parent: number,
+  on: Buffer,
+  newParent: number,
+  nn: Buffer,
+  noReplace: boolean,
+): Promise<void> {
   for (;;) {
     const found = await c.reading([parent, newParent], async () => {
       await getDir(c, parent)
@@ -57,6 +73,7 @@ async function renameEntries(c: FsContext, parent: number, on: Buffer, newParent
         const s = await findDirent(c, parent, on)
         const d = await findDirent(c, newParent, nn)
         if (!s || s.ino !== src.ino || (d?.ino ?? 0) !== (dst?.ino ?? 0)) return false
+        if (d && noReplace) throw new FsError('EEXIST', `'${nn.toString()}' exists in directory ${newParent}`)
         await renameLocked(c, t, parent, s, newParent, nn, d)
         return true
       },

@@ -1,0 +1,1118 @@
+/*
+ * scoutfs' libfuse 3 low-level binding (N-API, C).
+ *
+ * Owns: one FUSE session per mount, its request threads, its notify thread, and the way
+ * requests travel to the JavaScript thread and replies travel back.
+ *
+ *  - Request threads (SCOUTFS_FUSE_THREADS of them) loop on fuse_session_receive_buf /
+ *    fuse_session_process_buf.  Each handler copies what it needs out of the kernel's buffer
+ *    (names, write data, xattr values: bytes, never strings) into a `struct sreq`, appends it
+ *    to the session's queue and returns at once: no handler waits for JavaScript.  The first
+ *    request into an empty queue wakes the JavaScript thread through one threadsafe
+ *    function call; that call drains the whole queue (requests arrive in batches).
+ *  - JavaScript answers each request exactly once through a reply* function, which calls
+ *    fuse_reply_* at once on the JavaScript thread (libfuse allows replies from any thread).
+ *    A request is a napi external: a second reply throws instead of touching a freed
+ *    fuse_req; the struct is freed when the external is collected.
+ *  - Kernel cache invalidations (notifyInvalInode / notifyInvalEntry) go to a queue served by
+ *    a thread of their own: a notify can block in the kernel until a request of the same
+ *    inode is answered, so it must never run inline in a request handler or on the
+ *    JavaScript thread.
+ *  - stop(): exit flag, lazy unmount, then the request threads are cancelled (cancellation
+ *    is enabled only while a thread blocks reading /dev/fuse) and joined; destroy() after
+ *    JavaScript has answered what it still held closes /dev/fuse.
+ *
+ * Only FLUSH, RELEASEDIR and INIT are answered here without JavaScript (nothing to do for
+ * them); FORGET is passed on with no reply expected.
+ */
+#define FUSE_USE_VERSION 312
+#define _GNU_SOURCE
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#define SCOUTFS_FUSE_THREADS 4
+#define MAX_WRITE (1024 * 1024)
+
+enum op {
+  OP_LOOKUP = 1, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD, OP_MKDIR, OP_UNLINK,
+  OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE, OP_RELEASE, OP_FSYNC,
+  OP_OPENDIR, OP_READDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR,
+  OP_REMOVEXATTR, OP_ACCESS, OP_CREATE, OP_FALLOCATE, OP_READDIRPLUS
+};
+
+#define NUMS 9
+
+struct session;
+
+struct sreq {
+  struct sreq *next;
+  struct session *s;
+  fuse_req_t req; /* NULL once answered (or for FORGET) */
+  int op;
+  uint32_t uid, gid, pid, umask;
+  double n[NUMS];  /* op arguments, see enqueue sites */
+  char *b[3];      /* byte arguments (names, data, values), malloc'd */
+  size_t blen[3];
+};
+
+struct notify {
+  struct notify *next;
+  uint64_t ino; /* inode, or parent of an entry */
+  char *name;   /* NULL: invalidate the inode */
+  size_t namelen;
+};
+
+struct session {
+  struct fuse_session *se;
+  char *mountpoint;
+  pthread_t threads[SCOUTFS_FUSE_THREADS];
+  int nthreads;
+  napi_threadsafe_function tsfn;
+  pthread_mutex_t lock; /* queue, notifies, pending */
+  struct sreq *head, *tail;
+  int64_t pending; /* requests enqueued and not answered */
+  pthread_t notifier;
+  int notifier_running;
+  pthread_cond_t notify_cond;
+  struct notify *nhead, *ntail;
+  int notify_stop;
+  int stopped, destroyed;
+  double attr_timeout, entry_timeout;
+  uint64_t notifies_sent, notifies_failed;
+};
+
+/* ---- request threads ---------------------------------------------------------------- */
+
+static struct sreq *new_req(fuse_req_t req, int op) {
+  struct sreq *r = calloc(1, sizeof(*r));
+  if (!r) return NULL;
+  const struct fuse_ctx *ctx = fuse_req_ctx(req);
+  r->s = fuse_req_userdata(req);
+  r->req = req;
+  r->op = op;
+  r->uid = ctx->uid;
+  r->gid = ctx->gid;
+  r->pid = ctx->pid;
+  r->umask = ctx->umask;
+  return r;
+}
+
+static int set_bytes(struct sreq *r, int i, const void *p, size_t len) {
+  r->b[i] = malloc(len ? len : 1);
+  if (!r->b[i]) return -1;
+  if (len) memcpy(r->b[i], p, len);
+  r->blen[i] = len;
+  return 0;
+}
+
+static void free_req(struct sreq *r) {
+  for (int i = 0; i < 3; i++) free(r->b[i]);
+  free(r);
+}
+
+/* hand a request to the JavaScript thread (one threadsafe call per batch) */
+static void enqueue(struct sreq *r) {
+  struct session *s = r->s;
+  int wake;
+  pthread_mutex_lock(&s->lock);
+  wake = s->head == NULL;
+  if (s->tail) s->tail->next = r;
+  else s->head = r;
+  s->tail = r;
+  if (r->req) s->pending++;
+  pthread_mutex_unlock(&s->lock);
+  if (wake) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
+}
+
+#define NEW_OR_FAIL(req, op)               \
+  struct sreq *r = new_req(req, op);       \
+  if (!r) {                                \
+    fuse_reply_err(req, ENOMEM);           \
+    return;                                \
+  }
+#define BYTES_OR_FAIL(i, p, len)           \
+  if (set_bytes(r, i, p, len) < 0) {       \
+    fuse_reply_err(r->req, ENOMEM);        \
+    free_req(r);                           \
+    return;                                \
+  }
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  (void)userdata;
+  conn->max_write = MAX_WRITE;
+  conn->max_readahead = MAX_WRITE;
+  /* the kernel applies the umask; a killpriv write is a SETATTR of the mode; O_TRUNC is a
+   * SETATTR of the size before OPEN */
+  conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_POSIX_ACL | FUSE_CAP_ATOMIC_O_TRUNC);
+  if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW_OR_FAIL(req, OP_LOOKUP);
+  r->n[0] = (double)parent;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  struct sreq *r = new_req(req, OP_FORGET);
+  if (!r) return;
+  r->req = NULL;
+  r->n[0] = (double)ino;
+  r->n[1] = (double)nlookup;
+  enqueue(r);
+}
+
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  forget_one(req, ino, nlookup);
+  fuse_reply_none(req);
+}
+
+static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  for (size_t i = 0; i < count; i++) forget_one(req, forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_GETATTR);
+  r->n[0] = (double)ino;
+  r->n[1] = fi ? (double)fi->fh : 0;
+  enqueue(r);
+}
+
+static double ts_ms(const struct timespec *t) { return (double)t->tv_sec * 1000.0 + (double)t->tv_nsec / 1e6; }
+
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_SETATTR);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)to_set;
+  r->n[2] = (double)attr->st_mode;
+  r->n[3] = (double)attr->st_uid;
+  r->n[4] = (double)attr->st_gid;
+  r->n[5] = (double)attr->st_size;
+  r->n[6] = ts_ms(&attr->st_atim);
+  r->n[7] = ts_ms(&attr->st_mtim);
+  r->n[8] = fi ? (double)fi->fh : 0;
+  enqueue(r);
+}
+
+static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
+  NEW_OR_FAIL(req, OP_READLINK);
+  r->n[0] = (double)ino;
+  enqueue(r);
+}
+
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  NEW_OR_FAIL(req, OP_MKNOD);
+  r->n[0] = (double)parent;
+  r->n[1] = (double)mode;
+  r->n[2] = (double)rdev;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  NEW_OR_FAIL(req, OP_MKDIR);
+  r->n[0] = (double)parent;
+  r->n[1] = (double)mode;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW_OR_FAIL(req, OP_UNLINK);
+  r->n[0] = (double)parent;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW_OR_FAIL(req, OP_RMDIR);
+  r->n[0] = (double)parent;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  NEW_OR_FAIL(req, OP_SYMLINK);
+  r->n[0] = (double)parent;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  BYTES_OR_FAIL(1, link, strlen(link));
+  enqueue(r);
+}
+
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+                      unsigned int flags) {
+  NEW_OR_FAIL(req, OP_RENAME);
+  r->n[0] = (double)parent;
+  r->n[1] = (double)newparent;
+  r->n[2] = (double)flags;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  BYTES_OR_FAIL(1, newname, strlen(newname));
+  enqueue(r);
+}
+
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  NEW_OR_FAIL(req, OP_LINK);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)newparent;
+  BYTES_OR_FAIL(0, newname, strlen(newname));
+  enqueue(r);
+}
+
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_OPEN);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->flags;
+  enqueue(r);
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_READ);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->fh;
+  r->n[2] = (double)size;
+  r->n[3] = (double)off;
+  enqueue(r);
+}
+
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_WRITE);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->fh;
+  r->n[2] = (double)off;
+  /* the kernel's buffer is ours only during this call */
+  BYTES_OR_FAIL(0, buf, size);
+  enqueue(r);
+}
+
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)ino;
+  (void)fi;
+  /* writes reach the agent as they happen (no writeback cache): nothing to flush */
+  fuse_reply_err(req, 0);
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_RELEASE);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->fh;
+  enqueue(r);
+}
+
+static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_FSYNC);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->fh;
+  r->n[2] = (double)datasync;
+  enqueue(r);
+}
+
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_OPENDIR);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->flags;
+  enqueue(r);
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi,
+                           int op) {
+  NEW_OR_FAIL(req, op);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->fh;
+  r->n[2] = (double)size;
+  r->n[3] = (double)off;
+  enqueue(r);
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  readdir_common(req, ino, size, off, fi, OP_READDIR);
+}
+
+static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  readdir_common(req, ino, size, off, fi, OP_READDIRPLUS);
+}
+
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)ino;
+  (void)fi;
+  fuse_reply_err(req, 0);
+}
+
+static void ll_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  (void)fi;
+  NEW_OR_FAIL(req, OP_FSYNCDIR);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)datasync;
+  enqueue(r);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
+  NEW_OR_FAIL(req, OP_STATFS);
+  r->n[0] = (double)ino;
+  enqueue(r);
+}
+
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  NEW_OR_FAIL(req, OP_SETXATTR);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)flags;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  BYTES_OR_FAIL(1, value, size);
+  enqueue(r);
+}
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  NEW_OR_FAIL(req, OP_GETXATTR);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)size;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  NEW_OR_FAIL(req, OP_LISTXATTR);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)size;
+  enqueue(r);
+}
+
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  NEW_OR_FAIL(req, OP_REMOVEXATTR);
+  r->n[0] = (double)ino;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  NEW_OR_FAIL(req, OP_ACCESS);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)mask;
+  enqueue(r);
+}
+
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_CREATE);
+  r->n[0] = (double)parent;
+  r->n[1] = (double)mode;
+  r->n[2] = (double)fi->flags;
+  BYTES_OR_FAIL(0, name, strlen(name));
+  enqueue(r);
+}
+
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi) {
+  NEW_OR_FAIL(req, OP_FALLOCATE);
+  r->n[0] = (double)ino;
+  r->n[1] = (double)fi->fh;
+  r->n[2] = (double)mode;
+  r->n[3] = (double)offset;
+  r->n[4] = (double)length;
+  enqueue(r);
+}
+
+static const struct fuse_lowlevel_ops ll_ops = {
+  .init = ll_init,
+  .lookup = ll_lookup,
+  .forget = ll_forget,
+  .forget_multi = ll_forget_multi,
+  .getattr = ll_getattr,
+  .setattr = ll_setattr,
+  .readlink = ll_readlink,
+  .mknod = ll_mknod,
+  .mkdir = ll_mkdir,
+  .unlink = ll_unlink,
+  .rmdir = ll_rmdir,
+  .symlink = ll_symlink,
+  .rename = ll_rename,
+  .link = ll_link,
+  .open = ll_open,
+  .read = ll_read,
+  .write = ll_write,
+  .flush = ll_flush,
+  .release = ll_release,
+  .fsync = ll_fsync,
+  .opendir = ll_opendir,
+  .readdir = ll_readdir,
+  .readdirplus = ll_readdirplus,
+  .releasedir = ll_releasedir,
+  .fsyncdir = ll_fsyncdir,
+  .statfs = ll_statfs,
+  .setxattr = ll_setxattr,
+  .getxattr = ll_getxattr,
+  .listxattr = ll_listxattr,
+  .removexattr = ll_removexattr,
+  .access = ll_access,
+  .create = ll_create,
+  .fallocate = ll_fallocate,
+};
+
+static void *request_thread(void *arg) {
+  struct session *s = arg;
+  struct fuse_buf buf = {0};
+  int old;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  while (!fuse_session_exited(s->se)) {
+    /* only a thread blocked reading /dev/fuse may be cancelled (stop()) */
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+    int res = fuse_session_receive_buf(s->se, &buf);
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    if (res == -EINTR) continue;
+    if (res <= 0) break;
+    fuse_session_process_buf(s->se, &buf);
+  }
+  free(buf.mem);
+  return NULL;
+}
+
+/* ---- notify thread ------------------------------------------------------------------- */
+
+static void *notify_thread(void *arg) {
+  struct session *s = arg;
+  pthread_mutex_lock(&s->lock);
+  for (;;) {
+    while (!s->nhead && !s->notify_stop) pthread_cond_wait(&s->notify_cond, &s->lock);
+    if (!s->nhead) break;
+    struct notify *n = s->nhead;
+    s->nhead = n->next;
+    if (!s->nhead) s->ntail = NULL;
+    pthread_mutex_unlock(&s->lock);
+    int res = n->name ? fuse_lowlevel_notify_inval_entry(s->se, n->ino, n->name, n->namelen)
+                      : fuse_lowlevel_notify_inval_inode(s->se, n->ino, 0, 0);
+    free(n->name);
+    free(n);
+    pthread_mutex_lock(&s->lock);
+    /* ENOENT: the kernel does not hold that inode or entry any more, nothing to drop */
+    if (res == 0 || res == -ENOENT) s->notifies_sent++;
+    else s->notifies_failed++;
+  }
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+/* ---- N-API helpers ------------------------------------------------------------------- */
+
+#define CALL(env, call)                                          \
+  do {                                                           \
+    if ((call) != napi_ok) {                                     \
+      const napi_extended_error_info *ei;                        \
+      napi_get_last_error_info((env), &ei);                      \
+      bool pending;                                              \
+      napi_is_exception_pending((env), &pending);                \
+      if (!pending)                                              \
+        napi_throw_error((env), NULL, ei && ei->error_message ? ei->error_message : "napi call failed"); \
+      return NULL;                                               \
+    }                                                            \
+  } while (0)
+
+static napi_value throw_err(napi_env env, const char *code, const char *msg) {
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value num(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+static void free_bytes(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/* a byte argument handed to JavaScript without a copy (the Buffer owns it from now on) */
+static napi_value take_bytes(napi_env env, struct sreq *r, int i) {
+  napi_value v;
+  if (!r->b[i]) return undefined(env);
+  if (napi_create_external_buffer(env, r->blen[i], r->b[i], free_bytes, NULL, &v) != napi_ok) {
+    /* runtimes without external buffers: copy */
+    napi_create_buffer_copy(env, r->blen[i], r->b[i], NULL, &v);
+    return v;
+  }
+  r->b[i] = NULL;
+  return v;
+}
+
+static void finalize_req(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct sreq *r = data;
+  if (r->req) {
+    /* collected without an answer: never leave the kernel waiting */
+    if (!r->s->destroyed) fuse_reply_err(r->req, EIO);
+    pthread_mutex_lock(&r->s->lock);
+    r->s->pending--;
+    pthread_mutex_unlock(&r->s->lock);
+  }
+  free_req(r);
+}
+
+/* dispatch(req, op, uid, gid, pid, umask, n0..n8, b0, b1) for every queued request */
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)data;
+  struct session *s = context;
+  if (!env) return;
+  pthread_mutex_lock(&s->lock);
+  struct sreq *r = s->head;
+  s->head = s->tail = NULL;
+  pthread_mutex_unlock(&s->lock);
+  napi_value global;
+  napi_get_global(env, &global);
+  while (r) {
+    struct sreq *next = r->next;
+    r->next = NULL;
+    napi_value argv[17];
+    if (r->req) {
+      napi_create_external(env, r, finalize_req, NULL, &argv[0]);
+    } else {
+      napi_get_null(env, &argv[0]);
+    }
+    argv[1] = num(env, r->op);
+    argv[2] = num(env, r->uid);
+    argv[3] = num(env, r->gid);
+    argv[4] = num(env, r->pid);
+    argv[5] = num(env, r->umask);
+    for (int i = 0; i < NUMS; i++) argv[6 + i] = num(env, r->n[i]);
+    argv[15] = take_bytes(env, r, 0);
+    argv[16] = take_bytes(env, r, 1);
+    napi_value result;
+    napi_status st = napi_call_function(env, global, js_cb, 17, argv, &result);
+    if (st == napi_pending_exception) {
+      napi_value ex;
+      napi_get_and_clear_last_exception(env, &ex);
+      /* the dispatcher never throws; if it did the external's finalizer answers EIO */
+    }
+    if (!r->req && r->op == OP_FORGET) free_req(r);
+    r = next;
+  }
+}
+
+static struct session *get_session(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not a fuse3 session");
+    return NULL;
+  }
+  return p;
+}
+
+/* the request of a reply: NULL (with an exception) if it was answered already */
+static struct sreq *take_req(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not a fuse3 request");
+    return NULL;
+  }
+  struct sreq *r = p;
+  if (!r->req) {
+    napi_throw_error(env, "EALREADY", "this FUSE request was answered already");
+    return NULL;
+  }
+  return r;
+}
+
+static void answered(struct sreq *r) {
+  r->req = NULL;
+  for (int i = 0; i < 3; i++) {
+    free(r->b[i]);
+    r->b[i] = NULL;
+  }
+  pthread_mutex_lock(&r->s->lock);
+  r->s->pending--;
+  pthread_mutex_unlock(&r->s->lock);
+}
+
+static int get_f64(napi_env env, napi_value v, double **out, size_t need) {
+  napi_typedarray_type t;
+  size_t len;
+  void *data;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok || t != napi_float64_array ||
+      len < need) {
+    napi_throw_type_error(env, NULL, "expected a Float64Array of attributes");
+    return -1;
+  }
+  *out = data;
+  return 0;
+}
+
+static void ms_ts(double ms, struct timespec *t) {
+  double sec = floor(ms / 1000.0);
+  t->tv_sec = (time_t)sec;
+  t->tv_nsec = (long)llround((ms - sec * 1000.0) * 1e6);
+  if (t->tv_nsec >= 1000000000L) {
+    t->tv_sec++;
+    t->tv_nsec -= 1000000000L;
+  }
+}
+
+/* attribute layout (ATTR_* in fuse3-lowlevel.ts): ino mode nlink uid gid rdev size blocks atime mtime ctime blksize */
+#define ATTR_LEN 12
+static void fill_stat(const double *a, struct stat *st) {
+  memset(st, 0, sizeof(*st));
+  st->st_ino = (ino_t)a[0];
+  st->st_mode = (mode_t)a[1];
+  st->st_nlink = (nlink_t)a[2];
+  st->st_uid = (uid_t)a[3];
+  st->st_gid = (gid_t)a[4];
+  st->st_rdev = (dev_t)a[5];
+  st->st_size = (off_t)a[6];
+  st->st_blocks = (blkcnt_t)a[7];
+  ms_ts(a[8], &st->st_atim);
+  ms_ts(a[9], &st->st_mtim);
+  ms_ts(a[10], &st->st_ctim);
+  st->st_blksize = (blksize_t)a[11];
+}
+
+static void fill_entry(struct session *s, const double *a, struct fuse_entry_param *e) {
+  memset(e, 0, sizeof(*e));
+  e->ino = (fuse_ino_t)a[0];
+  /* inode numbers are never reused (the server hands out ever larger ones): generation 0 */
+  e->generation = 0;
+  fill_stat(a, &e->attr);
+  e->attr_timeout = s->attr_timeout;
+  e->entry_timeout = s->entry_timeout;
+}
+
+#define ARGS(n)                                             \
+  size_t argc = n;                                          \
+  napi_value argv[n];                                       \
+  CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
+  if (argc < n) return throw_err(env, "EINVAL", "too few arguments");
+
+static double get_num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static int get_buf(napi_env env, napi_value v, char **data, size_t *len) {
+  bool is;
+  napi_is_buffer(env, v, &is);
+  if (!is) {
+    napi_throw_type_error(env, NULL, "expected a Buffer");
+    return -1;
+  }
+  napi_get_buffer_info(env, v, (void **)data, len);
+  return 0;
+}
+
+/*
+ * A reply after destroy() (the agent stopped without waiting for a request that hangs, e.g.
+ * on a server that is gone) goes nowhere: /dev/fuse is closed and the kernel has failed the
+ * request already; the fuse_req is left alone (libfuse freed the session it points to).
+ */
+#define SEND(r, call) ((r)->s->destroyed ? -ENOTCONN : (call))
+
+static napi_value reply_result(napi_env env, struct sreq *r, int res) {
+  answered(r);
+  return num(env, res);
+}
+
+/* replyErr(req, errno) */
+static napi_value reply_err(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  if (!r) return NULL;
+  int res = SEND(r, fuse_reply_err(r->req, (int)get_num(env, argv[1])));
+  return reply_result(env, r, res);
+}
+
+/* replyEntry(req, attr) */
+static napi_value reply_entry(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  double *a;
+  if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
+  struct fuse_entry_param e;
+  fill_entry(r->s, a, &e);
+  int res = SEND(r, fuse_reply_entry(r->req, &e));
+  return reply_result(env, r, res);
+}
+
+/* replyCreate(req, attr, fh, directIo, keepCache) */
+static napi_value reply_create(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  struct sreq *r = take_req(env, argv[0]);
+  double *a;
+  if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
+  struct fuse_entry_param e;
+  fill_entry(r->s, a, &e);
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof(fi));
+  fi.fh = (uint64_t)get_num(env, argv[2]);
+  fi.direct_io = get_num(env, argv[3]) != 0;
+  fi.keep_cache = get_num(env, argv[4]) != 0;
+  int res = SEND(r, fuse_reply_create(r->req, &e, &fi));
+  return reply_result(env, r, res);
+}
+
+/* replyAttr(req, attr) */
+static napi_value reply_attr(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  double *a;
+  if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
+  struct stat st;
+  fill_stat(a, &st);
+  int res = SEND(r, fuse_reply_attr(r->req, &st, r->s->attr_timeout));
+  return reply_result(env, r, res);
+}
+
+/* replyOpen(req, fh, directIo, keepCache) */
+static napi_value reply_open(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  struct sreq *r = take_req(env, argv[0]);
+  if (!r) return NULL;
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof(fi));
+  fi.fh = (uint64_t)get_num(env, argv[1]);
+  fi.direct_io = get_num(env, argv[2]) != 0;
+  fi.keep_cache = get_num(env, argv[3]) != 0;
+  int res = SEND(r, fuse_reply_open(r->req, &fi));
+  return reply_result(env, r, res);
+}
+
+/* replyWrite(req, count) */
+static napi_value reply_write(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  if (!r) return NULL;
+  int res = SEND(r, fuse_reply_write(r->req, (size_t)get_num(env, argv[1])));
+  return reply_result(env, r, res);
+}
+
+/* replyBuf(req, buffer): read data, readlink target, xattr value or list (kernel copies it now) */
+static napi_value reply_buf(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  char *data;
+  size_t len;
+  if (!r || get_buf(env, argv[1], &data, &len) < 0) return NULL;
+  int res;
+  if (r->op == OP_READLINK) {
+    char *t = malloc(len + 1);
+    if (!t) {
+      res = SEND(r, fuse_reply_err(r->req, ENOMEM));
+    } else {
+      memcpy(t, data, len);
+      t[len] = 0;
+      res = SEND(r, fuse_reply_readlink(r->req, t));
+      free(t);
+    }
+  } else {
+    res = SEND(r, fuse_reply_buf(r->req, data, len));
+  }
+  return reply_result(env, r, res);
+}
+
+/* replyXattrSize(req, size) */
+static napi_value reply_xattr_size(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  if (!r) return NULL;
+  int res = SEND(r, fuse_reply_xattr(r->req, (size_t)get_num(env, argv[1])));
+  return reply_result(env, r, res);
+}
+
+/* replyStatfs(req, [bsize, frsize, blocks, bfree, bavail, files, ffree, namemax]) */
+static napi_value reply_statfs(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  double *a;
+  if (!r || get_f64(env, argv[1], &a, 8) < 0) return NULL;
+  struct statvfs sv;
+  memset(&sv, 0, sizeof(sv));
+  sv.f_bsize = (unsigned long)a[0];
+  sv.f_frsize = (unsigned long)a[1];
+  sv.f_blocks = (fsblkcnt_t)a[2];
+  sv.f_bfree = (fsblkcnt_t)a[3];
+  sv.f_bavail = (fsblkcnt_t)a[4];
+  sv.f_files = (fsfilcnt_t)a[5];
+  sv.f_ffree = (fsfilcnt_t)a[6];
+  sv.f_favail = (fsfilcnt_t)a[6];
+  sv.f_namemax = (unsigned long)a[7];
+  int res = SEND(r, fuse_reply_statfs(r->req, &sv));
+  return reply_result(env, r, res);
+}
+
+/*
+ * replyDirents(req, names: Buffer[], attrs: Float64Array (ATTR_LEN per entry; for plain
+ * readdir only ino and mode are used), offs: Float64Array, plus) -> entries that fitted.
+ * For readdirplus each fitted entry other than "." and ".." counts one kernel lookup.
+ */
+static napi_value reply_dirents(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  struct sreq *r = take_req(env, argv[0]);
+  if (!r) return NULL;
+  uint32_t count;
+  CALL(env, napi_get_array_length(env, argv[1], &count));
+  double *attrs, *offs;
+  if (get_f64(env, argv[2], &attrs, (size_t)count * ATTR_LEN) < 0) return NULL;
+  if (get_f64(env, argv[3], &offs, count) < 0) return NULL;
+  int plus = get_num(env, argv[4]) != 0;
+  size_t size = (size_t)r->n[2];
+  char *buf = malloc(size ? size : 1);
+  if (!buf) return reply_result(env, r, SEND(r, fuse_reply_err(r->req, ENOMEM)));
+  size_t used = 0;
+  uint32_t fitted = 0;
+  char name[256 + 1];
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value nv;
+    CALL(env, napi_get_element(env, argv[1], i, &nv));
+    char *nb;
+    size_t nl;
+    if (get_buf(env, nv, &nb, &nl) < 0) {
+      free(buf);
+      return NULL;
+    }
+    if (nl > 256) nl = 256;
+    memcpy(name, nb, nl);
+    name[nl] = 0;
+    size_t need;
+    if (plus) {
+      struct fuse_entry_param e;
+      fill_entry(r->s, attrs + (size_t)i * ATTR_LEN, &e);
+      need = fuse_add_direntry_plus(r->req, buf + used, size - used, name, &e, (off_t)offs[i]);
+    } else {
+      struct stat st;
+      memset(&st, 0, sizeof(st));
+      st.st_ino = (ino_t)attrs[(size_t)i * ATTR_LEN];
+      st.st_mode = (mode_t)attrs[(size_t)i * ATTR_LEN + 1];
+      need = fuse_add_direntry(r->req, buf + used, size - used, name, &st, (off_t)offs[i]);
+    }
+    if (need > size - used) break;
+    used += need;
+    fitted++;
+  }
+  SEND(r, fuse_reply_buf(r->req, buf, used));
+  free(buf);
+  answered(r);
+  return num(env, fitted);
+}
+
+/* ---- session lifecycle ---------------------------------------------------------------- */
+
+static void session_free(struct session *s) {
+  pthread_mutex_destroy(&s->lock);
+  pthread_cond_destroy(&s->notify_cond);
+  free(s->mountpoint);
+  free(s);
+}
+
+/* mount(mountpoint, options, dispatch, attrTimeoutS, entryTimeoutS, debug) -> session */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  size_t len;
+  char mnt[4096], opts[4096];
+  CALL(env, napi_get_value_string_utf8(env, argv[0], mnt, sizeof(mnt), &len));
+  if (len >= sizeof(mnt) - 1) return throw_err(env, "ENAMETOOLONG", "mountpoint path too long");
+  CALL(env, napi_get_value_string_utf8(env, argv[1], opts, sizeof(opts), &len));
+  if (len >= sizeof(opts) - 1) return throw_err(env, "EINVAL", "mount option string too long");
+  bool debug = false;
+  napi_get_value_bool(env, argv[5], &debug);
+
+  struct session *s = calloc(1, sizeof(*s));
+  if (!s) return throw_err(env, "ENOMEM", "out of memory");
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->notify_cond, NULL);
+  s->mountpoint = strdup(mnt);
+  s->attr_timeout = get_num(env, argv[3]);
+  s->entry_timeout = get_num(env, argv[4]);
+
+  char *fargv[5];
+  int fargc = 0;
+  fargv[fargc++] = "scoutfs";
+  fargv[fargc++] = "-o";
+  fargv[fargc++] = opts;
+  if (debug) fargv[fargc++] = "-d";
+  fargv[fargc] = NULL;
+  struct fuse_args args = FUSE_ARGS_INIT(fargc, fargv);
+  s->se = fuse_session_new(&args, &ll_ops, sizeof(ll_ops), s);
+  if (!s->se) {
+    session_free(s);
+    return throw_err(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "scoutfs-fuse3", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok) {
+    fuse_session_destroy(s->se);
+    session_free(s);
+    return throw_err(env, "EIO", "cannot create the threadsafe function");
+  }
+  if (fuse_session_mount(s->se, mnt) != 0) {
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    fuse_session_destroy(s->se);
+    session_free(s);
+    return throw_err(env, "EIO", "fuse_session_mount failed (see stderr; is /dev/fuse there?)");
+  }
+  for (int i = 0; i < SCOUTFS_FUSE_THREADS; i++) {
+    if (pthread_create(&s->threads[i], NULL, request_thread, s) != 0) break;
+    s->nthreads++;
+  }
+  if (pthread_create(&s->notifier, NULL, notify_thread, s) == 0) s->notifier_running = 1;
+  if (s->nthreads == 0 || !s->notifier_running) {
+    fuse_session_exit(s->se);
+    fuse_session_unmount(s->se);
+    return throw_err(env, "EAGAIN", "cannot start the FUSE threads");
+  }
+  napi_value ext;
+  CALL(env, napi_create_external(env, s, NULL, NULL, &ext));
+  return ext;
+}
+
+/* stop(session): unmount (lazily), end the request and notify threads; idempotent */
+static napi_value js_stop(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  if (s->stopped) return undefined(env);
+  s->stopped = 1;
+  fuse_session_exit(s->se);
+  fuse_session_unmount(s->se);
+  for (int i = 0; i < s->nthreads; i++) pthread_cancel(s->threads[i]);
+  for (int i = 0; i < s->nthreads; i++) pthread_join(s->threads[i], NULL);
+  pthread_mutex_lock(&s->lock);
+  s->notify_stop = 1;
+  pthread_cond_signal(&s->notify_cond);
+  pthread_mutex_unlock(&s->lock);
+  if (s->notifier_running) pthread_join(s->notifier, NULL);
+  s->notifier_running = 0;
+  while (s->nhead) {
+    struct notify *n = s->nhead;
+    s->nhead = n->next;
+    free(n->name);
+    free(n);
+  }
+  /* requests still queued reach JavaScript through the threadsafe function */
+  napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
+  return undefined(env);
+}
+
+/* pending(session): requests handed to JavaScript (or queued) and not answered yet */
+static napi_value js_pending(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  pthread_mutex_lock(&s->lock);
+  int64_t p = s->pending + (s->head ? 1 : 0);
+  pthread_mutex_unlock(&s->lock);
+  return num(env, (double)p);
+}
+
+/* destroy(session): after stop(), once nothing is pending or the wait for that gave up:
+ * close /dev/fuse; later replies go nowhere (SEND) */
+static napi_value js_destroy(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  if (!s->stopped) return throw_err(env, "EBUSY", "stop the session before destroying it");
+  if (s->destroyed) return undefined(env);
+  s->destroyed = 1;
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  fuse_session_destroy(s->se);
+  /* the session struct is kept (a few hundred bytes per mount): the JavaScript session
+   * object may still be passed to stop/pending/destroy, which then do nothing */
+  return undefined(env);
+}
+
+static napi_value queue_notify(napi_env env, struct session *s, uint64_t ino, const char *name, size_t len) {
+  if (s->stopped) return num(env, 0);
+  struct notify *n = calloc(1, sizeof(*n));
+  if (!n) return throw_err(env, "ENOMEM", "out of memory");
+  n->ino = ino;
+  if (name) {
+    n->name = malloc(len + 1);
+    if (!n->name) {
+      free(n);
+      return throw_err(env, "ENOMEM", "out of memory");
+    }
+    memcpy(n->name, name, len);
+    n->name[len] = 0;
+    n->namelen = len;
+  }
+  pthread_mutex_lock(&s->lock);
+  if (s->ntail) s->ntail->next = n;
+  else s->nhead = n;
+  s->ntail = n;
+  pthread_cond_signal(&s->notify_cond);
+  pthread_mutex_unlock(&s->lock);
+  return num(env, 1);
+}
+
+/* notifyInvalInode(session, ino): drop the kernel's attributes and page cache of ino */
+static napi_value js_notify_inode(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  return queue_notify(env, s, (uint64_t)get_num(env, argv[1]), NULL, 0);
+}
+
+/* notifyInvalEntry(session, parent, name: Buffer): drop the kernel's dentry parent/name */
+static napi_value js_notify_entry(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  struct session *s = get_session(env, argv[0]);
+  char *name;
+  size_t len;
+  if (!s || get_buf(env, argv[2], &name, &len) < 0) return NULL;
+  return queue_notify(env, s, (uint64_t)get_num(env, argv[1]), name, len);
+}
+
+/* notifyCounters(session) -> [sent, failed] */
+static napi_value js_notify_counters(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  pthread_mutex_lock(&s->lock);
+  double sent = (double)s->notifies_sent, failed = (double)s->notifies_failed;
+  pthread_mutex_unlock(&s->lock);
+  napi_value arr;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_set_element(env, arr, 0, num(env, sent));
+  napi_set_element(env, arr, 1, num(env, failed));
+  return arr;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+    {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
+    {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default, NULL},
+    {"pending", NULL, js_pending, NULL, NULL, NULL, napi_default, NULL},
+    {"destroy", NULL, js_destroy, NULL, NULL, NULL, napi_default, NULL},
+    {"notifyInvalInode", NULL, js_notify_inode, NULL, NULL, NULL, napi_default, NULL},
+    {"notifyInvalEntry", NULL, js_notify_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"notifyCounters", NULL, js_notify_counters, NULL, NULL, NULL, napi_default, NULL},
+    {"replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
+    {"replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"replyCreate", NULL, reply_create, NULL, NULL, NULL, napi_default, NULL},
+    {"replyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL},
+    {"replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL},
+    {"replyWrite", NULL, reply_write, NULL, NULL, NULL, napi_default, NULL},
+    {"replyBuf", NULL, reply_buf, NULL, NULL, NULL, napi_default, NULL},
+    {"replyXattrSize", NULL, reply_xattr_size, NULL, NULL, NULL, napi_default, NULL},
+    {"replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"replyDirents", NULL, reply_dirents, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,622 @@
+/*
+ * The low-level libfuse 3 frontend: serves an FsApi by inode number through our own addon
+ * (fuse3-lowlevel.ts), and is the agent's Frontend and KernelCache.  DESIGN.md §12.
+ *
+ * Owns: the open file handles (fh -> inode, open flags), the kernel's lookup counts (which
+ * inodes the kernel holds, from entry replies and FORGETs) and the names the kernel was given
+ * per directory, so a lost cluster lock can be turned into notify-invalidations of exactly
+ * what the kernel caches.
+ *
+ * Invariants:
+ *  - every request except FORGET is answered exactly once (answer(): a failure is its errno,
+ *    anything that is not an FsError EIO and logged; a second answer is refused by the addon);
+ *  - the kernel caches attributes and entries for CACHE_TIMEOUT_S and keeps file pages across
+ *    opens (keep_cache), never negative entries: whatever it caches was read under a cluster
+ *    lock this mount held, and the lock-invalidation hook (fs/lock-invalidation.ts) calls
+ *    invalidateInodes when the lock goes, which drops attributes, pages and the entries below
+ *    each directory (issued by the addon's notify thread, never inline);
+ *  - a file opened O_APPEND is direct I/O: its writes land at the end of the file as the
+ *    cluster knows it (FsApi.write's append), so the page cache would not match;
+ *  - new inodes belong to the caller (uid, and gid unless the directory is setgid); the
+ *    kernel applies the umask and checks permissions (default_permissions), and clears
+ *    setuid/setgid on write and chown through SETATTR (no handle_killpriv).
+ */
+import { resolve as resolvePath } from 'node:path'
+import { FsError } from '../util/errors.js'
+import {
+  S_IFDIR,
+  S_IFMT,
+  S_IFREG,
+  type Attr,
+  type Caller,
+  type DirEntry,
+  type FsApi,
+  type SetAttr,
+} from '../fs/fs-api.js'
+import type { Frontend, FrontendFactory, FrontendLogger } from '../fs/frontend.js'
+import { A, ATTR_LEN, fuse3Native, OP, SET_ATTR, type Fuse3Native, type Req, type Session } from './fuse3-lowlevel.js'
+import { forceUnmount } from './unmount.js'
+
+/** how long the kernel may keep attributes and entries between invalidations (s) */
+export const CACHE_TIMEOUT_S = 60
+const O_ACCMODE = 3
+const O_APPEND = 0o2000
+const O_EXCL = 0o200
+const MAX_FH = 0x7ffffffe
+const BLKSIZE = 131072
+const XATTR_SIZE_MAX = 65536
+const NAME_MAX = 255
+/** how long an unmount waits for the requests JavaScript still runs (ms) */
+const UNMOUNT_DRAIN_MS = 2000
+
+export interface Fuse3MountOptions {
+  fsname?: string
+  debug?: boolean
+  log: FrontendLogger
+  /** attribute and entry cache timeout (s, default CACHE_TIMEOUT_S) */
+  cacheTimeoutS?: number
+}
+
+interface Handle {
+  ino: number
+  flags: number
+}
+
+function attrArray(a: Attr, out = new Float64Array(ATTR_LEN), at = 0): Float64Array {
+  out[at + A.INO] = a.ino
+  out[at + A.MODE] = a.mode
+  out[at + A.NLINK] = a.nlink
+  out[at + A.UID] = a.uid
+  out[at + A.GID] = a.gid
+  out[at + A.RDEV] = a.rdev
+  out[at + A.SIZE] = a.size
+  out[at + A.BLOCKS] = a.blocks
+  out[at + A.ATIME] = a.atimeMs
+  out[at + A.MTIME] = a.mtimeMs
+  out[at + A.CTIME] = a.ctimeMs
+  out[at + A.BLKSIZE] = BLKSIZE
+  return out
+}
+
+/** a name from the kernel: its bytes, as they are */
+function fsName(b: Buffer | undefined): Buffer {
+  if (!b || b.length === 0) throw new FsError('EINVAL', 'empty name')
+  if (b.length > NAME_MAX) throw new FsError('ENAMETOOLONG', `name of ${b.length} bytes exceeds ${NAME_MAX}`)
+  return b
+}
+
+/** a map key of a name's bytes (latin1 maps bytes to code points one to one) */
+const nameKey = (b: Buffer): string => b.toString('latin1')
+
+export class Fuse3Adapter implements Frontend {
+  readonly mountpoint: string
+  readonly optionString: string
+  private readonly native: Fuse3Native
+  private readonly fs: FsApi
+  private readonly log: FrontendLogger
+  private readonly timeoutS: number
+  private session: Session | undefined
+  private readonly handles = new Map<number, Handle>()
+  private nextFh = 1
+  /** ino -> the kernel's lookup count and the attributes it was last given (the root is always held) */
+  private readonly lookups = new Map<number, { n: number; last?: Attr }>([[1, { n: 1 }]])
+  /** directory ino -> names (nameKey) the kernel was given entries for -> child ino */
+  private readonly children = new Map<number, Map<string, number>>()
+  private unmounting: Promise<void> | undefined
+  /** counters for tests and metrics */
+  readonly counters = { requests: 0, invalidatedInodes: 0, invalidatedEntries: 0 }
+
+  private constructor(fs: FsApi, mountpoint: string, opts: Fuse3MountOptions) {
+    this.native = fuse3Native()
+    this.fs = fs
+    this.mountpoint = mountpoint
+    this.log = opts.log
+    this.timeoutS = opts.cacheTimeoutS ?? CACHE_TIMEOUT_S
+    this.optionString = Fuse3Adapter.optionList(opts).join(',')
+  }
+
+  static optionList(opts: { fsname?: string } = {}): string[] {
+    const fsname = (opts.fsname ?? 'scoutfs').replace(/[^A-Za-z0-9_.:@/-]/g, '_')
+    const o = [`fsname=${fsname}`, 'subtype=scoutfs', 'default_permissions']
+    if (process.getuid?.() === 0) o.push('allow_other')
+    return o
+  }
+
+  static async mount(fs: FsApi, mountpoint: string, opts: Fuse3MountOptions): Promise<Fuse3Adapter> {
+    const a = new Fuse3Adapter(fs, resolvePath(mountpoint), opts)
+    try {
+      a.session = a.native.mount(
+        a.mountpoint,
+        a.optionString,
+        (req, op, uid, gid, pid, umask, n0, n1, n2, n3, n4, n5, n6, n7, n8, b0, b1) =>
+          a.dispatch(req, op, { uid, gid }, n0, n1, n2, n3, n4, n5, n6, n7, n8, b0, b1),
+        a.timeoutS,
+        a.timeoutS,
+        !!opts.debug,
+      )
+    } catch (e) {
+      await forceUnmount(a.mountpoint)
+      throw e instanceof FsError ? e : new FsError('EIO', `mount of ${a.mountpoint}: ${String(e)}`)
+    }
+    return a
+  }
+
+  // ---- lifecycle ----
+
+  unmount(): Promise<void> {
+    this.unmounting ??= this.doUnmount()
+    return this.unmounting
+  }
+
+  private async doUnmount(): Promise<void> {
+    const s = this.session
+    if (!s) return
+    this.native.stop(s)
+    // what JavaScript still holds is answered (to the detached connection) before /dev/fuse
+    // closes, unless it hangs (a server that is gone): then closing fails it in the kernel
+    for (let waited = 0; this.native.pending(s) > 0 && waited < UNMOUNT_DRAIN_MS; waited += 10)
+      await new Promise((r) => setTimeout(r, 10))
+    const left = this.native.pending(s)
+    if (left > 0) this.log.warn(`unmount of ${this.mountpoint}: ${left} requests still running, failed in the kernel`)
+    this.native.destroy(s)
+    if (!(await forceUnmount(this.mountpoint))) throw new FsError('EBUSY', `${this.mountpoint} is still mounted`)
+    for (const h of this.handles.values()) {
+      try {
+        await this.fs.release(h.ino)
+      } catch (e) {
+        this.log.error(`release of inode ${h.ino} at unmount`, e)
+      }
+    }
+    this.handles.clear()
+  }
+
+  // ---- KernelCache ----
+
+  invalidateInodes(first: number, last: number = first): void {
+    const s = this.session
+    if (!s) return
+    const hit = (ino: number): void => {
+      if (!this.lookups.has(ino)) return
+      this.native.notifyInvalInode(s, ino)
+      this.counters.invalidatedInodes++
+      const names = this.children.get(ino)
+      if (!names) return
+      this.children.delete(ino)
+      for (const k of names.keys()) {
+        this.native.notifyInvalEntry(s, ino, Buffer.from(k, 'latin1'))
+        this.counters.invalidatedEntries++
+      }
+    }
+    if (last - first < this.lookups.size) for (let ino = first; ino <= last; ino++) hit(ino)
+    else for (const ino of [...this.lookups.keys()]) if (ino >= first && ino <= last) hit(ino)
+  }
+
+  invalidateEntry(parent: number, name: string): void {
+    const s = this.session
+    if (!s) return
+    this.children.get(parent)?.delete(nameKey(Buffer.from(name)))
+    this.native.notifyInvalEntry(s, parent, Buffer.from(name))
+    this.counters.invalidatedEntries++
+  }
+
+  /** open handles the kernel holds on this mount */
+  openHandles(): number {
+    return this.handles.size
+  }
+
+  /** inodes the kernel holds (lookup count > 0), the root included */
+  heldInodes(): number {
+    return this.lookups.size
+  }
+
+  /** notifies the kernel took, notifies it refused */
+  notifyCounters(): [number, number] {
+    return this.session ? this.native.notifyCounters(this.session) : [0, 0]
+  }
+
+  // ---- requests ----
+
+  /** run an op and answer it exactly once */
+  private answer<T>(req: Req, what: string, fn: () => Promise<T>, ok: (v: T) => void): void {
+    const fail = (e: unknown): void => {
+      let errno = 5
+      if (e instanceof FsError && e.errno > 0) errno = e.errno
+      else this.log.error(`${what} failed`, e)
+      try {
+        this.native.replyErr(req, errno)
+      } catch (e2) {
+        this.log.error(`${what}: failed after its answer`, e2)
+      }
+    }
+    let p: Promise<T>
+    try {
+      p = fn()
+    } catch (e) {
+      return fail(e)
+    }
+    p.then((v) => {
+      try {
+        ok(v)
+      } catch (e) {
+        fail(e)
+      }
+    }, fail)
+  }
+
+  private done(req: Req, what: string, fn: () => Promise<unknown>): void {
+    this.answer(req, what, fn, () => this.native.replyErr(req, 0))
+  }
+
+  /** answer an entry, counting the kernel's new lookup and the name it now caches */
+  private replyEntry(req: Req, parent: number, name: Buffer, a: Attr): void {
+    if (this.native.replyEntry(req, attrArray(a)) === 0) this.held(parent, name, a)
+  }
+
+  private held(parent: number, name: Buffer, a: Attr): void {
+    const ino = a.ino
+    const l = this.lookups.get(ino)
+    if (l) {
+      l.n++
+      l.last = a
+    } else this.lookups.set(ino, { n: 1, last: a })
+    let m = this.children.get(parent)
+    if (!m) this.children.set(parent, (m = new Map()))
+    m.set(nameKey(name), ino)
+  }
+
+  private forget(ino: number, n: number): void {
+    const l = this.lookups.get(ino)
+    if (ino === 1 || !l) return
+    l.n -= n
+    if (l.n > 0) return
+    this.lookups.delete(ino)
+    this.children.delete(ino)
+  }
+
+  private dropName(parent: number, name: Buffer | undefined): void {
+    if (name) this.children.get(parent)?.delete(nameKey(name))
+  }
+
+  private addHandle(ino: number, flags: number): number {
+    while (this.handles.has(this.nextFh)) this.nextFh = this.nextFh >= MAX_FH ? 1 : this.nextFh + 1
+    const fh = this.nextFh
+    this.nextFh = fh >= MAX_FH ? 1 : fh + 1
+    this.handles.set(fh, { ino, flags })
+    return fh
+  }
+
+  private handle(fh: number, ino: number): Handle {
+    return this.handles.get(fh) ?? { ino, flags: 0 }
+  }
+
+  private dispatch(
+    req: Req | null,
+    op: number,
+    who: Caller,
+    n0: number,
+    n1: number,
+    n2: number,
+    n3: number,
+    n4: number,
+    n5: number,
+    n6: number,
+    n7: number,
+    n8: number,
+    b0: Buffer | undefined,
+    b1: Buffer | undefined,
+  ): void {
+    this.counters.requests++
+    if (op === OP.FORGET) return this.forget(n0, n1)
+    if (!req) return
+    const fs = this.fs
+    const native = this.native
+    switch (op) {
+      case OP.LOOKUP: // parent, name
+        return this.answer(
+          req,
+          'lookup',
+          () => fs.lookup(n0, fsName(b0)),
+          (a) => this.replyEntry(req, n0, b0!, a),
+        )
+      case OP.GETATTR: // ino, fh
+        return this.answer(
+          req,
+          'getattr',
+          () => this.getattr(n0),
+          (a) => native.replyAttr(req, attrArray(a)),
+        )
+      case OP.SETATTR: // ino, to_set, mode, uid, gid, size, atimeMs, mtimeMs, fh
+        return this.answer(
+          req,
+          'setattr',
+          () => fs.setattr(n0, setAttrOf(n1, n2, n3, n4, n5, n6, n7)),
+          (a) => native.replyAttr(req, attrArray(a)),
+        )
+      case OP.READLINK: // ino
+        return this.answer(
+          req,
+          'readlink',
+          () => fs.readlink(n0),
+          (t) => native.replyBuf(req, Buffer.from(t, 'utf8')),
+        )
+      case OP.MKNOD: // parent, mode, rdev, name
+        return this.answer(
+          req,
+          'mknod',
+          () => fs.mknod(n0, fsName(b0), n1, n2, who),
+          (a) => this.replyEntry(req, n0, b0!, a),
+        )
+      case OP.MKDIR: // parent, mode, name
+        return this.answer(
+          req,
+          'mkdir',
+          () => fs.mkdir(n0, fsName(b0), n1 & 0o7777, who),
+          (a) => this.replyEntry(req, n0, b0!, a),
+        )
+      case OP.UNLINK: // parent, name
+        return this.done(req, 'unlink', async () => {
+          await fs.unlink(n0, fsName(b0))
+          this.dropName(n0, b0)
+        })
+      case OP.RMDIR: // parent, name
+        return this.done(req, 'rmdir', async () => {
+          await fs.rmdir(n0, fsName(b0))
+          this.dropName(n0, b0)
+        })
+      case OP.SYMLINK: // parent, name, target
+        return this.answer(
+          req,
+          'symlink',
+          () => fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who),
+          (a) => this.replyEntry(req, n0, b0!, a),
+        )
+      case OP.RENAME: // parent, newparent, flags, name, newname
+        return this.done(req, 'rename', async () => {
+          await fs.rename(n0, fsName(b0), n1, fsName(b1), n2)
+          this.dropName(n0, b0)
+          this.dropName(n1, b1)
+        })
+      case OP.LINK: // ino, newparent, newname
+        return this.answer(
+          req,
+          'link',
+          () => fs.link(n0, n1, fsName(b0)),
+          (a) => this.replyEntry(req, n1, b0!, a),
+        )
+      case OP.OPEN: // ino, flags
+        return this.answer(
+          req,
+          'open',
+          () => fs.open(n0),
+          () => this.replyOpen(req, n0, n1),
+        )
+      case OP.READ: // ino, fh, size, off
+        return this.answer(
+          req,
+          'read',
+          () => fs.read(this.handle(n1, n0).ino, n3, n2),
+          (data) => native.replyBuf(req, data.length > n2 ? data.subarray(0, n2) : data),
+        )
+      case OP.WRITE: {
+        // ino, fh, off, data
+        const h = this.handle(n1, n0)
+        return this.answer(
+          req,
+          'write',
+          () => fs.write(h.ino, n2, b0 ?? Buffer.alloc(0), (h.flags & O_APPEND) !== 0),
+          (n) => native.replyWrite(req, n),
+        )
+      }
+      case OP.RELEASE: // ino, fh
+        return this.done(req, 'release', async () => {
+          const h = this.handles.get(n1)
+          this.handles.delete(n1)
+          if (h) await fs.release(h.ino)
+          else this.log.warn(`release of unknown handle ${n1}`)
+        })
+      case OP.FSYNC: // ino, fh, datasync
+      case OP.FSYNCDIR: // ino, datasync
+        return this.done(req, 'fsync', () => fs.fsync(n0, !!(op === OP.FSYNC ? n2 : n1)))
+      case OP.OPENDIR: // ino, flags
+        return this.answer(
+          req,
+          'opendir',
+          async () => {
+            const a = await fs.getattr(n0)
+            if ((a.mode & S_IFMT) !== S_IFDIR) throw new FsError('ENOTDIR', `inode ${n0} is not a directory`)
+          },
+          () => native.replyOpen(req, 0, 0, 0),
+        )
+      case OP.READDIR: // ino, fh, size, off
+      case OP.READDIRPLUS:
+        return this.answer(
+          req,
+          'readdir',
+          () => this.readdir(req, n0, n2, n3, op === OP.READDIRPLUS),
+          () => undefined,
+        )
+      case OP.STATFS: // ino (a quota tree's statfs is its limit and usage)
+        return this.answer(
+          req,
+          'statfs',
+          () => fs.statfs(n0),
+          (s) =>
+            native.replyStatfs(
+              req,
+              Float64Array.of(s.bsize, s.frsize || s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.namemax),
+            ),
+        )
+      case OP.SETXATTR: // ino, flags, name, value
+        return this.done(req, 'setxattr', () => fs.setxattr(n0, xattrName(b0), b1 ?? Buffer.alloc(0), n1))
+      case OP.GETXATTR: // ino, size, name
+        return this.answer(
+          req,
+          'getxattr',
+          () => fs.getxattr(n0, xattrName(b0)),
+          (v) => sized(native, req, v, n1),
+        )
+      case OP.LISTXATTR: // ino, size
+        return this.answer(
+          req,
+          'listxattr',
+          () => fs.listxattr(n0),
+          (names) => sized(native, req, Buffer.concat(names.map((n) => Buffer.from(n + '\0', 'utf8'))), n1),
+        )
+      case OP.REMOVEXATTR: // ino, name
+        return this.done(req, 'removexattr', () => fs.removexattr(n0, xattrName(b0)))
+      case OP.ACCESS: // ino, mask: the kernel checks permissions; the inode must exist
+        return this.done(req, 'access', () => fs.getattr(n0))
+      case OP.CREATE: // parent, mode, flags, name
+        return this.answer(
+          req,
+          'create',
+          () => this.create(n0, b0, n1, n2, who),
+          (a) => {
+            const fh = this.addHandle(a.ino, n2)
+            const append = (n2 & O_APPEND) !== 0
+            if (this.native.replyCreate(req, attrArray(a), fh, append ? 1 : 0, append ? 0 : 1) === 0)
+              this.held(n0, b0!, a)
+          },
+        )
+      case OP.FALLOCATE: // ino, fh, mode, offset, length
+        return this.done(req, 'fallocate', () => fs.fallocate(n0, n2, n3, n4))
+    }
+    native.replyErr(req, 38) // ENOSYS
+  }
+
+  /**
+   * The kernel's getattr: an inode it still holds that another mount deleted (a removed
+   * directory that is a process's cwd here) is what it was, with no links, as on a local fs.
+   */
+  private async getattr(ino: number): Promise<Attr> {
+    const l = this.lookups.get(ino)
+    try {
+      const a = await this.fs.getattr(ino)
+      if (l) l.last = a
+      return a
+    } catch (e) {
+      if (!(e instanceof FsError && e.code === 'ENOENT') || !l?.last) throw e
+      return { ...l.last, nlink: 0 }
+    }
+  }
+
+  private replyOpen(req: Req, ino: number, flags: number): void {
+    const fh = this.addHandle(ino, flags)
+    const append = (flags & O_APPEND) !== 0
+    try {
+      this.native.replyOpen(req, fh, append ? 1 : 0, append ? 0 : 1)
+    } catch (e) {
+      this.handles.delete(fh)
+      throw e
+    }
+  }
+
+  /** create and open; an existing name (another mount won the race) is opened unless O_EXCL */
+  private async create(
+    parent: number,
+    name: Buffer | undefined,
+    mode: number,
+    flags: number,
+    who: Caller,
+  ): Promise<Attr> {
+    let a: Attr
+    try {
+      a = await this.fs.mknod(parent, fsName(name), S_IFREG | (mode & 0o7777), 0, who)
+    } catch (e) {
+      if (!(e instanceof FsError && e.code === 'EEXIST') || flags & O_EXCL) throw e
+      a = await this.fs.lookup(parent, fsName(name))
+      if ((a.mode & S_IFMT) === S_IFDIR && (flags & O_ACCMODE) !== 0) throw new FsError('EISDIR', 'a directory')
+    }
+    await this.fs.open(a.ino)
+    return a
+  }
+
+  private async readdir(req: Req, ino: number, size: number, pos: number, plus: boolean): Promise<void> {
+    // each entry takes at least 24 bytes (plus: 152) with its name, so ask for no more than fit
+    const max = Math.max(1, Math.min(1024, Math.floor(size / (plus ? 160 : 32))))
+    const isDot = (e: DirEntry): boolean => e.name === '.' || e.name === '..'
+    const gone = (e: unknown): undefined => {
+      if (e instanceof FsError && e.code === 'ENOENT') return undefined
+      throw e
+    }
+    let entries: DirEntry[]
+    let attrs: Array<Attr | undefined>
+    for (;;) {
+      entries = await this.fs.readdir(ino, pos, max)
+      attrs = plus
+        ? await Promise.all(entries.map((e) => (isDot(e) ? undefined : this.fs.getattr(e.ino).catch(gone))))
+        : []
+      // an empty answer ends the listing: when every entry of a batch went away meanwhile
+      // (removed on another mount), read on from after them
+      if (!plus || entries.length === 0 || entries.some((e, i) => isDot(e) || attrs[i])) break
+      pos = entries[entries.length - 1]!.nextPos
+    }
+    const names: Buffer[] = []
+    const arr = new Float64Array(entries.length * ATTR_LEN)
+    const offs = new Float64Array(entries.length)
+    const kept: Array<{ name: Buffer; at: number; counted: boolean }> = []
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!
+      const a = attrs[i]
+      const dot = isDot(e)
+      // an entry another mount removed meanwhile is left out (its position is still passed)
+      if (plus && !dot && !a) continue
+      const k = kept.length
+      const nb = e.nameBytes ?? Buffer.from(e.name, 'utf8')
+      names.push(nb)
+      if (a) attrArray(a, arr, k * ATTR_LEN)
+      else {
+        arr[k * ATTR_LEN + A.INO] = e.ino
+        arr[k * ATTR_LEN + A.MODE] = e.type << 12
+      }
+      offs[k] = e.nextPos
+      kept.push({ name: nb, at: i, counted: plus && !dot })
+    }
+    const fitted = this.native.replyDirents(req, names, arr, offs, plus ? 1 : 0)
+    for (let i = 0; i < fitted; i++) {
+      const k = kept[i]!
+      const a = attrs[k.at]
+      if (k.counted && a) this.held(ino, k.name, a)
+    }
+  }
+}
+
+function setAttrOf(
+  toSet: number,
+  mode: number,
+  uid: number,
+  gid: number,
+  size: number,
+  atimeMs: number,
+  mtimeMs: number,
+): SetAttr {
+  const s: SetAttr = {}
+  if (toSet & SET_ATTR.MODE) s.mode = mode & 0o7777
+  if (toSet & SET_ATTR.UID) s.uid = uid
+  if (toSet & SET_ATTR.GID) s.gid = gid
+  if (toSet & SET_ATTR.SIZE) s.size = size
+  const now = Date.now()
+  if (toSet & SET_ATTR.ATIME_NOW) s.atimeMs = now
+  else if (toSet & SET_ATTR.ATIME) s.atimeMs = atimeMs
+  if (toSet & SET_ATTR.MTIME_NOW) s.mtimeMs = now
+  else if (toSet & SET_ATTR.MTIME) s.mtimeMs = mtimeMs
+  return s
+}
+
+function xattrName(b: Buffer | undefined): string {
+  if (!b || b.length === 0 || b.length > NAME_MAX) throw new FsError('ERANGE', 'bad xattr name length')
+  return b.toString('utf8')
+}
+
+/** a getxattr/listxattr answer: the size for a size query, ERANGE if it does not fit, else the bytes */
+function sized(native: Fuse3Native, req: Req, v: Buffer, size: number): void {
+  if (v.length > XATTR_SIZE_MAX) throw new FsError('E2BIG', 'xattr value too large')
+  if (size === 0) native.replyXattrSize(req, v.length)
+  else if (v.length > size)
+    native.replyErr(req, 34) // ERANGE
+  else native.replyBuf(req, v)
+}
+
+/** the agent's frontend: our libfuse 3 low-level binding */
+export const fuse3Frontend: FrontendFactory = (fs, mountpoint, opts) =>
+  Fuse3Adapter.mount(fs, mountpoint, { fsname: opts.fsname, debug: opts.debug, log: opts.log })

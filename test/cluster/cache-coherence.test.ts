@@ -1,0 +1,141 @@
+/*
+ * The low-level frontend lets the kernel cache attributes, entries and file pages, and keeps
+ * those caches coherent across mounts with notify-invalidations when a cluster lock is lost
+ * (fs/lock-invalidation.ts -> the frontend's KernelCache).  Checked on a real 2-mount cluster
+ * with metrics: warm stats on one mount do not reach its agent (the cache is on), and a change
+ * made on the other mount is seen at once all the same: size, mode, data, a removed name, a
+ * renamed one; and a shared writable mmap works and is seen by the other mount.
+ *
+ * Skipped, loudly, when the tests run on fuse-native (every kernel cache is off there).
+ */
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import type { Cluster } from '../helpers/cluster.js'
+import { clusterPerSuite, freshClusterDirs, onMount } from '../helpers/cluster-tests.js'
+import { startPy } from '../helpers/fuse-harness.js'
+import { testFrontend } from '../helpers/frontend.js'
+import { dedent } from '../helpers/mount-tests.js'
+
+/** one counter of the agent's Prometheus text, summed over the label sets that match `labels` */
+async function metric(addr: string, name: string, labels: RegExp): Promise<number> {
+  const text = await (await fetch(`http://${addr}/metrics`)).text()
+  let sum = 0
+  for (const line of text.split('\n')) {
+    const m = new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`).exec(line)
+    if (m && labels.test(m[1] ?? '')) sum += Number(m[2])
+  }
+  return sum
+}
+
+const A = 0
+const B = 1
+const STATS = 2000
+
+describe('cluster: kernel caches on and coherent across mounts (lowlevel frontend)', function () {
+  this.timeout(300_000)
+  let c: Cluster
+  const fresh = freshClusterDirs(() => c)
+  clusterPerSuite(2, { metrics: true }, (cl) => (c = cl))
+
+  beforeEach(function () {
+    if (testFrontend() === 'fuse-native') {
+      console.log('      KNOWN LIMIT (fuse-native): no kernel caches (timeouts 0, direct_io), nothing to keep coherent')
+      this.skip()
+    }
+  })
+
+  const getattrs = (i: number): Promise<number> =>
+    metric(c.agents[i]!.metricsAddr!, 'scoutfs_fs_ops_total', /op="(getattr|lookup)"/)
+
+  it(`${STATS} warm stats on one mount reach its agent only a few times; the other mount's changes are seen at once`, async () => {
+    const rel = fresh('warm')
+    await onMount(c, A, rel, `wfile(p('f'), b'one'); wfile(p('g'), b'gone'); wfile(p('h'), b'moved'); out(None)`)
+    // B looks once (cold), then STATS times (warm)
+    const first = await onMount(c, B, rel, `out([st(p('f')), rfile(p('f')).decode()])`)
+    assert.equal(first[0].size, 3)
+    const before = await getattrs(B)
+    const warm = await onMount(
+      c,
+      B,
+      rel,
+      `r = [os.stat(p('f')).st_size for _ in range(${STATS})]; out([min(r), max(r), rfile(p('f')).decode()])`,
+    )
+    const after = await getattrs(B)
+    assert.deepEqual(warm, [3, 3, 'one'])
+    assert.ok(after - before < STATS / 10, `warm stats reached the agent ${after - before} times for ${STATS} stats`)
+
+    // A changes what B caches: data and size, mode, a name removed, a name renamed
+    await onMount(
+      c,
+      A,
+      rel,
+      `wfile(p('f'), b'two, longer'); os.chmod(p('f'), 0o600); os.unlink(p('g')); os.rename(p('h'), p('h2')); out(None)`,
+    )
+    const seen = await onMount(
+      c,
+      B,
+      rel,
+      `s = os.stat(p('f')); out([s.st_size, oct(s.st_mode & 0o7777), rfile(p('f')).decode(), st(p('g')), st(p('h')), rfile(p('h2')).decode()])`,
+    )
+    assert.deepEqual(seen, [11, '0o600', 'two, longer', 'ENOENT', 'ENOENT', 'moved'])
+  })
+
+  it("pages cached on one mount (file kept open) are replaced by the other mount's overwrite at once", async () => {
+    const rel = fresh('pages')
+    await onMount(c, A, rel, `wfile(p('f'), b'a' * 100000); out(None)`)
+    const holder = startPy(
+      dedent(String.raw`
+      fd = os.open(sys.argv[1], os.O_RDONLY)
+      one = os.pread(fd, 100000, 0)
+      ready([len(one), one == os.pread(fd, 100000, 0)])
+      wait()
+      three = os.pread(fd, 100000, 0)
+      os.close(fd)
+      ready([three[:10].decode(), three[10:] == b'a' * 99990])
+      `),
+      [join(c.agents[B]!.mnt, rel, 'f')],
+    )
+    try {
+      assert.deepEqual(await holder.next(), [100000, true])
+      await onMount(
+        c,
+        A,
+        rel,
+        `fd = os.open(p('f'), os.O_WRONLY); os.pwrite(fd, b'0123456789', 0); os.close(fd); out(None)`,
+      )
+      holder.send('go')
+      assert.deepEqual(await holder.next(), ['0123456789', true])
+    } finally {
+      holder.kill()
+    }
+  })
+
+  it('a shared writable mmap on one mount writes what the other mount reads', async () => {
+    const rel = fresh('mmap')
+    const w = await onMount(
+      c,
+      B,
+      rel,
+      String.raw`
+      import mmap
+      wfile(p('m'), bytes(8192))
+      fd = os.open(p('m'), os.O_RDWR)
+      m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+      m[4096:4101] = b'hello'
+      m.flush()
+      m.close()
+      os.fsync(fd)
+      os.close(fd)
+      out(rfile(p('m'))[4096:4101].decode())
+      `,
+    )
+    assert.equal(w, 'hello')
+    const r = await onMount(
+      c,
+      A,
+      rel,
+      `d = rfile(p('m')); out([len(d), d[4096:4101].decode(), d[:4096] == bytes(4096)])`,
+    )
+    assert.deepEqual(r, [8192, 'hello', true])
+  })
+})
