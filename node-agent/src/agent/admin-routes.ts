@@ -11,10 +11,11 @@ import type { LockClient } from '../lock/lock-client.js'
 import type { NetClient } from '../net/net-client.js'
 import type { ClusterServer } from '../server/server-role.js'
 import type { AdminImpl, QuorumView } from './admin-api.js'
+import { archiveRoutes, type ArchiveFs } from './admin-archive-routes.js'
 
 /** The parts of a mount the routes read (the Mount itself). */
 export interface AdminTarget {
-  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode'>
+  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode'> & ArchiveFs
   readonly trans: Pick<Trans, 'committedSeq' | 'openSeq' | 'counters'>
   readonly items: Pick<ItemCache, 'size' | 'dirtyItems'>
   readonly locks: Pick<LockClient, 'heldByMode' | 'counters'>
@@ -108,5 +109,6 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
       setImmediate(() => void a.stop().then(() => a.onStopped?.()))
       return { unmounting: true }
     },
+    ...archiveRoutes(a.fs),
   }
 }

@@ -53,6 +53,12 @@ export const SEQ_INDEX_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.I
 /** The orphan items of every mount: one range. */
 export const ORPHAN_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.ORPHAN)))
 
+/** The searchable-xattr (srch) items of every inode: one range. */
+export const SRCH_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.SRCH)))
+
+/** The xattr-total (totl) items of every inode: one range. */
+export const XATTR_TOTL_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.XATTR_TOTL)))
+
 /* the lock zone's types (the original's SCOUTFS_RENAME_TYPE) */
 export const LOCK_ZONE_RENAME_TYPE = 4
 const RENAME_KEY = makeKey(Zone.LOCK, 0, LOCK_ZONE_RENAME_TYPE)

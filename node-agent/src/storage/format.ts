@@ -156,6 +156,10 @@ export const KeyType = {
   LINK_BACKREF: 20,
   SYMLINK: 24,
   DATA_EXTENT: 28,
+  /** zone SRCH: a `scoutfs.srch.` xattr (name hash, ino, xattr id) */
+  SRCH: 4,
+  /** zone XATTR_TOTL: one inode's part of a `scoutfs.totl.` total (a, b, c, ino) */
+  XATTR_TOTL: 4,
 } as const
 
 export interface KeyFields {
