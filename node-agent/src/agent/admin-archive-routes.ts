@@ -81,7 +81,10 @@ async function stageFromFile(
       const buf = Buffer.alloc(want)
       const { bytesRead } = await f.read(buf, 0, want, done)
       if (bytesRead < want)
-        throw new FsError('EIO', `archive file ${p.archive} ends at ${done + bytesRead} bytes, ${p.length} were to be staged`)
+        throw new FsError(
+          'EIO',
+          `archive file ${p.archive} ends at ${done + bytesRead} bytes, ${p.length} were to be staged`,
+        )
       done += await fs.stageData(p.ino, p.version, p.offset + done, buf)
     }
     return done

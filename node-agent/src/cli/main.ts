@@ -20,6 +20,7 @@ export const EXIT_CHECK_PROBLEMS = 4
 
 import { CliUsageError as UsageError, registerMountCommands } from './mount-commands.js'
 import { registerCertCommands } from './cert-commands.js'
+import { registerArchiveCommands } from './archive-commands.js'
 
 async function openDevice(path: string, role: string, readOnly = false): Promise<BlockDevice> {
   try {
@@ -212,6 +213,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
 
   registerMountCommands(program, out)
   registerCertCommands(program, out)
+  registerArchiveCommands(program, out)
   return program
 }
 

@@ -347,7 +347,8 @@ export function srchHash(name: Buffer): bigint {
 }
 
 /** A srch item (no value): inode `ino` carries the `scoutfs.srch.` xattr `id` whose name hashes to `hash`. */
-export const srchKey = (hash: bigint, ino: number, id: number): Buffer => makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, ino, id)
+export const srchKey = (hash: bigint, ino: number, id: number): Buffer =>
+  makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, ino, id)
 export const srchHashFirst = (hash: bigint): Buffer => makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, 0, 0)
 export const srchHashLast = (hash: bigint): Buffer => makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, U53, U53)
 /** The inode a srch key names (its `third` field). */
@@ -357,9 +358,17 @@ export const srchKeyIno = (k: Buffer): number => k.readUInt32BE(18) * 0x10000000
 export type TotlName = readonly [bigint, bigint, bigint]
 
 /** One inode's part of total `n` (its xattrs of that name summed); no value of its own. */
-export const totlKey = (n: TotlName, ino: number): Buffer => makeKey(Zone.XATTR_TOTL, n[0], KeyType.XATTR_TOTL, n[1], n[2], ino)
+export const totlKey = (n: TotlName, ino: number): Buffer =>
+  makeKey(Zone.XATTR_TOTL, n[0], KeyType.XATTR_TOTL, n[1], n[2], ino)
 export const TOTL_FIRST = makeKey(Zone.XATTR_TOTL, 0, KeyType.XATTR_TOTL, 0, 0, 0)
-export const TOTL_LAST = makeKey(Zone.XATTR_TOTL, 0xffffffffffffffffn, KeyType.XATTR_TOTL, 0xffffffffffffffffn, 0xffffffffffffffffn, U53)
+export const TOTL_LAST = makeKey(
+  Zone.XATTR_TOTL,
+  0xffffffffffffffffn,
+  KeyType.XATTR_TOTL,
+  0xffffffffffffffffn,
+  0xffffffffffffffffn,
+  U53,
+)
 
 /** The total a totl key belongs to. */
 export function totlKeyName(k: Buffer): TotlName {

@@ -14,7 +14,15 @@
  */
 import { FsError } from '../util/errors.js'
 import { DATA_BLOCK_SIZE } from '../storage/format.js'
-import { EXTENT_OFFLINE, decodeExtent, encodeExtent, extentFirst, extentKey, extentLast, type Inode } from './fs-items.js'
+import {
+  EXTENT_OFFLINE,
+  decodeExtent,
+  encodeExtent,
+  extentFirst,
+  extentKey,
+  extentLast,
+  type Inode,
+} from './fs-items.js'
 import type { FsContext, Tx } from './fs-context.js'
 import { getInode, isReg, putInode } from './inode.js'
 import { extentAt } from './extents.js'
@@ -52,7 +60,8 @@ async function replaceRange(
   const hits = []
   const first = await extentAt(c, i.ino, b0)
   if (first) hits.push(first)
-  for await (const it of c.items.range(extentKey(i.ino, b0 + 1), extentKey(i.ino, b1))) hits.push(decodeExtent(it.key, it.val))
+  for await (const it of c.items.range(extentKey(i.ino, b0 + 1), extentKey(i.ino, b1)))
+    hits.push(decodeExtent(it.key, it.val))
   for (const e of hits) {
     const from = Math.max(e.iblock, b0)
     const to = Math.min(e.iblock + e.len - 1, b1)
@@ -83,7 +92,13 @@ async function replaceRange(
  * Release bytes [offset, offset + length) of `ino` if its data_version is `vers`: free their
  * blocks and mark them offline (to i_size).  Returns the number of blocks freed.
  */
-export async function release(c: FsContext, ino: number, vers: number, offset: number, length: number): Promise<number> {
+export async function release(
+  c: FsContext,
+  ino: number,
+  vers: number,
+  offset: number,
+  length: number,
+): Promise<number> {
   checkAligned('release offset', offset)
   checkAligned('release length', length)
   return c.op([ino], async (t) => {
@@ -116,19 +131,23 @@ export async function stage(c: FsContext, ino: number, vers: number, offset: num
     const i = await getInode(c, ino)
     checkVersion(i, vers)
     const end = offset + data.length
-    if (end > i.size) throw new FsError('EINVAL', `stage of bytes ${offset}..${end} goes past the file's size ${i.size}`)
+    if (end > i.size)
+      throw new FsError('EINVAL', `stage of bytes ${offset}..${end} goes past the file's size ${i.size}`)
     if (end % BS && end !== i.size)
-      throw new FsError('EINVAL', `stage length ${data.length} is not a multiple of ${BS} bytes and does not end at i_size`)
+      throw new FsError(
+        'EINVAL',
+        `stage length ${data.length} is not a multiple of ${BS} bytes and does not end at i_size`,
+      )
     const b0 = offset / BS
     const b1 = Math.ceil(end / BS) - 1
-    for (let b = b0; b <= b1; ) {
+    for (let b = b0; b <= b1;) {
       const e = await extentAt(c, ino, b)
       if (!e || !(e.flags & EXTENT_OFFLINE))
         throw new FsError('EINVAL', `block ${b} of inode ${ino} is not offline: only released blocks are staged`)
       b = e.iblock + e.len
     }
     c.trans.reserveData(b1 - b0 + 1)
-    for (let b = b0; b <= b1; ) {
+    for (let b = b0; b <= b1;) {
       const got = await c.trans.allocData(b1 - b + 1)
       const from = (b - b0) * BS
       const bytes = Buffer.alloc(got.len * BS)
