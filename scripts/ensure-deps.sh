@@ -16,6 +16,7 @@ command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
 command -v make >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v getfattr >/dev/null 2>&1 || need_pkgs+=(attr) # bench/archive.ts compares with getfattr -R
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

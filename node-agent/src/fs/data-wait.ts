@@ -38,8 +38,8 @@ interface Waiter extends DataWaiting {
 
 export class DataWaiters {
   private readonly waiters = new Set<Waiter>()
-  /** waits started and their ends, for the metrics */
-  readonly counters = { waits: 0, wakes: 0, failed: 0 }
+  /** waits started and waiters failed, for the metrics */
+  readonly counters = { waits: 0, failed: 0 }
 
   /**
    * Register a waiter for block `iblock` of `ino`; the promise resolves when it is woken (the
@@ -54,7 +54,6 @@ export class DataWaiters {
         op,
         wake: () => {
           this.waiters.delete(w)
-          this.counters.wakes++
           resolve()
         },
         fail: (e) => {
