@@ -22,6 +22,7 @@ command -v make >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || need_pkgs+=
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 # the observability tests run their own Prometheus and promtool (never the packaged service)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v getfattr >/dev/null 2>&1 || need_pkgs+=(attr) # bench/archive.ts compares with getfattr -R
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, lstatSync } from 'node:fs'
 import { AdminServer, adminCall, adminSocketPath } from '../../node-agent/src/agent/admin.js'
 import { ADMIN_API, adminHandlers, type AdminImpl, type QuorumView } from '../../node-agent/src/agent/admin-api.js'
+import { archiveRoutes, type ArchiveFs } from '../../node-agent/src/agent/admin-archive-routes.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
 
 const status = {
@@ -61,6 +62,19 @@ describe('admin API', () => {
       samples: [{ name: 'scoutfs_fs_ops_total', type: 'counter', labels: { op: 'read', result: 'ok' }, value: 3 }],
     }
     const seen: unknown[] = []
+    const unused = (): never => {
+      throw new FsError('ENOSYS', 'not in this test')
+    }
+    const archiveFs: ArchiveFs = {
+      releaseData: unused,
+      stageData: unused,
+      fiemap: unused,
+      dataWaiting: unused,
+      dataWaitErr: (ino, iblock, blocks, op, code) => (seen.push({ ino, iblock, blocks, op, code }), 1),
+      searchXattrs: unused,
+      readXattrTotals: unused,
+      inoPaths: unused,
+    }
     const impl: AdminImpl = {
       'POST /sync': async () => ({ seq: 5 }),
       'GET /walk-inodes': async (p) => {
@@ -92,6 +106,7 @@ describe('admin API', () => {
         badCounters
           ? ({ fsid: 'f', rid: 'r', samples: [{ name: 'x', type: 'gauge', labels: { op: 1 }, value: 1 }] } as never)
           : counters,
+      ...archiveRoutes(archiveFs),
     }
     const admin = await AdminServer.listen(adminSocketPath(mnt), adminHandlers(impl))
     try {
@@ -121,6 +136,16 @@ describe('admin API', () => {
       badCounters = true
       // a label value that is not a string is refused at the caller
       await assert.rejects(adminCall(mnt, 'GET /counters'), (e: unknown) => e instanceof FsError && e.code === 'EIO')
+      // data-wait-err: a byte range becomes blocks, a negative errno its code; others are EINVAL
+      const dwe = { ino: 12, version: 3, offset: 4096, count: 8192, op: 'write', err: -5 } as const
+      assert.deepEqual(await adminCall(mnt, 'POST /data-wait-err', dwe), { found: 1 })
+      assert.deepEqual(seen.at(-1), { ino: 12, iblock: 1, blocks: 2, op: 2, code: 'EIO' })
+      for (const err of [5, -100000, -4000])
+        await assert.rejects(
+          adminCall(mnt, 'POST /data-wait-err', { ...dwe, err }),
+          (e: unknown) => e instanceof FsError && e.code === 'EINVAL',
+          `err ${err}`,
+        )
     } finally {
       await admin.close()
     }

@@ -1,10 +1,11 @@
 /*
  * The lock-invalidation policy (node-agent/src/fs/lock-invalidation.ts): commit only what was
  * written under the lock and is not committed, keep the caches on WRITE -> READ, otherwise
- * drop the item-cache range and tell the kernel cache the inodes of an inode-group range.
+ * drop the item-cache range and tell the kernel cache the inodes of an inode-group range;
+ * wake the data waiters of an inode-group range at every invalidation, and of no other range.
  */
 import assert from 'node:assert/strict'
-import { lockRange } from '../../node-agent/src/protocol/lock-ranges.js'
+import { SEQ_INDEX_RANGE, lockRange } from '../../node-agent/src/protocol/lock-ranges.js'
 import { inodeKey } from '../../node-agent/src/fs/fs-items.js'
 import { NO_KERNEL_CACHE, type KernelCache } from '../../node-agent/src/fs/frontend.js'
 import { lockInvalidationHook } from '../../node-agent/src/fs/lock-invalidation.js'
@@ -19,7 +20,13 @@ describe('lock invalidation hook', () => {
     }
     const items = { invalidate: (): number => (calls.push('items'), 0) }
     let kernel: KernelCache = NO_KERNEL_CACHE
-    const hook = lockInvalidationHook(trans, items, () => kernel)
+    const woken: Array<[number, number]> = []
+    const hook = lockInvalidationHook(
+      trans,
+      items,
+      () => kernel,
+      (first, last) => woken.push([first, last]),
+    )
     const range = lockRange(inodeKey(1030))
     const info = (wrote: boolean, dirtyTransSeq = 0) => ({ wrote, dirtyTransSeq, release: false })
 
@@ -40,5 +47,12 @@ describe('lock invalidation hook', () => {
     assert.match(calls[1] ?? '', /^inodes \d+\.\.\d+$/)
     const [first, last] = (calls[1] ?? '').slice(7).split('..').map(Number) as [number, number]
     assert.ok(first <= 1030 && 1030 <= last, `${first}..${last} covers inode 1030`)
+    assert.equal(woken.length, 3, 'every invalidation of the inode group woke its data waiters')
+    assert.ok(
+      woken.every(([a, b]) => a === first && b === last),
+      'waiters of the group range',
+    )
+    await hook(SEQ_INDEX_RANGE, LockMode.WRITE_ONLY, LockMode.NULL, info(false))
+    assert.equal(woken.length, 3, 'a range that is no inode group wakes no one')
   })
 })

@@ -190,6 +190,65 @@ export interface QuotaSetParams {
   inodes: number
 }
 
+/* archive routes (docs/archive.md) */
+
+export interface ReleaseParams {
+  ino: number
+  version: number
+  offset: number
+  length: number
+}
+
+export interface StageParams extends ReleaseParams {
+  /** absolute path of the archive file, read from its start (the agent reads it) */
+  archive: string
+}
+
+export interface FiemapEntry {
+  /** bytes */
+  logical: number
+  physical: number
+  length: number
+  offline: boolean
+}
+
+export interface DataWaitingParams {
+  afterIno: number
+  afterIblock: number
+  limit: number
+}
+
+export interface DataWaitingEntry {
+  ino: number
+  iblock: number
+  /** read, write, change_size */
+  ops: string[]
+}
+
+export interface DataWaitErrParams {
+  ino: number
+  version: number
+  offset: number
+  count: number
+  op: 'read' | 'write' | 'change_size'
+  /** a negative errno */
+  err: number
+}
+
+export interface SearchXattrsParams {
+  name: string
+  firstIno: number
+  limit: number
+}
+
+export interface XattrTotalEntry {
+  /** a.b.c */
+  name: string
+  /** decimal (a sum of u64s) */
+  total: string
+  count: number
+}
+
 export interface AdminApi {
   'POST /sync': { params: NoParams; reply: SyncReply }
   'GET /walk-inodes': { params: WalkInodesParams; reply: WalkInodesReply }
@@ -202,6 +261,14 @@ export interface AdminApi {
   'GET /counters': { params: NoParams; reply: CountersReply }
   'GET /quota': { params: QuotaGetParams; reply: QuotaReply }
   'POST /quota': { params: QuotaSetParams; reply: QuotaReply }
+  'POST /release': { params: ReleaseParams; reply: { blocks: number } }
+  'POST /stage': { params: StageParams; reply: { bytes: number } }
+  'GET /fiemap': { params: StatParams; reply: { extents: FiemapEntry[] } }
+  'GET /data-waiting': { params: DataWaitingParams; reply: { entries: DataWaitingEntry[] } }
+  'POST /data-wait-err': { params: DataWaitErrParams; reply: { found: number } }
+  'GET /search-xattrs': { params: SearchXattrsParams; reply: { inos: number[] } }
+  'GET /xattr-totals': { params: NoParams; reply: { totals: XattrTotalEntry[] } }
+  'GET /ino-path': { params: StatParams; reply: { paths: string[] } }
 }
 
 export type AdminRoute = keyof AdminApi
@@ -283,6 +350,20 @@ function whole(q: URLSearchParams, k: string): number {
 }
 
 const noParams = (): NoParams => ({})
+
+/** A non-empty string from the query string, or EINVAL. */
+function text(q: URLSearchParams, k: string): string {
+  const v = q.get(k)
+  if (!v) throw new FsError('EINVAL', `missing ${k}`)
+  return v
+}
+
+const releaseParams = (q: URLSearchParams): ReleaseParams => ({
+  ino: whole(q, 'ino'),
+  version: whole(q, 'version'),
+  offset: whole(q, 'offset'),
+  length: whole(q, 'length'),
+})
 
 /* ---- the routes ----------------------------------------------------------------------- */
 
@@ -390,6 +471,64 @@ export const ADMIN_API: { [R in AdminRoute]: RouteDef<AdminParams<R>, AdminReply
   'POST /quota': {
     parseParams: (q) => ({ ino: whole(q, 'ino'), bytes: whole(q, 'bytes'), inodes: whole(q, 'inodes') }),
     isReply: isQuotaReply,
+  },
+  'POST /release': { parseParams: releaseParams, isReply: shape<{ blocks: number }>({ blocks: isNum }) },
+  'POST /stage': {
+    parseParams: (q) => {
+      const archive = text(q, 'archive')
+      if (!archive.startsWith('/')) throw new FsError('EINVAL', `archive path '${archive}' is not absolute`)
+      return { ...releaseParams(q), archive }
+    },
+    isReply: shape<{ bytes: number }>({ bytes: isNum }),
+  },
+  'GET /fiemap': {
+    parseParams: (q) => ({ ino: whole(q, 'ino') }),
+    isReply: shape<{ extents: FiemapEntry[] }>({
+      extents: arrayOf(shape<FiemapEntry>({ logical: isNum, physical: isNum, length: isNum, offline: isBool })),
+    }),
+  },
+  'GET /data-waiting': {
+    parseParams: (q) => ({
+      afterIno: whole(q, 'afterIno'),
+      afterIblock: whole(q, 'afterIblock'),
+      limit: whole(q, 'limit'),
+    }),
+    isReply: shape<{ entries: DataWaitingEntry[] }>({
+      entries: arrayOf(shape<DataWaitingEntry>({ ino: isNum, iblock: isNum, ops: arrayOf(isStr) })),
+    }),
+  },
+  'POST /data-wait-err': {
+    parseParams: (q) => {
+      const op = q.get('op')
+      if (op !== 'read' && op !== 'write' && op !== 'change_size')
+        throw new FsError('EINVAL', `op is read, write or change_size, not '${op}'`)
+      const err = Number(q.get('err'))
+      if (!Number.isInteger(err) || err >= 0 || err < -4095)
+        throw new FsError('EINVAL', `err must be a negative errno (-4095..-1), not '${q.get('err')}'`)
+      return {
+        ino: whole(q, 'ino'),
+        version: whole(q, 'version'),
+        offset: whole(q, 'offset'),
+        count: whole(q, 'count'),
+        op,
+        err,
+      }
+    },
+    isReply: shape<{ found: number }>({ found: isNum }),
+  },
+  'GET /search-xattrs': {
+    parseParams: (q) => ({ name: text(q, 'name'), firstIno: whole(q, 'firstIno'), limit: whole(q, 'limit') }),
+    isReply: shape<{ inos: number[] }>({ inos: arrayOf(isNum) }),
+  },
+  'GET /xattr-totals': {
+    parseParams: noParams,
+    isReply: shape<{ totals: XattrTotalEntry[] }>({
+      totals: arrayOf(shape<XattrTotalEntry>({ name: isStr, total: isStr, count: isNum })),
+    }),
+  },
+  'GET /ino-path': {
+    parseParams: (q) => ({ ino: whole(q, 'ino') }),
+    isReply: shape<{ paths: string[] }>({ paths: arrayOf(isStr) }),
   },
 }
 

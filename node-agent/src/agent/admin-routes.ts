@@ -11,6 +11,7 @@ import type { LockClient } from '../lock/lock-client.js'
 import type { NetClient } from '../net/net-client.js'
 import type { ClusterServer } from '../server/server-role.js'
 import type { AdminImpl, CounterSample, QuorumView, QuotaReply } from './admin-api.js'
+import { archiveRoutes, type ArchiveFs } from './admin-archive-routes.js'
 
 function quotaReply(q: QuotaRecord | undefined): QuotaReply {
   if (!q) return {}
@@ -28,7 +29,7 @@ function quotaReply(q: QuotaRecord | undefined): QuotaReply {
 
 /** The parts of a mount the routes read (the Mount itself). */
 export interface AdminTarget {
-  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode' | 'getQuota' | 'setQuota'>
+  readonly fs: Pick<Filesystem, 'sync' | 'walkInodes' | 'inode' | 'getQuota' | 'setQuota'> & ArchiveFs
   readonly trans: Pick<Trans, 'committedSeq' | 'openSeq' | 'counters'>
   readonly items: Pick<ItemCache, 'size' | 'dirtyItems'>
   readonly locks: Pick<LockClient, 'heldByMode' | 'counters'>
@@ -127,5 +128,6 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
     },
     'GET /quota': async (p) => quotaReply(await a.fs.getQuota(p.ino)),
     'POST /quota': async (p) => quotaReply(await a.fs.setQuota(p.ino, { bytes: p.bytes, inodes: p.inodes })),
+    ...archiveRoutes(a.fs),
   }
 }

@@ -1,12 +1,17 @@
 /*
  * The fs layer's metrics: inodes created and deleted and file data moved by a mount's
- * filesystem.  (Per-operation counts and latencies come from AgentMetrics.instrument.)
+ * filesystem; the archive's releases, stages and operations waiting for offline data.  (Per-operation counts and latencies come from AgentMetrics.instrument.)
  */
 import type { FsCounters } from '../fs/fs.js'
 import type { MetricSink } from './metrics.js'
+import type { DataWaiters } from '../fs/data-wait.js'
 
-export function registerFsMetrics(m: MetricSink, fs: { readonly counters: FsCounters }): void {
+export function registerFsMetrics(
+  m: MetricSink,
+  fs: { readonly counters: FsCounters; readonly dataWaiters: Pick<DataWaiters, 'size' | 'counters'> },
+): void {
   const f = fs.counters
+  const w = fs.dataWaiters
   m.add([
     {
       name: 'scoutfs_inodes_created_total',
@@ -31,6 +36,36 @@ export function registerFsMetrics(m: MetricSink, fs: { readonly counters: FsCoun
       help: 'File data bytes read',
       kind: 'counter',
       read: () => f.dataBytesRead,
+    },
+    {
+      name: 'scoutfs_data_released_blocks_total',
+      help: 'Data blocks freed by release (now offline)',
+      kind: 'counter',
+      read: () => f.blocksReleased,
+    },
+    {
+      name: 'scoutfs_data_staged_bytes_total',
+      help: 'Bytes written into offline blocks by stage',
+      kind: 'counter',
+      read: () => f.bytesStaged,
+    },
+    {
+      name: 'scoutfs_data_waiters',
+      help: 'Operations of this mount waiting for offline data to be staged',
+      kind: 'gauge',
+      read: () => w.size,
+    },
+    {
+      name: 'scoutfs_data_waits_total',
+      help: 'Times an operation found offline data and waited',
+      kind: 'counter',
+      read: () => w.counters.waits,
+    },
+    {
+      name: 'scoutfs_data_wait_errors_total',
+      help: 'Waiters failed with an errno (data-wait-err, unmount)',
+      kind: 'counter',
+      read: () => w.counters.failed,
     },
   ])
 }

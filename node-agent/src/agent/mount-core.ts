@@ -113,15 +113,20 @@ export class MountCore {
     })
     // the core exists before any lock message can arrive (they come on later turns)
     const kernel = { of: (): KernelCache => NO_KERNEL_CACHE }
+    const fsRef: { fs?: Filesystem } = {}
     const locks = new LockClient({
       rid,
       send: (msg) => lockSend(msg),
-      onInvalidate: lockInvalidationHook(trans, items, () => kernel.of()),
+      onInvalidate: lockInvalidationHook(
+        trans,
+        items,
+        () => kernel.of(),
+        (first, last) => fsRef.fs?.dataWaiters.wakeRange(first, last),
+      ),
       refreshRoots: async (version) => forest.invalidateRoots(version),
       lockIdleCount: o.lockIdleCount,
       log: (msg) => log('warn', msg, { role: 'locks' }),
     })
-    const fsRef: { fs?: Filesystem } = {}
     const lockSend = o.openLocks({
       receive: (m) => locks.receive(m),
       recoveryReport: () => locks.recoveryReport(),

@@ -398,6 +398,8 @@ export class Mount {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       const log = this.opts.log
+      // reads waiting for offline data would hold the FUSE mount busy: they fail (EIO)
+      this.fs.dataWaiters.failAll('EIO', 'the filesystem is being unmounted')
       try {
         await this.frontend?.unmount()
       } catch (e) {

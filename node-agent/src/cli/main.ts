@@ -23,6 +23,7 @@ import { registerCertCommands } from './cert-commands.js'
 import { registerCountersCommand } from './counters-command.js'
 import { progressLine } from './progress.js'
 import { registerQuotaCommands } from './quota-commands.js'
+import { registerArchiveCommands } from './archive-commands.js'
 
 async function openDevice(path: string, role: string, readOnly = false): Promise<BlockDevice> {
   try {
@@ -226,6 +227,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
   registerCertCommands(program, out)
   registerCountersCommand(program, out)
   registerQuotaCommands(program, out)
+  registerArchiveCommands(program, out)
   return program
 }
 

@@ -6,19 +6,30 @@
  * runs) and only then records the extent, so no extent ever points at blocks holding another
  * file's old data.  A read holds the inode group's READ lock across its device reads, so no
  * writer frees the extents it reads meanwhile.
+ *
+ * Offline blocks (released, release-stage.ts) are waited for, as the original does: a read
+ * that reaches one, and a write that would touch one (before it changes anything), registers
+ * a data waiter while it still holds its lock, drops the lock, waits until woken (a stage, here
+ * or on another mount) and starts over; an archive agent may fail it with an errno instead
+ * (data-wait.ts).  A write never allocates over an offline block: the block is staged first.
  */
 import { FsError } from '../util/errors.js'
 import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import { EXTENT_OFFLINE, encodeExtent, extentKey, nowTs } from './fs-items.js'
 import type { FsContext } from './fs-context.js'
 import { getInode, isDir, putInode } from './inode.js'
-import { extentAfter, extentAt, holeBlocks } from './extents.js'
+import { extentAfter, extentAt, firstOffline, holeBlocks } from './extents.js'
 import { charge, opInTree, reserve } from './quota.js'
+import { DataWaitOp, untilOnline, type Waiting } from './data-wait.js'
 
 const BS = DATA_BLOCK_SIZE
 const EMPTY = Buffer.alloc(0)
 
 export function read(c: FsContext, ino: number, offset: number, length: number): Promise<Buffer> {
+  return untilOnline(() => readOnce(c, ino, offset, length))
+}
+
+function readOnce(c: FsContext, ino: number, offset: number, length: number): Promise<Buffer | Waiting> {
   return c.reading([ino], async () => {
     const i = await getInode(c, ino)
     if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
@@ -34,7 +45,7 @@ export function read(c: FsContext, ino: number, offset: number, length: number):
         b = next ? next.iblock : last + 1 // a hole reads as the zeros `out` already holds
         continue
       }
-      if (e.flags & EXTENT_OFFLINE) throw new FsError('EIO', `inode ${ino} block ${b} is offline; stage it first`)
+      if (e.flags & EXTENT_OFFLINE) return { waiting: c.dataWaiters.wait(ino, b, DataWaitOp.READ) }
       const runEnd = Math.min(e.iblock + e.len - 1, last)
       const phys = e.blkno + (b - e.iblock)
       const buf = await c.data.read(phys * BS, (runEnd - b + 1) * BS)
@@ -51,6 +62,10 @@ export function read(c: FsContext, ino: number, offset: number, length: number):
 
 export async function write(c: FsContext, ino: number, at: number, data: Buffer, append: boolean): Promise<number> {
   if (data.length === 0) return 0
+  return untilOnline(() => writeOnce(c, ino, at, data, append))
+}
+
+function writeOnce(c: FsContext, ino: number, at: number, data: Buffer, append: boolean): Promise<number | Waiting> {
   return opInTree(c, ino, [ino], async (t, tree) => {
     const i = await getInode(c, ino)
     if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
@@ -60,6 +75,10 @@ export async function write(c: FsContext, ino: number, at: number, data: Buffer,
     const end = offset + data.length
     let b = Math.floor(offset / BS)
     const last = Math.floor((end - 1) / BS)
+    if (i.offlineBlocks) {
+      const off = await firstOffline(c, ino, b, last)
+      if (off !== undefined) return { waiting: c.dataWaiters.wait(ino, off, DataWaitOp.WRITE) }
+    }
     // fail for lack of space or quota before changing anything (ENOBUFS: op() commits and retries)
     const holes = await holeBlocks(c, ino, b, last)
     if (tree) await reserve(c, t, tree, holes * BS, 0)
@@ -72,7 +91,7 @@ export async function write(c: FsContext, ino: number, at: number, data: Buffer,
         b = runEnd + 1
         continue
       }
-      if (e) throw new FsError('EIO', `inode ${ino} block ${b} is offline; stage it first`)
+      if (e) throw new FsError('EIO', `inode ${ino} block ${b} is offline but its inode counts no offline blocks`)
       // a hole: allocate as much of it as this write needs, run by run
       const next = await extentAfter(c, ino, b)
       const holeEnd = Math.min(last, next ? next.iblock - 1 : last)

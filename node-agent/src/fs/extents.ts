@@ -36,6 +36,17 @@ export async function extentAfter(c: FsContext, ino: number, b: number): Promise
   return it ? decodeExtent(it.key, it.val) : undefined
 }
 
+/** The first offline block of [b0, b1], if any. */
+export async function firstOffline(c: FsContext, ino: number, b0: number, b1: number): Promise<number | undefined> {
+  const first = await extentAt(c, ino, b0)
+  if (first && first.flags & EXTENT_OFFLINE) return b0
+  for await (const it of c.items.range(extentKey(ino, b0 + 1), extentKey(ino, b1))) {
+    const e = decodeExtent(it.key, it.val)
+    if (e.flags & EXTENT_OFFLINE) return e.iblock
+  }
+  return undefined
+}
+
 /** How many blocks of [b0, b1] no extent maps. */
 export async function holeBlocks(c: FsContext, ino: number, b0: number, b1: number): Promise<number> {
   let mapped = 0

@@ -24,10 +24,13 @@ import {
   QUOTA_RANGE,
   RENAME_LOCK_RANGE,
   SEQ_INDEX_RANGE,
+  SRCH_RANGE,
+  XATTR_TOTL_RANGE,
   inodeGroupRange,
 } from '../protocol/lock-ranges.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
+import { DataWaiters } from './data-wait.js'
 
 const INO_BATCH = 1024
 
@@ -55,6 +58,10 @@ export interface FsCounters {
   orphansDeleted: number
   dataBytesWritten: number
   dataBytesRead: number
+  /** data blocks freed by release (release-stage.ts) */
+  blocksReleased: number
+  /** bytes written into offline blocks by stage */
+  bytesStaged: number
 }
 
 /** The cluster lock of the inode group holding `ino`. */
@@ -75,6 +82,14 @@ const ORPHAN_WRITE_ONLY: OrderedLockRequest = {
 export const ORPHAN_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: ORPHAN_RANGE, mode: LockMode.READ }
 const QUOTA_WRITE: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: QUOTA_RANGE, mode: LockMode.WRITE }
 export const QUOTA_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: QUOTA_RANGE, mode: LockMode.READ }
+/* the xattr tags' items (srch.ts, totl.ts): written blind from every mount, read by searches */
+const TAGS_WRITE_ONLY: OrderedLockRequest[] = [SRCH_RANGE, XATTR_TOTL_RANGE].map((range) => ({
+  cls: LockOrderClass.WRITE_ONLY,
+  range,
+  mode: LockMode.WRITE_ONLY,
+}))
+export const SRCH_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: SRCH_RANGE, mode: LockMode.READ }
+export const TOTL_READ: OrderedLockRequest = { cls: LockOrderClass.INDEX, range: XATTR_TOTL_RANGE, mode: LockMode.READ }
 export const RENAME_WRITE: OrderedLockRequest = {
   cls: LockOrderClass.RENAME,
   range: RENAME_LOCK_RANGE,
@@ -88,6 +103,8 @@ export class FsContext {
     orphansDeleted: 0,
     dataBytesWritten: 0,
     dataBytesRead: 0,
+    blocksReleased: 0,
+    bytesStaged: 0,
   }
   /**
    * open counts by inode: an unlinked inode open here stays as an orphan, and this is what
@@ -97,6 +114,8 @@ export class FsContext {
   readonly opens = new Map<number, number>()
   /** quota trees of inodes this mount met in one (quota.ts opInTree: hints, checked under locks) */
   readonly quotaHints = new Map<number, number>()
+  /** this mount's operations waiting for offline data (data-wait.ts) */
+  readonly dataWaiters = new DataWaiters()
   /** the tail of the queue of this mount's cross-directory renames */
   renameLock: Promise<void> = Promise.resolve()
   private readonly locks = new InodeLocks()
@@ -114,15 +133,21 @@ export class FsContext {
 
   /**
    * Run `fn` with `inos` locked (locally, then their cluster locks in WRITE with the seq
-   * index's WRITE_ONLY lock, the orphan zone's when `orphans`, the quota records' WRITE lock
-   * when `quota`: the operation changes a quota tree's usage) and the transaction held.
+   * index's WRITE_ONLY lock, the orphan zone's when `orphans`, the xattr tags' when `tags` or
+   * `orphans` (deleting an inode drops its tagged xattrs), the quota records' WRITE lock when
+   * `quota`: the operation changes a quota tree's usage) and the transaction held.
    * A data allocator that ran dry in this transaction (ENOBUFS) is refilled by a commit and
    * the operation retried once; still dry means the device is full (ENOSPC).
    */
-  async op<T>(inos: number[], fn: (t: Tx) => Promise<T>, o: { orphans?: boolean; quota?: boolean } = {}): Promise<T> {
+  async op<T>(
+    inos: number[],
+    fn: (t: Tx) => Promise<T>,
+    o: { orphans?: boolean; quota?: boolean; tags?: boolean } = {},
+  ): Promise<T> {
     const reqs: OrderedLockRequest[] = inos.map((ino) => inodeLock(ino, LockMode.WRITE))
     reqs.push(INDEX_WRITE_ONLY)
     if (o.orphans) reqs.push(ORPHAN_WRITE_ONLY)
+    if (o.orphans || o.tags) reqs.push(...TAGS_WRITE_ONLY)
     if (o.quota) reqs.push(QUOTA_WRITE)
     for (let attempt = 0; ; attempt++) {
       const unlock = await this.locks.lock(inos)

@@ -284,6 +284,9 @@ export function decodeXattrKey(k: Buffer): { id: number; part: number } {
   return { id: k.readUInt32BE(22), part: k.readUInt32BE(26) * 0x100000000 + k.readUInt32BE(30) }
 }
 
+/** Whether `key` is an xattr part's. */
+export const isXattrKey = (key: Buffer): boolean => key[0] === Zone.FS && key[9] === KeyType.XATTR
+
 /** Part 0 of an xattr: its whole value's length, its name and the first bytes of its value. */
 export function decodeXattrHead(v: Buffer): { valLen: number; name: Buffer; first: Buffer } {
   if (v.length < XATTR_HDR) throw new FsError('EIO', `xattr item of ${v.length} bytes is corrupt`)
@@ -384,4 +387,55 @@ export function decodeQuota(key: Buffer, b: Buffer): QuotaRecord {
     usedBytes: readU64(b, 16),
     usedInodes: readU64(b, 24),
   }
+}
+
+/* ---- xattr tags: srch and totl ------------------------------------------------------------ */
+
+/** FNV-1a 64 of an xattr name: the srch hash (as the original's srch.c). */
+export function srchHash(name: Buffer): bigint {
+  let h = 0xcbf29ce484222325n
+  for (const b of name) h = BigInt.asUintN(64, (h ^ BigInt(b)) * 0x100000001b3n)
+  return h
+}
+
+/** A srch item (no value): inode `ino` carries the `scoutfs.srch.` xattr `id` whose name hashes to `hash`. */
+export const srchKey = (hash: bigint, ino: number, id: number): Buffer =>
+  makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, ino, id)
+export const srchHashFirst = (hash: bigint): Buffer => makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, 0, 0)
+export const srchHashLast = (hash: bigint): Buffer => makeKey(Zone.SRCH, 0, KeyType.SRCH, hash, U53, U53)
+/** The inode a srch key names (its `third` field). */
+export const srchKeyIno = (k: Buffer): number => k.readUInt32BE(18) * 0x100000000 + k.readUInt32BE(22)
+
+/** The name of a total: the last three dot-separated u64s of a `scoutfs.totl.` xattr name. */
+export type TotlName = readonly [bigint, bigint, bigint]
+
+/** One inode's part of total `n` (its xattrs of that name summed); no value of its own. */
+export const totlKey = (n: TotlName, ino: number): Buffer =>
+  makeKey(Zone.XATTR_TOTL, n[0], KeyType.XATTR_TOTL, n[1], n[2], ino)
+export const TOTL_FIRST = makeKey(Zone.XATTR_TOTL, 0, KeyType.XATTR_TOTL, 0, 0, 0)
+export const TOTL_LAST = makeKey(
+  Zone.XATTR_TOTL,
+  0xffffffffffffffffn,
+  KeyType.XATTR_TOTL,
+  0xffffffffffffffffn,
+  0xffffffffffffffffn,
+  U53,
+)
+
+/** The total a totl key belongs to. */
+export function totlKeyName(k: Buffer): TotlName {
+  return [k.readBigUInt64BE(1), k.readBigUInt64BE(10), k.readBigUInt64BE(18)]
+}
+
+/** A totl item's value: the inode's sum of values and how many xattrs it has of that total. */
+export function encodeTotl(total: bigint, count: number): Buffer {
+  const b = Buffer.alloc(16)
+  b.writeBigUInt64LE(total, 0)
+  writeU64(b, 8, count)
+  return b
+}
+
+export function decodeTotl(v: Buffer): { total: bigint; count: number } {
+  if (v.length !== 16) throw new FsError('EIO', `xattr total item of ${v.length} bytes is corrupt`)
+  return { total: v.readBigUInt64LE(0), count: readU64(v, 8) }
 }

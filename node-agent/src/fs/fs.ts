@@ -12,6 +12,9 @@
  *   data.ts     read and write
  *   orphan.ts   open counts, orphans and inode deletion
  *   quota.ts    directory quotas (limits and usage of a tree, EDQUOT)
+ *   release-stage.ts, data-wait.ts   archive: release, stage, fiemap, offline data waiters
+ *   xattr-tags.ts, srch.ts, totl.ts  tagged xattrs: hidden, searchable, totals
+ *   ino-path.ts paths of an inode from its link backrefs
  *
  * Item encodings are fs-items.ts's; lock ranges are protocol/lock-ranges.ts's.  Every
  * operation takes its cluster locks before it holds the transaction (see fs-context.ts).
@@ -31,6 +34,12 @@ import * as xattr from './xattr.js'
 import * as orphan from './orphan.js'
 import { rename } from './rename.js'
 import * as quota from './quota.js'
+import * as archive from './release-stage.js'
+import type { DataWaitOp, DataWaiting, DataWaiters } from './data-wait.js'
+import { searchXattrs } from './srch.js'
+import { readTotals, type XattrTotal } from './totl.js'
+import { inoPaths } from './ino-path.js'
+import type { Errno } from '../util/errors.js'
 
 export type { ClusterLocks, FsCounters } from './fs-context.js'
 
@@ -212,5 +221,46 @@ export class Filesystem implements FsApi {
 
   removexattr(ino: number, name: string): Promise<void> {
     return xattr.removexattr(this.c, ino, name)
+  }
+
+  /* ---- archive (release-stage.ts, data-wait.ts, srch.ts, totl.ts, ino-path.ts) ---------- */
+
+  /** Free and mark offline bytes [offset, offset + length) if data_version is `vers`. */
+  releaseData(ino: number, vers: number, offset: number, length: number): Promise<number> {
+    return archive.release(this.c, ino, vers, offset, length)
+  }
+
+  /** Write `data` into offline blocks at `offset` if data_version is `vers`. */
+  stageData(ino: number, vers: number, offset: number, data: Buffer): Promise<number> {
+    return archive.stage(this.c, ino, vers, offset, data)
+  }
+
+  fiemap(ino: number): Promise<archive.FiemapExtent[]> {
+    return archive.fiemap(this.c, ino)
+  }
+
+  get dataWaiters(): Pick<DataWaiters, 'list' | 'wakeRange' | 'failAll' | 'size' | 'counters'> {
+    return this.c.dataWaiters
+  }
+
+  dataWaiting(afterIno: number, afterIblock: number, max: number): DataWaiting[] {
+    return this.c.dataWaiters.list(afterIno, afterIblock, max)
+  }
+
+  /** Fail this mount's waiters of `ino` doing `op` in blocks [iblock, iblock + blocks); how many. */
+  dataWaitErr(ino: number, iblock: number, blocks: number, op: DataWaitOp, code: Errno): number {
+    return this.c.dataWaiters.fail(ino, iblock, blocks, op, code)
+  }
+
+  searchXattrs(name: string, firstIno: number, max: number): Promise<number[]> {
+    return searchXattrs(this.c, name, firstIno, max)
+  }
+
+  readXattrTotals(): Promise<XattrTotal[]> {
+    return readTotals(this.c)
+  }
+
+  inoPaths(ino: number): Promise<string[]> {
+    return inoPaths(this.c, ino)
   }
 }

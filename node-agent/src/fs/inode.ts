@@ -22,8 +22,9 @@ import {
   type Inode,
 } from './fs-items.js'
 import { INDEX_READ, type FsContext, type Tx } from './fs-context.js'
-import { truncateExtents } from './extents.js'
+import { firstOffline, truncateExtents } from './extents.js'
 import { charge, opInTree } from './quota.js'
+import { DataWaitOp, untilOnline, type Waiting } from './data-wait.js'
 
 const EMPTY = Buffer.alloc(0)
 
@@ -89,8 +90,17 @@ export function getattr(c: FsContext, ino: number): Promise<Attr> {
 }
 
 export function setattr(c: FsContext, ino: number, set: SetAttr): Promise<Attr> {
+  return untilOnline(() => setattrOnce(c, ino, set))
+}
+
+function setattrOnce(c: FsContext, ino: number, set: SetAttr): Promise<Attr | Waiting> {
   return opInTree(c, ino, [ino], async (t, tree) => {
     const i = await getInode(c, ino)
+    // a size change waits for the whole file to be online, as the original's (data-wait.ts)
+    if (set.size !== undefined && i.offlineBlocks) {
+      const off = await firstOffline(c, ino, 0, Math.max(0, Math.ceil(i.size / DATA_BLOCK_SIZE) - 1))
+      if (off !== undefined) return { waiting: c.dataWaiters.wait(ino, off, DataWaitOp.CHANGE_SIZE) }
+    }
     const now = nowTs()
     let dataChanged = false
     if (set.mode !== undefined) i.mode = (i.mode & S_IFMT) | (set.mode & 0o7777)

@@ -6,7 +6,9 @@
  *   the next holder reads it from there (nothing to do when those writes are committed);
  * - then, unless the lock goes WRITE -> READ (the cached items stay true), the lock's key
  *   range is dropped from the item cache and, for inode-group ranges of the fs zone, the
- *   kernel cache forgets those inodes.
+ *   kernel cache forgets those inodes;
+ * - for inode-group ranges, the mount's data waiters of those inodes wake and re-check under
+ *   a new lock (another mount is about to change them: a stage there, data-wait.ts).
  *
  * The kernel cache is looked up at every invalidation: the frontend is mounted after the lock
  * client exists (before that nothing can be cached in the kernel).
@@ -22,6 +24,7 @@ export function lockInvalidationHook(
   trans: Pick<Trans, 'commit' | 'committedSeq'>,
   items: Pick<ItemCache, 'invalidate'>,
   kernel: () => KernelCache,
+  wakeDataWaiters: (first: number, last: number) => void,
 ): InvalidateHook {
   return async (range, oldMode, newMode, info) => {
     if (isWriteMode(oldMode) && info.wrote && !(info.dirtyTransSeq && info.dirtyTransSeq <= trans.committedSeq))
@@ -31,5 +34,7 @@ export function lockInvalidationHook(
       const inos = lockRangeInodes(range)
       if (inos) kernel().invalidateInodes(...inos)
     }
+    const inos = lockRangeInodes(range)
+    if (inos) wakeDataWaiters(...inos)
   }
 }

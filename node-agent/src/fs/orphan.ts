@@ -17,8 +17,8 @@
  * nlink 0 that no mount has open, whichever mount it names: the orphans of a mount that died
  * with files open are freed once the server has reclaimed it.
  *
- * Deleting an inode removes all its items, its seq index items and its orphan item, and
- * frees its online data blocks into the transaction's data_freed tree.
+ * Deleting an inode removes all its items, its seq index items, its orphan item and the srch
+ * and totl items of its tagged xattrs, and frees its online data blocks into the transaction's data_freed tree.
  */
 import {
   EXTENT_OFFLINE,
@@ -32,6 +32,7 @@ import {
   isExtentKey,
   isQuotaMemberKey,
   decodeQuotaMember,
+  isXattrKey,
   metaSeqKey,
   orphanKey,
   orphanKeyIno,
@@ -42,6 +43,16 @@ import { getInode, putInode, readInode } from './inode.js'
 import { openMapGroup } from '../protocol/open-map.js'
 import { isFsError } from '../util/errors.js'
 import { leaveTree, peekQuotaRoot } from './quota.js'
+import { taggedXattrItem } from './xattr-tags.js'
+import { srchDelete } from './srch.js'
+import { dropTotl } from './totl.js'
+
+/** A deleted inode's tagged xattr no longer has srch or totl items. */
+function dropXattrTags(c: FsContext, ino: number, key: Buffer, val: Buffer, t: Tx): void {
+  const x = taggedXattrItem(key, val)
+  if (x?.tags.srch) srchDelete(c, ino, x.name, x.id, t)
+  if (x?.tags.totl) dropTotl(c, ino, x.tags.totl, t)
+}
 
 /**
  * Whether another mount has `ino` open (the open map).  An ask that fails (a mount did not
@@ -89,7 +100,7 @@ async function deleteInode(c: FsContext, i: Inode, t: Tx): Promise<void> {
     if (isExtentKey(it.key)) {
       const e = decodeExtent(it.key, it.val)
       if (!(e.flags & EXTENT_OFFLINE)) await c.trans.freeData(e.blkno, e.len)
-    }
+    } else if (isXattrKey(it.key)) dropXattrTags(c, i.ino, it.key, it.val, t)
   }
   if (tree) await leaveTree(c, t, i.ino, tree, i.onlineBlocks)
   for (const k of keys) c.items.delete(k, t.seq)

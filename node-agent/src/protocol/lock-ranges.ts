@@ -56,6 +56,12 @@ export const ORPHAN_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.ORPH
 /** The directory quota records (limits and usage of every quota tree): one range. */
 export const QUOTA_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.QUOTA)))
 
+/** The searchable-xattr (srch) items of every inode: one range. */
+export const SRCH_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.SRCH)))
+
+/** The xattr-total (totl) items of every inode: one range. */
+export const XATTR_TOTL_RANGE: LockRange = Object.freeze(lockRange(makeKey(Zone.XATTR_TOTL)))
+
 /* the lock zone's types (the original's SCOUTFS_RENAME_TYPE) */
 export const LOCK_ZONE_RENAME_TYPE = 4
 const RENAME_KEY = makeKey(Zone.LOCK, 0, LOCK_ZONE_RENAME_TYPE)

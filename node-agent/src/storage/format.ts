@@ -158,6 +158,10 @@ export const KeyType = {
   DATA_EXTENT: 28,
   /** zone FS: the directory quota an inode counts against; zone QUOTA: a quota's limits and usage */
   QUOTA: 32,
+  /** zone SRCH: a `scoutfs.srch.` xattr (name hash, ino, xattr id) */
+  SRCH: 4,
+  /** zone XATTR_TOTL: one inode's part of a `scoutfs.totl.` total (a, b, c, ino) */
+  XATTR_TOTL: 4,
 } as const
 
 export interface KeyFields {
