@@ -128,6 +128,27 @@ describe('cluster: directory quotas across 2 mounts', function () {
     assert.equal(after!.used_inodes, 1)
   })
 
+  it("release gives a file's blocks back to the tree; stage on the other mount charges them again", async () => {
+    const rel = fresh('archive')
+    await quotaSet(on(0, rel), '8M')
+    await onMount(c, 0, rel, `wfile(p('f'), gen(7, 3 << 20), 0o644); out(0)`)
+    const written = await quotaShow(on(1, rel))
+    const vers = (await scoutfs('stat', '-s', 'data_version', on(0, join(rel, 'f')))).stdout.trim()
+    assert.match(vers, /^\d+$/)
+    const copy = join(c.dev.dir, 'quota-archive-copy')
+    await onMount(c, 0, rel, `open(ARGS[0], 'wb').write(rfile(p('f'))); out(0)`, copy)
+    const rel1 = await scoutfs('release', on(0, join(rel, 'f')), '-V', vers)
+    assert.equal(rel1.code, 0, rel1.stderr)
+    const released = await quotaShow(on(1, rel))
+    assert.equal(released!.used_bytes, written!.used_bytes - 3 * MiB, 'the released blocks no longer count')
+    const stg = await scoutfs('stage', copy, on(1, join(rel, 'f')), '-V', vers)
+    assert.equal(stg.code, 0, stg.stderr)
+    const staged = await quotaShow(on(0, rel))
+    assert.equal(staged!.used_bytes, written!.used_bytes, 'staged blocks count again')
+    const blocks = await onMount<number>(c, 1, rel, `out(os.lstat(p('f')).st_blocks * 512)`)
+    assert.equal(staged!.used_bytes, blocks, "usage equals the file's blocks")
+  })
+
   it('the inode limit refuses creates on every mount; moves across the edge are EXDEV', async () => {
     const rel = fresh('inodes')
     const out = fresh('outside')

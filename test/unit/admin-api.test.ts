@@ -106,7 +106,7 @@ describe('admin API', () => {
         badCounters
           ? ({ fsid: 'f', rid: 'r', samples: [{ name: 'x', type: 'gauge', labels: { op: 1 }, value: 1 }] } as never)
           : counters,
-      ...archiveRoutes(archiveFs),
+      ...archiveRoutes(archiveFs, (ino) => seen.push({ changed: ino })),
     }
     const admin = await AdminServer.listen(adminSocketPath(mnt), adminHandlers(impl))
     try {

@@ -93,10 +93,24 @@ async function stageFromFile(
   }
 }
 
-export function archiveRoutes(fs: ArchiveFs): Pick<AdminImpl, ArchiveRoute> {
+/**
+ * `changed(ino)` runs after release and stage changed an inode outside the frontend: the
+ * kernel's cached attributes (block counts) and pages of it must go.
+ */
+export function archiveRoutes(fs: ArchiveFs, changed: (ino: number) => void): Pick<AdminImpl, ArchiveRoute> {
   return {
-    'POST /release': async (p) => ({ blocks: await fs.releaseData(p.ino, p.version, p.offset, p.length) }),
-    'POST /stage': async (p) => ({ bytes: await stageFromFile(fs, p) }),
+    'POST /release': async (p) => {
+      const blocks = await fs.releaseData(p.ino, p.version, p.offset, p.length)
+      changed(p.ino)
+      return { blocks }
+    },
+    'POST /stage': async (p) => {
+      try {
+        return { bytes: await stageFromFile(fs, p) }
+      } finally {
+        changed(p.ino) // a failed stage may have staged its first pieces
+      }
+    },
     'GET /fiemap': async (p) => ({ extents: await fs.fiemap(p.ino) }),
     'GET /data-waiting': async (p) => ({
       entries: fs.dataWaiting(p.afterIno, p.afterIblock, p.limit).map((w) => ({

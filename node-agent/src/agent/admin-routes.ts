@@ -10,6 +10,7 @@ import { tsToMs, type QuotaRecord } from '../fs/fs-items.js'
 import type { LockClient } from '../lock/lock-client.js'
 import type { NetClient } from '../net/net-client.js'
 import type { ClusterServer } from '../server/server-role.js'
+import type { KernelCache } from '../fs/frontend.js'
 import type { AdminImpl, CounterSample, QuorumView, QuotaReply } from './admin-api.js'
 import { archiveRoutes, type ArchiveFs } from './admin-archive-routes.js'
 
@@ -35,6 +36,8 @@ export interface AdminTarget {
   readonly locks: Pick<LockClient, 'heldByMode' | 'counters'>
   readonly client: Pick<NetClient, 'statfs' | 'addr'>
   readonly rid: number
+  /** the kernel's caches of this mount (changes made through the admin socket drop them) */
+  readonly core: { readonly kernel: Pick<KernelCache, 'invalidateInodes'> }
   readonly metricsAddr: string | undefined
   /** the agent's metrics, every sample (`scoutfs counters`) */
   readonly metrics: { samples(): Promise<{ fsid: string; rid: string; samples: CounterSample[] }> }
@@ -128,6 +131,6 @@ export function adminRoutes(a: AdminTarget): AdminImpl {
     },
     'GET /quota': async (p) => quotaReply(await a.fs.getQuota(p.ino)),
     'POST /quota': async (p) => quotaReply(await a.fs.setQuota(p.ino, { bytes: p.bytes, inodes: p.inodes })),
-    ...archiveRoutes(a.fs),
+    ...archiveRoutes(a.fs, (ino) => a.core.kernel.invalidateInodes(ino, ino)),
   }
 }
