@@ -32,6 +32,7 @@ import {
   S_IFREG,
   S_IFSOCK,
   dtypeOf,
+  type OpenInfo,
 } from '../../node-agent/src/fs/fs-api.js'
 
 const S_ISGID = 0o2000
@@ -545,9 +546,10 @@ export class MemFs implements FsApi {
     return out
   }
 
-  async open(ino: number): Promise<void> {
+  async open(ino: number): Promise<OpenInfo> {
     this.enter('open', [ino])
     this.get(ino).opens++
+    return { offline: false }
   }
 
   async release(ino: number): Promise<void> {

@@ -74,6 +74,12 @@ export interface DirEntry {
   nextPos: number
 }
 
+/** what open() learned of the inode */
+export interface OpenInfo {
+  /** the file had offline blocks when opened (release, docs/archive.md) */
+  offline: boolean
+}
+
 export interface StatFs {
   bsize: number
   frsize: number
@@ -130,8 +136,12 @@ export interface FsApi {
   rename(parent: number, name: FsName, newParent: number, newName: FsName, flags?: number): Promise<void>
   /** entries from position `pos` (0 starts with "." and ".."), at most `max` of them */
   readdir(ino: number, pos: number, max: number): Promise<DirEntry[]>
-  /** count an open reference: an unlinked inode is deleted at its last release */
-  open(ino: number): Promise<void>
+  /**
+   * count an open reference: an unlinked inode is deleted at its last release.  Says whether
+   * the file has offline (released) blocks: a frontend then reads it without readahead, so a
+   * read of its online part never waits for a stage of the rest.
+   */
+  open(ino: number): Promise<OpenInfo>
   release(ino: number): Promise<void>
   read(ino: number, offset: number, length: number): Promise<Buffer>
   /**

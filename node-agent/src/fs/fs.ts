@@ -24,7 +24,7 @@ import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import type { ItemCache } from '../client/item-cache.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
-import type { Attr, Caller, DirEntry, FsApi, FsName, SetAttr, StatFs } from './fs-api.js'
+import type { Attr, Caller, DirEntry, FsApi, FsName, OpenInfo, SetAttr, StatFs } from './fs-api.js'
 import { NAME_MAX, type Inode, type QuotaRecord } from './fs-items.js'
 import { FsContext, type ClusterLocks, type FsCounters } from './fs-context.js'
 import * as inode from './inode.js'
@@ -167,7 +167,7 @@ export class Filesystem implements FsApi {
 
   /* ---- open files and data ------------------------------------------------------------- */
 
-  open(ino: number): Promise<void> {
+  open(ino: number): Promise<OpenInfo> {
     return orphan.open(this.c, ino)
   }
 

@@ -39,6 +39,7 @@ import {
   type Inode,
 } from './fs-items.js'
 import { ORPHAN_READ, type FsContext, type Tx } from './fs-context.js'
+import type { OpenInfo } from './fs-api.js'
 import { getInode, putInode, readInode } from './inode.js'
 import { openMapGroup } from '../protocol/open-map.js'
 import { isFsError } from '../util/errors.js'
@@ -111,11 +112,12 @@ async function deleteInode(c: FsContext, i: Inode, t: Tx): Promise<void> {
   c.trans.inodesDeleted++
 }
 
-export async function open(c: FsContext, ino: number): Promise<void> {
+export async function open(c: FsContext, ino: number): Promise<OpenInfo> {
   // counted before the group's lock is released: a deleter that gets the lock next sees it
-  await c.reading([ino], async () => {
-    await getInode(c, ino)
+  return c.reading([ino], async () => {
+    const i = await getInode(c, ino)
     c.opens.set(ino, (c.opens.get(ino) ?? 0) + 1)
+    return { offline: i.offlineBlocks > 0 }
   })
 }
 

@@ -17,6 +17,9 @@
  *    each directory (issued by the addon's notify thread, never inline);
  *  - a file opened O_APPEND is direct I/O: its writes land at the end of the file as the
  *    cluster knows it (FsApi.write's append), so the page cache would not match;
+ *  - so is a file that has offline blocks when opened (FsApi.open says): the kernel's
+ *    readahead would otherwise ask for offline blocks past what the caller reads, and the
+ *    read of an online part would wait for a stage of the rest (docs/archive.md);
  *  - new inodes belong to the caller (uid, and gid unless the directory is setgid); the
  *    kernel applies the umask and checks permissions (default_permissions), and clears
  *    setuid/setgid on write and chown through SETATTR (no handle_killpriv).
@@ -388,7 +391,7 @@ export class Fuse3Adapter implements Frontend {
           req,
           'open',
           () => fs.open(n0),
-          () => this.replyOpen(req, n0, n1),
+          (info) => this.replyOpen(req, n0, n1, info.offline),
         )
       case OP.READ: // ino, fh, size, off
         return this.answer(
@@ -500,11 +503,12 @@ export class Fuse3Adapter implements Frontend {
     }
   }
 
-  private replyOpen(req: Req, ino: number, flags: number): void {
+  /** an O_APPEND file, or one with offline blocks, is opened for direct I/O (no page cache) */
+  private replyOpen(req: Req, ino: number, flags: number, offline: boolean): void {
     const fh = this.addHandle(ino, flags)
-    const append = (flags & O_APPEND) !== 0
+    const direct = (flags & O_APPEND) !== 0 || offline
     try {
-      this.native.replyOpen(req, fh, append ? 1 : 0, append ? 0 : 1)
+      this.native.replyOpen(req, fh, direct ? 1 : 0, direct ? 0 : 1)
     } catch (e) {
       this.handles.delete(fh)
       throw e
