@@ -23,8 +23,11 @@ COPY operator ./operator
 COPY proto ./proto
 COPY bin ./bin
 COPY charts ./charts
-# native modules (fuse-native and any N-API addon) are built now that their sources are here
+COPY scripts/build-fuse3.sh ./scripts/build-fuse3.sh
+# native modules (fuse-native, and our libfuse 3 addon: the default frontend) are built now
+# that their sources are here
 RUN npm rebuild \
+ && bash scripts/build-fuse3.sh \
  && npx tsc -p tsconfig.json \
  && npm prune --omit=dev --ignore-scripts \
  && rm -rf dist/test dist/bench dist/scripts
@@ -39,6 +42,7 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/bin ./bin
 COPY --from=build /src/proto ./proto
+COPY --from=build /src/node-agent/native/fuse3/build/Release/fuse3_lowlevel.node ./node-agent/native/fuse3/build/Release/
 COPY --from=build /src/charts/scoutfs/crds ./charts/scoutfs/crds
 RUN ln -s /opt/scoutfs/bin/scoutfs /usr/local/bin/scoutfs
 ENV NODE_ENV=production
