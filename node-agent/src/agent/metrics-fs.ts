@@ -1,6 +1,7 @@
 /*
  * The fs layer's metrics: inodes created and deleted and file data moved by a mount's
- * filesystem; the archive's releases, stages and operations waiting for offline data.  (Per-operation counts and latencies come from AgentMetrics.instrument.)
+ * filesystem; the archive's releases, stages and operations waiting for offline data.
+ * (Per-operation counts and latencies come from AgentMetrics.instrument.)
  */
 import type { FsCounters } from '../fs/fs.js'
 import type { MetricSink } from './metrics.js'
