@@ -166,6 +166,8 @@ export class AgentMetrics {
         for (const [k, x] of Object.entries(v.labels))
           if (k !== 'fsid' && k !== 'rid' && x !== undefined) labels[k] = String(x)
         const name = (v as { metricName?: string }).metricName ?? m.name
+        // NaN (no reading yet: the event-loop delay before its first samples) has no JSON form
+        if (!Number.isFinite(v.value)) continue
         out.push({ name, type: String(m.type), labels, value: v.value })
       }
     }
