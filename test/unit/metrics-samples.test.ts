@@ -17,7 +17,10 @@ describe('AgentMetrics.samples', () => {
     const first = await m.samples()
     assert.deepEqual(JSON.parse(JSON.stringify(first)), first, 'the reply is plain JSON')
     assert.ok(first.samples.every((s) => Number.isFinite(s.value)))
-    assert.equal(first.samples.find((s) => s.name === 'scoutfs_test_reading'), undefined)
+    assert.equal(
+      first.samples.find((s) => s.name === 'scoutfs_test_reading'),
+      undefined,
+    )
     assert.equal(first.samples.find((s) => s.name === 'scoutfs_test_things_total')?.value, 3)
     reading = 7
     const second = await m.samples()
