@@ -105,6 +105,8 @@ export class Fuse3Adapter implements Frontend {
   private readonly lookups = new Map<number, { n: number; last?: Attr }>([[1, { n: 1 }]])
   /** directory ino -> names (nameKey) the kernel was given entries for -> child ino */
   private readonly children = new Map<number, Map<string, number>>()
+  /** bumped by every invalidation; a request remembers it when it starts (heldSince) */
+  private invalEpoch = 0
   private unmounting: Promise<void> | undefined
   /** counters for tests and metrics */
   readonly counters = { requests: 0, invalidatedInodes: 0, invalidatedEntries: 0 }
@@ -176,6 +178,7 @@ export class Fuse3Adapter implements Frontend {
   // ---- KernelCache ----
 
   invalidateInodes(first: number, last: number = first): void {
+    this.invalEpoch++
     const s = this.session
     if (!s) return
     const hit = (ino: number): void => {
@@ -195,6 +198,7 @@ export class Fuse3Adapter implements Frontend {
   }
 
   invalidateEntry(parent: number, name: string): void {
+    this.invalEpoch++
     const s = this.session
     if (!s) return
     this.children.get(parent)?.delete(nameKey(Buffer.from(name)))
@@ -251,8 +255,24 @@ export class Fuse3Adapter implements Frontend {
   }
 
   /** answer an entry, counting the kernel's new lookup and the name it now caches */
-  private replyEntry(req: Req, parent: number, name: Buffer, a: Attr): void {
-    if (this.native.replyEntry(req, attrArray(a)) === 0) this.held(parent, name, a)
+  private replyEntry(req: Req, parent: number, name: Buffer, a: Attr, epoch: number): void {
+    if (this.native.replyEntry(req, attrArray(a)) === 0) this.heldSince(epoch, parent, name, a)
+  }
+
+  /**
+   * held(), for an answer read at invalidation epoch `epoch`: when an invalidation ran while
+   * the request was served (its cluster lock may have gone between the read and this answer,
+   * before the name was recorded, so that invalidation could not name it), the entry and
+   * inode just given are invalidated again: the kernel never keeps an entry read under a
+   * lock that was lost before it was recorded.
+   */
+  private heldSince(epoch: number, parent: number, name: Buffer, a: Attr): void {
+    this.held(parent, name, a)
+    if (epoch === this.invalEpoch || !this.session) return
+    this.children.get(parent)?.delete(nameKey(name))
+    this.native.notifyInvalEntry(this.session, parent, name)
+    this.native.notifyInvalInode(this.session, a.ino)
+    this.counters.invalidatedEntries++
   }
 
   private held(parent: number, name: Buffer, a: Attr): void {
@@ -308,6 +328,7 @@ export class Fuse3Adapter implements Frontend {
     b0: Buffer | undefined,
     b1: Buffer | undefined,
   ): void {
+    const epoch = this.invalEpoch
     this.counters.requests++
     if (op === OP.FORGET) return this.forget(n0, n1)
     if (!req) return
@@ -319,7 +340,7 @@ export class Fuse3Adapter implements Frontend {
           req,
           'lookup',
           () => fs.lookup(n0, fsName(b0)),
-          (a) => this.replyEntry(req, n0, b0!, a),
+          (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.GETATTR: // ino, fh
         return this.answer(
@@ -347,14 +368,14 @@ export class Fuse3Adapter implements Frontend {
           req,
           'mknod',
           () => fs.mknod(n0, fsName(b0), n1, n2, who),
-          (a) => this.replyEntry(req, n0, b0!, a),
+          (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.MKDIR: // parent, mode, name
         return this.answer(
           req,
           'mkdir',
           () => fs.mkdir(n0, fsName(b0), n1 & 0o7777, who),
-          (a) => this.replyEntry(req, n0, b0!, a),
+          (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.UNLINK: // parent, name
         return this.done(req, 'unlink', async () => {
@@ -371,7 +392,7 @@ export class Fuse3Adapter implements Frontend {
           req,
           'symlink',
           () => fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who),
-          (a) => this.replyEntry(req, n0, b0!, a),
+          (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.RENAME: // parent, newparent, flags, name, newname
         return this.done(req, 'rename', async () => {
@@ -384,7 +405,7 @@ export class Fuse3Adapter implements Frontend {
           req,
           'link',
           () => fs.link(n0, n1, fsName(b0)),
-          (a) => this.replyEntry(req, n1, b0!, a),
+          (a) => this.replyEntry(req, n1, b0!, a, epoch),
         )
       case OP.OPEN: // ino, flags
         return this.answer(
@@ -435,7 +456,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'readdir',
-          () => this.readdir(req, n0, n2, n3, op === OP.READDIRPLUS),
+          () => this.readdir(req, n0, n2, n3, op === OP.READDIRPLUS, epoch),
           () => undefined,
         )
       case OP.STATFS: // ino (a quota tree's statfs is its limit and usage)
@@ -478,7 +499,7 @@ export class Fuse3Adapter implements Frontend {
             const fh = this.addHandle(a.ino, n2)
             const append = (n2 & O_APPEND) !== 0
             if (this.native.replyCreate(req, attrArray(a), fh, append ? 1 : 0, append ? 0 : 1) === 0)
-              this.held(n0, b0!, a)
+              this.heldSince(epoch, n0, b0!, a)
           },
         )
       case OP.FALLOCATE: // ino, fh, mode, offset, length
@@ -535,7 +556,7 @@ export class Fuse3Adapter implements Frontend {
     return a
   }
 
-  private async readdir(req: Req, ino: number, size: number, pos: number, plus: boolean): Promise<void> {
+  private async readdir(req: Req, ino: number, size: number, pos: number, plus: boolean, epoch: number): Promise<void> {
     // each entry takes at least 24 bytes (plus: 152) with its name, so ask for no more than fit
     const max = Math.max(1, Math.min(1024, Math.floor(size / (plus ? 160 : 32))))
     const isDot = (e: DirEntry): boolean => e.name === '.' || e.name === '..'
@@ -580,7 +601,7 @@ export class Fuse3Adapter implements Frontend {
     for (let i = 0; i < fitted; i++) {
       const k = kept[i]!
       const a = attrs[k.at]
-      if (k.counted && a) this.held(ino, k.name, a)
+      if (k.counted && a) this.heldSince(epoch, ino, k.name, a)
     }
   }
 }
