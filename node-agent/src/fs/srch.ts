@@ -19,12 +19,15 @@ import { xattrTags } from './xattr-tags.js'
 
 const EMPTY = Buffer.alloc(0)
 
+/** the srch item of xattr `id` named `name` of inode `ino` */
+const itemKey = (name: string, ino: number, id: number): Buffer => srchKey(srchHash(Buffer.from(name, 'utf8')), ino, id)
+
 export function srchAdd(c: FsContext, ino: number, name: string, id: number, t: Tx): void {
-  c.items.put(srchKey(srchHash(Buffer.from(name, 'utf8')), ino, id), EMPTY, t.seq)
+  c.items.put(itemKey(name, ino, id), EMPTY, t.seq)
 }
 
 export function srchDelete(c: FsContext, ino: number, name: string, id: number, t: Tx): void {
-  c.items.delete(srchKey(srchHash(Buffer.from(name, 'utf8')), ino, id), t.seq)
+  c.items.delete(itemKey(name, ino, id), t.seq)
 }
 
 /** The inodes from `firstIno` on that may carry xattr `name`, in order, at most `max`. */
