@@ -2,7 +2,7 @@
  * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--strict]`: the seeded
  * multi-mount stress of test/stress/engine.ts run for as long as asked, with a progress line
  * every 10 s and the report at the end; exit 1 when it found anything wrong.  Known limits of
- * the fuse-native binding are counted and printed; --strict fails on EIO from the kernel when
+ * the fuse-native binding are counted and printed; --strict fails on EIO (and ESTALE) from the kernel when
  * a name changed type on another mount (docs/cluster.md).  Any agent error line fails.
  */
 import { formatReport, runStress } from '../test/stress/engine.js'
@@ -76,6 +76,7 @@ async function main(): Promise<number> {
     opDeadlineMs: o.opDeadline * 1000,
     keep: o.keep,
     tolerateKernelEio: o.tolerateKernelEio,
+    tolerateKernelEstale: o.tolerateKernelEio,
   })
   for (const l of formatReport(r)) console.log(l)
   console.log(r.failed ? `FAILED (seed ${o.seed})` : `passed (seed ${o.seed})`)

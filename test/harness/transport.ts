@@ -97,6 +97,10 @@ export class FencedDevice implements BlockDevice {
     this.live('read')
     return this.inner.read(off, len)
   }
+  async readInto(off: number, buf: Buffer): Promise<void> {
+    this.live('read')
+    await this.inner.readInto(off, buf)
+  }
   async write(off: number, buf: Buffer): Promise<void> {
     this.live('write')
     // a copy: the caller may reuse its buffer once the write resolved, never before

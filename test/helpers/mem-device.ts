@@ -95,6 +95,10 @@ export class MemDevice implements BlockDevice {
     return readImage(this.img, off, len)
   }
 
+  async readInto(off: number, buf: Buffer): Promise<void> {
+    ;(await this.read(off, buf.length)).copy(buf)
+  }
+
   async write(off: number, buf: Buffer): Promise<void> {
     this.live()
     checkRange(this.path, this.size, off, buf.length)
@@ -228,6 +232,10 @@ export class CrashDevice implements BlockDevice {
     checkRange(this.path, this.size, off, len)
     this.counters.reads++
     return readImage(this.current, off, len)
+  }
+
+  async readInto(off: number, buf: Buffer): Promise<void> {
+    ;(await this.read(off, buf.length)).copy(buf)
   }
 
   async write(off: number, buf: Buffer): Promise<void> {

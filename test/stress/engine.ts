@@ -26,6 +26,7 @@ import {
   HUNG,
   KNOWN_FSTAT_BY_PATH,
   KNOWN_HELD_EIO,
+  KNOWN_MOVED_DIR_ESTALE,
   KNOWN_PATH_EIO,
   XATTRS,
   XattrHelper,
@@ -57,6 +58,12 @@ export interface StressOptions {
    * no error at all, so an EIO of the filesystem's own always fails the run.
    */
   tolerateKernelEio?: boolean
+  /**
+   * count ESTALE by path as a known limit instead of a failure: the kernel answers it when a
+   * directory another mount renamed is still cached here under its old name and it cannot
+   * move that dentry (docs/fuse.md).  The agents must still log no error.
+   */
+  tolerateKernelEstale?: boolean
 }
 
 export interface KindCounts {
@@ -271,6 +278,9 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
     else if (errno === 'EIO' && o.tolerateKernelEio) {
       // the kernel's, not the agents': every agent error line fails the run at the end
       t.known(KNOWN_PATH_EIO)
+      return true
+    } else if (errno === 'ESTALE' && o.tolerateKernelEstale) {
+      t.known(KNOWN_MOVED_DIR_ESTALE)
       return true
     }
     const at = ((Date.now() - t0) / 1000).toFixed(1)

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { promises as fsp } from 'node:fs'
+import { constants as osConstants } from 'node:os'
 import type { KindCounts } from './engine.js'
 
 export const KNOWN_FSTAT_BY_PATH =
@@ -13,14 +14,21 @@ export const KNOWN_HELD_EIO =
   'held-fd EIO (libfuse 2 path API: its name retyped on another mount, kernel marks the node bad)'
 export const KNOWN_PATH_EIO =
   'EIO by path (libfuse 2 path API: the name changed type on another mount while this kernel held its node; the agents logged no error)'
+export const KNOWN_MOVED_DIR_ESTALE =
+  'ESTALE by path (a directory another mount renamed was still cached here under its old name, and the kernel could not move it; docs/fuse.md)'
 export const KNOWN_RMDIR_HOLDER = 'rmdir ENOTEMPTY on the mount holding a file of the dir open (fuse-native limit)'
 /** xattr names user.s0.. */
 export const XATTRS = 3
 export const MAX_FAILURES = 200
 
 export function errnoOf(e: unknown): string {
-  const c = (e as { code?: unknown } | null)?.code
-  return typeof c === 'string' ? c : `non-errno error: ${String(e)}`
+  const { code, errno } = (e ?? {}) as { code?: unknown; errno?: unknown }
+  // libuv has no name for some errnos (ESTALE): Node calls them 'Unknown system error -116'
+  if (typeof code === 'string' && code.startsWith('Unknown system error') && typeof errno === 'number') {
+    const name = Object.entries(osConstants.errno).find(([, n]) => n === -errno)?.[0]
+    if (name) return name
+  }
+  return typeof code === 'string' ? code : `non-errno error: ${String(e)}`
 }
 
 export const HUNG = Symbol('hung')

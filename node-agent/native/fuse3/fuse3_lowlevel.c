@@ -6,7 +6,9 @@
  *
  *  - Request threads (SCOUTFS_FUSE_THREADS of them) loop on fuse_session_receive_buf /
  *    fuse_session_process_buf.  Each handler copies what it needs out of the kernel's buffer
- *    (names, write data, xattr values: bytes, never strings) into a `struct sreq`, appends it
+ *    (names, write data, xattr values: bytes, never strings) into a `struct sreq` (write data
+ *    into one of the buffers JavaScript lent at mount when one is free: it is free again once
+ *    the request is answered, and JavaScript never keeps the data past its answer), appends it
  *    to the session's queue and returns at once: no handler waits for JavaScript.  The first
  *    request into an empty queue wakes the JavaScript thread through one threadsafe
  *    function call; that call drains the whole queue (requests arrive in batches).
@@ -49,6 +51,9 @@ enum op {
 };
 
 #define NUMS 9
+/* write buffers JavaScript lends at mount (a request's data is copied into a free one, so
+ * writes make no garbage for the JavaScript heap); one bit per slot in a 32-bit mask */
+#define WBUF_SLOTS 32
 
 struct session;
 
@@ -61,6 +66,7 @@ struct sreq {
   double n[NUMS];  /* op arguments, see enqueue sites */
   char *b[3];      /* byte arguments (names, data, values), malloc'd */
   size_t blen[3];
+  int wslot;       /* write buffer slot + 1 holding this WRITE's data; 0: none */
 };
 
 struct notify {
@@ -87,6 +93,11 @@ struct session {
   int stopped, destroyed;
   double attr_timeout, entry_timeout;
   uint64_t notifies_sent, notifies_failed;
+  char *wbuf[WBUF_SLOTS]; /* the lent write buffers, each wbuf_size bytes */
+  napi_ref wbuf_ref[WBUF_SLOTS];
+  int nwbuf;
+  size_t wbuf_size;
+  uint32_t wbuf_free; /* bit i: slot i is free (under lock) */
 };
 
 /* ---- request threads ---------------------------------------------------------------- */
@@ -113,7 +124,19 @@ static int set_bytes(struct sreq *r, int i, const void *p, size_t len) {
   return 0;
 }
 
+/* give a WRITE's buffer slot back (under the session lock) */
+static void put_wslot_locked(struct sreq *r) {
+  if (!r->wslot) return;
+  r->s->wbuf_free |= 1u << (r->wslot - 1);
+  r->wslot = 0;
+}
+
 static void free_req(struct sreq *r) {
+  if (r->wslot) {
+    pthread_mutex_lock(&r->s->lock);
+    put_wslot_locked(r);
+    pthread_mutex_unlock(&r->s->lock);
+  }
   for (int i = 0; i < 3; i++) free(r->b[i]);
   free(r);
 }
@@ -287,11 +310,30 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi) {
   NEW_OR_FAIL(req, OP_WRITE);
+  struct session *s = r->s;
   r->n[0] = (double)ino;
   r->n[1] = (double)fi->fh;
   r->n[2] = (double)off;
-  /* the kernel's buffer is ours only during this call */
-  BYTES_OR_FAIL(0, buf, size);
+  /* the kernel's buffer is ours only during this call: copy it into a free lent buffer
+   * (n3 = its slot, n4 = the length), else into a malloc'd one (n3 = -1, b0) */
+  int slot = -1;
+  if (size <= s->wbuf_size) {
+    pthread_mutex_lock(&s->lock);
+    if (s->wbuf_free) {
+      slot = __builtin_ctz(s->wbuf_free);
+      s->wbuf_free &= ~(1u << slot);
+    }
+    pthread_mutex_unlock(&s->lock);
+  }
+  if (slot >= 0) {
+    memcpy(s->wbuf[slot], buf, size);
+    r->wslot = slot + 1;
+    r->n[3] = slot;
+    r->n[4] = (double)size;
+  } else {
+    r->n[3] = -1;
+    BYTES_OR_FAIL(0, buf, size);
+  }
   enqueue(r);
 }
 
@@ -636,6 +678,8 @@ static void answered(struct sreq *r) {
   }
   pthread_mutex_lock(&r->s->lock);
   r->s->pending--;
+  /* answered: JavaScript is done with the data (it never keeps it past its answer) */
+  put_wslot_locked(r);
   pthread_mutex_unlock(&r->s->lock);
 }
 
@@ -918,9 +962,39 @@ static void session_free(struct session *s) {
   free(s);
 }
 
-/* mount(mountpoint, options, dispatch, attrTimeoutS, entryTimeoutS, debug) -> session */
+/* lend the write buffers (an array of equal Buffers of at least MAX_WRITE bytes) */
+static int lend_wbufs(napi_env env, struct session *s, napi_value arr) {
+  uint32_t n = 0;
+  bool is_array = false;
+  if (napi_is_array(env, arr, &is_array) != napi_ok || !is_array || napi_get_array_length(env, arr, &n) != napi_ok)
+    return -1;
+  if (n > WBUF_SLOTS) n = WBUF_SLOTS;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value b;
+    void *data;
+    size_t len;
+    if (napi_get_element(env, arr, i, &b) != napi_ok || napi_get_buffer_info(env, b, &data, &len) != napi_ok ||
+        len < MAX_WRITE || (s->nwbuf && len != s->wbuf_size))
+      return -1;
+    if (napi_create_reference(env, b, 1, &s->wbuf_ref[i]) != napi_ok) return -1;
+    s->wbuf[i] = data;
+    s->wbuf_size = len;
+    s->nwbuf = (int)i + 1;
+    s->wbuf_free |= 1u << i;
+  }
+  return 0;
+}
+
+static void drop_wbufs(napi_env env, struct session *s) {
+  for (int i = 0; i < s->nwbuf; i++) napi_delete_reference(env, s->wbuf_ref[i]);
+  s->nwbuf = 0;
+  s->wbuf_size = 0;
+  s->wbuf_free = 0;
+}
+
+/* mount(mountpoint, options, dispatch, attrTimeoutS, entryTimeoutS, debug, writeBuffers) -> session */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
-  ARGS(6);
+  ARGS(7);
   size_t len;
   char mnt[4096], opts[4096];
   CALL(env, napi_get_value_string_utf8(env, argv[0], mnt, sizeof(mnt), &len));
@@ -937,6 +1011,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->mountpoint = strdup(mnt);
   s->attr_timeout = get_num(env, argv[3]);
   s->entry_timeout = get_num(env, argv[4]);
+  if (lend_wbufs(env, s, argv[6]) < 0) {
+    drop_wbufs(env, s);
+    session_free(s);
+    return throw_err(env, "EINVAL", "write buffers: an array of equal Buffers of at least 1 MiB");
+  }
 
   char *fargv[5];
   int fargc = 0;
@@ -948,6 +1027,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   struct fuse_args args = FUSE_ARGS_INIT(fargc, fargv);
   s->se = fuse_session_new(&args, &ll_ops, sizeof(ll_ops), s);
   if (!s->se) {
+    drop_wbufs(env, s);
     session_free(s);
     return throw_err(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -955,12 +1035,14 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "scoutfs-fuse3", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok) {
     fuse_session_destroy(s->se);
+    drop_wbufs(env, s);
     session_free(s);
     return throw_err(env, "EIO", "cannot create the threadsafe function");
   }
   if (fuse_session_mount(s->se, mnt) != 0) {
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     fuse_session_destroy(s->se);
+    drop_wbufs(env, s);
     session_free(s);
     return throw_err(env, "EIO", "fuse_session_mount failed (see stderr; is /dev/fuse there?)");
   }
@@ -1029,6 +1111,7 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   s->destroyed = 1;
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   fuse_session_destroy(s->se);
+  drop_wbufs(env, s);
   /* the session struct is kept (a few hundred bytes per mount): the JavaScript session
    * object may still be passed to stop/pending/destroy, which then do nothing */
   return undefined(env);

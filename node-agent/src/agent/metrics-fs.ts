@@ -6,6 +6,7 @@
 import type { FsCounters } from '../fs/fs.js'
 import type { MetricSink } from './metrics.js'
 import type { DataWaiters } from '../fs/data-wait.js'
+import type { FrontendStats } from '../fs/frontend.js'
 
 export function registerFsMetrics(
   m: MetricSink,
@@ -67,6 +68,61 @@ export function registerFsMetrics(
       help: 'Waiters failed with an errno (data-wait-err, unmount)',
       kind: 'counter',
       read: () => w.counters.failed,
+    },
+  ])
+}
+
+/** The kernel's side of the mount, as the frontend counts it (none before it is attached). */
+export function registerFrontendMetrics(m: MetricSink, stats: () => FrontendStats | undefined): void {
+  const read = (k: keyof FrontendStats) => () => stats()?.[k] ?? 0
+  m.add([
+    {
+      name: 'scoutfs_fuse_held_inodes',
+      help: 'Inodes the kernel holds (looked up and not forgotten)',
+      kind: 'gauge',
+      read: read('heldInodes'),
+    },
+    {
+      name: 'scoutfs_fuse_open_handles',
+      help: 'Files and directories the kernel has open on this mount',
+      kind: 'gauge',
+      read: read('openHandles'),
+    },
+    {
+      name: 'scoutfs_fuse_invalidated_inodes_total',
+      help: 'Kernel inode caches (attributes, pages) invalidated after lost cluster locks',
+      kind: 'counter',
+      read: read('invalidatedInodes'),
+    },
+    {
+      name: 'scoutfs_fuse_invalidated_entries_total',
+      help: 'Kernel directory entries invalidated after lost cluster locks',
+      kind: 'counter',
+      read: read('invalidatedEntries'),
+    },
+    {
+      name: 'scoutfs_fuse_notifies_done_total',
+      help: 'Invalidation notifies the kernel finished',
+      kind: 'counter',
+      read: read('notifiesDone'),
+    },
+    {
+      name: 'scoutfs_fuse_notifies_failed_total',
+      help: 'Invalidation notifies the kernel refused',
+      kind: 'counter',
+      read: read('notifiesFailed'),
+    },
+    {
+      name: 'scoutfs_fuse_notify_waits_expired_total',
+      help: 'Lookups of a directory renamed elsewhere that stopped waiting for the kernel to drop its old name',
+      kind: 'counter',
+      read: read('notifyWaitsExpired'),
+    },
+    {
+      name: 'scoutfs_fuse_moved_directories_total',
+      help: 'Directories looked up under a new name while the kernel cached the old one',
+      kind: 'counter',
+      read: read('movedDirectories'),
     },
   ])
 }

@@ -32,7 +32,7 @@ import { DEFAULT_FRONTEND, FRONTENDS } from '../fuse/frontends.js'
 import { AgentMetrics } from './metrics.js'
 import { MountCore, readMountSupers } from './mount-core.js'
 import { registerForestMetrics, registerItemCacheMetrics, registerTransMetrics } from './metrics-client.js'
-import { registerFsMetrics } from './metrics-fs.js'
+import { registerFrontendMetrics, registerFsMetrics } from './metrics-fs.js'
 import { registerQuorumMetrics, registerTlsMetrics } from './metrics-quorum.js'
 import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lock.js'
 import { registerBlockCacheMetrics, registerBtreeMetrics, registerFreeSpaceMetrics } from './metrics-storage.js'
@@ -304,6 +304,7 @@ export class Mount {
       registerBtreeMetrics(metrics, () => [btreeCountersOf(cache), ...serverHost.btreeCounters()])
       registerLockClientMetrics(metrics, locks)
       registerFsMetrics(metrics, fs)
+      registerFrontendMetrics(metrics, () => m.frontend?.stats())
       registerFreeSpaceMetrics(metrics, () => client.statfs())
       registerLocksHeldMetric(metrics, locks)
       serverHost.exportMetrics(metrics)

@@ -25,34 +25,45 @@ import { DataWaitOp, untilOnline, type Waiting } from './data-wait.js'
 const BS = DATA_BLOCK_SIZE
 const EMPTY = Buffer.alloc(0)
 
-export function read(c: FsContext, ino: number, offset: number, length: number): Promise<Buffer> {
-  return untilOnline(() => readOnce(c, ino, offset, length))
+/**
+ * Read up to `length` bytes at `offset`: into `into` when it is large enough (a buffer the
+ * caller reuses; the answer is then a part of it), else into a new buffer.
+ */
+export function read(c: FsContext, ino: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  return untilOnline(() => readOnce(c, ino, offset, length, into))
 }
 
-function readOnce(c: FsContext, ino: number, offset: number, length: number): Promise<Buffer | Waiting> {
+function readOnce(
+  c: FsContext,
+  ino: number,
+  offset: number,
+  length: number,
+  into: Buffer | undefined,
+): Promise<Buffer | Waiting> {
   return c.reading([ino], async () => {
     const i = await getInode(c, ino)
     if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
     if (offset >= i.size || length <= 0) return EMPTY
     const end = Math.min(i.size, offset + length)
-    const out = Buffer.alloc(end - offset)
+    const out = into && into.length >= end - offset ? into.subarray(0, end - offset) : Buffer.allocUnsafe(end - offset)
     let b = Math.floor(offset / BS)
     const last = Math.floor((end - 1) / BS)
+    // file bytes [from, to) land at out[from - offset]
+    const part = (from: number, to: number): Buffer => out.subarray(from - offset, to - offset)
     while (b <= last) {
+      const fileStart = Math.max(offset, b * BS)
       const e = await extentAt(c, ino, b)
       if (!e) {
+        // a hole reads as zeros
         const next = await extentAfter(c, ino, b)
-        b = next ? next.iblock : last + 1 // a hole reads as the zeros `out` already holds
+        b = next && next.iblock <= last ? next.iblock : last + 1
+        part(fileStart, Math.min(end, b * BS)).fill(0)
         continue
       }
       if (e.flags & EXTENT_OFFLINE) return { waiting: c.dataWaiters.wait(ino, b, DataWaitOp.READ) }
       const runEnd = Math.min(e.iblock + e.len - 1, last)
       const phys = e.blkno + (b - e.iblock)
-      const buf = await c.data.read(phys * BS, (runEnd - b + 1) * BS)
-      const fileStart = b * BS
-      const from = Math.max(offset, fileStart)
-      const to = Math.min(end, (runEnd + 1) * BS)
-      buf.copy(out, from - offset, from - fileStart, to - fileStart)
+      await c.data.readInto(phys * BS + (fileStart - b * BS), part(fileStart, Math.min(end, (runEnd + 1) * BS)))
       b = runEnd + 1
     }
     c.counters.dataBytesRead += out.length

@@ -37,9 +37,28 @@ export interface FrontendOptions {
   log: FrontendLogger
 }
 
+/** What a frontend counts of the kernel's side (metrics): 0 where a binding has no such thing. */
+export interface FrontendStats {
+  /** inodes the kernel holds (lookup count above 0) */
+  heldInodes: number
+  /** files and directories the kernel has open */
+  openHandles: number
+  /** notify-invalidations of inodes and of entries queued for the kernel */
+  invalidatedInodes: number
+  invalidatedEntries: number
+  /** notifies the kernel finished; refused (not ENOENT, which means nothing was cached) */
+  notifiesDone: number
+  notifiesFailed: number
+  /** lookups that stopped waiting for the kernel to drop a moved directory's old name */
+  notifyWaitsExpired: number
+  /** directories found under a new name (renamed by another mount) while cached under the old */
+  movedDirectories: number
+}
+
 /** A mounted frontend: serving `fs` at its mountpoint until unmount(). */
 export interface Frontend extends KernelCache {
   unmount(): Promise<void>
+  stats(): FrontendStats
 }
 
 export type FrontendFactory = (fs: FsApi, mountpoint: string, opts: FrontendOptions) => Promise<Frontend>

@@ -143,10 +143,16 @@ export interface FsApi {
    */
   open(ino: number): Promise<OpenInfo>
   release(ino: number): Promise<void>
-  read(ino: number, offset: number, length: number): Promise<Buffer>
+  /**
+   * Read up to `length` bytes at `offset` (fewer at the end of the file).  With `into` (a
+   * buffer the caller reuses once it has used the answer) the bytes land there when they fit,
+   * and the answer is a part of it.
+   */
+  read(ino: number, offset: number, length: number, into?: Buffer): Promise<Buffer>
   /**
    * Write `data` at `offset`; with `append` (a file opened O_APPEND) at the end of the file as
-   * it is when the write runs, ignoring `offset` (so appends from several nodes never overlap)
+   * it is when the write runs, ignoring `offset` (so appends from several nodes never overlap).
+   * Nothing keeps `data` once the promise settles: the caller may reuse it then.
    */
   write(ino: number, offset: number, data: Buffer, append?: boolean): Promise<number>
   /**

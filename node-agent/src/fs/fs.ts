@@ -185,8 +185,8 @@ export class Filesystem implements FsApi {
     return orphan.openInodes(this.c, group)
   }
 
-  read(ino: number, offset: number, length: number): Promise<Buffer> {
-    return data.read(this.c, ino, offset, length)
+  read(ino: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return data.read(this.c, ino, offset, length, into)
   }
 
   write(ino: number, at: number, buf: Buffer, append = false): Promise<number> {

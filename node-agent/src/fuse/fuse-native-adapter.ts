@@ -31,7 +31,7 @@
 import { resolve as resolvePath } from 'node:path'
 import { FsError } from '../util/errors.js'
 import type { Caller, FsApi } from '../fs/fs-api.js'
-import type { Frontend, FrontendFactory } from '../fs/frontend.js'
+import type { Frontend, FrontendFactory, FrontendStats } from '../fs/frontend.js'
 import {
   FuseNative,
   LOCALS_ATIME,
@@ -252,6 +252,20 @@ export class FuseAdapter implements Frontend {
   /** open handles the kernel holds on this mount */
   openHandles(): number {
     return this.handles.size
+  }
+
+  /** every kernel cache is off: nothing held, nothing to notify */
+  stats(): FrontendStats {
+    return {
+      heldInodes: 0,
+      openHandles: this.handles.size,
+      invalidatedInodes: 0,
+      invalidatedEntries: 0,
+      notifiesDone: 0,
+      notifiesFailed: 0,
+      notifyWaitsExpired: 0,
+      movedDirectories: 0,
+    }
   }
 
   /** hidden (unlinked, still open) files on this mount */

@@ -15,6 +15,8 @@
  *    lock this mount held, and the lock-invalidation hook (fs/lock-invalidation.ts) calls
  *    invalidateInodes when the lock goes, which drops attributes, pages and the entries below
  *    each directory (issued by the addon's notify thread, never inline);
+ *  - a lookup that finds a directory the kernel holds under another name invalidates that
+ *    name first (the kernel would otherwise answer ESTALE when it cannot move it: lookup());
  *  - a file opened O_APPEND is direct I/O: its writes land at the end of the file as the
  *    cluster knows it (FsApi.write's append), so the page cache would not match;
  *  - so is a file that has offline blocks when opened (FsApi.open says): the kernel's
@@ -24,6 +26,7 @@
  *    kernel applies the umask and checks permissions (default_permissions), and clears
  *    setuid/setgid on write and chown through SETATTR (no handle_killpriv).
  */
+import { readFileSync, writeFileSync } from 'node:fs'
 import { resolve as resolvePath } from 'node:path'
 import { FsError } from '../util/errors.js'
 import {
@@ -36,7 +39,7 @@ import {
   type FsApi,
   type SetAttr,
 } from '../fs/fs-api.js'
-import type { Frontend, FrontendFactory, FrontendLogger } from '../fs/frontend.js'
+import type { Frontend, FrontendFactory, FrontendLogger, FrontendStats } from '../fs/frontend.js'
 import { A, ATTR_LEN, fuse3Native, OP, SET_ATTR, type Fuse3Native, type Req, type Session } from './fuse3-lowlevel.js'
 import { forceUnmount } from './unmount.js'
 
@@ -49,8 +52,27 @@ const MAX_FH = 0x7ffffffe
 const BLKSIZE = 131072
 const XATTR_SIZE_MAX = 65536
 const NAME_MAX = 255
+/**
+ * The mount's readahead (KiB).  The kernel caps a FUSE mount's at its default 128 KiB whatever
+ * max_readahead says, so sequential reads came as 128 KiB requests, each a trip through
+ * JavaScript; 4 MiB lets it ask for 1 MiB (max_write) requests, several at once.
+ */
+const READAHEAD_KB = 4096
+/** reads of up to this many bytes (the kernel's largest) go through a pool of READ_BUFS buffers */
+const READ_BUF_SIZE = 1 << 20
+const READ_BUFS = 16
+/** WRITE data arrives in one of these many 1 MiB buffers lent to the addon (else a new one) */
+const WRITE_BUFS = 16
 /** how long an unmount waits for the requests JavaScript still runs (ms) */
 const UNMOUNT_DRAIN_MS = 2000
+/**
+ * How long a lookup of a directory renamed elsewhere waits for its old entry's invalidation
+ * (ms).  Bounded: the notify waits in the kernel for the old parent's lock, which a local
+ * process may hold while it waits for this agent (a rename holds both parents' locks while it
+ * looks the names up).  Lost locks never wait for their notifies, for the same reason: under
+ * write sharing a tenth of them would.
+ */
+const MOVED_DIR_WAIT_MS = 50
 
 export interface Fuse3MountOptions {
   fsname?: string
@@ -100,16 +122,30 @@ export class Fuse3Adapter implements Frontend {
   private readonly timeoutS: number
   private session: Session | undefined
   private readonly handles = new Map<number, Handle>()
+  /** read buffers answered and free again (at most READ_BUFS) */
+  private readonly readBufs: Buffer[] = []
+  /** lent to the addon for WRITE data (fuse3-lowlevel.ts mount) */
+  private readonly writeBufs = Array.from({ length: WRITE_BUFS }, () => Buffer.allocUnsafeSlow(1 << 20))
   private nextFh = 1
   /** ino -> the kernel's lookup count and the attributes it was last given (the root is always held) */
   private readonly lookups = new Map<number, { n: number; last?: Attr }>([[1, { n: 1 }]])
   /** directory ino -> names (nameKey) the kernel was given entries for -> child ino */
   private readonly children = new Map<number, Map<string, number>>()
+  /** directory ino -> the entry the kernel was last given for it (a directory has one name) */
+  private readonly dirNames = new Map<number, { parent: number; key: string }>()
   /** bumped by every invalidation; a request remembers it when it starts (heldSince) */
   private invalEpoch = 0
+  /** notifies queued to the addon's notify thread (it counts those it finished) */
+  private notifiesQueued = 0
   private unmounting: Promise<void> | undefined
   /** counters for tests and metrics */
-  readonly counters = { requests: 0, invalidatedInodes: 0, invalidatedEntries: 0 }
+  readonly counters = {
+    requests: 0,
+    invalidatedInodes: 0,
+    invalidatedEntries: 0,
+    movedDirectories: 0,
+    notifyWaitsExpired: 0,
+  }
 
   private constructor(fs: FsApi, mountpoint: string, opts: Fuse3MountOptions) {
     this.native = fuse3Native()
@@ -138,12 +174,36 @@ export class Fuse3Adapter implements Frontend {
         a.timeoutS,
         a.timeoutS,
         !!opts.debug,
+        a.writeBufs,
       )
     } catch (e) {
       await forceUnmount(a.mountpoint)
       throw e instanceof FsError ? e : new FsError('EIO', `mount of ${a.mountpoint}: ${String(e)}`)
     }
+    a.setReadahead(READAHEAD_KB)
     return a
+  }
+
+  /**
+   * Set the readahead of the mount's backing device info (/sys/class/bdi/MAJ:MIN, found in
+   * /proc/self/mountinfo, never by a stat of the mountpoint, which this thread would have to
+   * answer).  Only root may; others keep the kernel's 128 KiB.
+   */
+  private setReadahead(kb: number): void {
+    if (process.getuid?.() !== 0) return
+    const unescape = (f: string): string =>
+      f.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
+    try {
+      const line = readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' '))
+        .filter((f) => f.length > 4 && unescape(f[4]!) === this.mountpoint)
+        .pop()
+      if (!line) throw new FsError('ENOENT', 'not in /proc/self/mountinfo')
+      writeFileSync(`/sys/class/bdi/${line[2]}/read_ahead_kb`, String(kb))
+    } catch (e) {
+      this.log.warn(`readahead of ${this.mountpoint} left at the kernel's default: ${String(e)}`)
+    }
   }
 
   // ---- lifecycle ----
@@ -183,13 +243,13 @@ export class Fuse3Adapter implements Frontend {
     if (!s) return
     const hit = (ino: number): void => {
       if (!this.lookups.has(ino)) return
-      this.native.notifyInvalInode(s, ino)
+      this.notifyInode(s, ino)
       this.counters.invalidatedInodes++
       const names = this.children.get(ino)
       if (!names) return
       this.children.delete(ino)
       for (const k of names.keys()) {
-        this.native.notifyInvalEntry(s, ino, Buffer.from(k, 'latin1'))
+        this.notifyEntry(s, ino, Buffer.from(k, 'latin1'))
         this.counters.invalidatedEntries++
       }
     }
@@ -202,8 +262,54 @@ export class Fuse3Adapter implements Frontend {
     const s = this.session
     if (!s) return
     this.children.get(parent)?.delete(nameKey(Buffer.from(name)))
-    this.native.notifyInvalEntry(s, parent, Buffer.from(name))
+    this.notifyEntry(s, parent, Buffer.from(name))
     this.counters.invalidatedEntries++
+  }
+
+  private notifyEntry(s: Session, parent: number, name: Buffer): void {
+    this.notifiesQueued += this.native.notifyInvalEntry(s, parent, name)
+  }
+
+  private notifyInode(s: Session, ino: number): void {
+    this.notifiesQueued += this.native.notifyInvalInode(s, ino)
+  }
+
+  /**
+   * Wait (at most maxMs) until the notify thread has finished every notify queued so far (it
+   * serves them in order).  Bounded: a notify waits in the kernel for the directory's lock,
+   * which a process may hold while it waits for this agent.
+   */
+  private async notifiesDone(maxMs: number): Promise<void> {
+    const s = this.session
+    const target = this.notifiesQueued
+    for (const until = Date.now() + maxMs; s && !this.unmounting;) {
+      const [sent, failed] = this.native.notifyCounters(s)
+      if (sent + failed >= target) return
+      if (Date.now() >= until) break
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    this.counters.notifyWaitsExpired++
+  }
+
+  /**
+   * A lookup that finds a directory the kernel holds under another name (another mount
+   * renamed it): the old entry is invalidated, and the answer waits for that, before the
+   * kernel attaches the inode to its new name.  Otherwise the kernel must move the old
+   * dentry itself, which it only tries (d_splice_alias takes the rename mutex and the old
+   * parent's lock with trylock) and answers ESTALE to the caller when either is busy.
+   */
+  private async lookup(parent: number, name: Buffer): Promise<Attr> {
+    const a = await this.fs.lookup(parent, name)
+    const was = (a.mode & S_IFMT) === S_IFDIR ? this.dirNames.get(a.ino) : undefined
+    if (was && this.session && (was.parent !== parent || was.key !== nameKey(name))) {
+      this.children.get(was.parent)?.delete(was.key)
+      this.dirNames.delete(a.ino)
+      this.notifyEntry(this.session, was.parent, Buffer.from(was.key, 'latin1'))
+      this.counters.invalidatedEntries++
+      this.counters.movedDirectories++
+      await this.notifiesDone(MOVED_DIR_WAIT_MS)
+    }
+    return a
   }
 
   /** open handles the kernel holds on this mount */
@@ -219,6 +325,21 @@ export class Fuse3Adapter implements Frontend {
   /** notifies the kernel took, notifies it refused */
   notifyCounters(): [number, number] {
     return this.session ? this.native.notifyCounters(this.session) : [0, 0]
+  }
+
+  stats(): FrontendStats {
+    const [done, failed] = this.notifyCounters()
+    const c = this.counters
+    return {
+      heldInodes: this.lookups.size,
+      openHandles: this.handles.size,
+      invalidatedInodes: c.invalidatedInodes,
+      invalidatedEntries: c.invalidatedEntries,
+      notifiesDone: done,
+      notifiesFailed: failed,
+      notifyWaitsExpired: c.notifyWaitsExpired,
+      movedDirectories: c.movedDirectories,
+    }
   }
 
   // ---- requests ----
@@ -270,8 +391,8 @@ export class Fuse3Adapter implements Frontend {
     this.held(parent, name, a)
     if (epoch === this.invalEpoch || !this.session) return
     this.children.get(parent)?.delete(nameKey(name))
-    this.native.notifyInvalEntry(this.session, parent, name)
-    this.native.notifyInvalInode(this.session, a.ino)
+    this.notifyEntry(this.session, parent, name)
+    this.notifyInode(this.session, a.ino)
     this.counters.invalidatedEntries++
   }
 
@@ -285,6 +406,7 @@ export class Fuse3Adapter implements Frontend {
     let m = this.children.get(parent)
     if (!m) this.children.set(parent, (m = new Map()))
     m.set(nameKey(name), ino)
+    if ((a.mode & S_IFMT) === S_IFDIR) this.dirNames.set(ino, { parent, key: nameKey(name) })
   }
 
   private forget(ino: number, n: number): void {
@@ -294,6 +416,28 @@ export class Fuse3Adapter implements Frontend {
     if (l.n > 0) return
     this.lookups.delete(ino)
     this.children.delete(ino)
+    this.dirNames.delete(ino)
+  }
+
+  /**
+   * A rename on this mount: the kernel moves its dentry to the new name, so the name it holds
+   * moves too (a lost lock of the new parent must invalidate it), unless an invalidation ran
+   * meanwhile: then the new entry is invalidated at once.
+   */
+  private renamed(parent: number, name: Buffer, newParent: number, newName: Buffer, epoch: number): void {
+    const ino = this.children.get(parent)?.get(nameKey(name))
+    this.dropName(parent, name)
+    this.dropName(newParent, newName)
+    if (ino === undefined || !this.lookups.has(ino)) return
+    if (epoch !== this.invalEpoch) {
+      if (this.session) this.notifyEntry(this.session, newParent, newName)
+      this.dirNames.delete(ino)
+      return
+    }
+    let m = this.children.get(newParent)
+    if (!m) this.children.set(newParent, (m = new Map()))
+    m.set(nameKey(newName), ino)
+    if (this.dirNames.has(ino)) this.dirNames.set(ino, { parent: newParent, key: nameKey(newName) })
   }
 
   private dropName(parent: number, name: Buffer | undefined): void {
@@ -339,7 +483,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'lookup',
-          () => fs.lookup(n0, fsName(b0)),
+          () => this.lookup(n0, fsName(b0)),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.GETATTR: // ino, fh
@@ -397,8 +541,7 @@ export class Fuse3Adapter implements Frontend {
       case OP.RENAME: // parent, newparent, flags, name, newname
         return this.done(req, 'rename', async () => {
           await fs.rename(n0, fsName(b0), n1, fsName(b1), n2)
-          this.dropName(n0, b0)
-          this.dropName(n1, b1)
+          this.renamed(n0, b0!, n1, b1!, epoch)
         })
       case OP.LINK: // ino, newparent, newname
         return this.answer(
@@ -414,20 +557,39 @@ export class Fuse3Adapter implements Frontend {
           () => fs.open(n0),
           (info) => this.replyOpen(req, n0, n1, info.offline),
         )
-      case OP.READ: // ino, fh, size, off
+      case OP.READ: {
+        // ino, fh, size, off: read into a buffer of the pool (the kernel copies the answer
+        // at once), so reads make no garbage; it goes back once answered
+        const into = n2 <= READ_BUF_SIZE ? (this.readBufs.pop() ?? Buffer.allocUnsafeSlow(READ_BUF_SIZE)) : undefined
+        const back = (): void => {
+          if (into && this.readBufs.length < READ_BUFS) this.readBufs.push(into)
+        }
         return this.answer(
           req,
           'read',
-          () => fs.read(this.handle(n1, n0).ino, n3, n2),
-          (data) => native.replyBuf(req, data.length > n2 ? data.subarray(0, n2) : data),
+          () =>
+            fs.read(this.handle(n1, n0).ino, n3, n2, into).catch((e: unknown) => {
+              back()
+              throw e
+            }),
+          (data) => {
+            try {
+              native.replyBuf(req, data.length > n2 ? data.subarray(0, n2) : data)
+            } finally {
+              back()
+            }
+          },
         )
+      }
       case OP.WRITE: {
-        // ino, fh, off, data
+        // ino, fh, off, lent buffer (-1: data in b0), length; the buffer is the addon's again
+        // once answered, and fs.write keeps nothing of its data past its return
         const h = this.handle(n1, n0)
+        const data = n3 >= 0 ? this.writeBufs[n3]!.subarray(0, n4) : (b0 ?? Buffer.alloc(0))
         return this.answer(
           req,
           'write',
-          () => fs.write(h.ino, n2, b0 ?? Buffer.alloc(0), (h.flags & O_APPEND) !== 0),
+          () => fs.write(h.ino, n2, data, (h.flags & O_APPEND) !== 0),
           (n) => native.replyWrite(req, n),
         )
       }

@@ -116,6 +116,12 @@ export interface Fuse3Native {
     attrTimeoutS: number,
     entryTimeoutS: number,
     debug: boolean,
+    /**
+     * equal Buffers of at least 1 MiB (at most 32) lent for WRITE data: a WRITE names the
+     * one holding its data by index (n3, length n4; n3 -1: the data is b0); it is the
+     * addon's again once the request is answered
+     */
+    writeBuffers: Buffer[],
   ): Session
   /** lazy unmount, end the threads (idempotent) */
   stop(s: Session): void

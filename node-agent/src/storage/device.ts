@@ -22,6 +22,8 @@ export interface BlockDevice {
   readonly size: number
   readonly direct: boolean
   read(off: number, len: number): Promise<Buffer>
+  /** read buf.length bytes at off into buf (file data into a buffer the caller reuses) */
+  readInto(off: number, buf: Buffer): Promise<void>
   write(off: number, buf: Buffer): Promise<void>
   flush(): Promise<void>
   close(): Promise<void>
@@ -121,24 +123,35 @@ export class FileDevice implements BlockDevice {
   async read(off: number, len: number): Promise<Buffer> {
     this.check(off, len)
     const out = Buffer.allocUnsafe(len)
+    await this.readInto(off, out)
+    return out
+  }
+
+  /** direct I/O reads aligned spans through the bounce buffers and copies the part asked for */
+  async readInto(off: number, out: Buffer): Promise<void> {
+    const len = out.length
+    if (off < 0 || off + len > this.size)
+      throw new FsError('EIO', `${this.path}: I/O at ${off}+${len} is past the device end ${this.size}`)
     try {
       if (!this.direct) {
         await this.readFully(out, 0, len, off)
-        return out
+        return
       }
       pool ??= new AlignedPool()
       const { slot, buf } = await pool.get()
       try {
         for (let done = 0; done < len;) {
-          const n = Math.min(AlignedPool.SLOT, len - done)
-          await this.readFully(buf, 0, n, off + done)
-          buf.copy(out, done, 0, n)
+          const at = off + done
+          const start = at - (at % DIRECT_ALIGN)
+          const span = Math.min(AlignedPool.SLOT, Math.ceil((off + len - start) / DIRECT_ALIGN) * DIRECT_ALIGN)
+          await this.readFully(buf, 0, span, start)
+          const n = Math.min(len - done, span - (at - start))
+          buf.copy(out, done, at - start, at - start + n)
           done += n
         }
       } finally {
         pool.put(slot)
       }
-      return out
     } catch (e) {
       throw fromNodeError(e, `${this.path}: read at ${off}+${len}`)
     }
