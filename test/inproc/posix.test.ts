@@ -6,7 +6,16 @@
  * Each test works in a fresh directory of one single-mount cluster.
  */
 import assert from 'node:assert/strict'
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type FsApi } from '../../node-agent/src/fs/fs-api.js'
+import {
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  ROOT_INO,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  type FsApi,
+} from '../../node-agent/src/fs/fs-api.js'
 import { InProcCluster } from '../harness/cluster.js'
 import { ROOT, create, errnoOf, ls, lstat, mkdir, parentOf, readFile, writeFile } from '../harness/paths.js'
 import { testSeed } from '../helpers/rng.js'
@@ -194,6 +203,29 @@ describe('inproc: POSIX namespace operations and their errnos', function () {
     const moved = await lstat(fs, p('b', 'moved'))
     assert.equal((await fs.lookup(moved.ino, '..')).ino, (await lstat(fs, p('b'))).ino, "'..' names the new parent")
     assert.equal((await readFile(fs, p('b', 'moved', 'f'))).toString(), 'z')
+  })
+
+  it('RENAME_EXCHANGE swaps a directory and a file across directories: both parents, nlink and .. follow', async () => {
+    const p = await fresh('exchange')
+    await mkdir(fs, p('a'))
+    await mkdir(fs, p('b'))
+    await mkdir(fs, p('a', 'sub'))
+    await writeFile(fs, p('a', 'sub', 'f'), Buffer.from('z'))
+    await writeFile(fs, p('b', 'file'), Buffer.from('y'))
+    const [a, b] = [await lstat(fs, p('a')), await lstat(fs, p('b'))]
+    await fs.rename(a.ino, 'sub', b.ino, 'file', RENAME_EXCHANGE)
+    assert.equal((await readFile(fs, p('a', 'sub'))).toString(), 'y')
+    assert.equal((await readFile(fs, p('b', 'file', 'f'))).toString(), 'z')
+    assert.equal((await lstat(fs, p('a'))).nlink, 2)
+    assert.equal((await lstat(fs, p('b'))).nlink, 3)
+    assert.equal((await fs.lookup((await lstat(fs, p('b', 'file'))).ino, '..')).ino, b.ino, "'..' names the new parent")
+    assert.equal(await errnoOf(fs.rename(a.ino, 'sub', b.ino, 'none', RENAME_EXCHANGE)), 'ENOENT')
+    assert.equal(await errnoOf(fs.rename(a.ino, 'sub', b.ino, 'file', RENAME_EXCHANGE | RENAME_NOREPLACE)), 'EINVAL')
+    // the directory may not go below itself, whichever side it is on
+    await writeFile(fs, p('b', 'file', 'g'), Buffer.from('g'))
+    const moved = await lstat(fs, p('b', 'file'))
+    assert.equal(await errnoOf(fs.rename(ROOT_INO, `${n}-exchange`, moved.ino, 'g', RENAME_EXCHANGE)), 'EINVAL')
+    assert.equal(await errnoOf(fs.rename(moved.ino, 'g', ROOT_INO, `${n}-exchange`, RENAME_EXCHANGE)), 'EINVAL')
   })
 
   it('names of 255 bytes work and 256 bytes give ENAMETOOLONG everywhere', async () => {

@@ -1,6 +1,6 @@
 /*
  * What only the low-level libfuse 3 frontend serves (fuse-native cannot pass these requests
- * on): renameat2's RENAME_NOREPLACE (and EINVAL for RENAME_EXCHANGE), fallocate modes 0 and
+ * on): renameat2's RENAME_NOREPLACE and RENAME_EXCHANGE, fallocate modes 0 and
  * FALLOC_FL_KEEP_SIZE (EOPNOTSUPP for the others), and new inodes that belong to the user who
  * made them, with a setgid directory's group and setgid bit inherited as on ext4.
  *
@@ -48,7 +48,7 @@ describe('mount: the low-level frontend: renameat2, fallocate, ownership', funct
     }
   })
 
-  it('RENAME_NOREPLACE: EEXIST over an existing name (which keeps its data), a move to a free name; RENAME_EXCHANGE: EINVAL', async () => {
+  it('RENAME_NOREPLACE: EEXIST over an existing name (which keeps its data), a move to a free name', async () => {
     const r = await runPy(
       fresh('noreplace'),
       PY_CALLS +
@@ -59,7 +59,6 @@ describe('mount: the low-level frontend: renameat2, fallocate, ownership', funct
       r = {'over': rename2(p('a'), p('b'), 1), 'a': rfile(p('a')).decode(), 'b': rfile(p('b')).decode(),
            'overdir': rename2(p('a'), p('d'), 1),
            'free': rename2(p('a'), p('c'), 1), 'gone': os.path.exists(p('a')), 'c': rfile(p('c')).decode(),
-           'exchange': rename2(p('b'), p('c'), 2), 'b2': rfile(p('b')).decode(),
            'plain': rename2(p('c'), p('b'), 0), 'b3': rfile(p('b')).decode()}
       out(r)
       `),
@@ -72,10 +71,52 @@ describe('mount: the low-level frontend: renameat2, fallocate, ownership', funct
       free: 'OK',
       gone: false,
       c: 'A',
-      exchange: 'EINVAL',
-      b2: 'B',
       plain: 'OK',
       b3: 'A',
+    })
+  })
+
+  it('RENAME_EXCHANGE: two files swap, a file and a directory swap across directories (link counts, ..), a missing name is ENOENT', async () => {
+    const r = await runPy(
+      fresh('exchange'),
+      PY_CALLS +
+        dedent(String.raw`
+      wfile(p('a'), b'A')
+      wfile(p('b'), b'B')
+      ia, ib = os.stat(p('a')).st_ino, os.stat(p('b')).st_ino
+      os.mkdir(p('x'))
+      os.mkdir(p('y'))
+      os.mkdir(p('x/sub'))
+      wfile(p('x/sub/inner'), b'I')
+      wfile(p('y/f'), b'F')
+      r = {'files': rename2(p('a'), p('b'), 2), 'a': rfile(p('a')).decode(), 'b': rfile(p('b')).decode(),
+           'inos': [os.stat(p('a')).st_ino == ib, os.stat(p('b')).st_ino == ia]}
+      r['cross'] = rename2(p('x/sub'), p('y/f'), 2)
+      r['x/sub'] = rfile(p('x/sub')).decode()
+      r['y/f/inner'] = rfile(p('y/f/inner')).decode()
+      r['nlink'] = [os.stat(p('x')).st_nlink, os.stat(p('y')).st_nlink]
+      r['dotdot'] = os.stat(p('y/f/..')).st_ino == os.stat(p('y')).st_ino
+      r['missing'] = rename2(p('a'), p('nothere'), 2)
+      r['both'] = rename2(p('a'), p('b'), 3)
+      r['into-self'] = rename2(p('y'), p('y/f/inner'), 2)
+      r['after'] = sorted(os.listdir(p('.')))
+      out(r)
+      `),
+    )
+    assert.deepEqual(r, {
+      files: 'OK',
+      a: 'B',
+      b: 'A',
+      inos: [true, true],
+      cross: 'OK',
+      'x/sub': 'F',
+      'y/f/inner': 'I',
+      nlink: [2, 3],
+      dotdot: true,
+      missing: 'ENOENT',
+      both: 'EINVAL',
+      'into-self': 'EINVAL',
+      after: ['a', 'b', 'x', 'y'],
     })
   })
 

@@ -131,7 +131,8 @@ export interface FsApi {
   rmdir(parent: number, name: FsName): Promise<void>
   /**
    * POSIX rename, replacing the target if it exists and is compatible; `flags` as renameat2's
-   * (RENAME_NOREPLACE: EEXIST if the target exists; others EINVAL)
+   * (RENAME_NOREPLACE: EEXIST if the target exists; RENAME_EXCHANGE: swap two existing names;
+   * others EINVAL)
    */
   rename(parent: number, name: FsName, newParent: number, newName: FsName, flags?: number): Promise<void>
   /** entries from position `pos` (0 starts with "." and ".."), at most `max` of them */

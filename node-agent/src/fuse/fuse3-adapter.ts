@@ -30,6 +30,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { resolve as resolvePath } from 'node:path'
 import { FsError } from '../util/errors.js'
 import {
+  RENAME_EXCHANGE,
   S_IFDIR,
   S_IFMT,
   S_IFREG,
@@ -420,24 +421,37 @@ export class Fuse3Adapter implements Frontend {
   }
 
   /**
-   * A rename on this mount: the kernel moves its dentry to the new name, so the name it holds
-   * moves too (a lost lock of the new parent must invalidate it), unless an invalidation ran
-   * meanwhile: then the new entry is invalidated at once.
+   * A rename on this mount: the kernel moves its dentry to the new name (and with
+   * RENAME_EXCHANGE the other one to the old name), so the names it holds move too (a lost
+   * lock of either parent must invalidate them), unless an invalidation ran meanwhile: then
+   * the entries are invalidated at once.
    */
-  private renamed(parent: number, name: Buffer, newParent: number, newName: Buffer, epoch: number): void {
-    const ino = this.children.get(parent)?.get(nameKey(name))
+  private renamed(
+    parent: number,
+    name: Buffer,
+    newParent: number,
+    newName: Buffer,
+    exchange: boolean,
+    epoch: number,
+  ): void {
+    const moved = this.children.get(parent)?.get(nameKey(name))
+    const other = exchange ? this.children.get(newParent)?.get(nameKey(newName)) : undefined
     this.dropName(parent, name)
     this.dropName(newParent, newName)
-    if (ino === undefined || !this.lookups.has(ino)) return
-    if (epoch !== this.invalEpoch) {
-      if (this.session) this.notifyEntry(this.session, newParent, newName)
-      this.dirNames.delete(ino)
-      return
+    const put = (ino: number | undefined, p: number, n: Buffer): void => {
+      if (ino === undefined || !this.lookups.has(ino)) return
+      if (epoch !== this.invalEpoch) {
+        if (this.session) this.notifyEntry(this.session, p, n)
+        this.dirNames.delete(ino)
+        return
+      }
+      let m = this.children.get(p)
+      if (!m) this.children.set(p, (m = new Map()))
+      m.set(nameKey(n), ino)
+      if (this.dirNames.has(ino)) this.dirNames.set(ino, { parent: p, key: nameKey(n) })
     }
-    let m = this.children.get(newParent)
-    if (!m) this.children.set(newParent, (m = new Map()))
-    m.set(nameKey(newName), ino)
-    if (this.dirNames.has(ino)) this.dirNames.set(ino, { parent: newParent, key: nameKey(newName) })
+    put(moved, newParent, newName)
+    put(other, parent, name)
   }
 
   private dropName(parent: number, name: Buffer | undefined): void {
@@ -541,7 +555,7 @@ export class Fuse3Adapter implements Frontend {
       case OP.RENAME: // parent, newparent, flags, name, newname
         return this.done(req, 'rename', async () => {
           await fs.rename(n0, fsName(b0), n1, fsName(b1), n2)
-          this.renamed(n0, b0!, n1, b1!, epoch)
+          this.renamed(n0, b0!, n1, b1!, (n2 & RENAME_EXCHANGE) !== 0, epoch)
         })
       case OP.LINK: // ino, newparent, newname
         return this.answer(
