@@ -1,7 +1,8 @@
 /*
  * File data and xattrs against an in-memory model, seeded (the core of
  * test/mount/xattr-data.test.ts, in process): random writes at random offsets (into holes,
- * over data, across block boundaries), truncates down and up, reads of random ranges (also into
+ * over data, across block boundaries), truncates down and up, holes punched (fallocate
+ * PUNCH_HOLE), reads of random ranges (also into
  * a reused buffer holding old bytes, as the FUSE frontend reads), xattrs
  * set with and without XATTR_CREATE / XATTR_REPLACE, replaced, removed, with the errnos the
  * model predicts (EEXIST, ENODATA, E2BIG), from two mounts taking turns, with syncs and
@@ -9,7 +10,13 @@
  * check() clean.
  */
 import assert from 'node:assert/strict'
-import { XATTR_CREATE, XATTR_REPLACE, type FsApi } from '../../node-agent/src/fs/fs-api.js'
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  XATTR_CREATE,
+  XATTR_REPLACE,
+  type FsApi,
+} from '../../node-agent/src/fs/fs-api.js'
 import { InProcCluster } from '../harness/cluster.js'
 import { create, errnoOf, mkdir } from '../harness/paths.js'
 import { envInt, testRng, testSeed } from '../helpers/rng.js'
@@ -52,7 +59,18 @@ describe('inproc: file data and xattrs against a model', function () {
         const fs = fsOf(m)
         const f = rng.pick(files)
         const what = `op ${op} on mount ${m}`
-        const kind = rng.pick(['write', 'write', 'write', 'truncate', 'read', 'setxattr', 'setxattr', 'remove', 'get'])
+        const kind = rng.pick([
+          'write',
+          'write',
+          'write',
+          'truncate',
+          'punch',
+          'read',
+          'setxattr',
+          'setxattr',
+          'remove',
+          'get',
+        ])
         counts[kind] = (counts[kind] ?? 0) + 1
         if (kind === 'write') {
           const off = rng.bool(0.3) ? f.data.length + rng.int(10_000) : rng.int(Math.max(1, f.data.length + 1))
@@ -72,6 +90,15 @@ describe('inproc: file data and xattrs against a model', function () {
           const t = Buffer.alloc(size)
           f.data.copy(t, 0, 0, Math.min(size, f.data.length))
           f.data = t
+        } else if (kind === 'punch') {
+          // fallocate PUNCH_HOLE|KEEP_SIZE: zeros in the range, the size stays, whole blocks freed
+          const off = rng.int(f.data.length + 100)
+          const len = rng.range(1, rng.bool(0.3) ? 200_000 : 9000)
+          const before = (await fs.getattr(f.ino)).blocks
+          const a = await fs.fallocate(f.ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len)
+          f.data.fill(0, Math.min(off, f.data.length), Math.min(off + len, f.data.length))
+          assert.equal(a.size, f.data.length, `${what}: punch keeps the size`)
+          assert.ok(a.blocks <= before, `${what}: punch frees blocks, never adds (${before} -> ${a.blocks})`)
         } else if (kind === 'read') {
           const off = rng.int(f.data.length + 100)
           const len = rng.range(0, 70_000)

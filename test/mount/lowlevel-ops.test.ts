@@ -1,7 +1,7 @@
 /*
  * What only the low-level libfuse 3 frontend serves (fuse-native cannot pass these requests
- * on): renameat2's RENAME_NOREPLACE and RENAME_EXCHANGE, fallocate modes 0 and
- * FALLOC_FL_KEEP_SIZE (EOPNOTSUPP for the others), and new inodes that belong to the user who
+ * on): renameat2's RENAME_NOREPLACE and RENAME_EXCHANGE, fallocate modes 0,
+ * FALLOC_FL_KEEP_SIZE and PUNCH_HOLE (EOPNOTSUPP for the others), and new inodes that belong to the user who
  * made them, with a setgid directory's group and setgid bit inherited as on ext4.
  *
  * One agent serves the file (test/helpers/posix-mount.ts); each test works in its own
@@ -120,7 +120,7 @@ describe('mount: the low-level frontend: renameat2, fallocate, ownership', funct
     })
   })
 
-  it('fallocate: mode 0 grows the size and reads zeros, KEEP_SIZE keeps it, never shrinks; PUNCH_HOLE EOPNOTSUPP', async () => {
+  it('fallocate: mode 0 grows the size and reads zeros, KEEP_SIZE keeps it, never shrinks', async () => {
     const r = await runPy(
       fresh('falloc'),
       PY_CALLS +
@@ -151,10 +151,45 @@ describe('mount: the low-level frontend: renameat2, fallocate, ownership', funct
       size2: 1 << 20,
       keep: 'OK',
       size3: 1 << 20,
-      punch: 'ENOTSUP', // errno 95, EOPNOTSUPP, as python's table names it
+      punch: 'OK',
       bad: 'EINVAL',
       posix: 'OK',
       size4: 3 << 20,
+    })
+  })
+
+  it('fallocate PUNCH_HOLE: the range reads zeros, whole blocks inside it are freed, the size stays', async () => {
+    const r = await runPy(
+      fresh('punch'),
+      PY_CALLS +
+        dedent(String.raw`
+      data = bytes((i * 7 + 3) % 251 for i in range(1 << 20))
+      wfile(p('f'), data)
+      fd = os.open(p('f'), os.O_RDWR)
+      os.fsync(fd)
+      os.close(fd)
+      b0 = os.stat(p('f')).st_blocks
+      # bytes 5000..17387: blocks 2 and 3 whole, blocks 1 and 4 partly
+      r = {'punch': falloc(p('f'), 1 | 2, 5000, 3 * 4096 + 100)}
+      got = rfile(p('f'))
+      want = data[:5000] + bytes(3 * 4096 + 100) + data[5000 + 3 * 4096 + 100:]
+      r['data'] = got == want
+      r['size'] = os.stat(p('f')).st_size
+      r['freed'] = b0 - os.stat(p('f')).st_blocks
+      r['past-eof'] = falloc(p('f'), 1 | 2, 2 << 20, 4096)
+      r['size2'] = os.stat(p('f')).st_size
+      r['no-keep'] = falloc(p('f'), 2, 0, 4096)
+      out(r)
+      `),
+    )
+    assert.deepEqual(r, {
+      punch: 'OK',
+      data: true,
+      size: 1 << 20,
+      freed: 16, // two 4 KiB blocks in 512-byte units
+      'past-eof': 'OK',
+      size2: 1 << 20,
+      'no-keep': 'ENOTSUP', // the kernel's EOPNOTSUPP (95): PUNCH_HOLE needs KEEP_SIZE
     })
   })
 

@@ -12,13 +12,18 @@
  * a data waiter while it still holds its lock, drops the lock, waits until woken (a stage, here
  * or on another mount) and starts over; an archive agent may fail it with an errno instead
  * (data-wait.ts).  A write never allocates over an offline block: the block is staged first.
+ *
+ * Punching a hole (fallocate PUNCH_HOLE) frees the blocks wholly inside the range and writes
+ * zeros over the part of a partly covered block at either end (an offline one is waited for
+ * first, as a write would); the size stays.
  */
 import { FsError } from '../util/errors.js'
 import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import { EXTENT_OFFLINE, encodeExtent, extentKey, nowTs } from './fs-items.js'
 import type { FsContext } from './fs-context.js'
-import { getInode, isDir, putInode } from './inode.js'
-import { extentAfter, extentAt, firstOffline, holeBlocks } from './extents.js'
+import { getInode, isDir, isReg, putInode, toAttr } from './inode.js'
+import { extentAfter, extentAt, firstOffline, holeBlocks, replaceRange } from './extents.js'
+import type { Attr } from './fs-api.js'
 import { charge, opInTree, reserve } from './quota.js'
 import { DataWaitOp, untilOnline, type Waiting } from './data-wait.js'
 
@@ -158,4 +163,51 @@ async function writeRun(
   }
   data.copy(buf, from - runStart, from - offset, to - offset)
   await c.data.write(phys * BS, buf)
+}
+
+/**
+ * fallocate(PUNCH_HOLE | KEEP_SIZE): bytes [offset, offset + length) read as zeros from now
+ * on, and the blocks wholly inside the range (within the file) are freed; the size stays.
+ */
+export function punchHole(c: FsContext, ino: number, offset: number, length: number): Promise<Attr> {
+  return untilOnline(() =>
+    opInTree(c, ino, [ino], async (t, tree): Promise<Attr | Waiting> => {
+      const i = await getInode(c, ino)
+      if (isDir(i)) throw new FsError('EISDIR', `inode ${ino} is a directory`)
+      if (!isReg(i)) throw new FsError('ENODEV', `inode ${ino} is not a regular file`)
+      const end = Math.min(offset + length, i.size)
+      if (end <= offset) return toAttr(i) // nothing of the file is in the range
+      const first = Math.floor(offset / BS)
+      const last = Math.floor((end - 1) / BS)
+      // blocks wholly inside; the file's last block counts as whole when the range reaches EOF
+      const wholeFrom = Math.ceil(offset / BS)
+      const wholeTo = end === i.size ? last : Math.floor(end / BS) - 1
+      const edges = [...new Set([first, last])].filter((b) => b < wholeFrom || b > wholeTo)
+      // an offline edge is staged first (before anything changes), as for a write
+      const online: Array<{ b: number; phys: number }> = []
+      for (const b of edges) {
+        const e = await extentAt(c, ino, b)
+        if (!e) continue // a hole reads zeros already
+        if (e.flags & EXTENT_OFFLINE) return { waiting: c.dataWaiters.wait(ino, b, DataWaitOp.WRITE) }
+        online.push({ b, phys: e.blkno + (b - e.iblock) })
+      }
+      for (const { b, phys } of online) {
+        const from = Math.max(offset, b * BS)
+        const to = Math.min(end, (b + 1) * BS)
+        await c.data.write(phys * BS + (from - b * BS), Buffer.alloc(to - from))
+      }
+      if (wholeFrom <= wholeTo) {
+        let n = 0
+        for (const f of await replaceRange(c, i, wholeFrom, wholeTo, undefined, t)) {
+          await c.trans.freeData(f.blkno, f.len)
+          n += f.len
+        }
+        if (tree && n) await charge(c, t, tree, -n * BS, 0)
+      }
+      i.dataVersion++
+      i.mtime = i.ctime = nowTs()
+      putInode(c, i, t, true)
+      return toAttr(i)
+    }),
+  )
 }

@@ -1,6 +1,7 @@
 /*
  * The data extent items of a file: finding the extent at a block, counting holes, and
- * truncating (the mapping half of the original's data.c; data.ts reads and writes through it).
+ * replacing a range (release, stage, punching holes), truncating (the mapping half of the
+ * original's data.c; data.ts reads and writes through it).
  *
  * Extents never overlap and are keyed by their first file block.  Truncation frees the
  * online blocks past the new end into the transaction's data_freed tree (reused only after
@@ -57,6 +58,51 @@ export async function holeBlocks(c: FsContext, ino: number, b0: number, b1: numb
     mapped += Math.min(e.iblock + e.len - 1, b1) - e.iblock + 1
   }
   return b1 - b0 + 1 - mapped
+}
+
+/**
+ * Replace whatever maps blocks [b0, b1] of `i` by `put` (or nothing); returns the online
+ * pieces that were there (device start, length), for the caller to free, and adjusts the
+ * inode's block counts for what went and what came.
+ */
+export async function replaceRange(
+  c: FsContext,
+  i: Inode,
+  b0: number,
+  b1: number,
+  put: { blkno: number; flags: number } | undefined,
+  t: Tx,
+): Promise<Array<{ blkno: number; len: number }>> {
+  const freed: Array<{ blkno: number; len: number }> = []
+  const hits = []
+  const first = await extentAt(c, i.ino, b0)
+  if (first) hits.push(first)
+  for await (const it of c.items.range(extentKey(i.ino, b0 + 1), extentKey(i.ino, b1)))
+    hits.push(decodeExtent(it.key, it.val))
+  for (const e of hits) {
+    const from = Math.max(e.iblock, b0)
+    const to = Math.min(e.iblock + e.len - 1, b1)
+    const n = to - from + 1
+    if (e.flags & EXTENT_OFFLINE) i.offlineBlocks -= n
+    else {
+      i.onlineBlocks -= n
+      freed.push({ blkno: e.blkno + (from - e.iblock), len: n })
+    }
+    c.items.delete(extentKey(i.ino, e.iblock), t.seq)
+    if (e.iblock < from) c.items.put(extentKey(i.ino, e.iblock), encodeExtent({ ...e, len: from - e.iblock }), t.seq)
+    if (e.iblock + e.len - 1 > to) {
+      const skip = to + 1 - e.iblock
+      const rest = { ...e, iblock: to + 1, len: e.len - skip, blkno: e.flags & EXTENT_OFFLINE ? 0 : e.blkno + skip }
+      c.items.put(extentKey(i.ino, rest.iblock), encodeExtent(rest), t.seq)
+    }
+  }
+  if (put) {
+    const len = b1 - b0 + 1
+    c.items.put(extentKey(i.ino, b0), encodeExtent({ iblock: b0, len, blkno: put.blkno, flags: put.flags }), t.seq)
+    if (put.flags & EXTENT_OFFLINE) i.offlineBlocks += len
+    else i.onlineBlocks += len
+  }
+  return freed
 }
 
 /** Set the size of `i` to `size`, dropping (and freeing) the extents past a smaller one. */

@@ -112,6 +112,7 @@ export const RENAME_EXCHANGE = 2
 
 /** fallocate modes */
 export const FALLOC_FL_KEEP_SIZE = 1
+export const FALLOC_FL_PUNCH_HOLE = 2
 
 export const XATTR_CREATE = 1
 export const XATTR_REPLACE = 2
@@ -157,9 +158,10 @@ export interface FsApi {
    */
   write(ino: number, offset: number, data: Buffer, append?: boolean): Promise<number>
   /**
-   * fallocate(2) modes 0 and FALLOC_FL_KEEP_SIZE: mode 0 grows the size to offset+length if it
-   * is smaller (the blocks are not reserved: a later write may still find ENOSPC); KEEP_SIZE
-   * changes nothing.  Other modes: EOPNOTSUPP.
+   * fallocate(2) modes 0, FALLOC_FL_KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE: mode 0 grows the size
+   * to offset+length if it is smaller (the blocks are not reserved: a later write may still
+   * find ENOSPC); KEEP_SIZE changes nothing; PUNCH_HOLE|KEEP_SIZE makes the range read zeros
+   * and frees the blocks wholly inside it.  Other modes (PUNCH_HOLE alone too): EOPNOTSUPP.
    */
   fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr>
   /** make this inode's data and metadata durable */

@@ -24,7 +24,18 @@ import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import type { ItemCache } from '../client/item-cache.js'
 import type { ServerApi } from '../protocol/server-api.js'
 import type { Trans } from '../client/trans.js'
-import type { Attr, Caller, DirEntry, FsApi, FsName, OpenInfo, SetAttr, StatFs } from './fs-api.js'
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  type Attr,
+  type Caller,
+  type DirEntry,
+  type FsApi,
+  type FsName,
+  type OpenInfo,
+  type SetAttr,
+  type StatFs,
+} from './fs-api.js'
 import { NAME_MAX, type Inode, type QuotaRecord } from './fs-items.js'
 import { FsContext, type ClusterLocks, type FsCounters } from './fs-context.js'
 import * as inode from './inode.js'
@@ -39,7 +50,7 @@ import type { DataWaitOp, DataWaiting, DataWaiters } from './data-wait.js'
 import { searchXattrs } from './srch.js'
 import { readTotals, type XattrTotal } from './totl.js'
 import { inoPaths } from './ino-path.js'
-import type { Errno } from '../util/errors.js'
+import { FsError, type Errno } from '../util/errors.js'
 
 export type { ClusterLocks, FsCounters } from './fs-context.js'
 
@@ -194,6 +205,11 @@ export class Filesystem implements FsApi {
   }
 
   fallocate(ino: number, mode: number, offset: number, length: number): Promise<Attr> {
+    if (mode === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+      if (offset < 0 || length <= 0)
+        return Promise.reject(new FsError('EINVAL', 'fallocate: offset < 0 or length <= 0'))
+      return data.punchHole(this.c, ino, offset, length)
+    }
     return inode.fallocate(this.c, ino, mode, offset, length)
   }
 

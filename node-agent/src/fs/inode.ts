@@ -128,7 +128,9 @@ function setattrOnce(c: FsContext, ino: number, set: SetAttr): Promise<Attr | Wa
 /** fallocate modes 0 and KEEP_SIZE (FsApi.fallocate): the size grows, no block is reserved */
 export function fallocate(c: FsContext, ino: number, mode: number, offset: number, length: number): Promise<Attr> {
   if (mode & ~FALLOC_FL_KEEP_SIZE)
-    return Promise.reject(new FsError('EOPNOTSUPP', `fallocate mode ${mode}: only 0 and FALLOC_FL_KEEP_SIZE`))
+    return Promise.reject(
+      new FsError('EOPNOTSUPP', `fallocate mode ${mode}: only 0, KEEP_SIZE and PUNCH_HOLE|KEEP_SIZE`),
+    )
   if (offset < 0 || length <= 0) return Promise.reject(new FsError('EINVAL', 'fallocate: offset < 0 or length <= 0'))
   return c.op([ino], async (t) => {
     const i = await getInode(c, ino)

@@ -15,18 +15,10 @@
 import { charge, opInTree, reserve } from './quota.js'
 import { FsError } from '../util/errors.js'
 import { DATA_BLOCK_SIZE } from '../storage/format.js'
-import {
-  EXTENT_OFFLINE,
-  decodeExtent,
-  encodeExtent,
-  extentFirst,
-  extentKey,
-  extentLast,
-  type Inode,
-} from './fs-items.js'
-import type { FsContext, Tx } from './fs-context.js'
+import { EXTENT_OFFLINE, decodeExtent, extentFirst, extentLast, type Inode } from './fs-items.js'
+import type { FsContext } from './fs-context.js'
 import { getInode, isReg, putInode } from './inode.js'
-import { extentAt } from './extents.js'
+import { extentAt, replaceRange } from './extents.js'
 
 const BS = DATA_BLOCK_SIZE
 
@@ -42,51 +34,6 @@ function checkVersion(i: Inode, vers: number): void {
 function checkAligned(what: string, n: number): void {
   if (!Number.isSafeInteger(n) || n < 0 || n % BS)
     throw new FsError('EINVAL', `${what} ${n} is not a multiple of ${BS} bytes`)
-}
-
-/**
- * Replace whatever maps blocks [b0, b1] of `i` by `put` (or nothing); returns the online
- * pieces that were there (device start, length), for the caller to free, and adjusts the
- * inode's block counts for what went and what came.
- */
-async function replaceRange(
-  c: FsContext,
-  i: Inode,
-  b0: number,
-  b1: number,
-  put: { blkno: number; flags: number } | undefined,
-  t: Tx,
-): Promise<Array<{ blkno: number; len: number }>> {
-  const freed: Array<{ blkno: number; len: number }> = []
-  const hits = []
-  const first = await extentAt(c, i.ino, b0)
-  if (first) hits.push(first)
-  for await (const it of c.items.range(extentKey(i.ino, b0 + 1), extentKey(i.ino, b1)))
-    hits.push(decodeExtent(it.key, it.val))
-  for (const e of hits) {
-    const from = Math.max(e.iblock, b0)
-    const to = Math.min(e.iblock + e.len - 1, b1)
-    const n = to - from + 1
-    if (e.flags & EXTENT_OFFLINE) i.offlineBlocks -= n
-    else {
-      i.onlineBlocks -= n
-      freed.push({ blkno: e.blkno + (from - e.iblock), len: n })
-    }
-    c.items.delete(extentKey(i.ino, e.iblock), t.seq)
-    if (e.iblock < from) c.items.put(extentKey(i.ino, e.iblock), encodeExtent({ ...e, len: from - e.iblock }), t.seq)
-    if (e.iblock + e.len - 1 > to) {
-      const skip = to + 1 - e.iblock
-      const rest = { ...e, iblock: to + 1, len: e.len - skip, blkno: e.flags & EXTENT_OFFLINE ? 0 : e.blkno + skip }
-      c.items.put(extentKey(i.ino, rest.iblock), encodeExtent(rest), t.seq)
-    }
-  }
-  if (put) {
-    const len = b1 - b0 + 1
-    c.items.put(extentKey(i.ino, b0), encodeExtent({ iblock: b0, len, blkno: put.blkno, flags: put.flags }), t.seq)
-    if (put.flags & EXTENT_OFFLINE) i.offlineBlocks += len
-    else i.onlineBlocks += len
-  }
-  return freed
 }
 
 /**
