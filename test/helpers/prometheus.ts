@@ -132,11 +132,12 @@ export async function stopAllPrometheus(): Promise<void> {
   for (const p of [...running]) await p.stop()
 }
 
-/** Poll `cond` every 500 ms until it holds (bounded by the test's timeout). */
-export async function until<T>(cond: () => Promise<T | undefined>): Promise<T> {
-  for (;;) {
+/** Poll `cond` every 500 ms until it holds; after `ms` fail (never wait out the test's whole timeout). */
+export async function until<T>(cond: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  for (const end = Date.now() + ms; ;) {
     const v = await cond()
     if (v !== undefined) return v
+    if (Date.now() > end) throw new Error(`waited ${ms / 1000} s for Prometheus to show it (${cond.toString()})`)
     await new Promise((r) => setTimeout(r, 500))
   }
 }

@@ -85,34 +85,43 @@ export function registerBtreeMetrics(m: MetricSink, sources: () => readonly Btre
   ])
 }
 
-/** How long a scrape waits for the server's statfs answer (a scrape must not hang in a failover). */
-const STATFS_WAIT_MS = 2000
+/**
+ * How long a scrape waits for the server's statfs answer before it reports the last one: a
+ * scrape must stay quick in a failover (Prometheus gives up on a slow one: every metric of
+ * the agent would be missing, the quorum ones that say what is wrong too).
+ */
+const STATFS_WAIT_MS = 250
 
 /**
  * The filesystem's size and free space as the server counts them (`statfs`: one question to
- * the server per scrape; while none answers in STATFS_WAIT_MS, a scrape shows the last answer).
+ * the server at most every second, shared by the four readings of a scrape).  While the
+ * server does not answer, the last answer is reported.
  */
 export function registerFreeSpaceMetrics(m: MetricSink, statfs: () => Promise<ServerStatfs>): void {
-  // one question per scrape for all four readings
-  let asked: { at: number; answer: Promise<ServerStatfs> } | undefined
-  const question = async (): Promise<ServerStatfs> => {
+  let last: ServerStatfs | undefined
+  let inflight: Promise<ServerStatfs | undefined> | undefined
+  let askedAt = 0
+  const ask = async (): Promise<ServerStatfs> => {
+    if (!inflight && Date.now() - askedAt > 1000) {
+      askedAt = Date.now()
+      inflight = statfs().then(
+        (a) => (last = a),
+        () => undefined,
+      )
+      void inflight.finally(() => (inflight = undefined))
+    }
     let timer: NodeJS.Timeout | undefined
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FsError('ETIMEDOUT', 'statfs: no answer from the server')), STATFS_WAIT_MS)
+    const late = new Promise<undefined>((res) => {
+      timer = setTimeout(() => res(undefined), STATFS_WAIT_MS)
     })
     try {
-      return await Promise.race([statfs(), late])
+      const got = inflight ? await Promise.race([inflight, late]) : undefined
+      const a = got ?? last
+      if (!a) throw new FsError('ETIMEDOUT', 'statfs: no answer from the server yet')
+      return a
     } finally {
       clearTimeout(timer)
     }
-  }
-  const ask = (): Promise<ServerStatfs> => {
-    const now = Date.now()
-    if (!asked || now - asked.at > 1000) {
-      asked = { at: now, answer: question() }
-      asked.answer.catch(() => undefined)
-    }
-    return asked.answer
   }
   m.add([
     {
