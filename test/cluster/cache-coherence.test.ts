@@ -4,7 +4,8 @@
  * (fs/lock-invalidation.ts -> the frontend's KernelCache).  Checked on a real 2-mount cluster
  * with metrics: warm stats on one mount do not reach its agent (the cache is on), and a change
  * made on the other mount is seen at once all the same: size, mode, data, a removed name, a
- * renamed one; and a shared writable mmap works and is seen by the other mount.
+ * renamed one, a directory renamed while a process here has its cwd in it; and a shared
+ * writable mmap works and is seen by the other mount.
  *
  * Skipped, loudly, when the tests run on fuse-native (every kernel cache is off there).
  */
@@ -105,6 +106,43 @@ describe('cluster: kernel caches on and coherent across mounts (lowlevel fronten
       )
       holder.send('go')
       assert.deepEqual(await holder.next(), ['0123456789', true])
+    } finally {
+      holder.kill()
+    }
+  })
+
+  it("a directory the other mount renames while a process here has its cwd in it: the new name is found, the kernel moves the process's cwd, and renames go on", async () => {
+    const rel = fresh('moved')
+    await onMount(
+      c,
+      A,
+      rel,
+      `os.makedirs(p('a/x')); os.mkdir(p('b')); os.mkdir(p('c')); wfile(p('a/x/f'), b'in x'); out(None)`,
+    )
+    // B caches a/x, and a process keeps it (its cwd): the kernel's dentry for a/x stays
+    const holder = startPy(
+      dedent(String.raw`
+      os.chdir(sys.argv[1])
+      ready(open('f').read())
+      wait()
+      ready([os.getcwd(), open('f').read()])
+      `),
+      [join(c.agents[B]!.mnt, rel, 'a', 'x')],
+    )
+    try {
+      assert.equal(await holder.next(), 'in x')
+      const moved = (): Promise<number> =>
+        metric(c.agents[B]!.metricsAddr!, 'scoutfs_fuse_moved_directories_total', /./)
+      const before = await moved()
+      await onMount(c, A, rel, `os.rename(p('a/x'), p('b/x')); out(None)`)
+      const seen = await onMount(c, B, rel, `out([st(p('a/x')), rfile(p('b/x/f')).decode()])`)
+      assert.deepEqual(seen, ['ENOENT', 'in x'])
+      assert.equal((await moved()) - before, 1, 'the lookup of b/x found x cached as a/x and dropped that first')
+      holder.send('go')
+      assert.deepEqual(await holder.next(), [join(c.agents[B]!.mnt, rel, 'b', 'x'), 'in x'])
+      // and B renames it on (the lookup under the rename lock finds no other name now)
+      const again = await onMount(c, B, rel, `os.rename(p('b/x'), p('c/x')); out(sorted(os.listdir(p('c/x'))))`)
+      assert.deepEqual(again, ['f'])
     } finally {
       holder.kill()
     }

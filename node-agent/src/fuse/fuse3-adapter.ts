@@ -111,6 +111,9 @@ function fsName(b: Buffer | undefined): Buffer {
   return b
 }
 
+/** '.' or '..' */
+const isDots = (b: Buffer): boolean => b[0] === 0x2e && (b.length === 1 || (b.length === 2 && b[1] === 0x2e))
+
 /** a map key of a name's bytes (latin1 maps bytes to code points one to one) */
 const nameKey = (b: Buffer): string => b.toString('latin1')
 
@@ -301,7 +304,7 @@ export class Fuse3Adapter implements Frontend {
    */
   private async lookup(parent: number, name: Buffer): Promise<Attr> {
     const a = await this.fs.lookup(parent, name)
-    const was = (a.mode & S_IFMT) === S_IFDIR ? this.dirNames.get(a.ino) : undefined
+    const was = (a.mode & S_IFMT) === S_IFDIR && !isDots(name) ? this.dirNames.get(a.ino) : undefined
     if (was && this.session && (was.parent !== parent || was.key !== nameKey(name))) {
       this.children.get(was.parent)?.delete(was.key)
       this.dirNames.delete(a.ino)
@@ -407,7 +410,8 @@ export class Fuse3Adapter implements Frontend {
     let m = this.children.get(parent)
     if (!m) this.children.set(parent, (m = new Map()))
     m.set(nameKey(name), ino)
-    if ((a.mode & S_IFMT) === S_IFDIR) this.dirNames.set(ino, { parent, key: nameKey(name) })
+    // a directory's one name (not '..', which an NFS export's get_parent looks up)
+    if ((a.mode & S_IFMT) === S_IFDIR && !isDots(name)) this.dirNames.set(ino, { parent, key: nameKey(name) })
   }
 
   private forget(ino: number, n: number): void {
