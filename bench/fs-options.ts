@@ -2,6 +2,7 @@
  * Options of the filesystem benchmark (bench/fs.ts): the SCOUTFS_BENCH_* environment, the
  * command line, and the targets it can measure.
  */
+import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -20,6 +21,10 @@ export interface Options {
   targets: Set<TargetKey>
   skipWalk: boolean
   mountOptions?: string
+  /** writers of the parallel create workload */
+  threads: number
+  /** where the peer filesystems are mounted */
+  peerDirs: Record<PeerKey, string>
 }
 
 export function envInt(name: string, def: number, min: number, max: number): number {
@@ -33,14 +38,33 @@ export function envInt(name: string, def: number, min: number, max: number): num
   return v
 }
 
-export const ALL_TARGETS = ['local', 'ptDefault', 'ptSame', 'scoutfs', 'scoutfsFn'] as const
+export const ALL_TARGETS = ['local', 'ptDefault', 'ptSame', 'scoutfs', 'scoutfsFn', 'gluster', 'moosefs'] as const
 export type TargetKey = (typeof ALL_TARGETS)[number]
+/** other shared filesystems, measured where they are mounted (never started by the benchmark) */
+export const PEERS = ['gluster', 'moosefs'] as const
+export type PeerKey = (typeof PEERS)[number]
+export const isPeer = (k: TargetKey): k is PeerKey => (PEERS as readonly string[]).includes(k)
 export const LABEL: Record<TargetKey, string> = {
   local: 'local',
   ptDefault: 'pt-default',
   ptSame: 'pt-same',
   scoutfs: 'scoutfs',
   scoutfsFn: 'scoutfs-fn',
+  gluster: 'glusterfs',
+  moosefs: 'moosefs',
+}
+
+/** the mountpoints in /proc/mounts */
+function mounted(): Set<string> {
+  try {
+    return new Set(
+      readFileSync('/proc/mounts', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' ')[1] ?? ''),
+    )
+  } catch {
+    return new Set()
+  }
 }
 
 export function parseOptions(argv: string[]): Options {
@@ -54,24 +78,41 @@ export function parseOptions(argv: string[]): Options {
        SCOUTFS_BENCH_WALK_WORKERS (4)     parallel processes creating the walk files
        SCOUTFS_BENCH_READDIR_REPEAT (3)   listings of the big directory per target
        SCOUTFS_BENCH_TIMEOUT_S (1800)     per workload and target; a slower run is cut off
-       SCOUTFS_BENCH_TARGETS (all)        comma list of local,pt-default,pt-same,scoutfs,scoutfs-fn
+       SCOUTFS_BENCH_THREADS (4)          writers of the parallel create workload (1: skip it)
+       SCOUTFS_BENCH_TARGETS (all)        comma list of local,pt-default,pt-same,scoutfs,scoutfs-fn,
+                                          glusterfs,moosefs (all: the peers only where mounted)
+       SCOUTFS_BENCH_GLUSTER_DIR          a GlusterFS mount to measure (/mnt/peer-gluster)
+       SCOUTFS_BENCH_MOOSEFS_DIR          a MooseFS mount to measure (/mnt/peer-moosefs)
        SCOUTFS_BENCH_MOUNT_OPTIONS        scoutfs mount -o options (e.g. item_cache_items=1000000)
        SCOUTFS_BENCH_DIR (os tmpdir)      where temp dirs and devices go
        SCOUTFS_BENCH_JSON=1               also print the results as one JSON line`)
     process.exit(0)
   }
+  const peerDirs: Record<PeerKey, string> = {
+    gluster: process.env.SCOUTFS_BENCH_GLUSTER_DIR || '/mnt/peer-gluster',
+    moosefs: process.env.SCOUTFS_BENCH_MOOSEFS_DIR || '/mnt/peer-moosefs',
+  }
+  const mounts = mounted()
   const targets = new Set<TargetKey>()
   const rawTargets = process.env.SCOUTFS_BENCH_TARGETS
   if (rawTargets) {
     for (const t of rawTargets.split(',').filter(Boolean)) {
       const k = ALL_TARGETS.find((x) => LABEL[x] === t || x === t)
       if (!k) {
-        console.error(`SCOUTFS_BENCH_TARGETS: unknown target '${t}' (local, pt-default, pt-same, scoutfs, scoutfs-fn)`)
+        console.error(
+          `SCOUTFS_BENCH_TARGETS: unknown target '${t}' (local, pt-default, pt-same, scoutfs, scoutfs-fn, glusterfs, moosefs)`,
+        )
+        process.exit(2)
+      }
+      if (isPeer(k) && !mounts.has(peerDirs[k])) {
+        console.error(
+          `SCOUTFS_BENCH_TARGETS: ${LABEL[k]} is not mounted at ${peerDirs[k]}: mount it there (or name its mount in SCOUTFS_BENCH_${k.toUpperCase()}_DIR)`,
+        )
         process.exit(2)
       }
       targets.add(k)
     }
-  } else for (const k of ALL_TARGETS) targets.add(k)
+  } else for (const k of ALL_TARGETS) if (!isPeer(k) || mounts.has(peerDirs[k])) targets.add(k)
   const walkFiles = envInt('SCOUTFS_BENCH_WALK_FILES', 100_000, 0, 10_000_000)
   return {
     files: envInt('SCOUTFS_BENCH_FILES', 20_000, 0, 10_000_000),
@@ -87,5 +128,7 @@ export function parseOptions(argv: string[]): Options {
     targets,
     skipWalk: walkFiles === 0 || !targets.has('scoutfs'),
     mountOptions: process.env.SCOUTFS_BENCH_MOUNT_OPTIONS || undefined,
+    threads: envInt('SCOUTFS_BENCH_THREADS', 4, 1, 64),
+    peerDirs,
   }
 }

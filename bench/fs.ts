@@ -26,7 +26,7 @@ import { cpus, loadavg, release } from 'node:os'
 import { join } from 'node:path'
 import { SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
 import { passthroughOptions } from './passthrough.js'
-import { type Options, ALL_TARGETS, type TargetKey, LABEL, parseOptions } from './fs-options.js'
+import { type Options, ALL_TARGETS, PEERS, type TargetKey, LABEL, parseOptions } from './fs-options.js'
 import { run, log, type Target, startPassthrough, startScoutfs, makeTempRoot, cleanup } from './fs-targets.js'
 import {
   type Cell,
@@ -45,6 +45,9 @@ import {
 
 /* ---- report ------------------------------------------------------------------------------- */
 
+/** the targets scoutfs is compared with, in the ratio columns */
+const RATIO_OF = ['scoutfsFn', 'ptSame', 'ptDefault', 'local', 'gluster', 'moosefs'] as const
+
 function table(head: string[], rows: string[][]): string {
   const w = head.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)))
   const line = (cells: string[]): string =>
@@ -62,9 +65,7 @@ function report(o: Options, targets: Target[], walk: WalkResult | undefined, env
   const keys = ALL_TARGETS.filter((k) => o.targets.has(k))
   const head = ['workload', 'unit', ...keys.map((k) => LABEL[k])]
   const hasS = o.targets.has('scoutfs')
-  if (hasS)
-    for (const k of ['scoutfsFn', 'ptSame', 'ptDefault', 'local'] as const)
-      if (o.targets.has(k)) head.push(`s/${LABEL[k]}`)
+  if (hasS) for (const k of RATIO_OF) if (o.targets.has(k)) head.push(`s/${LABEL[k]}`)
   const rows: string[][] = []
   for (const w of WORKLOADS) {
     const row = [w.label, w.unit]
@@ -72,16 +73,14 @@ function report(o: Options, targets: Target[], walk: WalkResult | undefined, env
       const c = results.get(w.key)?.get(k)
       row.push(!c ? '-' : c.error ? 'FAILED' : fmtRate(c.rate!))
     }
-    if (hasS)
-      for (const k of ['scoutfsFn', 'ptSame', 'ptDefault', 'local'] as const)
-        if (o.targets.has(k)) row.push(fmtRatio(ratio(w.key, k)))
+    if (hasS) for (const k of RATIO_OF) if (o.targets.has(k)) row.push(fmtRatio(ratio(w.key, k)))
     rows.push(row)
   }
   const out: string[] = []
   out.push('')
   out.push(
     `scoutfs filesystem benchmark: ${fmtInt(o.files)} files of ${fmtInt(o.fileSize)} B, ` +
-      `${fmtInt(o.seqMb)} MiB sequential (1 MiB I/Os), walk over ${fmtInt(o.walkFiles)} files`,
+      `${fmtInt(o.seqMb)} MiB sequential (1 MiB I/Os), walk over ${fmtInt(o.walkFiles)} files, N = ${o.threads} writers`,
   )
   out.push(`(${env.cpus} CPUs, kernel ${env.kernel}, load average ${env.loadStart} at start, ${env.loadEnd} at end)`)
   if (results.size > 0) {
@@ -130,18 +129,23 @@ function report(o: Options, targets: Target[], walk: WalkResult | undefined, env
 
   if (hasS) {
     out.push('')
-    out.push('targets (scoutfs against the passthrough with the same options):')
-    const check = (what: string, r: number | undefined, min: number): void => {
+    out.push('targets (ratios are scoutfs / the other target, measured in this run):')
+    const check = (what: string, r: number | undefined, min: number, fmt: (n: number) => string = fmtRatio): void => {
       const v = r === undefined ? 'NOT MEASURED' : r >= min ? 'met' : 'NOT met'
-      out.push(`  ${what.padEnd(36)} >= ${String(min).padEnd(4)} ${fmtRatio(r).padStart(7)}  ${v}`)
+      out.push(`  ${what.padEnd(44)} >= ${fmt(min).padStart(7)} ${fmt(r ?? NaN).padStart(7)}  ${v}`)
     }
     if (o.files > 0) {
-      check('small files (create+write+close)', ratio('create', 'ptSame'), 0.7)
-      check('stat', ratio('stat', 'ptSame'), 0.7)
+      check('create+write+close vs pt-same', ratio('create', 'ptSame'), 0.7)
+      check('stat vs pt-same', ratio('stat', 'ptSame'), 0.7)
+      for (const k of ['gluster', 'moosefs'] as const) {
+        check(`create+write+close vs ${LABEL[k]}, 1 writer`, ratio('create', k), 1.5)
+        if (o.threads > 1) check(`same vs ${LABEL[k]}, ${o.threads} writers`, ratio('createPar', k), 1.5)
+      }
+      check('warm stat, stats/s', results.get('statWarm')?.get('scoutfs')?.rate, 100_000, fmtRate)
     }
     if (o.seqMb > 0) {
-      check('sequential write', ratio('seqwrite', 'ptSame'), 0.5)
-      check('sequential read', ratio('seqread', 'ptSame'), 0.5)
+      check('sequential write vs pt-same', ratio('seqwrite', 'ptSame'), 0.8)
+      check('sequential read vs pt-same', ratio('seqread', 'ptSame'), 0.8)
     }
     if (walk)
       check(
@@ -210,6 +214,20 @@ async function main(): Promise<void> {
       const data = Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30
       const { t } = await startScoutfs(o, 4 * 2 ** 30, data, 'scoutfsFn')
       targets.push(t)
+    }
+    for (const k of PEERS) {
+      if (!mainRun || !o.targets.has(k)) continue
+      const work = join(o.peerDirs[k], `scoutfs-bench-${process.pid}`)
+      mkdirSync(work)
+      targets.push({
+        key: k,
+        mnt: o.peerDirs[k],
+        work,
+        options: `(a peer, as mounted at ${o.peerDirs[k]})`,
+        teardown: async () => {
+          await run('rm', ['-rf', work])
+        },
+      })
     }
     if (mainRun) log(`targets: ${targets.map((t) => `${LABEL[t.key]} at ${t.mnt}`).join(', ')}`)
     shown.push(...targets)
