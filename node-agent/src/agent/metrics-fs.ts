@@ -124,5 +124,11 @@ export function registerFrontendMetrics(m: MetricSink, stats: () => FrontendStat
       kind: 'counter',
       read: read('movedDirectories'),
     },
+    {
+      name: 'scoutfs_fuse_stale_parents_total',
+      help: 'Operations refused ESTALE (the kernel looks the path up again and retries) because their directory was reached through a name that no longer leads there',
+      kind: 'counter',
+      read: read('staleParents'),
+    },
   ])
 }

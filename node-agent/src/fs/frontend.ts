@@ -53,6 +53,8 @@ export interface FrontendStats {
   notifyWaitsExpired: number
   /** directories found under a new name (renamed by another mount) while cached under the old */
   movedDirectories: number
+  /** operations refused ESTALE: their directory was reached through a name that no longer leads there */
+  staleParents: number
 }
 
 /** A mounted frontend: serving `fs` at its mountpoint until unmount(). */

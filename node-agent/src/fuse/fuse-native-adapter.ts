@@ -265,6 +265,7 @@ export class FuseAdapter implements Frontend {
       notifiesFailed: 0,
       notifyWaitsExpired: 0,
       movedDirectories: 0,
+      staleParents: 0,
     }
   }
 

@@ -74,6 +74,8 @@ const UNMOUNT_DRAIN_MS = 2000
  * write sharing a tenth of them would.
  */
 const MOVED_DIR_WAIT_MS = 50
+/** past this many directories with an entry notify recorded, those the kernel has done are forgotten */
+const STALE_NAMES_PRUNE = 4096
 
 export interface Fuse3MountOptions {
   fsname?: string
@@ -141,6 +143,8 @@ export class Fuse3Adapter implements Frontend {
   private invalEpoch = 0
   /** notifies queued to the addon's notify thread (it counts those it finished) */
   private notifiesQueued = 0
+  /** directory ino -> the queued notify (its number in queue order) of the entry the kernel had for it */
+  private readonly staleNames = new Map<number, { seq: number; parent: number; key: string }>()
   private unmounting: Promise<void> | undefined
   /** counters for tests and metrics */
   readonly counters = {
@@ -149,6 +153,7 @@ export class Fuse3Adapter implements Frontend {
     invalidatedEntries: 0,
     movedDirectories: 0,
     notifyWaitsExpired: 0,
+    staleParents: 0,
   }
 
   private constructor(fs: FsApi, mountpoint: string, opts: Fuse3MountOptions) {
@@ -252,8 +257,8 @@ export class Fuse3Adapter implements Frontend {
       const names = this.children.get(ino)
       if (!names) return
       this.children.delete(ino)
-      for (const k of names.keys()) {
-        this.notifyEntry(s, ino, Buffer.from(k, 'latin1'))
+      for (const [k, child] of names) {
+        this.notifyEntry(s, ino, Buffer.from(k, 'latin1'), child)
         this.counters.invalidatedEntries++
       }
     }
@@ -265,13 +270,61 @@ export class Fuse3Adapter implements Frontend {
     this.invalEpoch++
     const s = this.session
     if (!s) return
-    this.children.get(parent)?.delete(nameKey(Buffer.from(name)))
-    this.notifyEntry(s, parent, Buffer.from(name))
+    const key = nameKey(Buffer.from(name))
+    const child = this.children.get(parent)?.get(key)
+    this.children.get(parent)?.delete(key)
+    this.notifyEntry(s, parent, Buffer.from(name), child)
     this.counters.invalidatedEntries++
   }
 
-  private notifyEntry(s: Session, parent: number, name: Buffer): void {
-    this.notifiesQueued += this.native.notifyInvalEntry(s, parent, name)
+  /**
+   * Queue the invalidation of entry parent/name.  When it names a directory (`child`), that
+   * directory is recorded until the kernel has done it: a path walk may still lead there
+   * through the entry meanwhile (reachedFresh).
+   */
+  private notifyEntry(s: Session, parent: number, name: Buffer, child?: number): void {
+    const queued = this.native.notifyInvalEntry(s, parent, name)
+    this.notifiesQueued += queued
+    if (!queued || child === undefined || !this.dirNames.has(child)) return
+    this.staleNames.set(child, { seq: this.notifiesQueued, parent, key: nameKey(name) })
+    if (this.staleNames.size > STALE_NAMES_PRUNE) {
+      const done = this.notifiesDoneCount()
+      for (const [ino, r] of this.staleNames) if (r.seq <= done) this.staleNames.delete(ino)
+    }
+  }
+
+  private notifiesDoneCount(): number {
+    if (!this.session) return Infinity
+    const [sent, failed] = this.native.notifyCounters(this.session)
+    return sent + failed
+  }
+
+  /**
+   * An operation in directory `dir`, which the kernel may have reached through an entry it
+   * still caches although a lost lock invalidated it (the notify is queued, not done: it may
+   * wait for a directory lock a local process holds).  When that name no longer leads to
+   * `dir` (another mount removed or renamed it), the operation would land in the directory
+   * the name used to lead to: it is refused with ESTALE, and the VFS retries the system call
+   * once with LOOKUP_REVAL, looking every component of the path up again, so it lands where
+   * the name leads now.  When the name still leads there, the path was right.
+   */
+  private async reachedFresh(dir: number): Promise<void> {
+    const r = this.staleNames.get(dir)
+    if (!r) return
+    if (r.seq <= this.notifiesDoneCount()) {
+      this.staleNames.delete(dir)
+      return
+    }
+    const now = await this.fs.lookup(r.parent, Buffer.from(r.key, 'latin1')).catch(() => undefined)
+    if (now?.ino === dir) return
+    this.counters.staleParents++
+    throw new FsError('ESTALE', `directory ${dir} was reached through a name that no longer leads to it`)
+  }
+
+  /** `fn`, once each of `dirs` was reached through a name that still leads to it */
+  private async fresh<T>(dirs: number[], fn: () => Promise<T>): Promise<T> {
+    for (const d of dirs) await this.reachedFresh(d)
+    return fn()
   }
 
   private notifyInode(s: Session, ino: number): void {
@@ -303,12 +356,13 @@ export class Fuse3Adapter implements Frontend {
    * parent's lock with trylock) and answers ESTALE to the caller when either is busy.
    */
   private async lookup(parent: number, name: Buffer): Promise<Attr> {
+    await this.reachedFresh(parent)
     const a = await this.fs.lookup(parent, name)
     const was = (a.mode & S_IFMT) === S_IFDIR && !isDots(name) ? this.dirNames.get(a.ino) : undefined
     if (was && this.session && (was.parent !== parent || was.key !== nameKey(name))) {
       this.children.get(was.parent)?.delete(was.key)
       this.dirNames.delete(a.ino)
-      this.notifyEntry(this.session, was.parent, Buffer.from(was.key, 'latin1'))
+      this.notifyEntry(this.session, was.parent, Buffer.from(was.key, 'latin1'), a.ino)
       this.counters.invalidatedEntries++
       this.counters.movedDirectories++
       await this.notifiesDone(MOVED_DIR_WAIT_MS)
@@ -343,6 +397,7 @@ export class Fuse3Adapter implements Frontend {
       notifiesFailed: failed,
       notifyWaitsExpired: c.notifyWaitsExpired,
       movedDirectories: c.movedDirectories,
+      staleParents: c.staleParents,
     }
   }
 
@@ -395,7 +450,7 @@ export class Fuse3Adapter implements Frontend {
     this.held(parent, name, a)
     if (epoch === this.invalEpoch || !this.session) return
     this.children.get(parent)?.delete(nameKey(name))
-    this.notifyEntry(this.session, parent, name)
+    this.notifyEntry(this.session, parent, name, a.ino)
     this.notifyInode(this.session, a.ino)
     this.counters.invalidatedEntries++
   }
@@ -410,8 +465,12 @@ export class Fuse3Adapter implements Frontend {
     let m = this.children.get(parent)
     if (!m) this.children.set(parent, (m = new Map()))
     m.set(nameKey(name), ino)
-    // a directory's one name (not '..', which an NFS export's get_parent looks up)
-    if ((a.mode & S_IFMT) === S_IFDIR && !isDots(name)) this.dirNames.set(ino, { parent, key: nameKey(name) })
+    // a directory's one name (not '..', which an NFS export's get_parent looks up); the kernel
+    // moves its one dentry of the directory there, so no path leads through an older name
+    if ((a.mode & S_IFMT) === S_IFDIR && !isDots(name)) {
+      this.dirNames.set(ino, { parent, key: nameKey(name) })
+      this.staleNames.delete(ino)
+    }
   }
 
   private forget(ino: number, n: number): void {
@@ -422,6 +481,7 @@ export class Fuse3Adapter implements Frontend {
     this.lookups.delete(ino)
     this.children.delete(ino)
     this.dirNames.delete(ino)
+    this.staleNames.delete(ino)
   }
 
   /**
@@ -445,7 +505,7 @@ export class Fuse3Adapter implements Frontend {
     const put = (ino: number | undefined, p: number, n: Buffer): void => {
       if (ino === undefined || !this.lookups.has(ino)) return
       if (epoch !== this.invalEpoch) {
-        if (this.session) this.notifyEntry(this.session, p, n)
+        if (this.session) this.notifyEntry(this.session, p, n, ino)
         this.dirNames.delete(ino)
         return
       }
@@ -529,23 +589,25 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'mknod',
-          () => fs.mknod(n0, fsName(b0), n1, n2, who),
+          () => this.fresh([n0], () => fs.mknod(n0, fsName(b0), n1, n2, who)),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.MKDIR: // parent, mode, name
         return this.answer(
           req,
           'mkdir',
-          () => fs.mkdir(n0, fsName(b0), n1 & 0o7777, who),
+          () => this.fresh([n0], () => fs.mkdir(n0, fsName(b0), n1 & 0o7777, who)),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.UNLINK: // parent, name
         return this.done(req, 'unlink', async () => {
+          await this.reachedFresh(n0)
           await fs.unlink(n0, fsName(b0))
           this.dropName(n0, b0)
         })
       case OP.RMDIR: // parent, name
         return this.done(req, 'rmdir', async () => {
+          await this.reachedFresh(n0)
           await fs.rmdir(n0, fsName(b0))
           this.dropName(n0, b0)
         })
@@ -553,11 +615,13 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'symlink',
-          () => fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who),
+          () => this.fresh([n0], () => fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who)),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.RENAME: // parent, newparent, flags, name, newname
         return this.done(req, 'rename', async () => {
+          await this.reachedFresh(n0)
+          await this.reachedFresh(n1)
           await fs.rename(n0, fsName(b0), n1, fsName(b1), n2)
           this.renamed(n0, b0!, n1, b1!, (n2 & RENAME_EXCHANGE) !== 0, epoch)
         })
@@ -565,7 +629,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'link',
-          () => fs.link(n0, n1, fsName(b0)),
+          () => this.fresh([n1], () => fs.link(n0, n1, fsName(b0))),
           (a) => this.replyEntry(req, n1, b0!, a, epoch),
         )
       case OP.OPEN: // ino, flags
@@ -674,7 +738,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'create',
-          () => this.create(n0, b0, n1, n2, who),
+          () => this.fresh([n0], () => this.create(n0, b0, n1, n2, who)),
           (a) => {
             const fh = this.addHandle(a.ino, n2)
             const append = (n2 & O_APPEND) !== 0
