@@ -148,6 +148,56 @@ describe('cluster: kernel caches on and coherent across mounts (lowlevel fronten
     }
   })
 
+  it('file capabilities: a write drops them on whichever mount set them, though writes ask for them without the agent', async () => {
+    const rel = fresh('caps')
+    // a v2 capability (cap_net_bind_service, effective): the kernel checks the format
+    const CAP = `struct.pack('<IIIII', 0x02000001, 1 << 10, 0, 0, 0)`
+    const asked = (i: number): Promise<number> =>
+      metric(c.agents[i]!.metricsAddr!, 'scoutfs_fuse_nocaps_answers_total', /./)
+    const w = `fd = os.open(p('f'), os.O_WRONLY); os.write(fd, b'x'); os.close(fd)`
+    await onMount(c, A, rel, `wfile(p('f'), b'data'); ${w}; out(None)`)
+    const before = await asked(A)
+    await onMount(c, A, rel, `${w}; ${w}; out(None)`)
+    assert.ok((await asked(A)) >= before + 2, "A's writes found no capability without asking its agent")
+    // B gives the file a capability while A holds it open (so A's kernel keeps the inode):
+    // A sees it, and A's next write through the descriptor it held drops it
+    const holder = startPy(
+      dedent(String.raw`
+      fd = os.open(sys.argv[1], os.O_WRONLY)
+      os.write(fd, b'y')
+      ready(None)
+      wait()
+      a = err(lambda: len(os.getxattr(fd, 'security.capability')))
+      os.pwrite(fd, b'z', 0)
+      ready([a, err(lambda: len(os.getxattr(fd, 'security.capability')))])
+      `),
+      [join(c.agents[A]!.mnt, rel, 'f')],
+    )
+    try {
+      await holder.next()
+      const r = await onMount(
+        c,
+        B,
+        rel,
+        `import struct; os.setxattr(p('f'), 'security.capability', ${CAP}); out(len(os.getxattr(p('f'), 'security.capability')))`,
+      )
+      assert.equal(r, 20)
+      holder.send('go')
+      assert.deepEqual(await holder.next(), [20, 'ENODATA'])
+    } finally {
+      holder.kill()
+    }
+    assert.equal(await onMount(c, B, rel, `out(err(os.getxattr, p('f'), 'security.capability'))`), 'ENODATA')
+    // and on one mount: set, write, gone
+    const local = await onMount(
+      c,
+      A,
+      rel,
+      `import struct; ${w}; os.setxattr(p('f'), 'security.capability', ${CAP}); ${w}; out(err(os.getxattr, p('f'), 'security.capability'))`,
+    )
+    assert.equal(local, 'ENODATA')
+  })
+
   it('a shared writable mmap on one mount writes what the other mount reads', async () => {
     const rel = fresh('mmap')
     const w = await onMount(

@@ -15,7 +15,7 @@ export const KNOWN_HELD_EIO =
 export const KNOWN_PATH_EIO =
   'EIO by path (libfuse 2 path API: the name changed type on another mount while this kernel held its node; the agents logged no error)'
 export const KNOWN_MOVED_DIR_ESTALE =
-  'ESTALE by path (a directory another mount renamed was still cached here under its old name, and the kernel could not move it; docs/fuse.md)'
+  'ESTALE by path (a directory another mount had just renamed or removed was still cached here under that name, and the retry met it too; docs/fuse.md)'
 export const KNOWN_RMDIR_HOLDER = 'rmdir ENOTEMPTY on the mount holding a file of the dir open (fuse-native limit)'
 /** xattr names user.s0.. */
 export const XATTRS = 3

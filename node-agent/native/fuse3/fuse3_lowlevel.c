@@ -54,6 +54,9 @@ enum op {
 /* write buffers JavaScript lends at mount (a request's data is copied into a free one, so
  * writes make no garbage for the JavaScript heap); one bit per slot in a 32-bit mask */
 #define WBUF_SLOTS 32
+/* inodes known to have no security.capability xattr (direct-mapped by inode number) */
+#define NOCAPS_SLOTS 65536
+static const char CAPS_NAME[] = "security.capability";
 
 struct session;
 
@@ -67,6 +70,7 @@ struct sreq {
   char *b[3];      /* byte arguments (names, data, values), malloc'd */
   size_t blen[3];
   int wslot;       /* write buffer slot + 1 holding this WRITE's data; 0: none */
+  uint64_t capsgen; /* GETXATTR of security.capability: nocaps_gen when it arrived, + 1 */
 };
 
 struct notify {
@@ -98,6 +102,15 @@ struct session {
   int nwbuf;
   size_t wbuf_size;
   uint32_t wbuf_free; /* bit i: slot i is free (under lock) */
+  /* The kernel asks for security.capability before every write (file_remove_privs: a FUSE
+   * mount has no SB_NOSEC), a JavaScript round trip each.  An ENODATA answer for an inode is
+   * kept here and given by the request thread until anything may have changed the inode's
+   * xattrs: a setxattr or removexattr through this mount, an invalidation of the inode (a lost
+   * lock: another mount may change it), a forget.  nocaps_gen counts those: an answer whose
+   * request arrived before one of them is not kept. */
+  uint64_t nocaps[NOCAPS_SLOTS]; /* under lock */
+  uint64_t nocaps_gen;
+  uint64_t nocaps_hits;
 };
 
 /* ---- request threads ---------------------------------------------------------------- */
@@ -129,6 +142,19 @@ static void put_wslot_locked(struct sreq *r) {
   if (!r->wslot) return;
   r->s->wbuf_free |= 1u << (r->wslot - 1);
   r->wslot = 0;
+}
+
+/* ---- the no-capability cache (under the session lock) --------------------------------- */
+
+static void nocaps_forget_locked(struct session *s, uint64_t ino) {
+  s->nocaps_gen++;
+  if (s->nocaps[ino % NOCAPS_SLOTS] == ino) s->nocaps[ino % NOCAPS_SLOTS] = 0;
+}
+
+static void nocaps_forget(struct session *s, uint64_t ino) {
+  pthread_mutex_lock(&s->lock);
+  nocaps_forget_locked(s, ino);
+  pthread_mutex_unlock(&s->lock);
 }
 
 static void free_req(struct sreq *r) {
@@ -195,12 +221,16 @@ static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 }
 
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  nocaps_forget(fuse_req_userdata(req), ino);
   forget_one(req, ino, nlookup);
   fuse_reply_none(req);
 }
 
 static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
-  for (size_t i = 0; i < count; i++) forget_one(req, forgets[i].ino, forgets[i].nlookup);
+  for (size_t i = 0; i < count; i++) {
+    nocaps_forget(fuse_req_userdata(req), forgets[i].ino);
+    forget_one(req, forgets[i].ino, forgets[i].nlookup);
+  }
   fuse_reply_none(req);
 }
 
@@ -406,6 +436,7 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
 
 static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
   NEW_OR_FAIL(req, OP_SETXATTR);
+  nocaps_forget(r->s, ino);
   r->n[0] = (double)ino;
   r->n[1] = (double)flags;
   BYTES_OR_FAIL(0, name, strlen(name));
@@ -414,7 +445,21 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 }
 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  struct session *s = fuse_req_userdata(req);
+  uint64_t gen = 0;
+  if (strcmp(name, CAPS_NAME) == 0) {
+    pthread_mutex_lock(&s->lock);
+    int known = s->nocaps[ino % NOCAPS_SLOTS] == ino;
+    if (known) s->nocaps_hits++;
+    gen = s->nocaps_gen + 1;
+    pthread_mutex_unlock(&s->lock);
+    if (known) {
+      fuse_reply_err(req, ENODATA);
+      return;
+    }
+  }
   NEW_OR_FAIL(req, OP_GETXATTR);
+  r->capsgen = gen;
   r->n[0] = (double)ino;
   r->n[1] = (double)size;
   BYTES_OR_FAIL(0, name, strlen(name));
@@ -430,6 +475,7 @@ static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
   NEW_OR_FAIL(req, OP_REMOVEXATTR);
+  nocaps_forget(r->s, ino);
   r->n[0] = (double)ino;
   BYTES_OR_FAIL(0, name, strlen(name));
   enqueue(r);
@@ -776,7 +822,16 @@ static napi_value reply_err(napi_env env, napi_callback_info info) {
   ARGS(2);
   struct sreq *r = take_req(env, argv[0]);
   if (!r) return NULL;
-  int res = SEND(r, fuse_reply_err(r->req, (int)get_num(env, argv[1])));
+  int err = (int)get_num(env, argv[1]);
+  if (r->capsgen && err == ENODATA) {
+    /* no security.capability: kept unless the xattrs may have changed since it was asked */
+    struct session *s = r->s;
+    uint64_t ino = (uint64_t)r->n[0];
+    pthread_mutex_lock(&s->lock);
+    if (r->capsgen == s->nocaps_gen + 1) s->nocaps[ino % NOCAPS_SLOTS] = ino;
+    pthread_mutex_unlock(&s->lock);
+  }
+  int res = SEND(r, fuse_reply_err(r->req, err));
   return reply_result(env, r, res);
 }
 
@@ -1122,6 +1177,8 @@ static napi_value queue_notify(napi_env env, struct session *s, uint64_t ino, co
   struct notify *n = calloc(1, sizeof(*n));
   if (!n) return throw_err(env, "ENOMEM", "out of memory");
   n->ino = ino;
+  /* an inode invalidated (another mount may change it) forgets it has no capability */
+  if (!name) nocaps_forget(s, ino);
   if (name) {
     n->name = malloc(len + 1);
     if (!n->name) {
@@ -1159,18 +1216,19 @@ static napi_value js_notify_entry(napi_env env, napi_callback_info info) {
   return queue_notify(env, s, (uint64_t)get_num(env, argv[1]), name, len);
 }
 
-/* notifyCounters(session) -> [sent, failed] */
+/* notifyCounters(session) -> [notifies sent, notifies failed, security.capability answered here] */
 static napi_value js_notify_counters(napi_env env, napi_callback_info info) {
   ARGS(1);
   struct session *s = get_session(env, argv[0]);
   if (!s) return NULL;
   pthread_mutex_lock(&s->lock);
-  double sent = (double)s->notifies_sent, failed = (double)s->notifies_failed;
+  double sent = (double)s->notifies_sent, failed = (double)s->notifies_failed, hits = (double)s->nocaps_hits;
   pthread_mutex_unlock(&s->lock);
   napi_value arr;
-  napi_create_array_with_length(env, 2, &arr);
+  napi_create_array_with_length(env, 3, &arr);
   napi_set_element(env, arr, 0, num(env, sent));
   napi_set_element(env, arr, 1, num(env, failed));
+  napi_set_element(env, arr, 2, num(env, hits));
   return arr;
 }
 

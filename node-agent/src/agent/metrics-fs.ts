@@ -130,5 +130,11 @@ export function registerFrontendMetrics(m: MetricSink, stats: () => FrontendStat
       kind: 'counter',
       read: read('staleParents'),
     },
+    {
+      name: 'scoutfs_fuse_nocaps_answers_total',
+      help: "The kernel's security.capability questions (one before each write) answered by the FUSE binding without the agent",
+      kind: 'counter',
+      read: read('noCapsAnswers'),
+    },
   ])
 }

@@ -55,6 +55,8 @@ export interface FrontendStats {
   movedDirectories: number
   /** operations refused ESTALE: their directory was reached through a name that no longer leads there */
   staleParents: number
+  /** the kernel's security.capability questions (before each write) answered without the agent */
+  noCapsAnswers: number
 }
 
 /** A mounted frontend: serving `fs` at its mountpoint until unmount(). */

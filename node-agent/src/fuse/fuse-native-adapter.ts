@@ -266,6 +266,7 @@ export class FuseAdapter implements Frontend {
       notifyWaitsExpired: 0,
       movedDirectories: 0,
       staleParents: 0,
+      noCapsAnswers: 0,
     }
   }
 

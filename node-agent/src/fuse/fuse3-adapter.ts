@@ -380,13 +380,13 @@ export class Fuse3Adapter implements Frontend {
     return this.lookups.size
   }
 
-  /** notifies the kernel took, notifies it refused */
-  notifyCounters(): [number, number] {
-    return this.session ? this.native.notifyCounters(this.session) : [0, 0]
+  /** notifies the kernel took, notifies it refused, capability questions the addon answered */
+  notifyCounters(): [number, number, number] {
+    return this.session ? this.native.notifyCounters(this.session) : [0, 0, 0]
   }
 
   stats(): FrontendStats {
-    const [done, failed] = this.notifyCounters()
+    const [done, failed, noCaps] = this.notifyCounters()
     const c = this.counters
     return {
       heldInodes: this.lookups.size,
@@ -398,6 +398,7 @@ export class Fuse3Adapter implements Frontend {
       notifyWaitsExpired: c.notifyWaitsExpired,
       movedDirectories: c.movedDirectories,
       staleParents: c.staleParents,
+      noCapsAnswers: noCaps,
     }
   }
 

@@ -133,8 +133,12 @@ export interface Fuse3Native {
   notifyInvalInode(s: Session, ino: number): number
   /** queue a notify-invalidate of the entry parent/name for the notify thread */
   notifyInvalEntry(s: Session, parent: number, name: Buffer): number
-  /** notifies the kernel took (or had nothing to drop for), notifies it refused */
-  notifyCounters(s: Session): [number, number]
+  /**
+   * notifies the kernel took (or had nothing to drop for), notifies it refused, and the
+   * security.capability questions a request thread answered itself (the addon keeps the
+   * inodes JavaScript answered ENODATA for until their xattrs may change)
+   */
+  notifyCounters(s: Session): [number, number, number]
   replyErr(r: Req, errno: number): number
   replyEntry(r: Req, attr: Float64Array): number
   replyCreate(r: Req, attr: Float64Array, fh: number, directIo: number, keepCache: number): number
