@@ -70,7 +70,7 @@ struct sreq {
   char *b[3];      /* byte arguments (names, data, values), malloc'd */
   size_t blen[3];
   int wslot;       /* write buffer slot + 1 holding this WRITE's data; 0: none */
-  uint64_t capsgen; /* GETXATTR of security.capability: nocaps_gen when it arrived, + 1 */
+  uint64_t capsgen; /* GETXATTR of security.capability, CREATE: nocaps_gen when it arrived, + 1 */
 };
 
 struct notify {
@@ -107,7 +107,8 @@ struct session {
    * kept here and given by the request thread until anything may have changed the inode's
    * xattrs: a setxattr or removexattr through this mount, an invalidation of the inode (a lost
    * lock: another mount may change it), a forget.  nocaps_gen counts those: an answer whose
-   * request arrived before one of them is not kept. */
+   * request arrived before one of them is not kept.  A file this mount just made (CREATE, not
+   * an existing name opened) has no xattrs: it starts known. */
   uint64_t nocaps[NOCAPS_SLOTS]; /* under lock */
   uint64_t nocaps_gen;
   uint64_t nocaps_hits;
@@ -490,6 +491,9 @@ static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
 
 static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
   NEW_OR_FAIL(req, OP_CREATE);
+  pthread_mutex_lock(&r->s->lock);
+  r->capsgen = r->s->nocaps_gen + 1;
+  pthread_mutex_unlock(&r->s->lock);
   r->n[0] = (double)parent;
   r->n[1] = (double)mode;
   r->n[2] = (double)fi->flags;
@@ -823,7 +827,7 @@ static napi_value reply_err(napi_env env, napi_callback_info info) {
   struct sreq *r = take_req(env, argv[0]);
   if (!r) return NULL;
   int err = (int)get_num(env, argv[1]);
-  if (r->capsgen && err == ENODATA) {
+  if (r->op == OP_GETXATTR && r->capsgen && err == ENODATA) {
     /* no security.capability: kept unless the xattrs may have changed since it was asked */
     struct session *s = r->s;
     uint64_t ino = (uint64_t)r->n[0];
@@ -847,14 +851,20 @@ static napi_value reply_entry(napi_env env, napi_callback_info info) {
   return reply_result(env, r, res);
 }
 
-/* replyCreate(req, attr, fh, directIo, keepCache) */
+/* replyCreate(req, attr, fh, directIo, keepCache, made): made = the file is new */
 static napi_value reply_create(napi_env env, napi_callback_info info) {
-  ARGS(5);
+  ARGS(6);
   struct sreq *r = take_req(env, argv[0]);
   double *a;
   if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
   struct fuse_entry_param e;
   fill_entry(r->s, a, &e);
+  if (get_num(env, argv[5]) != 0) {
+    /* a new file has no xattrs: its first write need not ask the agent for a capability */
+    pthread_mutex_lock(&r->s->lock);
+    if (r->capsgen == r->s->nocaps_gen + 1) r->s->nocaps[e.ino % NOCAPS_SLOTS] = e.ino;
+    pthread_mutex_unlock(&r->s->lock);
+  }
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof(fi));
   fi.fh = (uint64_t)get_num(env, argv[2]);

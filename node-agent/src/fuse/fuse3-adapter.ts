@@ -740,10 +740,10 @@ export class Fuse3Adapter implements Frontend {
           req,
           'create',
           () => this.fresh([n0], () => this.create(n0, b0, n1, n2, who)),
-          (a) => {
+          ({ a, made }) => {
             const fh = this.addHandle(a.ino, n2)
             const append = (n2 & O_APPEND) !== 0
-            if (this.native.replyCreate(req, attrArray(a), fh, append ? 1 : 0, append ? 0 : 1) === 0)
+            if (this.native.replyCreate(req, attrArray(a), fh, append ? 1 : 0, append ? 0 : 1, made ? 1 : 0) === 0)
               this.heldSince(epoch, n0, b0!, a)
           },
         )
@@ -781,24 +781,29 @@ export class Fuse3Adapter implements Frontend {
     }
   }
 
-  /** create and open; an existing name (another mount won the race) is opened unless O_EXCL */
+  /**
+   * create and open; an existing name (another mount won the race) is opened unless O_EXCL.
+   * `made`: the inode is new (it has no xattrs).
+   */
   private async create(
     parent: number,
     name: Buffer | undefined,
     mode: number,
     flags: number,
     who: Caller,
-  ): Promise<Attr> {
+  ): Promise<{ a: Attr; made: boolean }> {
     let a: Attr
+    let made = true
     try {
       a = await this.fs.mknod(parent, fsName(name), S_IFREG | (mode & 0o7777), 0, who)
     } catch (e) {
       if (!(e instanceof FsError && e.code === 'EEXIST') || flags & O_EXCL) throw e
       a = await this.fs.lookup(parent, fsName(name))
+      made = false
       if ((a.mode & S_IFMT) === S_IFDIR && (flags & O_ACCMODE) !== 0) throw new FsError('EISDIR', 'a directory')
     }
     await this.fs.open(a.ino)
-    return a
+    return { a, made }
   }
 
   private async readdir(req: Req, ino: number, size: number, pos: number, plus: boolean, epoch: number): Promise<void> {

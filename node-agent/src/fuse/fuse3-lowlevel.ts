@@ -141,7 +141,8 @@ export interface Fuse3Native {
   notifyCounters(s: Session): [number, number, number]
   replyErr(r: Req, errno: number): number
   replyEntry(r: Req, attr: Float64Array): number
-  replyCreate(r: Req, attr: Float64Array, fh: number, directIo: number, keepCache: number): number
+  /** `made`: 1 when the file is new, so the addon knows it has no security.capability */
+  replyCreate(r: Req, attr: Float64Array, fh: number, directIo: number, keepCache: number, made: number): number
   replyAttr(r: Req, attr: Float64Array): number
   replyOpen(r: Req, fh: number, directIo: number, keepCache: number): number
   replyWrite(r: Req, count: number): number
