@@ -22,7 +22,7 @@ import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import { EXTENT_OFFLINE, encodeExtent, extentKey, nowTs } from './fs-items.js'
 import type { FsContext } from './fs-context.js'
 import { getInode, isDir, isReg, putInode, toAttr } from './inode.js'
-import { extentAfter, extentAt, firstOffline, holeBlocks, replaceRange } from './extents.js'
+import { extentAfter, extentAt, firstOffline, holeBlocks, replaceAndFree } from './extents.js'
 import type { Attr } from './fs-api.js'
 import { charge, opInTree, reserve } from './quota.js'
 import { DataWaitOp, untilOnline, type Waiting } from './data-wait.js'
@@ -197,11 +197,7 @@ export function punchHole(c: FsContext, ino: number, offset: number, length: num
         await c.data.write(phys * BS + (from - b * BS), Buffer.alloc(to - from))
       }
       if (wholeFrom <= wholeTo) {
-        let n = 0
-        for (const f of await replaceRange(c, i, wholeFrom, wholeTo, undefined, t)) {
-          await c.trans.freeData(f.blkno, f.len)
-          n += f.len
-        }
+        const n = await replaceAndFree(c, i, wholeFrom, wholeTo, undefined, t)
         if (tree && n) await charge(c, t, tree, -n * BS, 0)
       }
       i.dataVersion++

@@ -105,6 +105,26 @@ export async function replaceRange(
   return freed
 }
 
+/**
+ * replaceRange, then free the online blocks that were there (into the transaction's
+ * data_freed tree); returns how many were freed.
+ */
+export async function replaceAndFree(
+  c: FsContext,
+  i: Inode,
+  b0: number,
+  b1: number,
+  put: { blkno: number; flags: number } | undefined,
+  t: Tx,
+): Promise<number> {
+  let n = 0
+  for (const f of await replaceRange(c, i, b0, b1, put, t)) {
+    await c.trans.freeData(f.blkno, f.len)
+    n += f.len
+  }
+  return n
+}
+
 /** Set the size of `i` to `size`, dropping (and freeing) the extents past a smaller one. */
 export async function truncateExtents(c: FsContext, i: Inode, size: number, t: Tx): Promise<void> {
   if (size < i.size) {

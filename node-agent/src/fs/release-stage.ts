@@ -18,7 +18,7 @@ import { DATA_BLOCK_SIZE } from '../storage/format.js'
 import { EXTENT_OFFLINE, decodeExtent, extentFirst, extentLast, type Inode } from './fs-items.js'
 import type { FsContext } from './fs-context.js'
 import { getInode, isReg, putInode } from './inode.js'
-import { extentAt, replaceRange } from './extents.js'
+import { extentAt, replaceAndFree, replaceRange } from './extents.js'
 
 const BS = DATA_BLOCK_SIZE
 
@@ -55,12 +55,7 @@ export async function release(
     const b0 = offset / BS
     const b1 = Math.min((offset + length) / BS, Math.ceil(i.size / BS)) - 1
     if (b1 < b0) return 0
-    const freed = await replaceRange(c, i, b0, b1, { blkno: 0, flags: EXTENT_OFFLINE }, t)
-    let n = 0
-    for (const f of freed) {
-      await c.trans.freeData(f.blkno, f.len)
-      n += f.len
-    }
+    const n = await replaceAndFree(c, i, b0, b1, { blkno: 0, flags: EXTENT_OFFLINE }, t)
     // a quota counts allocated blocks: released ones no longer count
     if (tree) await charge(c, t, tree, -n * BS, 0)
     putInode(c, i, t)

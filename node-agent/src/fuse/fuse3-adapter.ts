@@ -257,10 +257,7 @@ export class Fuse3Adapter implements Frontend {
       const names = this.children.get(ino)
       if (!names) return
       this.children.delete(ino)
-      for (const [k, child] of names) {
-        this.notifyEntry(s, ino, Buffer.from(k, 'latin1'), child)
-        this.counters.invalidatedEntries++
-      }
+      for (const [k, child] of names) this.invalidateName(s, ino, Buffer.from(k, 'latin1'), child)
     }
     if (last - first < this.lookups.size) for (let ino = first; ino <= last; ino++) hit(ino)
     else for (const ino of [...this.lookups.keys()]) if (ino >= first && ino <= last) hit(ino)
@@ -270,10 +267,14 @@ export class Fuse3Adapter implements Frontend {
     this.invalEpoch++
     const s = this.session
     if (!s) return
-    const key = nameKey(Buffer.from(name))
-    const child = this.children.get(parent)?.get(key)
-    this.children.get(parent)?.delete(key)
-    this.notifyEntry(s, parent, Buffer.from(name), child)
+    const b = Buffer.from(name)
+    this.invalidateName(s, parent, b, this.children.get(parent)?.get(nameKey(b)))
+  }
+
+  /** forget that the kernel holds entry parent/name, and queue its invalidation */
+  private invalidateName(s: Session, parent: number, name: Buffer, child?: number): void {
+    this.dropName(parent, name)
+    this.notifyEntry(s, parent, name, child)
     this.counters.invalidatedEntries++
   }
 
@@ -340,8 +341,7 @@ export class Fuse3Adapter implements Frontend {
     const s = this.session
     const target = this.notifiesQueued
     for (const until = Date.now() + maxMs; s && !this.unmounting;) {
-      const [sent, failed] = this.native.notifyCounters(s)
-      if (sent + failed >= target) return
+      if (this.notifiesDoneCount() >= target) return
       if (Date.now() >= until) break
       await new Promise((r) => setTimeout(r, 1))
     }
@@ -360,10 +360,8 @@ export class Fuse3Adapter implements Frontend {
     const a = await this.fs.lookup(parent, name)
     const was = (a.mode & S_IFMT) === S_IFDIR && !isDots(name) ? this.dirNames.get(a.ino) : undefined
     if (was && this.session && (was.parent !== parent || was.key !== nameKey(name))) {
-      this.children.get(was.parent)?.delete(was.key)
       this.dirNames.delete(a.ino)
-      this.notifyEntry(this.session, was.parent, Buffer.from(was.key, 'latin1'), a.ino)
-      this.counters.invalidatedEntries++
+      this.invalidateName(this.session, was.parent, Buffer.from(was.key, 'latin1'), a.ino)
       this.counters.movedDirectories++
       await this.notifiesDone(MOVED_DIR_WAIT_MS)
     }
@@ -450,10 +448,8 @@ export class Fuse3Adapter implements Frontend {
   private heldSince(epoch: number, parent: number, name: Buffer, a: Attr): void {
     this.held(parent, name, a)
     if (epoch === this.invalEpoch || !this.session) return
-    this.children.get(parent)?.delete(nameKey(name))
-    this.notifyEntry(this.session, parent, name, a.ino)
+    this.invalidateName(this.session, parent, name, a.ino)
     this.notifyInode(this.session, a.ino)
-    this.counters.invalidatedEntries++
   }
 
   private held(parent: number, name: Buffer, a: Attr): void {
@@ -463,9 +459,7 @@ export class Fuse3Adapter implements Frontend {
       l.n++
       l.last = a
     } else this.lookups.set(ino, { n: 1, last: a })
-    let m = this.children.get(parent)
-    if (!m) this.children.set(parent, (m = new Map()))
-    m.set(nameKey(name), ino)
+    this.recordName(parent, name, ino)
     // a directory's one name (not '..', which an NFS export's get_parent looks up); the kernel
     // moves its one dentry of the directory there, so no path leads through an older name
     if ((a.mode & S_IFMT) === S_IFDIR && !isDots(name)) {
@@ -506,17 +500,22 @@ export class Fuse3Adapter implements Frontend {
     const put = (ino: number | undefined, p: number, n: Buffer): void => {
       if (ino === undefined || !this.lookups.has(ino)) return
       if (epoch !== this.invalEpoch) {
-        if (this.session) this.notifyEntry(this.session, p, n, ino)
+        if (this.session) this.invalidateName(this.session, p, n, ino)
         this.dirNames.delete(ino)
         return
       }
-      let m = this.children.get(p)
-      if (!m) this.children.set(p, (m = new Map()))
-      m.set(nameKey(n), ino)
+      this.recordName(p, n, ino)
       if (this.dirNames.has(ino)) this.dirNames.set(ino, { parent: p, key: nameKey(n) })
     }
     put(moved, newParent, newName)
     put(other, parent, name)
+  }
+
+  /** the kernel holds entry parent/name, naming `ino` */
+  private recordName(parent: number, name: Buffer, ino: number): void {
+    let m = this.children.get(parent)
+    if (!m) this.children.set(parent, (m = new Map()))
+    m.set(nameKey(name), ino)
   }
 
   private dropName(parent: number, name: Buffer | undefined): void {

@@ -115,9 +115,13 @@ export class FileDevice implements BlockDevice {
     return new FileDevice(path, fh, size, direct, !!opts.readOnly)
   }
 
-  private check(off: number, len: number): void {
+  private checkRange(off: number, len: number): void {
     if (off < 0 || off + len > this.size)
       throw new FsError('EIO', `${this.path}: I/O at ${off}+${len} is past the device end ${this.size}`)
+  }
+
+  private check(off: number, len: number): void {
+    this.checkRange(off, len)
     if (this.direct && (off % DIRECT_ALIGN || len % DIRECT_ALIGN))
       throw new FsError('EINVAL', `${this.path}: direct I/O at ${off}+${len} is not ${DIRECT_ALIGN}-aligned`)
   }
@@ -132,8 +136,7 @@ export class FileDevice implements BlockDevice {
   /** direct I/O reads aligned spans through the bounce buffers and copies the part asked for */
   async readInto(off: number, out: Buffer): Promise<void> {
     const len = out.length
-    if (off < 0 || off + len > this.size)
-      throw new FsError('EIO', `${this.path}: I/O at ${off}+${len} is past the device end ${this.size}`)
+    this.checkRange(off, len)
     try {
       if (!this.direct) {
         await this.readFully(out, 0, len, off)
