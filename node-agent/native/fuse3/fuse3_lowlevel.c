@@ -1,46 +1,55 @@
 /*
  * scoutfs' libfuse 3 low-level binding (N-API, C).
  *
- * Owns: one FUSE session per mount, its request threads, its notify thread, and the way
- * requests travel to the JavaScript thread and replies travel back.
+ * Owns: one FUSE session per mount, the reading of its requests, its notify thread, and the
+ * way requests travel to JavaScript and replies travel back.
  *
- *  - Request threads (SCOUTFS_FUSE_THREADS of them) loop on fuse_session_receive_buf /
- *    fuse_session_process_buf.  Each handler copies what it needs out of the kernel's buffer
- *    (names, write data, xattr values: bytes, never strings) into a `struct sreq` (write data
- *    into one of the buffers JavaScript lent at mount when one is free: it is free again once
- *    the request is answered, and JavaScript never keeps the data past its answer), appends it
- *    to the session's queue and returns at once: no handler waits for JavaScript.  The first
- *    request into an empty queue wakes the JavaScript thread through one threadsafe
- *    function call; that call drains the whole queue (requests arrive in batches).
+ *  - The JavaScript thread reads /dev/fuse itself: the device is non-blocking and polled by
+ *    the event loop (uv_poll).  When it is readable, on_readable reads up to READ_BATCH
+ *    requests (fuse_session_receive_buf / fuse_session_process_buf); each handler copies what
+ *    it needs out of the read buffer (names, write data, xattr values: bytes, never strings)
+ *    into a `struct sreq` (write data into one of the buffers JavaScript lent at mount when
+ *    one is free: it is free again once the request is answered, and JavaScript never keeps
+ *    the data past its answer) and appends it to the session's queue; then the whole batch is
+ *    handed to the dispatch function, in one callback scope (promise jobs run after it).
+ *    A request costs the caller two thread wake-ups, as with a C filesystem: the JavaScript
+ *    thread's, and the caller's when it is answered.  Request threads handing requests over
+ *    through a threadsafe function cost a third (a trip through JavaScript took 86 us against
+ *    15 us for one answered in C; docs/fuse.md).
  *  - JavaScript answers each request exactly once through a reply* function, which calls
- *    fuse_reply_* at once on the JavaScript thread (libfuse allows replies from any thread).
- *    A request is a napi external: a second reply throws instead of touching a freed
- *    fuse_req; the struct is freed when the external is collected.
+ *    fuse_reply_* at once.  A request is a napi external: a second reply throws instead of
+ *    touching a freed fuse_req; the struct is freed when the external is collected.
  *  - Kernel cache invalidations (notifyInvalInode / notifyInvalEntry) go to a queue served by
  *    a thread of their own: a notify can block in the kernel until a request of the same
- *    inode is answered, so it must never run inline in a request handler or on the
- *    JavaScript thread.
- *  - stop(): exit flag, lazy unmount, then the request threads are cancelled (cancellation
- *    is enabled only while a thread blocks reading /dev/fuse) and joined; destroy() after
- *    JavaScript has answered what it still held closes /dev/fuse.
+ *    inode is answered, so it must never run on the thread that answers requests.
+ *  - stop(): no more reading, exit flag, lazy unmount, the notify thread ends; destroy()
+ *    after JavaScript has answered what it still held closes /dev/fuse.
  *
- * Only FLUSH, RELEASEDIR and INIT are answered here without JavaScript (nothing to do for
- * them); FORGET is passed on with no reply expected.
+ * Only FLUSH, RELEASEDIR, INIT and security.capability questions already answered (below)
+ * are answered here without JavaScript; FORGET is passed on with no reply expected.
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
 #include <fuse_lowlevel.h>
 #include <node_api.h>
+#include <uv.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
-#define SCOUTFS_FUSE_THREADS 4
+/* what libfuse reads /dev/fuse into (its se->bufsize): FUSE_MAX_MAX_PAGES pages and
+ * FUSE_BUFFER_HEADER_SIZE; a lent buffer at least this large can be read into */
+#define READ_BUF_SIZE ((size_t)256 * (size_t)sysconf(_SC_PAGESIZE) + 4096)
+/* requests read per wake-up of the event loop before they are handed to JavaScript */
+#define READ_BATCH 64
 #define MAX_WRITE (1024 * 1024)
 
 enum op {
@@ -83,11 +92,21 @@ struct notify {
 struct session {
   struct fuse_session *se;
   char *mountpoint;
-  pthread_t threads[SCOUTFS_FUSE_THREADS];
-  int nthreads;
-  napi_threadsafe_function tsfn;
-  pthread_mutex_t lock; /* queue, notifies, pending */
-  struct sreq *head, *tail;
+  napi_env env;
+  napi_ref dispatch; /* the JavaScript dispatch function */
+  napi_async_context actx;
+  uv_poll_t poll; /* /dev/fuse readable */
+  int polling;
+  uv_idle_t idle; /* active: the event loop polls without sleeping (spin) */
+  int spinning, idle_open;
+  uint64_t spin_ns, spin_until; /* spin this long after a request; until then (uv_hrtime) */
+  uint64_t spin_wakes; /* reads of requests that found the loop asleep (not spinning) */
+  struct fuse_buf buf; /* what fuse_session_receive_buf reads into: mem is a free lent buffer or own */
+  char *own;           /* read buffer used when no lent buffer is free (rbuf_size) */
+  size_t rbuf_size;    /* READ_BUF_SIZE */
+  int rslot;           /* the lent buffer buf.mem is (a WRITE read into it keeps it), -1: own */
+  pthread_mutex_t lock; /* notifies, nocaps, write buffers, pending */
+  struct sreq *head, *tail; /* read and not handed to JavaScript yet (JavaScript thread) */
   int64_t pending; /* requests enqueued and not answered */
   pthread_t notifier;
   int notifier_running;
@@ -114,7 +133,7 @@ struct session {
   uint64_t nocaps_hits;
 };
 
-/* ---- request threads ---------------------------------------------------------------- */
+/* ---- request handlers (on the JavaScript thread, inside on_readable) ---------------- */
 
 static struct sreq *new_req(fuse_req_t req, int op) {
   struct sreq *r = calloc(1, sizeof(*r));
@@ -168,18 +187,17 @@ static void free_req(struct sreq *r) {
   free(r);
 }
 
-/* hand a request to the JavaScript thread (one threadsafe call per batch) */
+/* queue a request for JavaScript (on_readable hands the batch over once it is read) */
 static void enqueue(struct sreq *r) {
   struct session *s = r->s;
-  int wake;
-  pthread_mutex_lock(&s->lock);
-  wake = s->head == NULL;
   if (s->tail) s->tail->next = r;
   else s->head = r;
   s->tail = r;
-  if (r->req) s->pending++;
-  pthread_mutex_unlock(&s->lock);
-  if (wake) napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
+  if (r->req) {
+    pthread_mutex_lock(&s->lock);
+    s->pending++;
+    pthread_mutex_unlock(&s->lock);
+  }
 }
 
 #define NEW_OR_FAIL(req, op)               \
@@ -345,8 +363,22 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   r->n[0] = (double)ino;
   r->n[1] = (double)fi->fh;
   r->n[2] = (double)off;
-  /* the kernel's buffer is ours only during this call: copy it into a free lent buffer
-   * (n3 = its slot, n4 = the length), else into a malloc'd one (n3 = -1, b0) */
+  r->n[4] = (double)size;
+  /* the data is in the buffer the request was read into: when that is a lent buffer it is
+   * this WRITE's until answered (n3 = its slot, n5 = where the data starts); else it is
+   * copied into a free lent buffer (n5 = 0), or a malloc'd one (n3 = -1, b0) */
+  int rs = s->rslot;
+  if (rs >= 0 && buf >= s->wbuf[rs] && buf + size <= s->wbuf[rs] + s->wbuf_size) {
+    pthread_mutex_lock(&s->lock);
+    s->wbuf_free &= ~(1u << rs);
+    pthread_mutex_unlock(&s->lock);
+    s->rslot = -1;
+    r->wslot = rs + 1;
+    r->n[3] = rs;
+    r->n[5] = (double)(buf - s->wbuf[rs]);
+    enqueue(r);
+    return;
+  }
   int slot = -1;
   if (size <= s->wbuf_size) {
     pthread_mutex_lock(&s->lock);
@@ -360,7 +392,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     memcpy(s->wbuf[slot], buf, size);
     r->wslot = slot + 1;
     r->n[3] = slot;
-    r->n[4] = (double)size;
+    r->n[5] = 0;
   } else {
     r->n[3] = -1;
     BYTES_OR_FAIL(0, buf, size);
@@ -548,24 +580,6 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .fallocate = ll_fallocate,
 };
 
-static void *request_thread(void *arg) {
-  struct session *s = arg;
-  struct fuse_buf buf = {0};
-  int old;
-  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-  while (!fuse_session_exited(s->se)) {
-    /* only a thread blocked reading /dev/fuse may be cancelled (stop()) */
-    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-    int res = fuse_session_receive_buf(s->se, &buf);
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
-    if (res == -EINTR) continue;
-    if (res <= 0) break;
-    fuse_session_process_buf(s->se, &buf);
-  }
-  free(buf.mem);
-  return NULL;
-}
-
 /* ---- notify thread ------------------------------------------------------------------- */
 
 static void *notify_thread(void *arg) {
@@ -656,20 +670,26 @@ static void finalize_req(napi_env env, void *data, void *hint) {
   free_req(r);
 }
 
-/* dispatch(req, op, uid, gid, pid, umask, n0..n8, b0, b1) for every queued request */
-static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  (void)data;
-  struct session *s = context;
-  if (!env) return;
-  pthread_mutex_lock(&s->lock);
+/* dispatch(req, op, uid, gid, pid, umask, n0..n8, b0, b1) for every queued request, in one
+ * callback scope: promise jobs and nextTicks run once the batch is handed over */
+static void deliver(struct session *s) {
   struct sreq *r = s->head;
   s->head = s->tail = NULL;
-  pthread_mutex_unlock(&s->lock);
-  napi_value global;
+  if (!r) return;
+  napi_env env = s->env;
+  napi_handle_scope hs;
+  if (napi_open_handle_scope(env, &hs) != napi_ok) return;
+  napi_value resource, js_cb, global;
+  napi_callback_scope cs;
+  napi_create_object(env, &resource);
+  napi_get_reference_value(env, s->dispatch, &js_cb);
   napi_get_global(env, &global);
+  napi_open_callback_scope(env, resource, s->actx, &cs);
   while (r) {
     struct sreq *next = r->next;
     r->next = NULL;
+    napi_handle_scope rs;
+    napi_open_handle_scope(env, &rs);
     napi_value argv[17];
     if (r->req) {
       napi_create_external(env, r, finalize_req, NULL, &argv[0]);
@@ -692,8 +712,82 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
       /* the dispatcher never throws; if it did the external's finalizer answers EIO */
     }
     if (!r->req && r->op == OP_FORGET) free_req(r);
+    napi_close_handle_scope(env, rs);
     r = next;
   }
+  napi_close_callback_scope(env, cs);
+  napi_close_handle_scope(env, hs);
+}
+
+static void stop_polling(struct session *s) {
+  if (s->idle_open) {
+    s->idle_open = s->spinning = 0;
+    uv_idle_stop(&s->idle);
+    uv_close((uv_handle_t *)&s->idle, NULL);
+  }
+  if (!s->polling) return;
+  s->polling = 0;
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *)&s->poll, NULL);
+}
+
+/* the spin window ended with no request: let the loop sleep in epoll again */
+static void on_idle(uv_idle_t *h) {
+  struct session *s = h->data;
+  if (uv_hrtime() < s->spin_until) {
+    /* a spin gives way to whatever else wants this CPU (the caller, other agents) */
+    sched_yield();
+    return;
+  }
+  s->spinning = 0;
+  uv_idle_stop(h);
+}
+
+/*
+ * A request came: keep the event loop from sleeping for spin_ns more.  Waking a sleeping
+ * thread on another CPU is what a request costs most (on a VM: 45 us of a 70 us trip); a
+ * caller that makes one request after another (creates, small reads and writes) finds this
+ * thread awake.  The loop polls with a zero timeout while it spins, so timers, sockets and
+ * the thread pool are served as usual.
+ */
+static void spin_on(struct session *s) {
+  if (!s->spinning) s->spin_wakes++;
+  if (!s->idle_open || !s->spin_ns) return;
+  s->spin_until = uv_hrtime() + s->spin_ns;
+  if (s->spinning) return;
+  s->spinning = 1;
+  uv_idle_start(&s->idle, on_idle);
+}
+
+/* /dev/fuse is readable: read what is there (at most READ_BATCH requests), then hand it over */
+static void on_readable(uv_poll_t *h, int status, int events) {
+  (void)events;
+  struct session *s = h->data;
+  int got = 0;
+  for (int i = 0; status == 0 && i < READ_BATCH && !s->stopped; i++) {
+    /* read into a free lent buffer when there is one (a WRITE's data then needs no copy) */
+    s->rslot = -1;
+    s->buf.mem = s->own;
+    if (s->wbuf_size >= s->rbuf_size) {
+      pthread_mutex_lock(&s->lock);
+      if (s->wbuf_free) s->rslot = __builtin_ctz(s->wbuf_free);
+      pthread_mutex_unlock(&s->lock);
+      if (s->rslot >= 0) s->buf.mem = s->wbuf[s->rslot];
+    }
+    int res = fuse_session_receive_buf(s->se, &s->buf);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) break;
+    if (res <= 0 || fuse_session_exited(s->se)) {
+      /* unmounted (ENODEV) or the connection aborted: nothing more will come */
+      stop_polling(s);
+      break;
+    }
+    got++;
+    fuse_session_process_buf(s->se, &s->buf);
+  }
+  s->rslot = -1;
+  if (got) spin_on(s);
+  deliver(s);
 }
 
 static struct session *get_session(napi_env env, napi_value v) {
@@ -1023,6 +1117,7 @@ static napi_value reply_dirents(napi_env env, napi_callback_info info) {
 static void session_free(struct session *s) {
   pthread_mutex_destroy(&s->lock);
   pthread_cond_destroy(&s->notify_cond);
+  free(s->own);
   free(s->mountpoint);
   free(s);
 }
@@ -1057,9 +1152,9 @@ static void drop_wbufs(napi_env env, struct session *s) {
   s->wbuf_free = 0;
 }
 
-/* mount(mountpoint, options, dispatch, attrTimeoutS, entryTimeoutS, debug, writeBuffers) -> session */
+/* mount(mountpoint, options, dispatch, attrTimeoutS, entryTimeoutS, debug, writeBuffers, spinUs) -> session */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
-  ARGS(7);
+  ARGS(8);
   size_t len;
   char mnt[4096], opts[4096];
   CALL(env, napi_get_value_string_utf8(env, argv[0], mnt, sizeof(mnt), &len));
@@ -1076,6 +1171,15 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->mountpoint = strdup(mnt);
   s->attr_timeout = get_num(env, argv[3]);
   s->entry_timeout = get_num(env, argv[4]);
+  s->rslot = -1;
+  s->rbuf_size = READ_BUF_SIZE;
+  s->own = malloc(s->rbuf_size);
+  if (!s->own) {
+    session_free(s);
+    return throw_err(env, "ENOMEM", "out of memory");
+  }
+  double spin_us = get_num(env, argv[7]);
+  s->spin_ns = spin_us > 0 ? (uint64_t)(spin_us * 1000.0) : 0;
   if (lend_wbufs(env, s, argv[6]) < 0) {
     drop_wbufs(env, s);
     session_free(s);
@@ -1098,45 +1202,56 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
   napi_value name;
   napi_create_string_utf8(env, "scoutfs-fuse3", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok) {
+  uv_loop_t *loop = NULL;
+  s->env = env;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || napi_create_reference(env, argv[2], 1, &s->dispatch) != napi_ok ||
+      napi_async_init(env, NULL, name, &s->actx) != napi_ok) {
     fuse_session_destroy(s->se);
     drop_wbufs(env, s);
     session_free(s);
-    return throw_err(env, "EIO", "cannot create the threadsafe function");
+    return throw_err(env, "EIO", "cannot set up the dispatch function");
   }
   if (fuse_session_mount(s->se, mnt) != 0) {
-    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    napi_async_destroy(env, s->actx);
+    napi_delete_reference(env, s->dispatch);
     fuse_session_destroy(s->se);
     drop_wbufs(env, s);
     session_free(s);
     return throw_err(env, "EIO", "fuse_session_mount failed (see stderr; is /dev/fuse there?)");
   }
-  for (int i = 0; i < SCOUTFS_FUSE_THREADS; i++) {
-    if (pthread_create(&s->threads[i], NULL, request_thread, s) != 0) break;
-    s->nthreads++;
+  int fd = fuse_session_fd(s->se);
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 && uv_poll_init(loop, &s->poll, fd) == 0) {
+    s->poll.data = s;
+    s->polling = uv_poll_start(&s->poll, UV_READABLE, on_readable) == 0;
+    if (!s->polling) uv_close((uv_handle_t *)&s->poll, NULL);
   }
-  if (pthread_create(&s->notifier, NULL, notify_thread, s) == 0) s->notifier_running = 1;
-  if (s->nthreads == 0 || !s->notifier_running) {
+  if (s->polling && uv_idle_init(loop, &s->idle) == 0) {
+    s->idle.data = s;
+    s->idle_open = 1;
+  }
+  if (s->polling && pthread_create(&s->notifier, NULL, notify_thread, s) == 0) s->notifier_running = 1;
+  if (!s->polling || !s->notifier_running) {
+    stop_polling(s);
     fuse_session_exit(s->se);
     fuse_session_unmount(s->se);
-    return throw_err(env, "EAGAIN", "cannot start the FUSE threads");
+    return throw_err(env, "EAGAIN", "cannot poll /dev/fuse or start the notify thread");
   }
   napi_value ext;
   CALL(env, napi_create_external(env, s, NULL, NULL, &ext));
   return ext;
 }
 
-/* stop(session): unmount (lazily), end the request and notify threads; idempotent */
+/* stop(session): no more reading, unmount (lazily), end the notify thread; idempotent */
 static napi_value js_stop(napi_env env, napi_callback_info info) {
   ARGS(1);
   struct session *s = get_session(env, argv[0]);
   if (!s) return NULL;
   if (s->stopped) return undefined(env);
   s->stopped = 1;
+  stop_polling(s);
   fuse_session_exit(s->se);
   fuse_session_unmount(s->se);
-  for (int i = 0; i < s->nthreads; i++) pthread_cancel(s->threads[i]);
-  for (int i = 0; i < s->nthreads; i++) pthread_join(s->threads[i], NULL);
   pthread_mutex_lock(&s->lock);
   s->notify_stop = 1;
   pthread_cond_signal(&s->notify_cond);
@@ -1149,8 +1264,6 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
     free(n->name);
     free(n);
   }
-  /* requests still queued reach JavaScript through the threadsafe function */
-  napi_call_threadsafe_function(s->tsfn, NULL, napi_tsfn_nonblocking);
   return undefined(env);
 }
 
@@ -1160,7 +1273,7 @@ static napi_value js_pending(napi_env env, napi_callback_info info) {
   struct session *s = get_session(env, argv[0]);
   if (!s) return NULL;
   pthread_mutex_lock(&s->lock);
-  int64_t p = s->pending + (s->head ? 1 : 0);
+  int64_t p = s->pending;
   pthread_mutex_unlock(&s->lock);
   return num(env, (double)p);
 }
@@ -1174,8 +1287,11 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   if (!s->stopped) return throw_err(env, "EBUSY", "stop the session before destroying it");
   if (s->destroyed) return undefined(env);
   s->destroyed = 1;
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  napi_async_destroy(env, s->actx);
+  napi_delete_reference(env, s->dispatch);
   fuse_session_destroy(s->se);
+  free(s->own);
+  s->own = s->buf.mem = NULL;
   drop_wbufs(env, s);
   /* the session struct is kept (a few hundred bytes per mount): the JavaScript session
    * object may still be passed to stop/pending/destroy, which then do nothing */
@@ -1226,7 +1342,8 @@ static napi_value js_notify_entry(napi_env env, napi_callback_info info) {
   return queue_notify(env, s, (uint64_t)get_num(env, argv[1]), name, len);
 }
 
-/* notifyCounters(session) -> [notifies sent, notifies failed, security.capability answered here] */
+/* notifyCounters(session) -> [notifies sent, notifies failed, security.capability answered here,
+ * requests that found the event loop asleep] */
 static napi_value js_notify_counters(napi_env env, napi_callback_info info) {
   ARGS(1);
   struct session *s = get_session(env, argv[0]);
@@ -1235,10 +1352,11 @@ static napi_value js_notify_counters(napi_env env, napi_callback_info info) {
   double sent = (double)s->notifies_sent, failed = (double)s->notifies_failed, hits = (double)s->nocaps_hits;
   pthread_mutex_unlock(&s->lock);
   napi_value arr;
-  napi_create_array_with_length(env, 3, &arr);
+  napi_create_array_with_length(env, 4, &arr);
   napi_set_element(env, arr, 0, num(env, sent));
   napi_set_element(env, arr, 1, num(env, failed));
   napi_set_element(env, arr, 2, num(env, hits));
+  napi_set_element(env, arr, 3, num(env, (double)s->spin_wakes));
   return arr;
 }
 

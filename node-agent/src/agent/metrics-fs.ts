@@ -136,5 +136,11 @@ export function registerFrontendMetrics(m: MetricSink, stats: () => FrontendStat
       kind: 'counter',
       read: read('noCapsAnswers'),
     },
+    {
+      name: 'scoutfs_fuse_loop_wakeups_total',
+      help: 'Times FUSE requests found the agent asleep (it had stopped polling /dev/fuse: mount option fuse_spin_us)',
+      kind: 'counter',
+      read: read('loopWakeups'),
+    },
   ])
 }

@@ -67,6 +67,8 @@ export interface MountOptions {
   blockCacheBlocks?: number
   metricsAddr?: string
   fuseDebug?: boolean
+  /** how long the lowlevel frontend polls for the next request before sleeping (us; fuse/fuse3-adapter.ts) */
+  fuseSpinUs?: number
   /** this agent is quorum member N: it takes part in electing the server on slot N's address */
   quorumSlotNr?: number
   /** a member's heartbeat timeout: silence that starts an election (ms, 2000-60000; default 10000) */
@@ -314,6 +316,7 @@ export class Mount {
 
       const frontend = await (o.frontend ?? FRONTENDS[DEFAULT_FRONTEND])(metrics.instrument(fs), mountpoint, {
         debug: o.fuseDebug,
+        spinUs: o.fuseSpinUs,
         fsname: `scoutfs:${fsid}`,
         log: { error: (msg, err) => log.error({ err: String(err) }, msg), warn: (msg) => log.warn(msg) },
       })

@@ -55,6 +55,7 @@ const MOUNT_OPTIONS = [
   'item_cache_items',
   'block_cache_blocks',
   'debug',
+  'fuse_spin_us',
   'quorum_slot_nr',
   'server_addr',
   'recovery_ms',
@@ -183,6 +184,14 @@ function tlsSettings(opts: Record<string, string>): { tls?: TlsFiles; insecure?:
   return insecure ? { insecure: true } : {}
 }
 
+/** fuse_spin_us=N: 0 (never poll) up to 1 s */
+function fuseSpin(opts: Record<string, string>): number | undefined {
+  const n = wholeNumber(opts, 'fuse_spin_us')
+  if (n !== undefined && n > 1_000_000)
+    throw new CliUsageError(`mount option fuse_spin_us is at most 1000000 (1 s), not ${n}`)
+  return n
+}
+
 /** frontend=lowlevel|fuse-native (fuse/frontends.ts) */
 function frontendSetting(opts: Record<string, string>): FrontendFactory | undefined {
   const v = opts.frontend
@@ -200,6 +209,7 @@ function mountSettings(options: string | undefined): Partial<MountOptions> {
     itemCacheItems: positiveInt(mo, 'item_cache_items'),
     blockCacheBlocks: positiveInt(mo, 'block_cache_blocks'),
     fuseDebug: mo.debug === '1',
+    fuseSpinUs: fuseSpin(mo),
     frontend: frontendSetting(mo),
     quorumSlotNr: wholeNumber(mo, 'quorum_slot_nr'),
     serverAddr: hostPort(mo, 'server_addr'),
@@ -352,7 +362,7 @@ export function registerMountCommands(program: Command, out: Out): void {
     .argument('<MOUNTPOINT>', 'directory to mount on (created if missing)')
     .option(
       '-o, --options <opts>',
-      'mount options: commit_interval_ms=N, item_cache_items=N, block_cache_blocks=N, debug',
+      'mount options: commit_interval_ms=N, item_cache_items=N, block_cache_blocks=N, fuse_spin_us=N, debug',
     )
     .option('-f, --foreground', 'stay in the foreground, logging to stderr', false)
     .option('--metrics-addr <HOST:PORT>', 'serve Prometheus metrics at http://HOST:PORT/metrics')

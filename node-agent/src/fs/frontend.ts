@@ -34,6 +34,11 @@ export interface FrontendOptions {
   fsname: string
   /** the binding's own debug output */
   debug?: boolean
+  /**
+   * how long the binding keeps polling for the next request after one, instead of sleeping
+   * (us; 0: never; a binding without such a loop ignores it)
+   */
+  spinUs?: number
   log: FrontendLogger
 }
 
@@ -57,6 +62,8 @@ export interface FrontendStats {
   staleParents: number
   /** the kernel's security.capability questions (before each write) answered without the agent */
   noCapsAnswers: number
+  /** requests that found the binding's loop asleep, not polling for them */
+  loopWakeups: number
 }
 
 /** A mounted frontend: serving `fs` at its mountpoint until unmount(). */

@@ -267,6 +267,7 @@ export class FuseAdapter implements Frontend {
       movedDirectories: 0,
       staleParents: 0,
       noCapsAnswers: 0,
+      loopWakeups: 0,
     }
   }
 

@@ -62,8 +62,21 @@ const READAHEAD_KB = 4096
 /** reads of up to this many bytes (the kernel's largest) go through a pool of READ_BUFS buffers */
 const READ_BUF_SIZE = 1 << 20
 const READ_BUFS = 16
-/** WRITE data arrives in one of these many 1 MiB buffers lent to the addon (else a new one) */
+/**
+ * WRITE data arrives in one of these many buffers lent to the addon (else a new one): the
+ * addon reads requests into a free one, so a WRITE's data is where the kernel put it; 1 MiB
+ * (max_write) and the room libfuse wants for headers
+ */
 const WRITE_BUFS = 16
+const WRITE_BUF_SIZE = (1 << 20) + 4096
+/**
+ * How long the event loop keeps polling /dev/fuse after a request instead of sleeping (us).
+ * Waking a sleeping thread on another CPU is most of what a request costs (on this VM, a
+ * trip through JavaScript took 86 us asleep, 40 us awake; docs/fuse.md): a caller making one
+ * request after another (creates, small I/O) finds the loop awake.  The loop spends at most
+ * this long polling after the last request, yielding the CPU to anything runnable.
+ */
+const SPIN_US = 500
 /** how long an unmount waits for the requests JavaScript still runs (ms) */
 const UNMOUNT_DRAIN_MS = 2000
 /**
@@ -83,6 +96,8 @@ export interface Fuse3MountOptions {
   log: FrontendLogger
   /** attribute and entry cache timeout (s, default CACHE_TIMEOUT_S) */
   cacheTimeoutS?: number
+  /** how long the event loop keeps polling /dev/fuse after a request (us, default SPIN_US; 0: never) */
+  spinUs?: number
 }
 
 interface Handle {
@@ -131,7 +146,7 @@ export class Fuse3Adapter implements Frontend {
   /** read buffers answered and free again (at most READ_BUFS) */
   private readonly readBufs: Buffer[] = []
   /** lent to the addon for WRITE data (fuse3-lowlevel.ts mount) */
-  private readonly writeBufs = Array.from({ length: WRITE_BUFS }, () => Buffer.allocUnsafeSlow(1 << 20))
+  private readonly writeBufs = Array.from({ length: WRITE_BUFS }, () => Buffer.allocUnsafeSlow(WRITE_BUF_SIZE))
   private nextFh = 1
   /** ino -> the kernel's lookup count and the attributes it was last given (the root is always held) */
   private readonly lookups = new Map<number, { n: number; last?: Attr }>([[1, { n: 1 }]])
@@ -184,6 +199,7 @@ export class Fuse3Adapter implements Frontend {
         a.timeoutS,
         !!opts.debug,
         a.writeBufs,
+        opts.spinUs ?? SPIN_US,
       )
     } catch (e) {
       await forceUnmount(a.mountpoint)
@@ -378,13 +394,13 @@ export class Fuse3Adapter implements Frontend {
     return this.lookups.size
   }
 
-  /** notifies the kernel took, notifies it refused, capability questions the addon answered */
-  notifyCounters(): [number, number, number] {
-    return this.session ? this.native.notifyCounters(this.session) : [0, 0, 0]
+  /** notifies the kernel took, notifies it refused, capability questions the addon answered, loop wake-ups */
+  notifyCounters(): [number, number, number, number] {
+    return this.session ? this.native.notifyCounters(this.session) : [0, 0, 0, 0]
   }
 
   stats(): FrontendStats {
-    const [done, failed, noCaps] = this.notifyCounters()
+    const [done, failed, noCaps, wakeups] = this.notifyCounters()
     const c = this.counters
     return {
       heldInodes: this.lookups.size,
@@ -397,6 +413,7 @@ export class Fuse3Adapter implements Frontend {
       movedDirectories: c.movedDirectories,
       staleParents: c.staleParents,
       noCapsAnswers: noCaps,
+      loopWakeups: wakeups,
     }
   }
 
@@ -664,10 +681,10 @@ export class Fuse3Adapter implements Frontend {
         )
       }
       case OP.WRITE: {
-        // ino, fh, off, lent buffer (-1: data in b0), length; the buffer is the addon's again
-        // once answered, and fs.write keeps nothing of its data past its return
+        // ino, fh, off, lent buffer (-1: data in b0), length, where in the buffer; the buffer
+        // is the addon's again once answered, and fs.write keeps nothing of its data past its return
         const h = this.handle(n1, n0)
-        const data = n3 >= 0 ? this.writeBufs[n3]!.subarray(0, n4) : (b0 ?? Buffer.alloc(0))
+        const data = n3 >= 0 ? this.writeBufs[n3]!.subarray(n5, n5 + n4) : (b0 ?? Buffer.alloc(0))
         return this.answer(
           req,
           'write',
@@ -893,4 +910,4 @@ function sized(native: Fuse3Native, req: Req, v: Buffer, size: number): void {
 
 /** the agent's frontend: our libfuse 3 low-level binding */
 export const fuse3Frontend: FrontendFactory = (fs, mountpoint, opts) =>
-  Fuse3Adapter.mount(fs, mountpoint, { fsname: opts.fsname, debug: opts.debug, log: opts.log })
+  Fuse3Adapter.mount(fs, mountpoint, { fsname: opts.fsname, debug: opts.debug, log: opts.log, spinUs: opts.spinUs })

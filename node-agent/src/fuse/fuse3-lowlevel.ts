@@ -2,8 +2,8 @@
  * The libfuse 3 low-level addon (node-agent/native/fuse3, C), typed: loading it, its request
  * op codes, and the layouts of the attribute and statfs arrays its replies take.
  *
- * The addon calls one dispatch function on the JavaScript thread for every request (batched:
- * one wake-up of this thread drains every queued request), with the caller's credentials and
+ * The addon reads /dev/fuse on the JavaScript thread (polled by the event loop) and calls one
+ * dispatch function for every request (batched: what one wake-up finds), with the caller's credentials and
  * up to nine numbers and two byte strings (names, write data, xattr values: bytes, never
  * strings).  Every request except FORGET must be answered exactly once through a reply*
  * function; a second answer throws (EALREADY) and never reaches libfuse.
@@ -108,7 +108,7 @@ export const A = {
 } as const
 
 export interface Fuse3Native {
-  /** mount and start the request and notify threads; options is libfuse's -o string */
+  /** mount, poll /dev/fuse on this thread and start the notify thread; options is libfuse's -o string */
   mount(
     mountpoint: string,
     options: string,
@@ -118,12 +118,15 @@ export interface Fuse3Native {
     debug: boolean,
     /**
      * equal Buffers of at least 1 MiB (at most 32) lent for WRITE data: a WRITE names the
-     * one holding its data by index (n3, length n4; n3 -1: the data is b0); it is the
-     * addon's again once the request is answered
+     * one holding its data by index (n3, at n5, length n4; n3 -1: the data is b0); it is the
+     * addon's again once the request is answered.  Buffers of 1 MiB + 4 KiB or more are read
+     * into (no copy of the data).
      */
     writeBuffers: Buffer[],
+    /** how long the event loop keeps polling after a request instead of sleeping (us; 0: never) */
+    spinUs: number,
   ): Session
-  /** lazy unmount, end the threads (idempotent) */
+  /** stop reading, lazy unmount, end the notify thread (idempotent) */
   stop(s: Session): void
   /** requests queued or handed to JavaScript and not answered */
   pending(s: Session): number
@@ -135,10 +138,11 @@ export interface Fuse3Native {
   notifyInvalEntry(s: Session, parent: number, name: Buffer): number
   /**
    * notifies the kernel took (or had nothing to drop for), notifies it refused, and the
-   * security.capability questions a request thread answered itself (the addon keeps the
-   * inodes JavaScript answered ENODATA for until their xattrs may change)
+   * security.capability questions the addon answered itself (it keeps the
+   * inodes JavaScript answered ENODATA for until their xattrs may change), and the requests
+   * that found the event loop asleep (not polling: spinUs had passed since the last one)
    */
-  notifyCounters(s: Session): [number, number, number]
+  notifyCounters(s: Session): [number, number, number, number]
   replyErr(r: Req, errno: number): number
   replyEntry(r: Req, attr: Float64Array): number
   /** `made`: 1 when the file is new, so the addon knows it has no security.capability */
