@@ -16,17 +16,7 @@ import { clusterPerSuite, freshClusterDirs, onMount } from '../helpers/cluster-t
 import { startPy } from '../helpers/fuse-harness.js'
 import { testFrontend } from '../helpers/frontend.js'
 import { dedent } from '../helpers/mount-tests.js'
-
-/** one counter of the agent's Prometheus text, summed over the label sets that match `labels` */
-async function metric(addr: string, name: string, labels: RegExp): Promise<number> {
-  const text = await (await fetch(`http://${addr}/metrics`)).text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    const m = new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`).exec(line)
-    if (m && labels.test(m[1] ?? '')) sum += Number(m[2])
-  }
-  return sum
-}
+import { metric } from '../helpers/scrape.js'
 
 const A = 0
 const B = 1
