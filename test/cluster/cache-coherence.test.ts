@@ -71,6 +71,44 @@ describe('cluster: kernel caches on and coherent across mounts (lowlevel fronten
     assert.deepEqual(seen, [11, '0o600', 'two, longer', 'ENOENT', 'ENOENT', 'moved'])
   })
 
+  it("a directory's attributes the binding answers from (after creates in it) give way to the other mount's changes at once", async () => {
+    const rel = fresh('dirattrs')
+    const cached = (i: number): Promise<number> =>
+      metric(c.agents[i]!.metricsAddr!, 'scoutfs_fuse_cached_getattrs_total')
+    const before = await cached(A)
+    // a process on A holds d open and creates in it: the GETATTRs of d that follow each create
+    // are answered by A's binding; its fstat after B's changes asks for d by inode (no lookup
+    // of its name, which B's changes also invalidate, would bring fresh attributes with it)
+    await onMount(c, A, rel, `os.mkdir(p('d')); out(None)`)
+    const holder = startPy(
+      dedent(String.raw`
+      d = sys.argv[1]
+      fd = os.open(d, os.O_RDONLY)
+      for i in range(10):
+          with open(os.path.join(d, 'f%d' % i), 'w') as f: f.write('x')
+      def dir():
+          s = os.fstat(fd); return [s.st_nlink, s.st_mtime_ns, oct(s.st_mode & 0o7777)]
+      ready(dir())
+      wait()
+      ready(dir())
+      `),
+      [join(c.agents[A]!.mnt, rel, 'd')],
+    )
+    try {
+      const a0 = (await holder.next()) as [number, number, string]
+      assert.ok((await cached(A)) - before >= 9, "A's binding answered the GETATTRs of d after its creates")
+      // B makes a directory in d and changes d's mode: A sees both at once
+      await onMount(c, B, rel, `os.mkdir(p('d', 'sub')); os.chmod(p('d'), 0o750); out(None)`)
+      holder.send('go')
+      const a1 = (await holder.next()) as [number, number, string]
+      assert.equal(a1[0], a0[0] + 1, "A sees the directory B made in d (d's link count)")
+      assert.ok(a1[1] >= a0[1], "d's mtime is B's mkdir's")
+      assert.equal(a1[2], '0o750')
+    } finally {
+      holder.kill()
+    }
+  })
+
   it("pages cached on one mount (file kept open) are replaced by the other mount's overwrite at once", async () => {
     const rel = fresh('pages')
     await onMount(c, A, rel, `wfile(p('f'), b'a' * 100000); out(None)`)

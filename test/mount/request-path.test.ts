@@ -57,6 +57,59 @@ describe('mount: the low-level request path', function () {
     assert.deepEqual(r.bad, [], `seed ${seed}`)
   })
 
+  it("a directory's attributes answered by the addon follow every change: creates, mkdir, rmdir, renames, a removed directory held open", async () => {
+    const dev = await makeDevices()
+    const a = await startAgent(dev, join(dev.dir, 'mnt1'), { metricsAddr: '127.0.0.1:0' })
+    const cached = (): Promise<number> => metric(a.metricsAddr!, 'scoutfs_fuse_cached_getattrs_total')
+    const before = await cached()
+    const r = await runPy<Record<string, unknown>>(
+      a.mnt,
+      String.raw`
+      def st(x):
+          s = os.stat(x); return [s.st_nlink, s.st_mtime_ns, s.st_ctime_ns]
+      os.mkdir(p('d')); got = {}
+      t0 = st(p('d'))
+      for i in range(20):
+          with open(p('d', 'f%d' % i), 'w') as f: f.write('x')
+      t1 = st(p('d'))
+      got['creates_move_mtime'] = t1[1] > t0[1] and t1[0] == 2
+      os.mkdir(p('d', 's1')); os.mkdir(p('d', 's2'))
+      got['mkdir_nlink'] = st(p('d'))[0]
+      os.rmdir(p('d', 's2'))
+      got['rmdir_nlink'] = st(p('d'))[0]
+      os.mkdir(p('e'))
+      os.rename(p('d', 's1'), p('e', 's1'))
+      got['rename_nlinks'] = [st(p('d'))[0], st(p('e'))[0]]
+      os.unlink(p('d', 'f0'))
+      t2 = st(p('d'))
+      got['unlink_moves_mtime'] = t2[1] >= t1[1]
+      # a directory whose attributes the addon holds, removed while a descriptor holds it
+      os.mkdir(p('gone'))
+      fd = os.open(p('gone'), os.O_RDONLY)
+      open(p('gone', 'x'), 'w').close(); os.unlink(p('gone', 'x'))
+      os.stat(p('gone'))
+      os.rmdir(p('gone'))
+      got['removed_nlink'] = os.fstat(fd).st_nlink
+      os.close(fd)
+      # chmod of a directory the addon holds
+      open(p('d', 'g'), 'w').close()
+      os.chmod(p('d'), 0o700)
+      got['mode'] = oct(os.stat(p('d')).st_mode & 0o7777)
+      out(got)
+      `,
+    )
+    assert.deepEqual(r, {
+      creates_move_mtime: true,
+      mkdir_nlink: 4,
+      rmdir_nlink: 3,
+      rename_nlinks: [2, 3],
+      unlink_moves_mtime: true,
+      removed_nlink: 0,
+      mode: '0o700',
+    })
+    assert.ok((await cached()) - before >= 20, 'the creates in d were followed by GETATTRs answered by the addon')
+  })
+
   it('fuse_spin_us=0: every request wakes the agent (the option reaches the addon, the wake-ups are counted)', async () => {
     const dev = await makeDevices()
     const a = await startAgent(dev, join(dev.dir, 'mnt0'), { options: 'fuse_spin_us=0', metricsAddr: '127.0.0.1:0' })

@@ -63,6 +63,9 @@ enum op {
 /* write buffers JavaScript lends at mount (a request's data is copied into a free one, so
  * writes make no garbage for the JavaScript heap); one bit per slot in a 32-bit mask */
 #define WBUF_SLOTS 32
+/* directory attributes the addon answers GETATTR with (direct-mapped by inode number) */
+#define ACACHE_SLOTS 4096
+#define ATTR_LEN 12
 /* inodes known to have no security.capability xattr (direct-mapped by inode number) */
 #define NOCAPS_SLOTS 65536
 static const char CAPS_NAME[] = "security.capability";
@@ -80,6 +83,22 @@ struct sreq {
   size_t blen[3];
   int wslot;       /* write buffer slot + 1 holding this WRITE's data; 0: none */
   uint64_t capsgen; /* GETXATTR of security.capability, CREATE: nocaps_gen when it arrived, + 1 */
+  /* the directory attribute cache (struct aslot): the inodes whose attributes this request
+   * may change (changing) or asks for (GETATTR), their slots' gen when it was read, the
+   * cache's epoch then; all: a RENAME or RMDIR (may change any directory's) */
+  int nain, changing, all;
+  uint64_t aino[2], agen[2], aepoch;
+};
+
+/*
+ * A directory's attributes as JavaScript last gave them, valid while ino matches and epoch is
+ * the cache's.  gen counts the requests read or answered that may change this slot's inode:
+ * attributes read before such a one are not kept.  busy: such requests read and not answered.
+ */
+struct aslot {
+  uint64_t ino, gen, epoch;
+  uint32_t busy;
+  double a[ATTR_LEN];
 };
 
 struct notify {
@@ -131,6 +150,23 @@ struct session {
   uint64_t nocaps[NOCAPS_SLOTS]; /* under lock */
   uint64_t nocaps_gen;
   uint64_t nocaps_hits;
+  /*
+   * The kernel drops a directory's attributes after every create, unlink, mkdir... in it, and
+   * its next permission check there asks for them again: a GETATTR per file created.  After
+   * such an operation JavaScript gives the directory's new attributes (cacheAttr), kept here,
+   * and that GETATTR is answered from them without JavaScript.  Everything here runs on the
+   * JavaScript thread (request handlers, replies, notifies are queued from it).  A slot is
+   * forgotten when a request that may change its inode is read (SETATTR, namespace operations
+   * in it, xattr changes), on an invalidation of the inode (a lost lock) and on a forget;
+   * RENAME and RMDIR (which change directories they do not name: the one moved or removed)
+   * forget every slot (the epoch) when they are read and when they are answered, and nothing
+   * is kept while one runs.  Attributes are kept only when no other request that may change
+   * the inode was read or answered since this one was read (gen) and none runs (busy).
+   */
+  struct aslot acache[ACACHE_SLOTS];
+  uint64_t aepoch;
+  uint32_t abusy_all;
+  uint64_t acache_hits;
 };
 
 /* ---- request handlers (on the JavaScript thread, inside on_readable) ---------------- */
@@ -176,6 +212,77 @@ static void nocaps_forget(struct session *s, uint64_t ino) {
   nocaps_forget_locked(s, ino);
   pthread_mutex_unlock(&s->lock);
 }
+
+/* ---- the directory attribute cache (JavaScript thread) --------------------------------- */
+
+static struct aslot *aslot_of(struct session *s, uint64_t ino) { return &s->acache[ino % ACACHE_SLOTS]; }
+
+static void acache_forget(struct session *s, uint64_t ino) {
+  struct aslot *a = aslot_of(s, ino);
+  a->gen++;
+  if (a->ino == ino) a->ino = 0;
+}
+
+/* the request may change ino's attributes: forget them, and keep none until it is answered */
+static void attr_changing(struct sreq *r, uint64_t ino) {
+  struct aslot *a = aslot_of(r->s, ino);
+  acache_forget(r->s, ino);
+  a->busy++;
+  r->changing = 1;
+  r->aino[r->nain] = ino;
+  r->agen[r->nain++] = a->gen;
+  r->aepoch = r->s->aepoch;
+}
+
+/* a RENAME or RMDIR: forget every directory's attributes, keep none until it is answered */
+static void attr_changing_all(struct sreq *r) {
+  r->s->aepoch++;
+  r->s->abusy_all++;
+  r->all = 1;
+}
+
+/* a GETATTR of ino to JavaScript: its answer is kept if nothing changed ino meanwhile */
+static void attr_asking(struct sreq *r, uint64_t ino) {
+  r->aino[0] = ino;
+  r->agen[0] = aslot_of(r->s, ino)->gen;
+  r->nain = 1;
+  r->aepoch = r->s->aepoch;
+}
+
+/* the request is answered (or failed): what it changed is done */
+static void attr_answered(struct sreq *r) {
+  struct session *s = r->s;
+  if (r->changing)
+    for (int i = 0; i < r->nain; i++) {
+      struct aslot *a = aslot_of(s, r->aino[i]);
+      a->busy--;
+      a->gen++;
+    }
+  if (r->all) {
+    s->abusy_all--;
+    s->aepoch++;
+  }
+  r->changing = r->all = r->nain = 0;
+}
+
+/* keep directory attributes `a` for request r, if nothing may have changed them since r was
+ * read but r itself */
+static void attr_keep(struct sreq *r, const double *a) {
+  struct session *s = r->s;
+  uint64_t ino = (uint64_t)a[0];
+  if (!S_ISDIR((mode_t)a[1]) || s->abusy_all || r->aepoch != s->aepoch) return;
+  for (int i = 0; i < r->nain; i++) {
+    if (r->aino[i] != ino) continue;
+    struct aslot *sl = aslot_of(s, ino);
+    if (sl->gen != r->agen[i] || sl->busy != (uint32_t)r->changing) return;
+    sl->ino = ino;
+    sl->epoch = s->aepoch;
+    memcpy(sl->a, a, sizeof(sl->a));
+    return;
+  }
+}
+
+static void fill_stat(const double *a, struct stat *st);
 
 static void free_req(struct sreq *r) {
   if (r->wslot) {
@@ -241,6 +348,7 @@ static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   nocaps_forget(fuse_req_userdata(req), ino);
+  acache_forget(fuse_req_userdata(req), ino);
   forget_one(req, ino, nlookup);
   fuse_reply_none(req);
 }
@@ -248,15 +356,26 @@ static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
   for (size_t i = 0; i < count; i++) {
     nocaps_forget(fuse_req_userdata(req), forgets[i].ino);
+    acache_forget(fuse_req_userdata(req), forgets[i].ino);
     forget_one(req, forgets[i].ino, forgets[i].nlookup);
   }
   fuse_reply_none(req);
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct session *s = fuse_req_userdata(req);
+  struct aslot *a = aslot_of(s, ino);
+  if (a->ino == ino && a->epoch == s->aepoch) {
+    struct stat st;
+    fill_stat(a->a, &st);
+    s->acache_hits++;
+    fuse_reply_attr(req, &st, s->attr_timeout);
+    return;
+  }
   NEW_OR_FAIL(req, OP_GETATTR);
   r->n[0] = (double)ino;
   r->n[1] = fi ? (double)fi->fh : 0;
+  attr_asking(r, ino);
   enqueue(r);
 }
 
@@ -273,6 +392,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   r->n[6] = ts_ms(&attr->st_atim);
   r->n[7] = ts_ms(&attr->st_mtim);
   r->n[8] = fi ? (double)fi->fh : 0;
+  attr_changing(r, ino);
   enqueue(r);
 }
 
@@ -288,6 +408,7 @@ static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
   r->n[1] = (double)mode;
   r->n[2] = (double)rdev;
   BYTES_OR_FAIL(0, name, strlen(name));
+  attr_changing(r, parent);
   enqueue(r);
 }
 
@@ -296,6 +417,7 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
   r->n[0] = (double)parent;
   r->n[1] = (double)mode;
   BYTES_OR_FAIL(0, name, strlen(name));
+  attr_changing(r, parent);
   enqueue(r);
 }
 
@@ -303,6 +425,7 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
   NEW_OR_FAIL(req, OP_UNLINK);
   r->n[0] = (double)parent;
   BYTES_OR_FAIL(0, name, strlen(name));
+  attr_changing(r, parent);
   enqueue(r);
 }
 
@@ -310,6 +433,8 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
   NEW_OR_FAIL(req, OP_RMDIR);
   r->n[0] = (double)parent;
   BYTES_OR_FAIL(0, name, strlen(name));
+  attr_changing(r, parent);
+  attr_changing_all(r);
   enqueue(r);
 }
 
@@ -318,6 +443,7 @@ static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
   r->n[0] = (double)parent;
   BYTES_OR_FAIL(0, name, strlen(name));
   BYTES_OR_FAIL(1, link, strlen(link));
+  attr_changing(r, parent);
   enqueue(r);
 }
 
@@ -329,6 +455,9 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
   r->n[2] = (double)flags;
   BYTES_OR_FAIL(0, name, strlen(name));
   BYTES_OR_FAIL(1, newname, strlen(newname));
+  attr_changing(r, parent);
+  if (newparent != parent) attr_changing(r, newparent);
+  attr_changing_all(r);
   enqueue(r);
 }
 
@@ -337,6 +466,8 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
   r->n[0] = (double)ino;
   r->n[1] = (double)newparent;
   BYTES_OR_FAIL(0, newname, strlen(newname));
+  attr_changing(r, ino);
+  attr_changing(r, newparent);
   enqueue(r);
 }
 
@@ -474,6 +605,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
   r->n[1] = (double)flags;
   BYTES_OR_FAIL(0, name, strlen(name));
   BYTES_OR_FAIL(1, value, size);
+  attr_changing(r, ino);
   enqueue(r);
 }
 
@@ -511,6 +643,7 @@ static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
   nocaps_forget(r->s, ino);
   r->n[0] = (double)ino;
   BYTES_OR_FAIL(0, name, strlen(name));
+  attr_changing(r, ino);
   enqueue(r);
 }
 
@@ -530,6 +663,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   r->n[1] = (double)mode;
   r->n[2] = (double)fi->flags;
   BYTES_OR_FAIL(0, name, strlen(name));
+  attr_changing(r, parent);
   enqueue(r);
 }
 
@@ -663,6 +797,7 @@ static void finalize_req(napi_env env, void *data, void *hint) {
   if (r->req) {
     /* collected without an answer: never leave the kernel waiting */
     if (!r->s->destroyed) fuse_reply_err(r->req, EIO);
+    attr_answered(r);
     pthread_mutex_lock(&r->s->lock);
     r->s->pending--;
     pthread_mutex_unlock(&r->s->lock);
@@ -816,6 +951,7 @@ static struct sreq *take_req(napi_env env, napi_value v) {
 
 static void answered(struct sreq *r) {
   r->req = NULL;
+  attr_answered(r);
   for (int i = 0; i < 3; i++) {
     free(r->b[i]);
     r->b[i] = NULL;
@@ -853,7 +989,6 @@ static void ms_ts(double ms, struct timespec *t) {
 }
 
 /* attribute layout (ATTR_* in fuse3-lowlevel.ts): ino mode nlink uid gid rdev size blocks atime mtime ctime blksize */
-#define ATTR_LEN 12
 static void fill_stat(const double *a, struct stat *st) {
   memset(st, 0, sizeof(*st));
   st->st_ino = (ino_t)a[0];
@@ -976,8 +1111,20 @@ static napi_value reply_attr(napi_env env, napi_callback_info info) {
   if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
   struct stat st;
   fill_stat(a, &st);
+  attr_keep(r, a);
   int res = SEND(r, fuse_reply_attr(r->req, &st, r->s->attr_timeout));
   return reply_result(env, r, res);
+}
+
+/* cacheAttr(req, attr): before its answer, a request that changed directory attr.ino gives its
+ * attributes now; GETATTRs are answered from them until anything may change them again */
+static napi_value cache_attr(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct sreq *r = take_req(env, argv[0]);
+  double *a;
+  if (!r || get_f64(env, argv[1], &a, ATTR_LEN) < 0) return NULL;
+  attr_keep(r, a);
+  return undefined(env);
 }
 
 /* replyOpen(req, fh, directIo, keepCache) */
@@ -1303,8 +1450,12 @@ static napi_value queue_notify(napi_env env, struct session *s, uint64_t ino, co
   struct notify *n = calloc(1, sizeof(*n));
   if (!n) return throw_err(env, "ENOMEM", "out of memory");
   n->ino = ino;
-  /* an inode invalidated (another mount may change it) forgets it has no capability */
-  if (!name) nocaps_forget(s, ino);
+  /* an inode invalidated (another mount may change it) forgets it has no capability, and its
+   * attributes */
+  if (!name) {
+    nocaps_forget(s, ino);
+    acache_forget(s, ino);
+  }
   if (name) {
     n->name = malloc(len + 1);
     if (!n->name) {
@@ -1343,7 +1494,7 @@ static napi_value js_notify_entry(napi_env env, napi_callback_info info) {
 }
 
 /* notifyCounters(session) -> [notifies sent, notifies failed, security.capability answered here,
- * requests that found the event loop asleep] */
+ * requests that found the event loop asleep, directory GETATTRs answered here] */
 static napi_value js_notify_counters(napi_env env, napi_callback_info info) {
   ARGS(1);
   struct session *s = get_session(env, argv[0]);
@@ -1352,11 +1503,12 @@ static napi_value js_notify_counters(napi_env env, napi_callback_info info) {
   double sent = (double)s->notifies_sent, failed = (double)s->notifies_failed, hits = (double)s->nocaps_hits;
   pthread_mutex_unlock(&s->lock);
   napi_value arr;
-  napi_create_array_with_length(env, 4, &arr);
+  napi_create_array_with_length(env, 5, &arr);
   napi_set_element(env, arr, 0, num(env, sent));
   napi_set_element(env, arr, 1, num(env, failed));
   napi_set_element(env, arr, 2, num(env, hits));
   napi_set_element(env, arr, 3, num(env, (double)s->spin_wakes));
+  napi_set_element(env, arr, 4, num(env, (double)s->acache_hits));
   return arr;
 }
 
@@ -1373,6 +1525,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},
     {"replyCreate", NULL, reply_create, NULL, NULL, NULL, napi_default, NULL},
     {"replyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL},
+    {"cacheAttr", NULL, cache_attr, NULL, NULL, NULL, napi_default, NULL},
     {"replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL},
     {"replyWrite", NULL, reply_write, NULL, NULL, NULL, napi_default, NULL},
     {"replyBuf", NULL, reply_buf, NULL, NULL, NULL, napi_default, NULL},

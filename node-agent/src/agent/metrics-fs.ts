@@ -142,5 +142,11 @@ export function registerFrontendMetrics(m: MetricSink, stats: () => FrontendStat
       kind: 'counter',
       read: read('loopWakeups'),
     },
+    {
+      name: 'scoutfs_fuse_cached_getattrs_total',
+      help: "The kernel's GETATTRs of directories (one after each name made or removed in one) answered by the FUSE binding without the agent",
+      kind: 'counter',
+      read: read('cachedGetattrs'),
+    },
   ])
 }

@@ -116,40 +116,57 @@ export class AgentMetrics {
     }
   }
 
-  /** Wrap a filesystem so each call is counted and timed by operation. */
+  /**
+   * Wrap a filesystem so each call is counted and timed by operation.  Each method is wrapped
+   * once, and its label children are looked up once (prom-client merges the default labels
+   * and hashes them on every unlabelled call: a few microseconds per FUSE request).
+   */
   instrument<T extends FsApi>(fs: T): T {
     const total = this.opTotal
     const seconds = this.opSeconds
+    const counts = new Map<string, { inc(): void }>()
+    const count = (op: string, result: string): void => {
+      const k = `${op} ${result}`
+      let c = counts.get(k)
+      if (!c) counts.set(k, (c = total.labels({ op, result })))
+      c.inc()
+    }
+    const wrapped = new Map<string, (...a: unknown[]) => unknown>()
+    const wrap = (target: T, op: string, fn: (...a: unknown[]) => unknown): ((...a: unknown[]) => unknown) => {
+      const timer = seconds.labels({ op })
+      return (...args: unknown[]) => {
+        const t0 = performance.now()
+        const done = (result: string): void => {
+          timer.observe((performance.now() - t0) / 1000)
+          count(op, result)
+        }
+        const failed = (e: unknown): never => {
+          done(e instanceof FsError ? e.code : 'EIO')
+          throw e
+        }
+        let r: unknown
+        try {
+          r = fn.apply(target, args)
+        } catch (e) {
+          return failed(e)
+        }
+        if (!(r instanceof Promise)) {
+          done('ok')
+          return r
+        }
+        return r.then((x: unknown) => {
+          done('ok')
+          return x
+        }, failed)
+      }
+    }
     return new Proxy(fs, {
       get(target, prop, receiver) {
         const v = Reflect.get(target, prop, receiver) as unknown
         if (typeof v !== 'function' || typeof prop !== 'string') return v
-        const fn = v as (...a: unknown[]) => unknown
-        return (...args: unknown[]) => {
-          const end = seconds.startTimer({ op: prop })
-          const done = (result: string): void => {
-            end()
-            total.inc({ op: prop, result })
-          }
-          const failed = (e: unknown): never => {
-            done(e instanceof FsError ? e.code : 'EIO')
-            throw e
-          }
-          let r: unknown
-          try {
-            r = fn.apply(target, args)
-          } catch (e) {
-            return failed(e)
-          }
-          if (!(r instanceof Promise)) {
-            done('ok')
-            return r
-          }
-          return r.then((x: unknown) => {
-            done('ok')
-            return x
-          }, failed)
-        }
+        let w = wrapped.get(prop)
+        if (!w) wrapped.set(prop, (w = wrap(target, prop, v as (...a: unknown[]) => unknown)))
+        return w
       },
     })
   }

@@ -64,6 +64,8 @@ export interface FrontendStats {
   noCapsAnswers: number
   /** requests that found the binding's loop asleep, not polling for them */
   loopWakeups: number
+  /** the kernel's GETATTRs of directories answered by the binding from attributes it was given */
+  cachedGetattrs: number
 }
 
 /** A mounted frontend: serving `fs` at its mountpoint until unmount(). */

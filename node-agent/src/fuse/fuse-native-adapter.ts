@@ -268,6 +268,7 @@ export class FuseAdapter implements Frontend {
       staleParents: 0,
       noCapsAnswers: 0,
       loopWakeups: 0,
+      cachedGetattrs: 0,
     }
   }
 

@@ -394,13 +394,16 @@ export class Fuse3Adapter implements Frontend {
     return this.lookups.size
   }
 
-  /** notifies the kernel took, notifies it refused, capability questions the addon answered, loop wake-ups */
-  notifyCounters(): [number, number, number, number] {
-    return this.session ? this.native.notifyCounters(this.session) : [0, 0, 0, 0]
+  /**
+   * notifies the kernel took, notifies it refused, capability questions and directory
+   * GETATTRs the addon answered, loop wake-ups
+   */
+  notifyCounters(): [number, number, number, number, number] {
+    return this.session ? this.native.notifyCounters(this.session) : [0, 0, 0, 0, 0]
   }
 
   stats(): FrontendStats {
-    const [done, failed, noCaps, wakeups] = this.notifyCounters()
+    const [done, failed, noCaps, wakeups, cachedGetattrs] = this.notifyCounters()
     const c = this.counters
     return {
       heldInodes: this.lookups.size,
@@ -414,6 +417,7 @@ export class Fuse3Adapter implements Frontend {
       staleParents: c.staleParents,
       noCapsAnswers: noCaps,
       loopWakeups: wakeups,
+      cachedGetattrs,
     }
   }
 
@@ -606,20 +610,20 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'mknod',
-          () => this.fresh([n0], () => fs.mknod(n0, fsName(b0), n1, n2, who)),
+          () => this.fresh([n0], () => this.changedDir(req, n0, fs.mknod(n0, fsName(b0), n1, n2, who))),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.MKDIR: // parent, mode, name
         return this.answer(
           req,
           'mkdir',
-          () => this.fresh([n0], () => fs.mkdir(n0, fsName(b0), n1 & 0o7777, who)),
+          () => this.fresh([n0], () => this.changedDir(req, n0, fs.mkdir(n0, fsName(b0), n1 & 0o7777, who))),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.UNLINK: // parent, name
         return this.done(req, 'unlink', async () => {
           await this.reachedFresh(n0)
-          await fs.unlink(n0, fsName(b0))
+          await this.changedDir(req, n0, fs.unlink(n0, fsName(b0)))
           this.dropName(n0, b0)
         })
       case OP.RMDIR: // parent, name
@@ -632,7 +636,10 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'symlink',
-          () => this.fresh([n0], () => fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who)),
+          () =>
+            this.fresh([n0], () =>
+              this.changedDir(req, n0, fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who)),
+            ),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.RENAME: // parent, newparent, flags, name, newname
@@ -646,7 +653,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'link',
-          () => this.fresh([n1], () => fs.link(n0, n1, fsName(b0))),
+          () => this.fresh([n1], () => this.changedDir(req, n1, fs.link(n0, n1, fsName(b0)))),
           (a) => this.replyEntry(req, n1, b0!, a, epoch),
         )
       case OP.OPEN: // ino, flags
@@ -755,7 +762,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'create',
-          () => this.fresh([n0], () => this.create(n0, b0, n1, n2, who)),
+          () => this.fresh([n0], () => this.changedDir(req, n0, this.create(n0, b0, n1, n2, who))),
           ({ a, made }) => {
             const fh = this.addHandle(a.ino, n2)
             const append = (n2 & O_APPEND) !== 0
@@ -783,6 +790,19 @@ export class Fuse3Adapter implements Frontend {
       if (!(e instanceof FsError && e.code === 'ENOENT') || !l?.last) throw e
       return { ...l.last, nlink: 0 }
     }
+  }
+
+  /**
+   * `op`, which changes directory `dir` (a name made or removed in it): the kernel drops the
+   * directory's attributes when it is answered and asks for them before its next permission
+   * check there, so they are given to the addon with the answer, which answers that GETATTR
+   * itself unless anything may have changed them meanwhile (fuse3_lowlevel.c, struct aslot).
+   */
+  private async changedDir<T>(req: Req, dir: number, op: Promise<T>): Promise<T> {
+    const v = await op
+    const a = await this.fs.getattr(dir).catch(() => undefined)
+    if (a) this.native.cacheAttr(req, attrArray(a))
+    return v
   }
 
   /** an O_APPEND file, or one with offline blocks, is opened for direct I/O (no page cache) */

@@ -140,14 +140,21 @@ export interface Fuse3Native {
    * notifies the kernel took (or had nothing to drop for), notifies it refused, and the
    * security.capability questions the addon answered itself (it keeps the
    * inodes JavaScript answered ENODATA for until their xattrs may change), and the requests
-   * that found the event loop asleep (not polling: spinUs had passed since the last one)
+   * that found the event loop asleep (not polling: spinUs had passed since the last one), and
+   * the GETATTRs of directories it answered from what cacheAttr gave it
    */
-  notifyCounters(s: Session): [number, number, number, number]
+  notifyCounters(s: Session): [number, number, number, number, number]
   replyErr(r: Req, errno: number): number
   replyEntry(r: Req, attr: Float64Array): number
   /** `made`: 1 when the file is new, so the addon knows it has no security.capability */
   replyCreate(r: Req, attr: Float64Array, fh: number, directIo: number, keepCache: number, made: number): number
   replyAttr(r: Req, attr: Float64Array): number
+  /**
+   * before the answer of a request that changed directory attr[INO] (a name made or removed in
+   * it): its attributes now, which the addon answers the kernel's next GETATTR of it with,
+   * unless anything may have changed them since the request was read
+   */
+  cacheAttr(r: Req, attr: Float64Array): void
   replyOpen(r: Req, fh: number, directIo: number, keepCache: number): number
   replyWrite(r: Req, count: number): number
   /** read data, readlink target, xattr value or name list */
