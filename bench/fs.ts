@@ -43,6 +43,16 @@ import {
   fmtRatio,
 } from './fs-workloads.js'
 
+/**
+ * The scoutfs targets' data device: room for the workloads, and at least as large as a user's
+ * (sparse: only what is written takes space), so the mount's data avail list gets its full
+ * 1 GiB (an eighth of the device: mountDataFill in server.ts)
+ */
+function dataDeviceBytes(o: Options): number {
+  const smallBytes = o.files * Math.max(4096, Math.ceil(o.fileSize / 4096) * 4096)
+  return Math.max(16 * 2 ** 30, Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30)
+}
+
 /* ---- report ------------------------------------------------------------------------------- */
 
 /** the targets scoutfs is compared with, in the ratio columns */
@@ -204,15 +214,11 @@ async function main(): Promise<void> {
     if (mainRun && o.targets.has('ptDefault')) targets.push(await startPassthrough(tempRoot, 'ptDefault'))
     if (mainRun && o.targets.has('ptSame')) targets.push(await startPassthrough(tempRoot, 'ptSame'))
     if (mainRun && o.targets.has('scoutfs')) {
-      const smallBytes = o.files * Math.max(4096, Math.ceil(o.fileSize / 4096) * 4096)
-      const data = Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30
-      const { t } = await startScoutfs(o, 4 * 2 ** 30, data)
+      const { t } = await startScoutfs(o, 4 * 2 ** 30, dataDeviceBytes(o))
       targets.push(t)
     }
     if (mainRun && o.targets.has('scoutfsFn')) {
-      const smallBytes = o.files * Math.max(4096, Math.ceil(o.fileSize / 4096) * 4096)
-      const data = Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30
-      const { t } = await startScoutfs(o, 4 * 2 ** 30, data, 'scoutfsFn')
+      const { t } = await startScoutfs(o, 4 * 2 ** 30, dataDeviceBytes(o), 'scoutfsFn')
       targets.push(t)
     }
     for (const k of PEERS) {

@@ -73,9 +73,21 @@ export function mountMetaFill(totalMetaBlocks: number): { target: number; low: n
 }
 /** blocks a mount freed go back onto its own avail list up to this many */
 export const MOUNT_META_MAX = 4096
-/** a mount's data avail is refilled below LOW up to TARGET 4 KiB blocks */
-export const MOUNT_DATA_LOW = 16384 // 64 MiB
-export const MOUNT_DATA_TARGET = 65536 // 256 MiB
+/**
+ * A mount's data avail is refilled below a quarter of its target, up to the target: an eighth
+ * of the data device, from 8 MiB up to 1 GiB of 4 KiB blocks (the original: 4 GiB below 1 GiB).
+ * A mount whose avail runs dry commits to get more, and a commit waits for the data written
+ * since the last one to reach the device: on a large device a sequential writer pays that
+ * once per GiB (at 256 MiB, 1 GiB written took 3 such commits of 100-250 ms each).
+ */
+export const MOUNT_DATA_TARGET = 262144 // 1 GiB
+export const MOUNT_DATA_MIN_TARGET = 2048 // 8 MiB
+
+/** the fill target and low-water mark of a mount's data avail on this device */
+export function mountDataFill(totalDataBlocks: number): { target: number; low: number } {
+  const target = Math.max(MOUNT_DATA_MIN_TARGET, Math.min(MOUNT_DATA_TARGET, Math.floor(totalDataBlocks / 8)))
+  return { target, low: Math.floor(target / 4) }
+}
 /** a log tree this tall is finalized and merged into the fs root */
 export const FINALIZE_HEIGHT = 2
 /** items merged per server transaction */
@@ -371,9 +383,10 @@ export class Server implements ServerApi {
         for (const b of enc.blocks) w.addBlock(b.blkno, b.buf)
         lt.metaAvail = enc.head
       }
-      if (lt.dataAvail.totalLen < MOUNT_DATA_LOW) {
+      const dataFill = mountDataFill(w.sb.totalDataBlocks)
+      if (lt.dataAvail.totalLen < dataFill.low) {
         const a = new ExtentAlloc(lt.dataAvail, w.cache, w.txn, 'mount data_avail')
-        await w.dataAlloc.moveTo(a, MOUNT_DATA_TARGET - a.totalLen)
+        await w.dataAlloc.moveTo(a, dataFill.target - a.totalLen)
         lt.dataAvail = a.root
       }
       lt.getTransSeq = w.nextSeq()
