@@ -97,6 +97,38 @@ describe('FileDevice on a regular file', function () {
     })
   })
 
+  it('syncs in the background after every 32 MiB written; a failed background sync fails every flush after it', async () => {
+    const path = await sizedFile('wb.img', 80 * MiB)
+    await withDevice(path, {}, async (d) => {
+      // count the device's syncs (the kernel's fdatasync, on its file handle)
+      const fh = (d as unknown as { fh: { datasync(): Promise<void> } }).fh
+      const real = fh.datasync.bind(fh)
+      let syncs = 0
+      let fail = false
+      fh.datasync = async () => {
+        syncs++
+        if (fail) throw Object.assign(new Error('injected writeback error'), { code: 'EIO' })
+        return real()
+      }
+      const mib = randomBytes(MiB)
+      for (let i = 0; i < 31; i++) await d.write(i * MiB, mib)
+      assert.equal(syncs, 0, 'no sync before 32 MiB were written')
+      await d.write(31 * MiB, mib)
+      assert.equal(syncs, 1, 'the 32nd MiB started a sync, without a flush')
+      await d.flush() // waits for it (nothing written since it began)
+      assert.equal(syncs, 1)
+      // the kernel reports a lost write to one sync only: the flush after a failed background
+      // sync must fail, although its own sync would succeed
+      fail = true
+      for (let i = 32; i < 64; i++) await d.write(i * MiB, mib)
+      assert.equal(syncs, 2)
+      fail = false
+      await new Promise((r) => setImmediate(r))
+      await rejectsWith(d.flush(), 'EIO', /injected writeback error|wb\.img/)
+      await rejectsWith(d.flush(), 'EIO')
+    })
+  })
+
   it('reports the file size, to the byte', async () => {
     for (const size of [1, 4 * KiB, 64 * MiB + 123]) {
       const path = await sizedFile(`size-${size}.img`, size)

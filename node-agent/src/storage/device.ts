@@ -11,6 +11,13 @@
  *
  * Block devices default to direct, regular files to buffered.  Nothing here blocks the event
  * loop: all I/O is asynchronous.
+ *
+ * A buffered device starts a sync of its own after every WRITEBACK_BYTES written (one at a
+ * time, off the event loop), as the original starts writeback every 16 MiB: the kernel would
+ * otherwise hold a sequential writer's data in the page cache until the commit's flush,
+ * which then waits for all of it at once (a commit after 1 GiB written stalled the writer
+ * for up to a second).  A failed background sync fails every flush after it: the kernel
+ * reports a lost write once, and a later sync that succeeds would hide it.
  */
 import { promises as fsp, constants as fsc, writeSync, type Stats } from 'node:fs'
 import { FsError, fromNodeError } from '../util/errors.js'
@@ -18,6 +25,8 @@ import { FsError, fromNodeError } from '../util/errors.js'
 export const DIRECT_ALIGN = 4096
 /** buffered writes up to this size are written synchronously (writeFully) */
 const SYNC_WRITE_MAX = 64 * 1024
+/** a buffered device starts a background sync after this many bytes written */
+const WRITEBACK_BYTES = 32 << 20
 
 export interface BlockDevice {
   readonly path: string
@@ -86,6 +95,10 @@ export class FileDevice implements BlockDevice {
   private unflushed = false
   /** the sync running now, if any */
   private syncing: Promise<void> | undefined
+  /** bytes written since the last sync began (buffered) */
+  private sinceSync = 0
+  /** a background sync failed: every flush fails with this */
+  private lost: FsError | undefined
 
   private constructor(
     readonly path: string,
@@ -194,6 +207,11 @@ export class FileDevice implements BlockDevice {
       if (!this.direct) {
         await this.writeFully(data, 0, data.length, off)
         this.unflushed = true
+        this.sinceSync += data.length
+        if (this.sinceSync >= WRITEBACK_BYTES && !this.syncing)
+          this.flush().catch((e: unknown) => {
+            this.lost ??= e instanceof FsError ? e : new FsError('EIO', `${this.path}: background sync failed`)
+          })
         return
       }
       pool ??= new AlignedPool()
@@ -223,13 +241,16 @@ export class FileDevice implements BlockDevice {
    */
   flush(): Promise<void> {
     if (this.readOnly) return Promise.resolve()
+    if (this.lost) return Promise.reject(this.lost)
     if (!this.unflushed) return this.syncing ?? Promise.resolve()
     this.unflushed = false
+    this.sinceSync = 0
     const p = this.fh.datasync().then(
       () => undefined,
       (e: unknown) => {
         this.unflushed = true
-        throw fromNodeError(e, `${this.path}: flush`)
+        this.lost ??= fromNodeError(e, `${this.path}: flush`)
+        throw this.lost
       },
     )
     const done = p.finally(() => {
