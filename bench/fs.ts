@@ -46,11 +46,11 @@ import {
 /**
  * The scoutfs targets' data device: room for the workloads, and at least as large as a user's
  * (sparse: only what is written takes space), so the mount's data avail list gets its full
- * 1 GiB (an eighth of the device: mountDataFill in server.ts)
+ * 4 GiB (an eighth of the device: mountDataFill in server.ts)
  */
 function dataDeviceBytes(o: Options): number {
   const smallBytes = o.files * Math.max(4096, Math.ceil(o.fileSize / 4096) * 4096)
-  return Math.max(16 * 2 ** 30, Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30)
+  return Math.max(32 * 2 ** 30, Math.ceil((o.seqMb * MiB + smallBytes) * 1.5) + 2 ** 30)
 }
 
 /* ---- report ------------------------------------------------------------------------------- */

@@ -75,12 +75,12 @@ export function mountMetaFill(totalMetaBlocks: number): { target: number; low: n
 export const MOUNT_META_MAX = 4096
 /**
  * A mount's data avail is refilled below a quarter of its target, up to the target: an eighth
- * of the data device, from 8 MiB up to 1 GiB of 4 KiB blocks (the original: 4 GiB below 1 GiB).
- * A mount whose avail runs dry commits to get more, and a commit waits for the data written
- * since the last one to reach the device: on a large device a sequential writer pays that
- * once per GiB (at 256 MiB, 1 GiB written took 3 such commits of 100-250 ms each).
+ * of the data device, from 8 MiB up to 4 GiB of 4 KiB blocks (the original's: 4 GiB, refilled
+ * below 1 GiB).  A mount whose avail runs dry commits to get more, and a commit waits for the
+ * data written since the last one to reach the device: a sequential writer pays that once per
+ * 3 GiB on a large device (at 256 MiB, 1 GiB written took 3 such commits of 100-250 ms each).
  */
-export const MOUNT_DATA_TARGET = 262144 // 1 GiB
+export const MOUNT_DATA_TARGET = 1048576 // 4 GiB
 export const MOUNT_DATA_MIN_TARGET = 2048 // 8 MiB
 
 /** the fill target and low-water mark of a mount's data avail on this device */
