@@ -22,6 +22,9 @@
  *  - so is a file that has offline blocks when opened (FsApi.open says): the kernel's
  *    readahead would otherwise ask for offline blocks past what the caller reads, and the
  *    read of an online part would wait for a stage of the rest (docs/archive.md);
+ *  - after an operation that makes or removes a name in a directory, the directory's new
+ *    attributes go to the addon with the answer (changedDir): the addon answers the kernel's
+ *    next GETATTR of it until anything may change them (fuse3_lowlevel.c, struct aslot);
  *  - new inodes belong to the caller (uid, and gid unless the directory is setgid); the
  *    kernel applies the umask and checks permissions (default_permissions), and clears
  *    setuid/setgid on write and chown through SETATTR (no handle_killpriv).
