@@ -912,7 +912,12 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   struct session *s = h->data;
   int got = 0;
-  for (int i = 0; status == 0 && i < READ_BATCH && !s->stopped; i++) {
+  if (status < 0) {
+    /* the device cannot be polled any more (it went away): nothing more will come */
+    stop_polling(s);
+    return;
+  }
+  for (int i = 0; i < READ_BATCH && !s->stopped; i++) {
     /* read into a free lent buffer when there is one (a WRITE's data then needs no copy) */
     s->rslot = -1;
     s->buf.mem = s->own;
