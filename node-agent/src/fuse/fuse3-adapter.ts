@@ -90,6 +90,8 @@ const UNMOUNT_DRAIN_MS = 2000
  * write sharing a tenth of them would.
  */
 const MOVED_DIR_WAIT_MS = 50
+/** past this many directories with an entry notify recorded, those the kernel has done are forgotten */
+const STALE_NAMES_PRUNE = 4096
 
 export interface Fuse3MountOptions {
   fsname?: string
@@ -297,16 +299,18 @@ export class Fuse3Adapter implements Frontend {
 
   /**
    * Queue the invalidation of entry parent/name.  When it names a directory (`child`), that
-   * directory is recorded: a path walk may lead there through the entry until the kernel has
-   * done the notify, and an operation of such a walk may reach this agent after that
-   * (reachedFresh).  The record goes when the kernel is given an entry for the directory
-   * again (held), forgets it, or an operation finds the name still leads there.
+   * directory is recorded until the kernel has done it: a path walk may still lead there
+   * through the entry meanwhile (reachedFresh).
    */
   private notifyEntry(s: Session, parent: number, name: Buffer, child?: number): void {
     const queued = this.native.notifyInvalEntry(s, parent, name)
     this.notifiesQueued += queued
     if (!queued || child === undefined || !this.dirNames.has(child)) return
     this.staleNames.set(child, { seq: this.notifiesQueued, parent, key: nameKey(name) })
+    if (this.staleNames.size > STALE_NAMES_PRUNE) {
+      const done = this.notifiesDoneCount()
+      for (const [ino, r] of this.staleNames) if (r.seq <= done) this.staleNames.delete(ino)
+    }
   }
 
   private notifiesDoneCount(): number {
@@ -317,43 +321,22 @@ export class Fuse3Adapter implements Frontend {
 
   /**
    * An operation in directory `dir`, which the kernel may have reached through an entry it
-   * cached although a lost lock invalidated it: the notify may still be queued (it may wait
-   * for a directory lock a local process holds), or done after the path walk passed the
-   * entry but before the operation reached this agent.  When that name no longer leads to
+   * still caches although a lost lock invalidated it (the notify is queued, not done: it may
+   * wait for a directory lock a local process holds).  When that name no longer leads to
    * `dir` (another mount removed or renamed it), the operation would land in the directory
    * the name used to lead to: it is refused with ESTALE, and the VFS retries the system call
    * once with LOOKUP_REVAL, looking every component of the path up again, so it lands where
    * the name leads now.  When the name still leads there, the path was right.
-   *
-   * Once the notify is done, an operation that still reaches `dir` came through a walk that
-   * passed the old entry before that, or through a descriptor or working directory: the two
-   * cannot be told apart.  A directory that still exists (renamed) is then served, and its
-   * record goes (a working directory another mount moved keeps working); one that is gone
-   * is refused ESTALE (the walk's retry finds what the name leads to now; an operation
-   * through a descriptor of a removed directory gets ESTALE rather than ENOENT).
    */
   private async reachedFresh(dir: number): Promise<void> {
     const r = this.staleNames.get(dir)
     if (!r) return
+    if (r.seq <= this.notifiesDoneCount()) {
+      this.staleNames.delete(dir)
+      return
+    }
     const now = await this.fs.lookup(r.parent, Buffer.from(r.key, 'latin1')).catch(() => undefined)
-    const done = r.seq <= this.notifiesDoneCount()
-    const forget = (): void => {
-      if (this.staleNames.get(dir) === r) this.staleNames.delete(dir)
-    }
-    if (now?.ino === dir) {
-      if (done) forget()
-      return
-    }
-    if (
-      done &&
-      (await this.fs.getattr(dir).then(
-        (a) => a.nlink > 0,
-        () => false,
-      ))
-    ) {
-      forget()
-      return
-    }
+    if (now?.ino === dir) return
     this.counters.staleParents++
     throw new FsError('ESTALE', `directory ${dir} was reached through a name that no longer leads to it`)
   }
