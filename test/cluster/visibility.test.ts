@@ -9,9 +9,10 @@
  * turn) and checks from every other.  Every check compares what the reader observes with what
  * the writer observed or wrote, never with what the test merely asked for.
  *
- * Two cases are known limits of the fuse-native binding (libfuse 2's path-based API), skipped
+ * Three cases are known limits of the fuse-native binding (libfuse 2's path-based API), skipped
  * loudly unless SCOUTFS_TEST_KNOWN_LIMITS=1: stat('.') of a cwd another mount removed, and a
- * directory made again under that name (the old cwd resolves to it).  A file unlinked on one
+ * directory made again under the name of a cwd another mount removed or renamed (the old cwd
+ * resolves to it).  A file unlinked on one
  * mount while open on another stays usable there (the open map, DESIGN §7).
  */
 import assert from 'node:assert/strict'
@@ -630,6 +631,55 @@ ready(r)
       assert.equal(r.recreated!.create, 'ENOENT', 'creating in the removed cwd after the name was made again')
       const l2 = r.recreated!.listdir
       assert.ok(l2 === 'ENOENT' || (Array.isArray(l2) && l2.length === 0), `listing it then: ${JSON.stringify(l2)}`)
+    })
+
+    it('a directory renamed on one mount while it is the cwd of a process on another, its name made again: creates in the cwd land in it under its new name', async function () {
+      knownLimit(this, 'libfuse 2 names nodes by path: the cwd resolves to the directory made under its old name')
+      const A = 0
+      const B = n - 1
+      const rel = fresh('cwd-moved')
+      await onMount(c, A, rel, `os.mkdir(p('moving')); out(None)`)
+      const proc = startPy(
+        dedent(String.raw`
+        os.chdir(sys.argv[1])
+        ready(os.listdir('.'))
+        wait()
+        r = {'create': err(lambda: os.close(os.open('f1', os.O_CREAT | os.O_WRONLY, 0o644)) or 'OK'),
+             'mkdir': err(lambda: os.mkdir('sub') or 'OK')}
+        r['listdir'] = sorted(os.listdir('.'))
+        os.chdir('/')
+        ready(r)
+        `),
+        [join(c.agents[B]!.mnt, rel, 'moving')],
+      )
+      try {
+        assert.deepEqual(await proc.next(), [], `mount ${B} sees the directory first`)
+        // right after the move, while mount B's kernel may still be dropping its entry
+        await onMount(c, A, rel, `os.rename(p('moving'), p('moved')); os.mkdir(p('moving')); out(None)`)
+        proc.send('moved')
+        const r = await proc.next<Record<string, unknown>>()
+        assert.equal((await proc.done()).code, 0)
+        assert.deepEqual(
+          r,
+          { create: 'OK', mkdir: 'OK', listdir: ['f1', 'sub'] },
+          `mount ${B}'s process in its moved cwd`,
+        )
+        for (let m = 0; m < n; m++) {
+          const names = await onMount(
+            c,
+            m,
+            rel,
+            `out([sorted(os.listdir(p('moved'))), sorted(os.listdir(p('moving')))])`,
+          )
+          assert.deepEqual(
+            names,
+            [['f1', 'sub'], []],
+            `mount ${m}: the moved directory holds what B made, the new one nothing`,
+          )
+        }
+      } finally {
+        proc.kill()
+      }
     })
 
     it("stat('.') of a cwd removed on another mount is a directory with no links, as on a local fs", async function () {

@@ -6,7 +6,7 @@
 import { promises as fsp } from 'node:fs'
 import { FsError } from '../../node-agent/src/util/errors.js'
 import { Rng } from '../helpers/rng.js'
-import { KNOWN_RACED_WALK_ENOENT, KNOWN_RMDIR_HOLDER, errnoOf, type Tally } from './support.js'
+import { KNOWN_RMDIR_HOLDER, errnoOf, type Tally } from './support.js'
 
 /** What one worker gives its cycles. */
 export interface CycleCtx {
@@ -21,8 +21,6 @@ export interface CycleCtx {
   P: (rel: string, mount: number) => string
   t: Tally
   seed: number | string
-  /** mkdir D/w ENOENT on another mount than D's remaking counts as a known limit (engine.ts) */
-  tolerateRacedWalk: boolean
 }
 
 /**
@@ -90,8 +88,7 @@ export async function cycle(x: CycleCtx, n: number): Promise<void> {
     if ((e = await step(`mkdir D @${c}`, () => fsp.mkdir(P(D, c)))) !== 'OK') return bad(`mkdir D again: ${e}`)
     const c2 = rng.int(N_)
     e = await step(`mkdir D/w @${c2}`, () => fsp.mkdir(P(`${D}/w`, c2)))
-    if (e === 'ENOENT' && c2 !== c && x.tolerateRacedWalk) t.known(KNOWN_RACED_WALK_ENOENT)
-    else if (e !== 'OK') return bad(`mkdir D/w: ${e}`)
+    if (e !== 'OK') return bad(`mkdir D/w: ${e}`)
     // the held descriptor still reaches the unlinked file (the cluster's open map keeps it)
     e = await step(`fstat held @${h}`, async () => {
       const st = await held.stat()

@@ -45,6 +45,8 @@ export interface StressOptions {
   workersPerMount?: number
   /** one operation taking longer than this is a hang */
   opDeadlineMs?: number
+  /** weights replacing those of the named kinds (0 leaves a kind out), to aim a run at one race */
+  weights?: Partial<Record<Kind, number>>
   /** progress lines every this many ms (0: none) */
   progressMs?: number
   log?: (line: string) => void
@@ -64,12 +66,6 @@ export interface StressOptions {
    * move that dentry (docs/fuse.md).  The agents must still log no error.
    */
   tolerateKernelEstale?: boolean
-  /**
-   * count as a known limit the cycle's mkdir D/w failing ENOENT on a mount other than the
-   * one that just removed and remade D: the path walk can pass the old D's cached entry just
-   * before the invalidation drops it (docs/fuse.md).  The agents must still log no error.
-   */
-  tolerateRacedWalk?: boolean
 }
 
 export interface KindCounts {
@@ -139,13 +135,15 @@ const KINDS = [
   ['cycle', 2],
   ['own', 5],
 ] as const
-type Kind = (typeof KINDS)[number][0]
-const WEIGHTS = KINDS.map((k) => k[1])
+export type Kind = (typeof KINDS)[number][0]
+export const KIND_NAMES: readonly string[] = KINDS.map((k) => k[0])
 
 /** Run the stress: start a cluster, work it for `durationMs`, check it, stop it.  Never throws for what it finds. */
 export async function runStress(o: StressOptions): Promise<StressReport> {
   const N = o.mounts ?? 3
   const W = o.workersPerMount ?? 2
+  const WEIGHTS = KINDS.map(([k, w]) => o.weights?.[k] ?? w)
+  if (!WEIGHTS.some((w) => w > 0)) throw new FsError('EINVAL', 'every operation kind has weight 0')
   const OP_DEADLINE = o.opDeadlineMs ?? 120_000
   const log = o.log ?? ((l: string) => console.log(l))
   const t = new Tally()
@@ -441,7 +439,7 @@ export async function runStress(o: StressOptions): Promise<StressReport> {
           return
         }
         case 'cycle':
-          return cycle({ w, rng, N_, slice, P, t, seed: o.seed, tolerateRacedWalk: !!o.tolerateRacedWalk }, cycles++)
+          return cycle({ w, rng, N_, slice, P, t, seed: o.seed }, cycles++)
         case 'own':
           return own()
       }

@@ -8,12 +8,31 @@
  * kernel answers when it cannot move the dentry of a directory another mount renamed
  * (docs/fuse.md).
  * Replay a run's worker op sequences with SCOUTFS_TEST_SEED=<seed>; the interleaving across
- * mounts is not replayable.
+ * mounts is not replayable.  SCOUTFS_STRESS_WEIGHTS=cycle=20,rename=0 changes the weights of
+ * the named operation kinds, to aim a run at one race.
  */
 import assert from 'node:assert/strict'
 import { killAllAgents } from '../../node-agent/src/tools/launcher/agent-process.js'
 import { envInt, testSeed } from '../helpers/rng.js'
-import { formatReport, runStress } from './engine.js'
+import { FsError } from '../../node-agent/src/util/errors.js'
+import { KIND_NAMES, formatReport, runStress, type Kind } from './engine.js'
+
+/** SCOUTFS_STRESS_WEIGHTS: kind=weight,... */
+function weightsFromEnv(): Partial<Record<Kind, number>> | undefined {
+  const v = process.env.SCOUTFS_STRESS_WEIGHTS
+  if (!v) return undefined
+  const out: Partial<Record<Kind, number>> = {}
+  for (const part of v.split(',')) {
+    const m = /^([a-zA-Z]+)=(\d+)$/.exec(part.trim())
+    if (!m || !KIND_NAMES.includes(m[1]!))
+      throw new FsError(
+        'EINVAL',
+        `SCOUTFS_STRESS_WEIGHTS: '${part}' is not kind=weight with a kind of ${KIND_NAMES.join(', ')}`,
+      )
+    out[m[1] as Kind] = Number(m[2])
+  }
+  return out
+}
 
 describe('stress: seeded random operations from 3 mounts of one cluster', function () {
   const seconds = envInt('SCOUTFS_STRESS_SECONDS', 60)
@@ -28,10 +47,10 @@ describe('stress: seeded random operations from 3 mounts of one cluster', functi
       durationMs: seconds * 1000,
       mounts: envInt('SCOUTFS_STRESS_MOUNTS', 3),
       progressMs: 10_000,
+      weights: weightsFromEnv(),
       log: (l) => console.log(`      ${l}`),
       tolerateKernelEio: process.env.SCOUTFS_STRESS_STRICT !== '1',
       tolerateKernelEstale: process.env.SCOUTFS_STRESS_STRICT !== '1',
-      tolerateRacedWalk: process.env.SCOUTFS_STRESS_STRICT !== '1',
     })
     for (const l of formatReport(r)) console.log(`      ${l}`)
     assert.ok(r.ops > 0, 'the workers did some operations')

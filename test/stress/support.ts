@@ -16,8 +16,6 @@ export const KNOWN_PATH_EIO =
   'EIO by path (libfuse 2 path API: the name changed type on another mount while this kernel held its node; the agents logged no error)'
 export const KNOWN_MOVED_DIR_ESTALE =
   'ESTALE by path (a directory another mount had just renamed or removed was still cached here under that name, and the retry met it too; docs/fuse.md)'
-export const KNOWN_RACED_WALK_ENOENT =
-  "mkdir D/w ENOENT right after another mount removed and remade D (the path walk here passed its cached entry of the old D just before the lost lock's invalidation dropped it; docs/fuse.md)"
 export const KNOWN_RMDIR_HOLDER = 'rmdir ENOTEMPTY on the mount holding a file of the dir open (fuse-native limit)'
 /** xattr names user.s0.. */
 export const XATTRS = 3

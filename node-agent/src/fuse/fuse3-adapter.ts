@@ -17,6 +17,12 @@
  *    each directory (issued by the addon's notify thread, never inline);
  *  - a lookup that finds a directory the kernel holds under another name invalidates that
  *    name first (the kernel would otherwise answer ESTALE when it cannot move it: lookup());
+ *  - an operation in a directory whose entry a lost lock invalidated, until a little after
+ *    the kernel has done it, is checked: when the name no longer leads there (another mount
+ *    removed or replaced it, and the path walk passed the old entry), it is refused ESTALE
+ *    and the VFS retries it with every component looked up again; the same thread's retry
+ *    is served as asked (a cwd there is not a path walk).  A lookup there whose name is in
+ *    neither directory is answered ENOENT instead (staleLookup);
  *  - a file opened O_APPEND is direct I/O: its writes land at the end of the file as the
  *    cluster knows it (FsApi.write's append), so the page cache would not match;
  *  - so is a file that has offline blocks when opened (FsApi.open says): the kernel's
@@ -90,8 +96,19 @@ const UNMOUNT_DRAIN_MS = 2000
  * write sharing a tenth of them would.
  */
 const MOVED_DIR_WAIT_MS = 50
-/** past this many directories with an entry notify recorded, those the kernel has done are forgotten */
+/** past this many directories with an entry notify recorded, those past their grace are forgotten */
 const STALE_NAMES_PRUNE = 4096
+/**
+ * How long after the kernel has done a directory entry's invalidation an operation in that
+ * directory is still checked (ms): its path walk may have passed the entry just before, and
+ * the request come after (a thread preempted between the two, on a loaded machine).
+ */
+const STALE_GRACE_MS = 1000
+/**
+ * A thread refused ESTALE for a directory has its operations there served as asked for this
+ * long (ms): the VFS retries at once, and a retry may reach the same directory (a cwd)
+ */
+const RETRY_MS = 1000
 
 export interface Fuse3MountOptions {
   fsname?: string
@@ -161,8 +178,13 @@ export class Fuse3Adapter implements Frontend {
   private invalEpoch = 0
   /** notifies queued to the addon's notify thread (it counts those it finished) */
   private notifiesQueued = 0
-  /** directory ino -> the queued notify (its number in queue order) of the entry the kernel had for it */
-  private readonly staleNames = new Map<number, { seq: number; parent: number; key: string }>()
+  /**
+   * directory ino -> the name the kernel had for it when a lost lock invalidated it: the
+   * notify's number in queue order, and when it was seen done (0: not yet)
+   */
+  private readonly staleNames = new Map<number, { seq: number; doneAt: number; parent: number; key: string }>()
+  /** `${dir}/${pid}` -> until when that thread's next operation in dir is served as asked (its ESTALE retry) */
+  private readonly retries = new Map<string, number>()
   private unmounting: Promise<void> | undefined
   /** counters for tests and metrics */
   readonly counters = {
@@ -197,7 +219,7 @@ export class Fuse3Adapter implements Frontend {
         a.mountpoint,
         a.optionString,
         (req, op, uid, gid, pid, umask, n0, n1, n2, n3, n4, n5, n6, n7, n8, b0, b1) =>
-          a.dispatch(req, op, { uid, gid }, n0, n1, n2, n3, n4, n5, n6, n7, n8, b0, b1),
+          a.dispatch(req, op, { uid, gid }, pid, n0, n1, n2, n3, n4, n5, n6, n7, n8, b0, b1),
         a.timeoutS,
         a.timeoutS,
         !!opts.debug,
@@ -299,18 +321,25 @@ export class Fuse3Adapter implements Frontend {
 
   /**
    * Queue the invalidation of entry parent/name.  When it names a directory (`child`), that
-   * directory is recorded until the kernel has done it: a path walk may still lead there
-   * through the entry meanwhile (reachedFresh).
+   * directory is recorded: a path walk may still lead there through the entry until the
+   * kernel has done it, and a little after (staleDir).
    */
   private notifyEntry(s: Session, parent: number, name: Buffer, child?: number): void {
     const queued = this.native.notifyInvalEntry(s, parent, name)
     this.notifiesQueued += queued
     if (!queued || child === undefined || !this.dirNames.has(child)) return
-    this.staleNames.set(child, { seq: this.notifiesQueued, parent, key: nameKey(name) })
+    this.staleNames.set(child, { seq: this.notifiesQueued, doneAt: 0, parent, key: nameKey(name) })
     if (this.staleNames.size > STALE_NAMES_PRUNE) {
       const done = this.notifiesDoneCount()
-      for (const [ino, r] of this.staleNames) if (r.seq <= done) this.staleNames.delete(ino)
+      const now = Date.now()
+      for (const [ino, r] of this.staleNames) if (this.staleExpired(r, done, now)) this.staleNames.delete(ino)
     }
+  }
+
+  /** whether record r is past its grace (marks it done when its notify is) */
+  private staleExpired(r: { seq: number; doneAt: number }, done: number, now: number): boolean {
+    if (!r.doneAt && r.seq <= done) r.doneAt = now
+    return r.doneAt !== 0 && now - r.doneAt > STALE_GRACE_MS
   }
 
   private notifiesDoneCount(): number {
@@ -320,30 +349,56 @@ export class Fuse3Adapter implements Frontend {
   }
 
   /**
-   * An operation in directory `dir`, which the kernel may have reached through an entry it
-   * still caches although a lost lock invalidated it (the notify is queued, not done: it may
-   * wait for a directory lock a local process holds).  When that name no longer leads to
-   * `dir` (another mount removed or renamed it), the operation would land in the directory
-   * the name used to lead to: it is refused with ESTALE, and the VFS retries the system call
-   * once with LOOKUP_REVAL, looking every component of the path up again, so it lands where
-   * the name leads now.  When the name still leads there, the path was right.
+   * An operation from thread `pid` in directory `dir`, which the kernel may have reached
+   * through an entry a lost lock invalidated: the notify is queued, not done (it may wait for
+   * a directory lock a local process holds), or done just after the path walk passed it.
+   * undefined: serve it in `dir` (no such entry, the name still leads there, or the thread
+   * was refused ESTALE there just before: its retry); otherwise where the name leads now
+   * (null: nowhere).
+   *
+   * The retry is served as asked because it may not come from a path walk: a process whose
+   * cwd (or dirfd) is a directory another mount removed or renamed reaches it again, and must
+   * get what the directory itself answers (ENOENT once removed).
    */
-  private async reachedFresh(dir: number): Promise<void> {
+  private async staleDir(dir: number, pid: number): Promise<Attr | null | undefined> {
     const r = this.staleNames.get(dir)
-    if (!r) return
-    if (r.seq <= this.notifiesDoneCount()) {
+    if (!r) return undefined
+    const now = Date.now()
+    if (this.staleExpired(r, this.notifiesDoneCount(), now)) {
       this.staleNames.delete(dir)
-      return
+      return undefined
     }
-    const now = await this.fs.lookup(r.parent, Buffer.from(r.key, 'latin1')).catch(() => undefined)
-    if (now?.ino === dir) return
+    // kept until it expires: a retried open(O_CREAT) sends a LOOKUP, then a CREATE
+    const until = this.retries.get(`${dir}/${pid}`)
+    if (until !== undefined && until >= now) return undefined
+    const leads = await this.fs.lookup(r.parent, Buffer.from(r.key, 'latin1')).catch(() => null)
+    if (leads?.ino !== dir) return leads
+    // the path was right; once the kernel has dropped the entry, a walk looks the name up again
+    if (r.doneAt && this.staleNames.get(dir) === r) this.staleNames.delete(dir)
+    return undefined
+  }
+
+  /**
+   * Refuse an operation in `dir` reached through a name that no longer leads there: the VFS
+   * retries the system call once with LOOKUP_REVAL, looking every component of the path up
+   * again, so it lands where the name leads now.
+   */
+  private refuseStale(dir: number, pid: number): never {
+    const now = Date.now()
+    if (this.retries.size > STALE_NAMES_PRUNE)
+      for (const [k, until] of this.retries) if (until < now) this.retries.delete(k)
+    this.retries.set(`${dir}/${pid}`, now + RETRY_MS)
     this.counters.staleParents++
     throw new FsError('ESTALE', `directory ${dir} was reached through a name that no longer leads to it`)
   }
 
+  private async reachedFresh(dir: number, pid: number): Promise<void> {
+    if ((await this.staleDir(dir, pid)) !== undefined) this.refuseStale(dir, pid)
+  }
+
   /** `fn`, once each of `dirs` was reached through a name that still leads to it */
-  private async fresh<T>(dirs: number[], fn: () => Promise<T>): Promise<T> {
-    for (const d of dirs) await this.reachedFresh(d)
+  private async fresh<T>(pid: number, dirs: number[], fn: () => Promise<T>): Promise<T> {
+    for (const d of dirs) await this.reachedFresh(d, pid)
     return fn()
   }
 
@@ -374,8 +429,9 @@ export class Fuse3Adapter implements Frontend {
    * dentry itself, which it only tries (d_splice_alias takes the rename mutex and the old
    * parent's lock with trylock) and answers ESTALE to the caller when either is busy.
    */
-  private async lookup(parent: number, name: Buffer): Promise<Attr> {
-    await this.reachedFresh(parent)
+  private async lookup(parent: number, name: Buffer, pid: number): Promise<Attr> {
+    const leads = await this.staleDir(parent, pid)
+    if (leads !== undefined) return this.staleLookup(parent, name, pid, leads)
     const a = await this.fs.lookup(parent, name)
     const was = (a.mode & S_IFMT) === S_IFDIR && !isDots(name) ? this.dirNames.get(a.ino) : undefined
     if (was && this.session && (was.parent !== parent || was.key !== nameKey(name))) {
@@ -385,6 +441,30 @@ export class Fuse3Adapter implements Frontend {
       await this.notifiesDone(MOVED_DIR_WAIT_MS)
     }
     return a
+  }
+
+  /**
+   * A lookup in `parent`, reached through a name that now leads to `leads` (null: nowhere).
+   * When neither `parent` nor where the name leads holds `name`, ENOENT is the answer either
+   * way; the create that usually follows is refused ESTALE and retried as a whole.  ESTALE
+   * here would reach the caller: the VFS does not retry the lookup of a name to create
+   * (filename_create: mkdir, mknod, symlink, link).  Otherwise the lookup is refused ESTALE
+   * (a path walk retries it).
+   */
+  private async staleLookup(parent: number, name: Buffer, pid: number, leads: Attr | null): Promise<never> {
+    const absent = (p: Promise<Attr>): Promise<boolean> =>
+      p.then(
+        () => false,
+        (e: unknown) => e instanceof FsError && e.code === 'ENOENT',
+      )
+    const there =
+      leads === null || ((leads.mode & S_IFMT) === S_IFDIR && (await absent(this.fs.lookup(leads.ino, name))))
+    if (there && (await absent(this.fs.lookup(parent, name))))
+      throw new FsError(
+        'ENOENT',
+        `no ${JSON.stringify(name.toString())} where the name of directory ${parent} leads now`,
+      )
+    this.refuseStale(parent, pid)
   }
 
   /** open handles the kernel holds on this mount */
@@ -562,6 +642,7 @@ export class Fuse3Adapter implements Frontend {
     req: Req | null,
     op: number,
     who: Caller,
+    pid: number,
     n0: number,
     n1: number,
     n2: number,
@@ -585,7 +666,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'lookup',
-          () => this.lookup(n0, fsName(b0)),
+          () => this.lookup(n0, fsName(b0), pid),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.GETATTR: // ino, fh
@@ -613,25 +694,25 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'mknod',
-          () => this.fresh([n0], () => this.changedDir(req, n0, fs.mknod(n0, fsName(b0), n1, n2, who))),
+          () => this.fresh(pid, [n0], () => this.changedDir(req, n0, fs.mknod(n0, fsName(b0), n1, n2, who))),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.MKDIR: // parent, mode, name
         return this.answer(
           req,
           'mkdir',
-          () => this.fresh([n0], () => this.changedDir(req, n0, fs.mkdir(n0, fsName(b0), n1 & 0o7777, who))),
+          () => this.fresh(pid, [n0], () => this.changedDir(req, n0, fs.mkdir(n0, fsName(b0), n1 & 0o7777, who))),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.UNLINK: // parent, name
         return this.done(req, 'unlink', async () => {
-          await this.reachedFresh(n0)
+          await this.reachedFresh(n0, pid)
           await this.changedDir(req, n0, fs.unlink(n0, fsName(b0)))
           this.dropName(n0, b0)
         })
       case OP.RMDIR: // parent, name
         return this.done(req, 'rmdir', async () => {
-          await this.reachedFresh(n0)
+          await this.reachedFresh(n0, pid)
           await fs.rmdir(n0, fsName(b0))
           this.dropName(n0, b0)
         })
@@ -640,15 +721,15 @@ export class Fuse3Adapter implements Frontend {
           req,
           'symlink',
           () =>
-            this.fresh([n0], () =>
+            this.fresh(pid, [n0], () =>
               this.changedDir(req, n0, fs.symlink(n0, fsName(b0), (b1 ?? Buffer.alloc(0)).toString('utf8'), who)),
             ),
           (a) => this.replyEntry(req, n0, b0!, a, epoch),
         )
       case OP.RENAME: // parent, newparent, flags, name, newname
         return this.done(req, 'rename', async () => {
-          await this.reachedFresh(n0)
-          await this.reachedFresh(n1)
+          await this.reachedFresh(n0, pid)
+          await this.reachedFresh(n1, pid)
           await fs.rename(n0, fsName(b0), n1, fsName(b1), n2)
           this.renamed(n0, b0!, n1, b1!, (n2 & RENAME_EXCHANGE) !== 0, epoch)
         })
@@ -656,7 +737,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'link',
-          () => this.fresh([n1], () => this.changedDir(req, n1, fs.link(n0, n1, fsName(b0)))),
+          () => this.fresh(pid, [n1], () => this.changedDir(req, n1, fs.link(n0, n1, fsName(b0)))),
           (a) => this.replyEntry(req, n1, b0!, a, epoch),
         )
       case OP.OPEN: // ino, flags
@@ -765,7 +846,7 @@ export class Fuse3Adapter implements Frontend {
         return this.answer(
           req,
           'create',
-          () => this.fresh([n0], () => this.changedDir(req, n0, this.create(n0, b0, n1, n2, who))),
+          () => this.fresh(pid, [n0], () => this.changedDir(req, n0, this.create(n0, b0, n1, n2, who))),
           ({ a, made }) => {
             const fh = this.addHandle(a.ino, n2)
             const append = (n2 & O_APPEND) !== 0
