@@ -1,11 +1,11 @@
 /*
- * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--strict]`: the seeded
+ * `npm run stress -- --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--weights kind=w,...] [--keep] [--strict]`: the seeded
  * multi-mount stress of test/stress/engine.ts run for as long as asked, with a progress line
  * every 10 s and the report at the end; exit 1 when it found anything wrong.  Known limits of
  * the fuse-native binding are counted and printed; --strict fails on EIO (and ESTALE) from the kernel when
  * a name changed type on another mount (docs/cluster.md).  Any agent error line fails.
  */
-import { formatReport, runStress } from '../test/stress/engine.js'
+import { formatReport, parseWeights, runStress, type Kind } from '../test/stress/engine.js'
 import { FsError } from '../node-agent/src/util/errors.js'
 import { killAllAgentsSync } from '../node-agent/src/tools/launcher/agent-process.js'
 
@@ -17,6 +17,7 @@ function parse(argv: string[]): {
   opDeadline: number
   keep: boolean
   tolerateKernelEio: boolean
+  weights: Partial<Record<Kind, number>> | undefined
 } {
   const o = {
     minutes: 5,
@@ -26,6 +27,7 @@ function parse(argv: string[]): {
     opDeadline: 120,
     keep: false,
     tolerateKernelEio: true,
+    weights: undefined as Partial<Record<Kind, number>> | undefined,
   }
   const num = (name: string, v: string | undefined, max: number): number => {
     const n = Number(v)
@@ -40,12 +42,16 @@ function parse(argv: string[]): {
     else if (a === '--mounts') o.mounts = Math.max(1, Math.floor(num(a, argv[++i], 16)))
     else if (a === '--workers') o.workers = Math.max(1, Math.floor(num(a, argv[++i], 16)))
     else if (a === '--op-deadline') o.opDeadline = num(a, argv[++i], 3600)
-    else if (a === '--keep') o.keep = true
+    else if (a === '--weights') {
+      const v = argv[++i]
+      if (!v) throw new FsError('EINVAL', '--weights needs kind=weight,... (for example cycle=30,rename=0)')
+      o.weights = parseWeights(v)
+    } else if (a === '--keep') o.keep = true
     else if (a === '--strict') o.tolerateKernelEio = false
     else
       throw new FsError(
         'EINVAL',
-        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--keep] [--strict]`,
+        `unknown argument ${a}; usage: stress --minutes N [--seed S] [--mounts M] [--workers W] [--op-deadline SECONDS] [--weights kind=w,...] [--keep] [--strict]`,
       )
   }
   return o
@@ -75,6 +81,7 @@ async function main(): Promise<number> {
     progressMs: 10_000,
     opDeadlineMs: o.opDeadline * 1000,
     keep: o.keep,
+    weights: o.weights,
     tolerateKernelEio: o.tolerateKernelEio,
     tolerateKernelEstale: o.tolerateKernelEio,
   })

@@ -136,7 +136,20 @@ const KINDS = [
   ['own', 5],
 ] as const
 export type Kind = (typeof KINDS)[number][0]
-export const KIND_NAMES: readonly string[] = KINDS.map((k) => k[0])
+
+/** 'kind=weight,...' (SCOUTFS_STRESS_WEIGHTS, stress --weights) as StressOptions.weights */
+export function parseWeights(v: string | undefined): Partial<Record<Kind, number>> | undefined {
+  if (!v) return undefined
+  const names: readonly string[] = KINDS.map((k) => k[0])
+  const out: Partial<Record<Kind, number>> = {}
+  for (const part of v.split(',')) {
+    const m = /^([a-zA-Z]+)=(\d+)$/.exec(part.trim())
+    if (!m || !names.includes(m[1]!))
+      throw new FsError('EINVAL', `weights: '${part}' is not kind=weight with a kind of ${names.join(', ')}`)
+    out[m[1] as Kind] = Number(m[2])
+  }
+  return out
+}
 
 /** Run the stress: start a cluster, work it for `durationMs`, check it, stop it.  Never throws for what it finds. */
 export async function runStress(o: StressOptions): Promise<StressReport> {

@@ -14,25 +14,7 @@
 import assert from 'node:assert/strict'
 import { killAllAgents } from '../../node-agent/src/tools/launcher/agent-process.js'
 import { envInt, testSeed } from '../helpers/rng.js'
-import { FsError } from '../../node-agent/src/util/errors.js'
-import { KIND_NAMES, formatReport, runStress, type Kind } from './engine.js'
-
-/** SCOUTFS_STRESS_WEIGHTS: kind=weight,... */
-function weightsFromEnv(): Partial<Record<Kind, number>> | undefined {
-  const v = process.env.SCOUTFS_STRESS_WEIGHTS
-  if (!v) return undefined
-  const out: Partial<Record<Kind, number>> = {}
-  for (const part of v.split(',')) {
-    const m = /^([a-zA-Z]+)=(\d+)$/.exec(part.trim())
-    if (!m || !KIND_NAMES.includes(m[1]!))
-      throw new FsError(
-        'EINVAL',
-        `SCOUTFS_STRESS_WEIGHTS: '${part}' is not kind=weight with a kind of ${KIND_NAMES.join(', ')}`,
-      )
-    out[m[1] as Kind] = Number(m[2])
-  }
-  return out
-}
+import { formatReport, parseWeights, runStress } from './engine.js'
 
 describe('stress: seeded random operations from 3 mounts of one cluster', function () {
   const seconds = envInt('SCOUTFS_STRESS_SECONDS', 60)
@@ -47,7 +29,7 @@ describe('stress: seeded random operations from 3 mounts of one cluster', functi
       durationMs: seconds * 1000,
       mounts: envInt('SCOUTFS_STRESS_MOUNTS', 3),
       progressMs: 10_000,
-      weights: weightsFromEnv(),
+      weights: parseWeights(process.env.SCOUTFS_STRESS_WEIGHTS),
       log: (l) => console.log(`      ${l}`),
       tolerateKernelEio: process.env.SCOUTFS_STRESS_STRICT !== '1',
       tolerateKernelEstale: process.env.SCOUTFS_STRESS_STRICT !== '1',

@@ -125,7 +125,11 @@ struct session {
   char *own;           /* read buffer used when no lent buffer is free (rbuf_size) */
   size_t rbuf_size;    /* READ_BUF_SIZE */
   int rslot;           /* the lent buffer buf.mem is (a WRITE read into it keeps it), -1: own */
-  pthread_mutex_t lock; /* notifies, nocaps, write buffers, pending */
+  /* Shared with the notify thread: the notify queue, notify_stop and the notify counters.
+   * The write buffers, nocaps and pending are the JavaScript thread's alone since it reads
+   * /dev/fuse itself; they are still taken under the lock (uncontended, and kept so the
+   * request path may move to other threads again). */
+  pthread_mutex_t lock;
   struct sreq *head, *tail; /* read and not handed to JavaScript yet (JavaScript thread) */
   int64_t pending; /* requests enqueued and not answered */
   pthread_t notifier;
@@ -143,7 +147,7 @@ struct session {
   uint32_t wbuf_free; /* bit i: slot i is free (under lock) */
   /* The kernel asks for security.capability before every write (file_remove_privs: a FUSE
    * mount has no SB_NOSEC), a JavaScript round trip each.  An ENODATA answer for an inode is
-   * kept here and given by the request thread until anything may have changed the inode's
+   * kept here and given by the addon itself until anything may have changed the inode's
    * xattrs: a setxattr or removexattr through this mount, an invalidation of the inode (a lost
    * lock: another mount may change it), a forget.  nocaps_gen counts those: an answer whose
    * request arrived before one of them is not kept.  A file this mount just made (CREATE, not

@@ -121,6 +121,9 @@ export class FsContext {
   private readonly locks = new InodeLocks()
   private inoNext = 0
   private inoEnd = 0
+  /** the next batch of inode numbers, asked for when a quarter of this one is left */
+  private inoSpare: { first: number; count: number } | undefined
+  private inoAsking: Promise<void> | undefined
 
   constructor(
     readonly items: ItemCache,
@@ -199,13 +202,34 @@ export class FsContext {
     }
   }
 
-  /** A new inode number, from the batch the server gave this mount. */
+  /**
+   * A new inode number, from the batch the server gave this mount.  The next batch is asked
+   * for (once, however many creates run) when a quarter of this one is left, so creates do
+   * not wait for the server's commit of it.
+   */
   async allocIno(): Promise<number> {
-    if (this.inoNext >= this.inoEnd) {
-      const r = await this.server.allocInodes(this.rid, INO_BATCH)
-      this.inoNext = r.first
-      this.inoEnd = r.first + r.count
+    for (;;) {
+      if (this.inoNext < this.inoEnd) {
+        if (this.inoEnd - this.inoNext <= INO_BATCH / 4 && !this.inoSpare) this.askInos().catch(() => undefined) // a create that needs it sees the error
+        return this.inoNext++
+      }
+      if (this.inoSpare) {
+        this.inoNext = this.inoSpare.first
+        this.inoEnd = this.inoSpare.first + this.inoSpare.count
+        this.inoSpare = undefined
+        continue
+      }
+      await this.askInos()
     }
-    return this.inoNext++
+  }
+
+  private askInos(): Promise<void> {
+    this.inoAsking ??= this.server
+      .allocInodes(this.rid, INO_BATCH)
+      .then((r) => {
+        this.inoSpare = r
+      })
+      .finally(() => (this.inoAsking = undefined))
+    return this.inoAsking
   }
 }
