@@ -254,4 +254,32 @@ describe('cluster: kernel caches on and coherent across mounts (lowlevel fronten
     )
     assert.deepEqual(r, [8192, 'hello', true])
   })
+
+  it('pages written through a shared mmap and closed without msync or fsync are what the other mount reads next', async () => {
+    // the agent serves no FLUSH (the kernel stops sending it after the first ENOSYS), and
+    // nothing here syncs: the dirty pages must still reach the agent before the other mount
+    // reads (the kernel writes them back at close, and a lost lock launders what is left)
+    const rel = fresh('mmap-close')
+    const w = await onMount(
+      c,
+      B,
+      rel,
+      String.raw`
+      import mmap
+      res = []
+      for name in ['m1', 'm2']:
+          wfile(p(name), bytes(8192))
+          fd = os.open(p(name), os.O_RDWR)
+          m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+          m[4096:4101] = name.encode() + b'-ok'
+          m.close()
+          os.close(fd)
+          res.append(name)
+      out(res)
+      `,
+    )
+    assert.deepEqual(w, ['m1', 'm2'])
+    const r = await onMount(c, A, rel, `out([rfile(p(n))[4096:4101].decode() for n in ['m1', 'm2']])`)
+    assert.deepEqual(r, ['m1-ok', 'm2-ok'])
+  })
 })

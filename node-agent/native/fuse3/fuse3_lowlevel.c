@@ -25,8 +25,11 @@
  *  - stop(): no more reading, exit flag, lazy unmount, the notify thread ends; destroy()
  *    after JavaScript has answered what it still held closes /dev/fuse.
  *
- * Only FLUSH, RELEASEDIR, INIT and security.capability questions already answered (below)
- * are answered here without JavaScript; FORGET is passed on with no reply expected.
+ * Only RELEASEDIR, INIT and security.capability questions already answered (below) are
+ * answered here without JavaScript; FORGET is passed on with no reply expected.  There is no
+ * flush op: writes reach the agent as they happen (no writeback cache), so a close has nothing
+ * to flush, and libfuse's ENOSYS answer to the first FLUSH makes the kernel send no more (it
+ * still writes back a closed file's dirty mmap pages itself: fuse_flush).
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
@@ -536,13 +539,6 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   enqueue(r);
 }
 
-static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  (void)ino;
-  (void)fi;
-  /* writes reach the agent as they happen (no writeback cache): nothing to flush */
-  fuse_reply_err(req, 0);
-}
-
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   NEW_OR_FAIL(req, OP_RELEASE);
   r->n[0] = (double)ino;
@@ -701,7 +697,6 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .open = ll_open,
   .read = ll_read,
   .write = ll_write,
-  .flush = ll_flush,
   .release = ll_release,
   .fsync = ll_fsync,
   .opendir = ll_opendir,
