@@ -402,6 +402,25 @@ describe('btree against a model', function () {
       switch (kind) {
         case 0: // put, usually new
         case 1: {
+          if (rng.bool(0.03)) {
+            // a commit's batch: putSorted of up to 300 items in key order, new and replacing
+            const batch = new Map<string, MItem>()
+            for (let n = rng.range(1, 300); n > 0; n--) {
+              const replace = model.size > 0 && rng.bool(0.3)
+              const key = replace ? Buffer.from(model.at(rng.int(model.size)).key) : wl.key(phase.mode)
+              const it: MItem = {
+                key,
+                val: wl.val(wl.valLen(), op),
+                seq: rng.int(2 ** 53),
+                flags: rng.bool(0.1) ? ITEM_DELETION : 0,
+              }
+              batch.set(ks(key), it)
+            }
+            const sorted = [...batch.keys()].sort().map((k) => batch.get(k)!)
+            await w.fs.putSorted(sorted)
+            for (const it of sorted) count(model.put(it) ? 'batch-replace' : 'batch-insert')
+            break
+          }
           // put, replacing when there is something to replace
           const replace = kind === 1 && model.size > 0
           const key = replace ? Buffer.from(model.at(rng.int(model.size)).key) : wl.key(phase.mode)
@@ -513,6 +532,18 @@ describe('btree against a model', function () {
       ])
         assert.ok((counts.get(k) ?? 0) > 100, `too few ${k} operations`)
     }
+  })
+
+  it('putSorted refuses keys out of ascending order, and a repeated key', async () => {
+    const { meta } = await newFs(64 * MiB, 16 * MiB)
+    const w = await SuperWriter.open(meta, 256)
+    await w.begin()
+    const k = (n: number): Buffer => makeKey(Zone.FS, n, KeyType.INODE, 0)
+    const item = (n: number): Item => ({ key: k(n), val: Buffer.from([n]), seq: 1, flags: 0 })
+    await assert.rejects(w.fs.putSorted([item(5), item(4)]), /EINVAL.*ascending/)
+    await assert.rejects(w.fs.putSorted([item(6), item(6)]), /EINVAL.*ascending/)
+    await w.fs.putSorted([item(7), item(8)])
+    assert.deepEqual((await w.fs.lookup(k(8)))?.val, Buffer.from([8]))
   })
 
   it('grows to height 3 with large values and shrinks back to empty', async () => {

@@ -22,7 +22,7 @@
  */
 import { ExtentAlloc, ListAllocator, readList, type Extent } from '../storage/alloc.js'
 import type { BlockCache } from '../storage/block.js'
-import { Btree, BtreeTxn, ITEM_DELETION } from '../storage/btree.js'
+import { Btree, BtreeTxn, ITEM_DELETION, type Item } from '../storage/btree.js'
 import type { BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
 import type { Forest } from './forest.js'
@@ -56,11 +56,15 @@ const DATA_PREALLOC = 2048
 
 /** where one commit's time went (ms), for the commit log line */
 export interface CommitPhases {
+  /** listing the item cache's dirty items in key order */
+  list: number
   data: number
   items: number
   write: number
   flush: number
   server: number
+  /** marking the committed items clean in the item cache */
+  done: number
 }
 
 interface Open {
@@ -197,14 +201,15 @@ export class Trans {
     const t0 = Date.now()
     const c = this.cur
     if (!c) return // nothing was held since the last commit
-    const dirty = this.items.dirtyList()
     let tp = performance.now()
-    const phases: CommitPhases = { data: 0, items: 0, write: 0, flush: 0, server: 0 }
+    const phases: CommitPhases = { list: 0, data: 0, items: 0, write: 0, flush: 0, server: 0, done: 0 }
     const phase = (k: keyof CommitPhases): void => {
       const now = performance.now()
       phases[k] += Math.round((now - tp) * 100) / 100
       tp = now
     }
+    const dirty = this.items.dirtyList()
+    phase('list')
     await this.data.flush()
     phase('data')
     // what is left of the cached data extent goes back to the allocator it came from
@@ -213,10 +218,14 @@ export class Trans {
       c.cached = undefined
     }
     let maxSeq = c.lt.maxItemSeq
-    for (const d of dirty) {
-      await c.logTree.put(d.key, d.val ?? EMPTY, d.seq, d.val ? 0 : ITEM_DELETION)
+    const puts: Item[] = new Array<Item>(dirty.length)
+    for (let i = 0; i < dirty.length; i++) {
+      const d = dirty[i]!
+      puts[i] = { key: d.key, val: d.val ?? EMPTY, seq: d.seq, flags: d.val ? 0 : ITEM_DELETION }
       if (d.seq > maxSeq) maxSeq = d.seq
     }
+    // the item cache's buffers: it never changes them, it replaces them
+    await c.logTree.putSorted(puts)
     const lists = c.alloc.persist(this.cache.fsid)
     const blocks = c.txn.dirtyBlocks + lists.blocks.length
     phase('items')
@@ -243,6 +252,7 @@ export class Trans {
     c.alloc.committed()
     this.items.commitDone(dirty)
     this.forest.invalidateRoots()
+    phase('done')
     const ms = Date.now() - t0
     this.counters.commits++
     this.counters.commitItems += dirty.length

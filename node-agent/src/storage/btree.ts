@@ -538,6 +538,62 @@ export class Btree {
     }
   }
 
+  /**
+   * put() of many items in ascending key order (a commit's dirty items), in one pass: the
+   * path to a leaf is dirtied once for all the items that fall in that leaf, not once per
+   * item.  The items' key and value buffers are kept, not copied: the caller must not change
+   * them afterwards.
+   */
+  async putSorted(items: ReadonlyArray<Item>): Promise<void> {
+    const txn = this.enter()
+    try {
+      let path: PathStep[] | undefined
+      let hi = MAX_KEY // the last key the leaf at the end of `path` covers
+      let prev: Buffer | undefined
+      for (const it of items) {
+        const key = it.key
+        if (key.length !== KEY_SIZE) throw new FsError('EINVAL', `key of ${key.length} bytes`)
+        if (it.val.length > MAX_VAL_LEN)
+          throw new FsError('EINVAL', `item value of ${it.val.length} bytes exceeds ${MAX_VAL_LEN}`)
+        if (prev && keyCmp(prev, key) >= 0) throw new FsError('EINVAL', 'putSorted: keys not in ascending order')
+        prev = key
+        if (this.root.height === 0) {
+          const leaf = this.newNode(txn, 0)
+          this.root = { ref: { blkno: leaf.blkno, seq: leaf.seq }, height: 1 }
+          path = undefined
+        }
+        if (!path || keyCmp(key, hi) > 0) {
+          path = await this.dirtyPath(txn, key)
+          hi = MAX_KEY
+          for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
+        }
+        const leaf = path[path.length - 1]!.node
+        const i = leaf.lowerBound(key)
+        if (i < leaf.nr && leaf.keys[i]!.equals(key)) {
+          leaf.bytes += it.val.length - leaf.vals[i]!.length
+          leaf.seqs[i] = it.seq
+          leaf.flags[i] = it.flags
+          leaf.vals[i] = it.val
+        } else {
+          leaf.keys.splice(i, 0, key)
+          leaf.seqs.splice(i, 0, it.seq)
+          leaf.flags.splice(i, 0, it.flags)
+          leaf.vals.splice(i, 0, it.val)
+          leaf.bytes += LEAF_ITEM_HDR + it.val.length
+        }
+        if (leaf.bytes > NODE_CAPACITY) {
+          this.split(txn, path)
+          path = undefined
+        } else if (leaf.bytes < LOW_WATER && path.length > 1) {
+          await this.rebalance(txn, path)
+          path = undefined
+        }
+      }
+    } finally {
+      this.busy = false
+    }
+  }
+
   /** Remove the item at `key` from the tree.  Returns the removed item, if there was one. */
   async delete(key: Buffer): Promise<Item | undefined> {
     if (!(await this.lookup(key))) return undefined
