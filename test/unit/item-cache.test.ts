@@ -111,6 +111,42 @@ describe('item cache', () => {
     assert.ok(c.counters.readRetries >= 1, 'the stale read was retried')
   })
 
+  for (const cached of [0, 2000])
+    it(`an item changed while its commit runs stays dirty for the next one (${cached ? 'sorted keys' : 'walk of the cache'})`, async () => {
+      const f = new ModelForest(8)
+      for (let i = 0; i < cached; i++) f.set(k(4, i), v(`c${i}`), 1)
+      const c = new ItemCache(f)
+      for (let i = 0; i < cached; i += 50) await c.get(k(4, i)) // a big clean cache: few dirty items in it
+      c.put(k(3, 2), v('a1'), 5)
+      c.put(k(3, 1), v('b1'), 5)
+      c.delete(k(3, 3), 5)
+      const first = c.dirtyList()
+      assert.deepEqual(
+        first.map((d) => d.val?.toString() ?? null),
+        ['b1', 'a1', null],
+        'in key order',
+      )
+      // the commit is writing them; meanwhile one is changed and one deleted again
+      c.put(k(3, 2), v('a2'), 6)
+      c.delete(k(3, 1), 6)
+      c.commitDone(first)
+      const second = c.dirtyList()
+      assert.deepEqual(
+        second.map((d) => [d.val?.toString() ?? null, d.seq]),
+        [
+          [null, 6],
+          ['a2', 6],
+        ],
+        'what changed during the commit is still dirty, as it is now',
+      )
+      assert.equal(c.dirtyItems, 2)
+      assert.equal((await c.get(k(3, 2)))?.toString(), 'a2')
+      assert.equal(await c.get(k(3, 1)), undefined)
+      c.commitDone(second)
+      assert.equal(c.dirtyItems, 0)
+      assert.deepEqual(c.dirtyList(), [])
+    })
+
   it('shrinks clean items in LRU order, keeps dirty ones, and iteration survives shrinking', async () => {
     const rng = testRng('item-cache-shrink')
     const f = new ModelForest(8)
