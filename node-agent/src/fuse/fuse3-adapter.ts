@@ -183,7 +183,7 @@ export class Fuse3Adapter implements Frontend {
    * notify's number in queue order, and when it was seen done (0: not yet)
    */
   private readonly staleNames = new Map<number, { seq: number; doneAt: number; parent: number; key: string }>()
-  /** `${dir}/${pid}` -> until when that thread's next operation in dir is served as asked (its ESTALE retry) */
+  /** `${dir}/${pid}` -> until when that thread's operations in dir are served as asked (its ESTALE retry) */
   private readonly retries = new Map<string, number>()
   private unmounting: Promise<void> | undefined
   /** counters for tests and metrics */
