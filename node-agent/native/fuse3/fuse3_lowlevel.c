@@ -941,7 +941,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   if (got) {
     uint64_t now = uv_hrtime();
     spin_on(s, now);
-    /* what was answered here (FLUSH, a known capability or directory) was answered now */
+    /* what was answered here (a known capability or directory attributes) was answered now */
     s->last_answer = now;
   }
   deliver(s);

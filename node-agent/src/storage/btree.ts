@@ -503,35 +503,14 @@ export class Btree {
    * Insert or replace the item at `key`.  Returns the item it replaced, if any.
    */
   async put(key: Buffer, val: Buffer, seq: number, flags = 0): Promise<Item | undefined> {
-    if (key.length !== KEY_SIZE) throw new FsError('EINVAL', `key of ${key.length} bytes`)
-    if (val.length > MAX_VAL_LEN)
-      throw new FsError('EINVAL', `item value of ${val.length} bytes exceeds ${MAX_VAL_LEN}`)
+    checkItem(key, val)
     const txn = this.enter()
     try {
-      if (this.root.height === 0) {
-        const leaf = this.newNode(txn, 0)
-        this.root = { ref: { blkno: leaf.blkno, seq: leaf.seq }, height: 1 }
-      }
+      this.growRoot(txn)
       const path = await this.dirtyPath(txn, key)
-      const leaf = path[path.length - 1]!.node
-      const i = leaf.lowerBound(key)
-      let old: Item | undefined
-      const copy = Buffer.from(val) // callers may reuse their buffers
-      if (i < leaf.nr && leaf.keys[i]!.equals(key)) {
-        old = itemAt(leaf, i)
-        leaf.bytes += copy.length - leaf.vals[i]!.length
-        leaf.seqs[i] = seq
-        leaf.flags[i] = flags
-        leaf.vals[i] = copy
-      } else {
-        leaf.keys.splice(i, 0, Buffer.from(key))
-        leaf.seqs.splice(i, 0, seq)
-        leaf.flags.splice(i, 0, flags)
-        leaf.vals.splice(i, 0, copy)
-        leaf.bytes += LEAF_ITEM_HDR + copy.length
-      }
-      if (leaf.bytes > NODE_CAPACITY) this.split(txn, path)
-      else if (leaf.bytes < LOW_WATER && path.length > 1) await this.rebalance(txn, path)
+      // callers may reuse their buffers
+      const old = setInLeaf(path[path.length - 1]!.node, Buffer.from(key), Buffer.from(val), seq, flags)
+      await this.settle(txn, path)
       return old
     } finally {
       this.busy = false
@@ -551,47 +530,38 @@ export class Btree {
       let hi = MAX_KEY // the last key the leaf at the end of `path` covers
       let prev: Buffer | undefined
       for (const it of items) {
-        const key = it.key
-        if (key.length !== KEY_SIZE) throw new FsError('EINVAL', `key of ${key.length} bytes`)
-        if (it.val.length > MAX_VAL_LEN)
-          throw new FsError('EINVAL', `item value of ${it.val.length} bytes exceeds ${MAX_VAL_LEN}`)
-        if (prev && keyCmp(prev, key) >= 0) throw new FsError('EINVAL', 'putSorted: keys not in ascending order')
-        prev = key
-        if (this.root.height === 0) {
-          const leaf = this.newNode(txn, 0)
-          this.root = { ref: { blkno: leaf.blkno, seq: leaf.seq }, height: 1 }
-          path = undefined
-        }
-        if (!path || keyCmp(key, hi) > 0) {
-          path = await this.dirtyPath(txn, key)
+        checkItem(it.key, it.val)
+        if (prev && keyCmp(prev, it.key) >= 0) throw new FsError('EINVAL', 'putSorted: keys not in ascending order')
+        prev = it.key
+        if (this.growRoot(txn)) path = undefined
+        if (!path || keyCmp(it.key, hi) > 0) {
+          path = await this.dirtyPath(txn, it.key)
           hi = MAX_KEY
           for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
         }
-        const leaf = path[path.length - 1]!.node
-        const i = leaf.lowerBound(key)
-        if (i < leaf.nr && leaf.keys[i]!.equals(key)) {
-          leaf.bytes += it.val.length - leaf.vals[i]!.length
-          leaf.seqs[i] = it.seq
-          leaf.flags[i] = it.flags
-          leaf.vals[i] = it.val
-        } else {
-          leaf.keys.splice(i, 0, key)
-          leaf.seqs.splice(i, 0, it.seq)
-          leaf.flags.splice(i, 0, it.flags)
-          leaf.vals.splice(i, 0, it.val)
-          leaf.bytes += LEAF_ITEM_HDR + it.val.length
-        }
-        if (leaf.bytes > NODE_CAPACITY) {
-          this.split(txn, path)
-          path = undefined
-        } else if (leaf.bytes < LOW_WATER && path.length > 1) {
-          await this.rebalance(txn, path)
-          path = undefined
-        }
+        setInLeaf(path[path.length - 1]!.node, it.key, it.val, it.seq, it.flags)
+        if (await this.settle(txn, path)) path = undefined
       }
     } finally {
       this.busy = false
     }
+  }
+
+  /** An empty tree gets a leaf root; whether it did. */
+  private growRoot(txn: BtreeTxn): boolean {
+    if (this.root.height !== 0) return false
+    const leaf = this.newNode(txn, 0)
+    this.root = { ref: { blkno: leaf.blkno, seq: leaf.seq }, height: 1 }
+    return true
+  }
+
+  /** Split or rebalance the leaf at the end of `path` after a put; whether the path changed. */
+  private async settle(txn: BtreeTxn, path: PathStep[]): Promise<boolean> {
+    const leaf = path[path.length - 1]!.node
+    if (leaf.bytes > NODE_CAPACITY) this.split(txn, path)
+    else if (leaf.bytes < LOW_WATER && path.length > 1) await this.rebalance(txn, path)
+    else return false
+    return true
   }
 
   /** Remove the item at `key` from the tree.  Returns the removed item, if there was one. */
@@ -729,6 +699,30 @@ function searchKeys(keys: Buffer[], key: Buffer): number {
     else hi = mid
   }
   return lo
+}
+
+function checkItem(key: Buffer, val: Buffer): void {
+  if (key.length !== KEY_SIZE) throw new FsError('EINVAL', `key of ${key.length} bytes`)
+  if (val.length > MAX_VAL_LEN) throw new FsError('EINVAL', `item value of ${val.length} bytes exceeds ${MAX_VAL_LEN}`)
+}
+
+/** Insert or replace `key` in `leaf` (keeping the buffers given); the item it replaced, if any. */
+function setInLeaf(leaf: Node, key: Buffer, val: Buffer, seq: number, flags: number): Item | undefined {
+  const i = leaf.lowerBound(key)
+  if (i < leaf.nr && leaf.keys[i]!.equals(key)) {
+    const old = itemAt(leaf, i)
+    leaf.bytes += val.length - leaf.vals[i]!.length
+    leaf.seqs[i] = seq
+    leaf.flags[i] = flags
+    leaf.vals[i] = val
+    return old
+  }
+  leaf.keys.splice(i, 0, key)
+  leaf.seqs.splice(i, 0, seq)
+  leaf.flags.splice(i, 0, flags)
+  leaf.vals.splice(i, 0, val)
+  leaf.bytes += LEAF_ITEM_HDR + val.length
+  return undefined
 }
 
 function itemAt(n: Node, i: number): Item {

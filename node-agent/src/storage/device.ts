@@ -208,10 +208,8 @@ export class FileDevice implements BlockDevice {
         await this.writeFully(data, 0, data.length, off)
         this.unflushed = true
         this.sinceSync += data.length
-        if (this.sinceSync >= WRITEBACK_BYTES && !this.syncing)
-          this.flush().catch((e: unknown) => {
-            this.lost ??= e instanceof FsError ? e : new FsError('EIO', `${this.path}: background sync failed`)
-          })
+        // a failure is kept in `lost` by flush() itself: every later flush fails with it
+        if (this.sinceSync >= WRITEBACK_BYTES && !this.syncing) this.flush().catch(() => undefined)
         return
       }
       pool ??= new AlignedPool()
@@ -248,7 +246,6 @@ export class FileDevice implements BlockDevice {
     const p = this.fh.datasync().then(
       () => undefined,
       (e: unknown) => {
-        this.unflushed = true
         this.lost ??= fromNodeError(e, `${this.path}: flush`)
         throw this.lost
       },
