@@ -121,7 +121,8 @@ function writeOnce(c: FsContext, ino: number, at: number, data: Buffer, append: 
       i.onlineBlocks += got.len
       if (tree) await charge(c, t, tree, got.len * BS, 0)
       // the extent is recorded: so are its blocks, even if a later run of this write fails
-      putInode(c, i, t, true)
+      // (after the last run, the put below records them)
+      if (runEnd < last) putInode(c, i, t, true)
       b = runEnd + 1
     }
     if (end > i.size) i.size = end
