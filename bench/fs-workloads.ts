@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { type Options, type TargetKey, LABEL } from './fs-options.js'
 import { WORKER_PY } from './fs-worker.js'
+import { machineCpu } from './cluster-readings.js'
 import { isAborting, run, mustRun, scoutfsCli, log, type Target, startScoutfs } from './fs-targets.js'
 
 /* ---- measurement -------------------------------------------------------------------------- */
@@ -97,10 +98,34 @@ export async function worker(o: Options, label: string, args: string[]): Promise
   return fin
 }
 
-/** untimed: flush the page cache's dirty data and scoutfs's open transaction */
+/** the machine counts as quiet below this share of its CPU time busy, over QUIET_WINDOW_MS */
+const QUIET_BUSY = 0.25
+const QUIET_WINDOW_MS = 250
+/** a phase starts anyway after this long, with a warning */
+const QUIET_MAX_MS = 20_000
+
+/**
+ * untimed: flush the page cache's dirty data and scoutfs's open transaction, then wait until
+ * the machine is quiet: what one target leaves running after a phase (a peer's servers
+ * writing back, healing or replicating; scoutfs's log merges) would otherwise be charged to
+ * whichever target is measured next
+ */
 export async function quiesce(t: Target): Promise<void> {
   await mustRun('sync', [], 'sync')
   if (t.key === 'scoutfs' || t.key === 'scoutfsFn') await scoutfsCli('sync', t.mnt)
+  const t0 = performance.now()
+  let busy = 1
+  while (performance.now() - t0 < QUIET_MAX_MS) {
+    const a = machineCpu()
+    await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS))
+    const b = machineCpu()
+    busy = b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0
+    if (busy < QUIET_BUSY) break
+  }
+  const waited = performance.now() - t0
+  if (busy >= QUIET_BUSY)
+    log(`  the machine is still ${Math.round(busy * 100)} % busy after ${QUIET_MAX_MS / 1000} s: figures will be noisy`)
+  else if (waited > 1000) log(`  waited ${(waited / 1000).toFixed(1)} s for the machine to be quiet`)
 }
 
 let dropCachesOk: boolean | undefined

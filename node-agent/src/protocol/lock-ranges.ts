@@ -37,9 +37,23 @@ export function lockRange(key: Buffer): [Buffer, Buffer] {
   return [lo, hi]
 }
 
-/** The range of the inode group holding inode `ino` (all its items). */
+/** group ranges kept (every operation asks for one or more: each is made once) */
+const GROUP_RANGES_MAX = 4096
+const groupRanges = new Map<number, LockRange>()
+
+/**
+ * The range of the inode group holding inode `ino` (all its items).  The same range is given
+ * to every caller asking for the group: never change its buffers.
+ */
 export function inodeGroupRange(ino: number): LockRange {
-  return lockRange(makeKey(Zone.FS, ino, KeyType.INODE))
+  const group = Math.floor(ino / INODE_GROUP)
+  let r = groupRanges.get(group)
+  if (!r) {
+    if (groupRanges.size >= GROUP_RANGES_MAX) groupRanges.clear()
+    r = lockRange(makeKey(Zone.FS, ino, KeyType.INODE))
+    groupRanges.set(group, r)
+  }
+  return r
 }
 
 /** The inode numbers [first, last] of an inode-group range; undefined for other ranges. */
