@@ -234,8 +234,9 @@ export class ItemCache {
   dirtyList(): DirtyItem[] {
     const out: DirtyItem[] = []
     if (this.dirtyKeys.size * 8 >= this.items.size) {
-      for (const [k, it] of this.items.range(MIN_K, MAX_K))
+      this.items.forEach(MIN_K, MAX_K, (k, it) => {
         if (it.dirty) out.push({ key: this.dirtyKeys.get(k)!, val: it.val, seq: it.seq, k, item: it })
+      })
       return out
     }
     // latin1 strings compare as their bytes do: this is key order
@@ -249,6 +250,8 @@ export class ItemCache {
   /** The commit is durable: dirty items are clean now; deletions become plain absence. */
   commitDone(items: DirtyItem[]): void {
     this.commitGen++
+    // dropped in one pass at the end (the list is in key order)
+    const gone: string[] = []
     for (const d of items) {
       const k = d.k
       const cur = d.item
@@ -258,9 +261,10 @@ export class ItemCache {
       this.dirtyBytesTotal -= KEY_SIZE + (cur.val?.length ?? 0)
       // items written blindly (write-only zones: the seq indexes, orphans) are never read
       // back from here: once committed they would only crowd out what readers cached
-      if (cur.val === null || (k.charCodeAt(0) !== Zone.FS && !this.covered.find(k))) this.items.delete(k)
+      if (cur.val === null || (k.charCodeAt(0) !== Zone.FS && !this.covered.find(k))) gone.push(k)
       else cur.dirty = false
     }
+    this.items.deleteMany(gone)
     this.maybeShrink()
   }
 

@@ -539,8 +539,11 @@ export class Btree {
           hi = MAX_KEY
           for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
         }
-        setInLeaf(path[path.length - 1]!.node, it.key, it.val, it.seq, it.flags)
-        if (await this.settle(txn, path)) path = undefined
+        const leaf = path[path.length - 1]!.node
+        setInLeaf(leaf, it.key, it.val, it.seq, it.flags)
+        // most puts leave the leaf within bounds: no await for those (a commit puts 100,000s)
+        if (leaf.bytes > NODE_CAPACITY || (leaf.bytes < LOW_WATER && path.length > 1))
+          if (await this.settle(txn, path)) path = undefined
       }
     } finally {
       this.busy = false

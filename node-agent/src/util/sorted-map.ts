@@ -100,6 +100,69 @@ export class SortedMap<V> {
     return true
   }
 
+  /**
+   * Delete `keys` (absent ones are skipped; sorted first unless ascending) in one pass over
+   * the chunks they fall in: a commit drops tens of thousands of entries at once, and a
+   * search and two splices each cost more than rebuilding those chunks.  Returns how many
+   * were deleted.
+   */
+  deleteMany(keys: readonly string[]): number {
+    for (let i = 1; i < keys.length; i++)
+      if (keys[i - 1]! > keys[i]!) {
+        keys = [...keys].sort()
+        break
+      }
+    let ki = 0
+    let removed = 0
+    const out: Array<Chunk<V>> = []
+    for (const c of this.chunks) {
+      if (ki >= keys.length || keys[ki]! > c.keys[c.keys.length - 1]!) {
+        out.push(c)
+        continue
+      }
+      const nk: string[] = []
+      const nv: V[] = []
+      for (let i = 0; i < c.keys.length; i++) {
+        const k = c.keys[i]!
+        while (ki < keys.length && keys[ki]! < k) ki++
+        if (keys[ki] === k) {
+          ki++
+          removed++
+          continue
+        }
+        nk.push(k)
+        nv.push(c.vals[i]!)
+      }
+      if (nk.length === 0) continue
+      // a chunk left small joins the one before it when both fit in one
+      const prev = out[out.length - 1]
+      if (
+        prev &&
+        (nk.length < CHUNK / 4 || prev.keys.length < CHUNK / 4) &&
+        prev.keys.length + nk.length <= CHUNK * 2
+      ) {
+        prev.keys.push(...nk)
+        prev.vals.push(...nv)
+      } else out.push({ keys: nk, vals: nv })
+    }
+    this.chunks = out
+    this.count -= removed
+    return removed
+  }
+
+  /** Call fn for each entry with start <= key <= end, in order, with no allocation per entry. */
+  forEach(start: string, end: string, fn: (k: string, v: V) => void): void {
+    if (start > end) return
+    const first = this.chunkFor(start)
+    for (let ci = first; ci < this.chunks.length; ci++) {
+      const c = this.chunks[ci]!
+      for (let i = ci === first ? lowerBound(c.keys, start) : 0; i < c.keys.length; i++) {
+        if (c.keys[i]! > end) return
+        fn(c.keys[i]!, c.vals[i]!)
+      }
+    }
+  }
+
   /** Entries with start <= key <= end, in order (or reverse).  Do not modify while iterating. */
   *range(start: string, end: string, reverse = false): Generator<[string, V]> {
     if (start > end) return
