@@ -98,14 +98,20 @@ export class ItemCache {
     this.lru.set(start, ++this.useClock)
   }
 
-  /** Make sure `k` is covered; returns the covering interval. */
-  private async ensure(k: string): Promise<[string, string]> {
+  /** The interval covering `k`, counted as a hit, if there is one (no read, no await). */
+  private cachedAt(k: string): [string, string] | undefined {
     const hit = this.covered.find(k)
     if (hit) {
       this.counters.hits++
       this.touch(hit[0])
-      return hit
     }
+    return hit
+  }
+
+  /** Make sure `k` is covered; returns the covering interval. */
+  private async ensure(k: string): Promise<[string, string]> {
+    const hit = this.cachedAt(k)
+    if (hit) return hit
     this.counters.misses++
     for (;;) {
       const gen = this.commitGen
@@ -141,6 +147,7 @@ export class ItemCache {
       this.counters.hits++
       return e.val ?? undefined
     }
+    if (this.cachedAt(k)) return e?.val ?? undefined
     // ensure() resolves in a later microtask than the one that covered k: a shrink may run in
     // between, so look again before trusting an absence
     for (;;) {
@@ -152,6 +159,14 @@ export class ItemCache {
 
   /** The first existing item with start <= key <= end. */
   async next(start: Buffer, end: Buffer): Promise<{ key: Buffer; val: Buffer } | undefined> {
+    // the whole range in one covered interval (the usual case): answered from the map
+    const s = L(start)
+    const e = L(end)
+    const iv = s <= e ? this.cachedAt(s) : undefined
+    if (iv && iv[1] >= e) {
+      for (const [k, it] of this.items.range(s, e)) if (it.val) return { key: B(k), val: it.val }
+      return undefined
+    }
     for await (const it of this.range(start, end)) return it
     return undefined
   }
@@ -169,9 +184,12 @@ export class ItemCache {
     if (!reverse) {
       let cursor = s
       while (cursor <= e) {
-        await this.ensure(cursor)
-        const iv = this.covered.find(cursor) // again: a shrink may have run since
-        if (!iv) continue
+        let iv = this.cachedAt(cursor)
+        if (!iv) {
+          await this.ensure(cursor)
+          iv = this.covered.find(cursor) // again: a shrink may have run since
+          if (!iv) continue
+        }
         const ce = iv[1]
         const stop = ce < e ? ce : e
         const found: Array<{ key: Buffer; val: Buffer }> = []
