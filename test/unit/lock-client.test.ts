@@ -129,6 +129,33 @@ describe('cluster locks: client', function () {
       )
     })
 
+    it('tryLockAll takes locks this mount holds at once, and nothing when any would wait', async function () {
+      const h = new Harness(testRng('locks try'))
+      const [a, b] = [h.client(1), h.client(2)]
+      h.release(a, await h.acquire(a, L1, WRITE))
+      const req = (range: typeof L1, mode: Mode): OrderedLockRequest => ({ cls: LockOrderClass.INDEX, range, mode })
+      const reqs = a.counters.requests
+      const held = a.tryLockAll([req(L1, READ), req(L1, WRITE)])
+      assert.ok(held, 'a WRITE grant serves READ and WRITE at once')
+      assert.deepEqual(
+        held.map((x) => x.mode),
+        [WRITE],
+        'the two uses of one lock merge into the stronger',
+      )
+      a.unlockAll(held)
+      assert.equal(a.counters.requests, reqs, 'no message')
+      // any lock that would wait: nothing is taken
+      assert.equal(a.tryLockAll([req(L1, READ), req(L2, READ)]), undefined, 'L2 is not held')
+      assert.equal(a.tryLockAll([req(L1, WRITE_ONLY)]), undefined, 'WRITE does not cover WRITE_ONLY')
+      assert.equal(a.tryLockAll([req(L1, READ)], { holdsTrans: true }), undefined)
+      assert.equal(a.counters.requests, reqs, 'still no message')
+      // had a use of L1 been left behind, b's WRITE would wait for it forever
+      const wb = h.acquire(b, L1, WRITE)
+      await h.settle()
+      assert.equal(await settled(wb), true, 'b gets L1: a holds no use of it')
+      h.release(b, await wb)
+    })
+
     it(`refuses to wait while the caller holds a transaction (${LOCK_DEADLOCK_ERRNO}, EDEADLK)`, async function () {
       const h = new Harness(testRng('locks edeadlk'))
       const a = h.client(1)

@@ -138,6 +138,11 @@ function timedLocks(locks: LockClient, metrics: AgentMetrics): ClusterLocksApi {
         end()
       }
     },
+    tryLockAll: (reqs: readonly OrderedLockRequest[]): LockHandle[] | undefined => {
+      const held = locks.tryLockAll(reqs)
+      if (held) metrics.lockWait.observe(0)
+      return held
+    },
     unlockAll: (h, opts) => locks.unlockAll(h, opts),
   }
 }

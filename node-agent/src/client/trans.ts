@@ -146,6 +146,13 @@ export class Trans {
     }
   }
 
+  /** hold() when it need not wait (a transaction is open and no commit runs); else undefined. */
+  tryHold(): number | undefined {
+    if (this.closed || this.committing || !this.cur) return undefined
+    this.holders++
+    return this.cur.lt.getTransSeq
+  }
+
   /** Enter the open transaction (opening it if none is); returns its seq.  Pair with release(). */
   async hold(): Promise<number> {
     for (;;) {

@@ -49,6 +49,8 @@ export interface Tx {
 /** What the filesystem needs of the cluster lock client (lock-client.ts LockClient). */
 export interface ClusterLocks {
   lockAll(reqs: readonly OrderedLockRequest[]): Promise<LockHandle[]>
+  /** the same, when no lock would wait: taken now (undefined: nothing taken, call lockAll) */
+  tryLockAll(reqs: readonly OrderedLockRequest[]): LockHandle[] | undefined
   unlockAll(handles: readonly LockHandle[], opts?: UnlockOpts): void
 }
 
@@ -153,12 +155,13 @@ export class FsContext {
     if (o.orphans || o.tags) reqs.push(...TAGS_WRITE_ONLY)
     if (o.quota) reqs.push(QUOTA_WRITE)
     for (let attempt = 0; ; attempt++) {
-      const unlock = await this.locks.lock(inos)
+      // each step is taken at once when it need not wait (the usual case), awaited otherwise
+      const unlock = this.locks.tryLock(inos) ?? (await this.locks.lock(inos))
       try {
-        const held = await this.cluster.lockAll(reqs)
+        const held = this.cluster.tryLockAll(reqs) ?? (await this.cluster.lockAll(reqs))
         let transSeq: number | undefined
         try {
-          transSeq = await this.trans.hold()
+          transSeq = this.trans.tryHold() ?? (await this.trans.hold())
           // an item's seq also exceeds the write seqs of its locks (DESIGN §5)
           const t: Tx = {
             trans: transSeq,
@@ -194,7 +197,7 @@ export class FsContext {
 
   /** Run `fn` holding cluster locks (taken in the deadlock-free order). */
   async withLocks<T>(reqs: readonly OrderedLockRequest[], fn: () => Promise<T>): Promise<T> {
-    const held = await this.cluster.lockAll(reqs)
+    const held = this.cluster.tryLockAll(reqs) ?? (await this.cluster.lockAll(reqs))
     try {
       return await fn()
     } finally {

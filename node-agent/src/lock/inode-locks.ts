@@ -6,29 +6,45 @@
  * and holds the transaction last.
  */
 export class InodeLocks {
-  private readonly tails = new Map<number, Promise<void>>()
+  /** held inodes -> the lockers queued behind the holder, in arrival order */
+  private readonly queues = new Map<number, Array<() => void>>()
 
   /** Lock `inos` (any order, duplicates ignored); resolves to the unlock function. */
   async lock(inos: number[]): Promise<() => void> {
-    const sorted = [...new Set(inos)].sort((a, b) => a - b)
-    const releases: Array<() => void> = []
+    const sorted = uniqueSorted(inos)
     for (const ino of sorted) {
-      const prev = this.tails.get(ino) ?? Promise.resolve()
-      let release!: () => void
-      const mine = new Promise<void>((res) => (release = res))
-      const tail = prev.then(() => mine)
-      this.tails.set(ino, tail)
-      await prev
-      releases.push(() => {
-        release()
-        if (this.tails.get(ino) === tail) this.tails.delete(ino)
-      })
+      const q = this.queues.get(ino)
+      if (!q) this.queues.set(ino, [])
+      else await new Promise<void>((res) => q.push(res)) // the holder's unlock passes it on
     }
+    return this.unlocker(sorted)
+  }
+
+  /** lock() when every inode is free now: taken at once; undefined (nothing taken) otherwise. */
+  tryLock(inos: number[]): (() => void) | undefined {
+    const sorted = uniqueSorted(inos)
+    for (const ino of sorted) if (this.queues.has(ino)) return undefined
+    for (const ino of sorted) this.queues.set(ino, [])
+    return this.unlocker(sorted)
+  }
+
+  private unlocker(sorted: number[]): () => void {
     let done = false
     return () => {
       if (done) return
       done = true
-      for (const r of releases.reverse()) r()
+      for (let i = sorted.length - 1; i >= 0; i--) {
+        const ino = sorted[i]!
+        const next = this.queues.get(ino)!.shift()
+        if (next)
+          next() // held on by the next in line
+        else this.queues.delete(ino)
+      }
     }
   }
+}
+
+function uniqueSorted(inos: number[]): number[] {
+  if (inos.length === 1) return [inos[0]!]
+  return [...new Set(inos)].sort((a, b) => a - b)
 }

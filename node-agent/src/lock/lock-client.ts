@@ -284,6 +284,34 @@ export class LockClient {
     return held
   }
 
+  /**
+   * lockAll() when every lock can be used at once, without waiting (this mount holds each in
+   * a mode covering the one asked, and nothing is changing it: the usual case): the handles,
+   * taken now, with no promise in between.  undefined when any would wait; nothing is taken
+   * then (call lockAll).
+   */
+  tryLockAll<T extends OrderedLockRequest>(reqs: readonly T[], opts: LockOpts = {}): LockHandle[] | undefined {
+    if (opts.holdsTrans || this.closed) return undefined
+    const sorted = sortLockRequests(reqs)
+    const locks: ClientLock[] = []
+    for (const r of sorted) {
+      if (r.mode !== LockMode.READ && r.mode !== LockMode.WRITE && r.mode !== LockMode.WRITE_ONLY) return undefined
+      const lock = this.locks.get(lockId(r.range[0]))
+      if (!lock || !lock.range[1].equals(r.range[1]) || !this.canAdmit(lock, r.mode)) return undefined
+      locks.push(lock)
+    }
+    const held: LockHandle[] = []
+    for (let i = 0; i < locks.length; i++) {
+      const lock = locks[i]!
+      this.counters.locks++
+      this.counters.localHits++
+      this.idle.delete(lock.id)
+      held.push(this.admit(lock, sorted[i]!.mode))
+    }
+    this.shrinkIdle()
+    return held
+  }
+
   unlockAll(handles: readonly LockHandle[], opts: UnlockOpts = {}): void {
     for (let i = handles.length - 1; i >= 0; i--) this.unlock(handles[i]!, opts)
   }
