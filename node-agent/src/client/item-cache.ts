@@ -162,8 +162,9 @@ export class ItemCache {
     // the whole range in one covered interval (the usual case): answered from the map
     const s = L(start)
     const e = L(end)
-    const iv = s <= e ? this.cachedAt(s) : undefined
+    const iv = s <= e ? this.covered.find(s) : undefined
     if (iv && iv[1] >= e) {
+      this.cachedAt(s)
       for (const [k, it] of this.items.range(s, e)) if (it.val) return { key: B(k), val: it.val }
       return undefined
     }
