@@ -3,7 +3,7 @@
  * one target, small files (create, stat, readdir), sequential write/read, and walk-inodes
  * against `find -newer`; the results report() prints, and its number formats.
  */
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { type Options, type TargetKey, LABEL } from './fs-options.js'
@@ -98,33 +98,61 @@ export async function worker(o: Options, label: string, args: string[]): Promise
   return fin
 }
 
-/** the machine counts as quiet below this share of its CPU time busy, over QUIET_WINDOW_MS */
+/**
+ * the machine counts as quiet below this share of its CPU time busy, and of every disk's
+ * time busy, over QUIET_WINDOW_MS
+ */
 const QUIET_BUSY = 0.25
 const QUIET_WINDOW_MS = 250
 /** a phase starts anyway after this long, with a warning */
 const QUIET_MAX_MS = 20_000
 
+/** ms each disk (not loop, ram or zram devices) has spent doing I/O, from /proc/diskstats */
+function diskBusyMs(): Map<string, number> {
+  const out = new Map<string, number>()
+  try {
+    for (const line of readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/)
+      if (f.length < 13 || /^(loop|ram|zram)/.test(f[2]!)) continue
+      out.set(f[2]!, Number(f[12]))
+    }
+  } catch {
+    // no diskstats: only the CPUs count
+  }
+  return out
+}
+
 /**
  * untimed: flush the page cache's dirty data and scoutfs's open transaction, then wait until
- * the machine is quiet: what one target leaves running after a phase (a peer's servers
- * writing back, healing or replicating; scoutfs's log merges) would otherwise be charged to
- * whichever target is measured next
+ * the machine is quiet (its CPUs and its disks): what one target leaves running after a phase
+ * (a peer's servers writing back, healing or replicating; scoutfs's log merges) would
+ * otherwise be charged to whichever target is measured next
  */
 export async function quiesce(t: Target): Promise<void> {
   await mustRun('sync', [], 'sync')
   if (t.key === 'scoutfs' || t.key === 'scoutfsFn') await scoutfsCli('sync', t.mnt)
   const t0 = performance.now()
-  let busy = 1
+  let cpu = 1
+  let disk = 1
   while (performance.now() - t0 < QUIET_MAX_MS) {
     const a = machineCpu()
+    const da = diskBusyMs()
+    const w0 = performance.now()
     await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS))
     const b = machineCpu()
-    busy = b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0
-    if (busy < QUIET_BUSY) break
+    const db = diskBusyMs()
+    const ms = performance.now() - w0
+    cpu = b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0
+    disk = 0
+    for (const [name, v] of db) disk = Math.max(disk, (v - (da.get(name) ?? v)) / ms)
+    if (cpu < QUIET_BUSY && disk < QUIET_BUSY) break
   }
   const waited = performance.now() - t0
-  if (busy >= QUIET_BUSY)
-    log(`  the machine is still ${Math.round(busy * 100)} % busy after ${QUIET_MAX_MS / 1000} s: figures will be noisy`)
+  if (cpu >= QUIET_BUSY || disk >= QUIET_BUSY)
+    log(
+      `  the machine is still busy after ${QUIET_MAX_MS / 1000} s (CPUs ${Math.round(cpu * 100)} %, ` +
+        `disk ${Math.round(disk * 100)} %): figures will be noisy`,
+    )
   else if (waited > 1000) log(`  waited ${(waited / 1000).toFixed(1)} s for the machine to be quiet`)
 }
 
