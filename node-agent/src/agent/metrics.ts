@@ -22,7 +22,7 @@ export interface Reading {
 }
 
 /** Every method of FsApi, each counted and timed by AgentMetrics.instrument. */
-const FS_OPS = [
+export const FS_OPS = [
   'lookup',
   'getattr',
   'setattr',

@@ -107,6 +107,7 @@ export class SortedMap<V> {
    * were deleted.
    */
   deleteMany(keys: readonly string[]): number {
+    if (keys.length === 0) return 0
     for (let i = 1; i < keys.length; i++)
       if (keys[i - 1]! > keys[i]!) {
         keys = [...keys].sort()
