@@ -98,9 +98,13 @@ export class ItemCache {
     this.lru.set(start, ++this.useClock)
   }
 
-  /** The interval covering `k`, counted as a hit, if there is one (no read, no await). */
-  private cachedAt(k: string): [string, string] | undefined {
-    const hit = this.covered.find(k)
+  /**
+   * The interval covering `k` (and everything up to `through`), counted as a hit, if there is
+   * one (no read, no await).
+   */
+  private cachedAt(k: string, through = k): [string, string] | undefined {
+    let hit = this.covered.find(k)
+    if (hit && hit[1] < through) hit = undefined
     if (hit) {
       this.counters.hits++
       this.touch(hit[0])
@@ -162,9 +166,7 @@ export class ItemCache {
     // the whole range in one covered interval (the usual case): answered from the map
     const s = L(start)
     const e = L(end)
-    const iv = s <= e ? this.covered.find(s) : undefined
-    if (iv && iv[1] >= e) {
-      this.cachedAt(s)
+    if (s <= e && this.cachedAt(s, e)) {
       for (const [k, it] of this.items.range(s, e)) if (it.val) return { key: B(k), val: it.val }
       return undefined
     }

@@ -539,11 +539,13 @@ export class Btree {
           hi = MAX_KEY
           for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
         }
-        const leaf = path[path.length - 1]!.node
-        setInLeaf(leaf, it.key, it.val, it.seq, it.flags)
+        setInLeaf(path[path.length - 1]!.node, it.key, it.val, it.seq, it.flags)
         // most puts leave the leaf within bounds: no await for those (a commit puts 100,000s)
-        if (leaf.bytes > NODE_CAPACITY || (leaf.bytes < LOW_WATER && path.length > 1))
-          if (await this.settle(txn, path)) path = undefined
+        const settling = this.settle(txn, path)
+        if (settling) {
+          await settling
+          path = undefined
+        }
       }
     } finally {
       this.busy = false
@@ -558,13 +560,18 @@ export class Btree {
     return true
   }
 
-  /** Split or rebalance the leaf at the end of `path` after a put; whether the path changed. */
-  private async settle(txn: BtreeTxn, path: PathStep[]): Promise<boolean> {
+  /**
+   * Split or rebalance the leaf at the end of `path` after a put: settled when the returned
+   * promise is (the path no longer holds); undefined when the leaf is within bounds.
+   */
+  private settle(txn: BtreeTxn, path: PathStep[]): Promise<void> | undefined {
     const leaf = path[path.length - 1]!.node
-    if (leaf.bytes > NODE_CAPACITY) this.split(txn, path)
-    else if (leaf.bytes < LOW_WATER && path.length > 1) await this.rebalance(txn, path)
-    else return false
-    return true
+    if (leaf.bytes > NODE_CAPACITY) {
+      this.split(txn, path)
+      return Promise.resolve()
+    }
+    if (leaf.bytes < LOW_WATER && path.length > 1) return this.rebalance(txn, path)
+    return undefined
   }
 
   /** Remove the item at `key` from the tree.  Returns the removed item, if there was one. */
