@@ -28,6 +28,7 @@ import {
   makeClusterDevices,
   memberOption,
   numberedAgents,
+  stopServingLast,
 } from '../node-agent/src/tools/launcher/cluster.js'
 
 const TRIALS = Number(process.env.SCOUTFS_BENCH_FAILOVER_TRIALS ?? 10)
@@ -124,12 +125,8 @@ async function main(): Promise<number> {
       )
     }
   } finally {
-    // the serving member last
-    const views = await Promise.all(agents.map((a) => (a.running ? quorum(a) : undefined)))
-    const order = agents
-      .map((a, i) => ({ a, serving: !!views[i]?.serving }))
-      .sort((x, y) => Number(x.serving) - Number(y.serving))
-    for (const { a } of order) if (a.running) await a.stop(20_000)
+    // the serving member last (it lets the last members' farewells go with its own)
+    await stopServingLast(agents, 20_000)
     await killAllAgents()
     dev.remove()
   }

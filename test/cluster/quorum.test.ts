@@ -304,6 +304,54 @@ ready({'done': done, 'errors': errors})
     assert.equal(leaders, 1, 'exactly one leader')
   })
 
+  it('members unmount one after another: the second waits for the last, so the leader keeps a majority and a plain client its server', async () => {
+    const T = 2000
+    const dev = await makeClusterDevices({ members: 3, metaBytes: 256 << 20, dataBytes: 512 << 20 })
+    devDir = dev.dir
+    c = await startCluster(4, { dev, members: 3, options: `quorum_heartbeat_timeout_ms=${T}` })
+    const li = await waitFor('a leader', 30_000, () => leaderIndex(c!, 3))
+    const [a, b] = [0, 1, 2].filter((i) => i !== li) as [number, number]
+    const held = async (): Promise<string[] | undefined> =>
+      (await adminCall(c!.agents[li]!.mnt, 'GET /status').catch(() => undefined))?.serverState?.farewellsHeld
+    // the first member leaves at once: two of three stay, a majority
+    assert.equal(await c.agents[a]!.stop(), 0)
+    // the second would leave the leader alone: its farewell waits
+    const bStopped = c.agents[b]!.stop()
+    await waitFor('the server holds the second farewell', 30_000, async () =>
+      (await held())?.length === 1 ? true : undefined,
+    )
+    await sleep(2 * T)
+    assert.ok(alive(c.agents[b]!), 'the member whose farewell waits still runs')
+    assert.deepEqual((await held())?.length, 1)
+    const q = (await quorum(c.agents[li]!))!
+    assert.ok(
+      q.serving && q.role === 'leader',
+      `the leader still serves two heartbeat timeouts later: ${JSON.stringify(q)}`,
+    )
+    assert.match(c.agents[b]!.log(), /"msg":"farewell waits: the server lets a quorum member go/)
+    // the plain client still commits through it
+    const fsynced = startPy(fsyncScript(join(c.agents[3]!.mnt, 'client-after'), 'z'))
+    try {
+      await fsynced.next<number>(30_000)
+    } finally {
+      fsynced.kill()
+    }
+    assert.equal(await c.agents[3]!.stop(), 0)
+    assert.ok(alive(c.agents[b]!), 'it waits for the leader, the last member mounted')
+    // the leader's own farewell: every mount left is a leaving member, so both go together
+    assert.equal(await c.agents[li]!.stop(), 0)
+    assert.equal(await bStopped, 0, c.agents[b]!.log())
+    assert.match(c.agents[li]!.log(), /"msg":"farewell let go"/)
+    const chk = await scoutfs('check', dev.meta, dev.data)
+    assert.equal(chk.code, 0, `check:\n${chk.stdout}${chk.stderr}`)
+    // what the client fsynced is on the devices: a lone mount reads it
+    const back = await Promise.all(
+      [0, 1].map((i) => startAgent(dev, c!.agents[i]!.mnt, { options: `quorum_slot_nr=${i}` })),
+    )
+    back.forEach((ag, i) => (c!.agents[i] = ag))
+    assert.equal(await onMount(c, 0, '', `out(open(p('client-after')).read())`), 'z')
+  })
+
   it('a fence command that fails, then hangs: the new leader waits, reports it, and serves only once the fence succeeds', async () => {
     const tools = mkdtempSync(join(tmpdir(), 'scoutfs-fence-'))
     try {

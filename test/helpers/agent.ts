@@ -22,7 +22,7 @@ export const BIN = SCOUTFS_BIN
 export { forceUnmount } from '../../node-agent/src/fuse/unmount.js'
 
 const MOUNT_TIMEOUT_MS = 30_000
-const STOP_TIMEOUT_MS = 60_000
+export const STOP_TIMEOUT_MS = 60_000
 
 export interface Devices {
   dir: string

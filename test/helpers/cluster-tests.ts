@@ -10,7 +10,8 @@ import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { adminCall } from '../../node-agent/src/agent/admin.js'
-import { BIN, forceUnmount, startAgent, stopAllAgents, type Agent } from './agent.js'
+import { BIN, STOP_TIMEOUT_MS, forceUnmount, startAgent, stopAllAgents, type Agent } from './agent.js'
+import { othersLeftOrHeld } from '../../node-agent/src/tools/launcher/cluster.js'
 import { agentStatus, makeClusterDevices, startCluster, type Cluster, type ClusterDevices } from './cluster.js'
 import { fuseMountsUnder, sh, startPy, type Run } from './fuse-harness.js'
 import { dedent, errorLines, runPy } from './mount-tests.js'
@@ -57,17 +58,23 @@ export async function servingAgent(c: Cluster): Promise<Agent | undefined> {
 
 /**
  * Stop a cluster's live agents cleanly: every agent but the serving one together, then the
- * serving one last (their last commits and farewells need it).  Returns each stopped agent's
+ * serving one once each of them has left or waits on its farewell (their last commits and
+ * farewells need it; the last quorum members' farewells wait for its own: farewell-gate.ts).  Returns each stopped agent's
  * exit code with its mountpoint.
  */
 export async function stopCluster(c: Cluster): Promise<Array<{ mnt: string; code: number | null; log: string }>> {
-  const out: Array<{ mnt: string; code: number | null; log: string }> = []
   const server = await servingAgent(c)
   const rest = [...new Set(c.agents)].filter((a) => alive(a) && a !== server)
-  const codes = await Promise.all(rest.map((a) => a.stop()))
-  rest.forEach((a, i) => out.push({ mnt: a.mnt, code: codes[i]!, log: a.log() }))
-  if (server && alive(server)) out.push({ mnt: server.mnt, code: await server.stop(), log: server.log() })
-  return out
+  const stopping = Promise.all(rest.map((a) => a.stop()))
+  let last: { mnt: string; code: number | null; log: string } | undefined
+  // the last quorum members' farewells wait for the server's own (farewell-gate.ts)
+  if (server && alive(server)) {
+    await othersLeftOrHeld(server.mnt, () => rest.filter(alive).length, STOP_TIMEOUT_MS)
+    last = { mnt: server.mnt, code: await server.stop(), log: server.log() }
+  }
+  const codes = await stopping
+  const out = rest.map((a, i) => ({ mnt: a.mnt, code: codes[i]!, log: a.log() }))
+  return last ? [...out, last] : out
 }
 
 /** Assert every agent of stopCluster() exited 0 (with the log of the first that did not). */

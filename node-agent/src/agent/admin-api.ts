@@ -320,6 +320,7 @@ const isServerState = shape<ServerState>({
   merges: isNum,
   reclaims: isNum,
   recovering: isBool,
+  farewellsHeld: arrayOf(isStr),
 })
 
 const isQuorumView = shape<QuorumView>({

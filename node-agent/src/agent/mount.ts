@@ -279,6 +279,7 @@ export class Mount {
         log: (msg, f) => log.warn({ ...f, role: 'client' }, msg),
         clientName: `${hostname()}:${process.pid}:${mountpoint}`,
         pidStart: processStartTime(process.pid),
+        quorumSlot: o.quorumSlotNr,
         security: security.sec,
         // a failover takes a heartbeat timeout and an election: resend for longer than that
         retryForMs: 2 * heartbeatTimeoutMs + 60_000,

@@ -55,6 +55,8 @@ export const SCHEMA = {
     pid: { id: 5, type: 'uint32' },
     pidStart: { id: 6, type: 'uint64' },
     host: { id: 7, type: 'string' },
+    quorumMember: { id: 8, type: 'bool' },
+    quorumSlot: { id: 9, type: 'uint32' },
   },
   GreetingReply: {
     fsid: { id: 1, type: 'fixed64' },
@@ -92,7 +94,11 @@ export const SCHEMA = {
     inodeCount: { id: 6, type: 'uint64' },
     committedSeq: { id: 7, type: 'uint64' },
   },
-  FarewellRequest: { rid: { id: 1, type: 'uint64' } },
+  FarewellRequest: {
+    rid: { id: 1, type: 'uint64' },
+    quorumMember: { id: 2, type: 'bool' },
+    quorumSlot: { id: 3, type: 'uint32' },
+  },
   FarewellReply: {},
   HeartbeatRequest: { rid: { id: 1, type: 'uint64' } },
   HeartbeatReply: {

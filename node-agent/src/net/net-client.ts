@@ -76,6 +76,8 @@ export interface NetClientOptions {
   clientName?: string
   /** this process's start time (clock ticks since boot), for fencing: see MountIdentity */
   pidStart?: number
+  /** the quorum slot this mount's agent is a member of, said in its greeting and farewell */
+  quorumSlot?: number
   /** mutual TLS (net/tls.ts) or explicit plaintext (default: plaintext, for tests) */
   security?: Security
   /** keepalive pings (ms) and how long to wait for their ack; defaults 10 s and 5 s */
@@ -124,7 +126,9 @@ export class NetClient implements ServerApi {
   private stale = true
   private resolving: Promise<grpc.Client> | undefined
   private readonly channelOptions: grpc.ChannelOptions
-  private readonly o: Required<Omit<NetClientOptions, 'log' | 'grpcOptions' | 'security'>>
+  private readonly o: Required<Omit<NetClientOptions, 'log' | 'grpcOptions' | 'security' | 'quorumSlot'>>
+  /** the quorum slot this mount is a member of (NetClientOptions.quorumSlot) */
+  private readonly quorumSlot: number | undefined
   private readonly creds: grpc.ChannelCredentials
   private readonly log: NonNullable<NetClientOptions['log']>
   private greeted: { fsid: bigint; formatVersion: number } | undefined
@@ -158,6 +162,7 @@ export class NetClient implements ServerApi {
       keepaliveMs: opts.keepaliveMs ?? 10_000,
       keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 5_000,
     }
+    this.quorumSlot = opts.quorumSlot
     this.log = opts.log ?? (() => undefined)
     this.locksDelay = this.o.backoffInitialMs
     const sec = channelCredentials(opts.security ?? { insecure: true })
@@ -323,7 +328,12 @@ export class NetClient implements ServerApi {
       pid: process.pid,
       pidStart: this.o.pidStart,
       host: hostname(),
+      ...this.quorumFields(),
     }
+  }
+
+  private quorumFields(slot = this.quorumSlot): { quorumMember: boolean; quorumSlot: number } {
+    return { quorumMember: slot !== undefined, quorumSlot: slot ?? 0 }
   }
 
   private greetedBy(w: GreetingReplyMsg): void {
@@ -404,9 +414,28 @@ export class NetClient implements ServerApi {
     return w.inos.map((i) => num(i, 'ino'))
   }
 
-  async farewell(rid: number): Promise<void> {
-    // no re-greeting first: a mount the server already forgot has nothing left to say
-    await this.call('Farewell', { rid }, { greetFirst: false })
+  async farewell(rid: number, quorumSlot?: number): Promise<void> {
+    // no re-greeting first: a mount the server already forgot has nothing left to say.  A
+    // quorum member's answer may wait for the other members' farewells (farewell-gate.ts).
+    const slot = quorumSlot ?? this.quorumSlot
+    const waiting =
+      slot === undefined
+        ? undefined
+        : setTimeout(
+            () =>
+              this.log(
+                'farewell waits: the server lets a quorum member go once the members left keep a majority, or once the last of them all leave',
+                {
+                  quorumSlot: slot,
+                },
+              ),
+            2000,
+          )
+    try {
+      await this.call('Farewell', { rid, ...this.quorumFields(slot) }, { greetFirst: false })
+    } finally {
+      clearTimeout(waiting)
+    }
     if (rid === this.rid) this.stopSession()
   }
 

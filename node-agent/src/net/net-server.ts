@@ -291,12 +291,18 @@ export class NetServer extends EventEmitter {
       Greeting: this.unary('Greeting', async (r, call) => {
         const rid = num(r.rid, 'rid')
         if (rid === 0) throw new FsError('EINVAL', 'greeting from rid 0: a mount id is never 0')
-        const reply = await api.greeting(rid, big(r.fsid), r.formatVersion, {
-          pid: r.pid,
-          pidStart: num(r.pidStart, 'pidStart'),
-          host: r.host,
-          addr: peerHost(call.getPeer()),
-        })
+        const reply = await api.greeting(
+          rid,
+          big(r.fsid),
+          r.formatVersion,
+          {
+            pid: r.pid,
+            pidStart: num(r.pidStart, 'pidStart'),
+            host: r.host,
+            addr: peerHost(call.getPeer()),
+          },
+          r.quorumMember ? r.quorumSlot : undefined,
+        )
         const now = Date.now()
         const name = r.clientName
         const had = this.known.get(rid)
@@ -343,7 +349,7 @@ export class NetServer extends EventEmitter {
       }),
       Farewell: this.unary('Farewell', async (r) => {
         const rid = num(r.rid, 'rid')
-        await api.farewell(rid)
+        await api.farewell(rid, r.quorumMember ? r.quorumSlot : undefined)
         const had = this.known.has(rid)
         this.forget(rid)
         if (had) {

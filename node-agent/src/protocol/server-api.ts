@@ -172,8 +172,17 @@ export function decodeMountIdentity(b: Buffer): MountIdentity {
 }
 
 export interface ServerApi {
-  /** a mount introduces itself (`who`: what fencing it needs; the transport fills in addr) */
-  greeting(rid: number, fsid: bigint, formatVersion: number, who?: MountIdentity): Promise<GreetingReply>
+  /**
+   * a mount introduces itself (`who`: what fencing it needs; the transport fills in addr;
+   * `quorumSlot`: the slot it is a quorum member of, if any)
+   */
+  greeting(
+    rid: number,
+    fsid: bigint,
+    formatVersion: number,
+    who?: MountIdentity,
+    quorumSlot?: number,
+  ): Promise<GreetingReply>
   /** open the mount's next transaction: its seq and refilled allocators */
   getLogTrees(rid: number): Promise<LogTrees>
   /** record a committed log tree; durable when this resolves */
@@ -186,8 +195,12 @@ export interface ServerApi {
   statfs(): Promise<ServerStatfs>
   /** the rids of the mounts recorded as mounted (live, or not yet reclaimed) */
   listMounts(): Promise<number[]>
-  /** the mount is leaving cleanly: reclaim its allocators, forget it */
-  farewell(rid: number): Promise<void>
+  /**
+   * the mount is leaving cleanly: reclaim its allocators, forget it.  A quorum member's
+   * (`quorumSlot`) waits while leaving would take the members below a majority
+   * (server/farewell-gate.ts)
+   */
+  farewell(rid: number, quorumSlot?: number): Promise<void>
   /**
    * The inodes of inode group `group` (open-map.ts openMapGroup) that mounts other than
    * `rid` have open now (the open map, DESIGN §7); a mount that leaves or is reclaimed while

@@ -111,6 +111,8 @@ export interface ClusterServerOptions {
   openMapTimeoutMs?: number
   /** take the single-server lease (Server.start; default true); a quorum leader passes false */
   lease?: boolean
+  /** how many quorum slots elect a leader (Server.start; 0 or none: no quorum) */
+  quorumMajority?: number
   /** recorded mounts already fenced (a quorum leader's predecessors): reclaimed at once */
   fenced?: readonly number[]
   /**
@@ -144,6 +146,8 @@ export interface ClusterServerStatus {
   merges: number
   reclaims: number
   recovering: boolean
+  /** quorum members whose farewell waits for the other members' (rids, hex; farewell-gate.ts) */
+  farewellsHeld: string[]
 }
 
 export class ClusterServer {
@@ -170,7 +174,12 @@ export class ClusterServer {
 
   static async start(meta: BlockDevice, o: ClusterServerOptions): Promise<ClusterServer> {
     const recoveryMs = o.recoveryMs ?? 10_000
-    const server = await Server.start(meta, { log: o.log, reclaimAtStart: recoveryMs === 0, lease: o.lease })
+    const server = await Server.start(meta, {
+      log: o.log,
+      reclaimAtStart: recoveryMs === 0,
+      lease: o.lease,
+      quorumMajority: o.quorumMajority,
+    })
     try {
       for (const rid of o.fenced ?? []) {
         await server.reclaim(rid)
@@ -378,6 +387,7 @@ export class ClusterServer {
       merges: this.server.counters.merges,
       reclaims: this.server.counters.reclaims,
       recovering: this.locks.isRecovering,
+      farewellsHeld: this.server.farewells.heldRids().map((r) => r.toString(16)),
     }
   }
 

@@ -19,11 +19,15 @@
  *
  * The roots version readers compare is the super block's write seq: it only grows, across
  * server restarts too, so a lock grant naming a version is never mistaken for an older one.
+ *
+ * A farewell is answered once the mount may leave (farewell-gate.ts: quorum members do not
+ * leave the remaining ones without a majority) and its record is reclaimed.
  */
 import { ExtentAlloc, encodeList, readList } from '../storage/alloc.js'
 import { Btree, ITEM_DELETION } from '../storage/btree.js'
 import type { BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
+import { FarewellGate } from './farewell-gate.js'
 import {
   EMPTY_LIST,
   EMPTY_ROOT,
@@ -119,6 +123,8 @@ export interface ServerOptions {
    * instead and passes false.
    */
   lease?: boolean
+  /** how many quorum slots elect a leader (0 or none: no quorum; farewell-gate.ts) */
+  quorumMajority?: number
 }
 
 export class Server implements ServerApi {
@@ -146,10 +152,16 @@ export class Server implements ServerApi {
   /** mounts reclaimed since this server started: a greeting from one is refused */
   private readonly reclaimed = new Set<number>()
 
+  /** when a mount that says farewell may leave */
+  readonly farewells: FarewellGate
+
   private constructor(
     readonly w: SuperWriter,
     private readonly log: NonNullable<ServerOptions['log']>,
-  ) {}
+    quorumMajority: number,
+  ) {
+    this.farewells = new FarewellGate(quorumMajority, log)
+  }
 
   /**
    * Start serving the filesystem on `meta`.  The core counter is moved above every seq the
@@ -157,7 +169,7 @@ export class Server implements ServerApi {
    */
   static async start(meta: BlockDevice, opts: ServerOptions = {}): Promise<Server> {
     const w = await SuperWriter.open(meta)
-    const s = new Server(w, opts.log ?? (() => undefined))
+    const s = new Server(w, opts.log ?? (() => undefined), opts.quorumMajority ?? 0)
     if (opts.lease ?? true) s.lease = await ServerLease.acquire(meta, w.sb.fsid, randomInt(1, 2 ** 47))
     await s.refreshRoots()
     let floor = 0
@@ -167,6 +179,8 @@ export class Server implements ServerApi {
       // a lone server that starts is the only one: every mount it finds recorded is gone
       for (const rid of await s.recordedMounts()) await s.reclaim(rid)
     }
+    // recorded mounts count as mounted until they greet again or are reclaimed
+    for (const rid of await s.recordedMounts()) s.farewells.mounted(rid)
     s.kickMerge()
     return s
   }
@@ -222,6 +236,7 @@ export class Server implements ServerApi {
   /** Stop background work; requests after this fail. */
   async stop(): Promise<void> {
     this.stopped = true
+    this.farewells.close()
     await this.mergeDone
     await this.chain.catch(() => undefined)
     await this.lease?.release()
@@ -289,7 +304,13 @@ export class Server implements ServerApi {
     return a.root
   }
 
-  async greeting(rid: number, fsid: bigint, formatVersion: number, who?: MountIdentity): Promise<GreetingReply> {
+  async greeting(
+    rid: number,
+    fsid: bigint,
+    formatVersion: number,
+    who?: MountIdentity,
+    quorumSlot?: number,
+  ): Promise<GreetingReply> {
     if (fsid !== this.w.sb.fsid)
       throw new FsError(
         'EINVAL',
@@ -311,6 +332,7 @@ export class Server implements ServerApi {
         )
       await w.clients.put(mountedClientKey(rid), encodeMountIdentity(who ?? NO_IDENTITY), 0)
     })
+    this.farewells.mounted(rid, quorumSlot)
     return { fsid: this.w.sb.fsid, formatVersion: FORMAT_VERSION }
   }
 
@@ -464,8 +486,8 @@ export class Server implements ServerApi {
     return this.recordedMounts()
   }
 
-  async farewell(rid: number): Promise<void> {
-    await this.reclaim(rid)
+  async farewell(rid: number, quorumSlot?: number): Promise<void> {
+    if (await this.farewells.leave(rid, quorumSlot)) await this.reclaim(rid)
   }
 
   async openInodes(rid: number, group: number): Promise<number[]> {
@@ -498,6 +520,7 @@ export class Server implements ServerApi {
       await w.clients.delete(mountedClientKey(rid))
     })
     this.reclaimed.add(rid)
+    this.farewells.gone(rid)
     this.counters.reclaims++
     this.log('reclaimed mount', { rid: rid.toString(16) })
     this.kickMerge()

@@ -4,8 +4,10 @@
  * members elect the server among themselves (with one member, agent 0 serves as soon as it
  * mounts).  The members start together (a mount needs an elected server, and electing needs
  * a majority), the others (plain clients) together once the members have mounted.  Stopping
- * goes the other way: the clients together, then the members.  kill() SIGKILLs every agent
- * and forces every mount away.
+ * goes the other way: the clients together, then the members that do not serve, and the
+ * serving member once each of those has left or waits for it (the server holds the last
+ * members' farewells until they can all leave together: server/farewell-gate.ts).  kill()
+ * SIGKILLs every agent and forces every mount away.
  */
 import { join } from 'node:path'
 import { adminCall } from '../../agent/admin.js'
@@ -146,50 +148,97 @@ export class Cluster<D extends DevicePaths & { tlsOptions?: string } = DevicePat
   }
 
   /**
-   * Stop the live agents: the clients together, then the members, each SIGTERMed and given
-   * `timeoutMs`.  `onGroup` hears of each group before it is stopped, `onStopped` of its results.
+   * Stop the live agents: the clients together, then the members (stopServingLast), each
+   * SIGTERMed and given `timeoutMs`.  `onGroup` hears of each group before it is stopped,
+   * `onStopped` of its results.
    */
-  async stop(
-    timeoutMs: number,
-    h: {
-      onGroup?: (agents: AgentProcess[]) => void
-      onStopped?: (results: Array<{ agent: AgentProcess; result: StopResult }>) => void
-    } = {},
-  ): Promise<Array<{ agent: AgentProcess; result: StopResult }>> {
-    const out: Array<{ agent: AgentProcess; result: StopResult }> = []
-    // the serving member last: the others' last commits and farewells need it
-    const leader = await this.leader()
-    const members = this.memberAgents.filter((a) => a !== leader)
-    for (const group of [this.clients, members, leader ? [leader] : []]) {
-      const live = group.filter((a) => a.running)
-      if (!live.length) continue
-      h.onGroup?.(live)
-      const results = await Promise.all(live.map(async (agent) => ({ agent, result: await agent.stop(timeoutMs) })))
-      h.onStopped?.(results)
-      out.push(...results)
-    }
-    return out
+  async stop(timeoutMs: number, h: StopHooks = {}): Promise<StopResults> {
+    return [
+      ...(await stopTogether(this.clients, timeoutMs, h)),
+      ...(await stopServingLast(this.memberAgents, timeoutMs, h)),
+    ]
   }
 
   /** The member serving now, by its admin socket (undefined if none answers that it is). */
-  async leader(): Promise<AgentProcess | undefined> {
-    const views = await Promise.all(
-      this.memberAgents.map((a) =>
-        a.running
-          ? Promise.race([
-              adminCall(a.mnt, 'GET /quorum').catch(() => undefined),
-              new Promise<undefined>((r) => void setTimeout(r, 2000)),
-            ])
-          : undefined,
-      ),
-    )
-    const i = views.findIndex((v) => v?.serving)
-    return i < 0 ? undefined : this.memberAgents[i]
+  leader(): Promise<AgentProcess | undefined> {
+    return servingAgent(this.memberAgents)
   }
 
   /** SIGKILL every agent and force every mount away. */
   async kill(): Promise<void> {
     await Promise.all(this.agents.map((a) => a.kill().catch(() => undefined)))
+  }
+}
+
+export type StopResults = Array<{ agent: AgentProcess; result: StopResult }>
+
+export interface StopHooks {
+  onGroup?: (agents: AgentProcess[]) => void
+  onStopped?: (results: StopResults) => void
+}
+
+/** Stop the live ones of `agents` together (SIGTERM, then `timeoutMs` each). */
+export async function stopTogether(agents: AgentProcess[], timeoutMs: number, h: StopHooks = {}): Promise<StopResults> {
+  const live = agents.filter((a) => a.running)
+  if (!live.length) return []
+  h.onGroup?.(live)
+  const results = await Promise.all(live.map(async (agent) => ({ agent, result: await agent.stop(timeoutMs) })))
+  h.onStopped?.(results)
+  return results
+}
+
+/** The agent among `agents` that serves now, by its admin socket (undefined if none says so). */
+export async function servingAgent(agents: AgentProcess[]): Promise<AgentProcess | undefined> {
+  const views = await Promise.all(
+    agents.map((a) =>
+      a.running
+        ? Promise.race([
+            adminCall(a.mnt, 'GET /quorum').catch(() => undefined),
+            new Promise<undefined>((r) => void setTimeout(r, 2000)),
+          ])
+        : undefined,
+    ),
+  )
+  const i = views.findIndex((v) => v?.serving)
+  return i < 0 ? undefined : agents[i]
+}
+
+/**
+ * Stop quorum members cleanly: those that do not serve together, the serving one last (their
+ * last commits and farewells need it) but without waiting for them all to exit: the last
+ * members' farewells wait for its own (server/farewell-gate.ts), so it is stopped once each
+ * of the others has left or waits on its farewell.
+ */
+export async function stopServingLast(
+  agents: AgentProcess[],
+  timeoutMs: number,
+  h: StopHooks = {},
+): Promise<StopResults> {
+  const serving = await servingAgent(agents)
+  const others = agents.filter((a) => a !== serving && a.running)
+  const stopping = stopTogether(others, timeoutMs, h)
+  let last: StopResults = []
+  if (serving?.running) {
+    await othersLeftOrHeld(serving.mnt, () => others.filter((a) => a.running).length, timeoutMs)
+    last = await stopTogether([serving], timeoutMs, h)
+  }
+  return [...(await stopping), ...last]
+}
+
+/**
+ * Wait until the agents stopping beside the server mounted at `serverMnt` have all left or
+ * wait on their farewell (the server's GET /status lists the farewells it holds): `running()`
+ * counts those still running.  Gives up after `timeoutMs` (the caller stops the server anyway).
+ */
+export async function othersLeftOrHeld(serverMnt: string, running: () => number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    const n = running()
+    if (n === 0) return
+    const st = await adminCall(serverMnt, 'GET /status').catch(() => undefined)
+    if (!st) return // the server's agent is gone or not answering: nothing to wait for
+    if ((st.serverState?.farewellsHeld.length ?? 0) >= n) return
+    await new Promise((r) => setTimeout(r, 50))
   }
 }
 
