@@ -98,6 +98,33 @@ describe('inproc: log merge under a 3-mount workload, check, restart', function 
   })
 })
 
+describe('inproc: when a log tree is merged', function () {
+  this.timeout(60_000)
+
+  it('a committed tree that outgrew a leaf is finalized by its commit and merged while its mount stays idle', async () => {
+    const c = await InProcCluster.start({ mounts: 1, seed: testSeed('inproc idle merge'), commitIntervalMs: 3_600_000 })
+    try {
+      const fs = c.mount(0).fs
+      await mkdir(fs, 'd')
+      for (let i = 0; i < 300; i++) await writeFile(fs, `d/f${i}`, Buffer.from(`file ${i}`))
+      await c.sync(0)
+      // no further operation on the mount: nothing opens its next transaction
+      await c.drainMerges()
+      const trees = c.server.server.logTrees
+      assert.ok(c.server.server.counters.merges >= 1, 'the committed tree was merged')
+      assert.deepEqual(
+        trees.filter((lt) => lt.itemRoot.height > 0).map((lt) => `${lt.rid.toString(16)}.${lt.nr}`),
+        [],
+        'no log tree holds items: they are all in the fs root',
+      )
+      assert.equal((await readFile(fs, 'd/f299')).toString(), 'file 299')
+      assert.deepEqual((await c.check()).problems, [])
+    } finally {
+      await c.stop()
+    }
+  })
+})
+
 describe('inproc: crashes and server restarts', function () {
   this.timeout(60_000)
   let c: InProcCluster

@@ -441,6 +441,24 @@ describe('btree against a model', function () {
         }
         case 2:
         case 3: {
+          if (rng.bool(0.03) && model.size > 0) {
+            // a merge's slice: deleteSorted of a run of present keys (from a random start, or
+            // the tree's first items, as a merge consumes them), and some absent ones
+            const keys = new Map<string, Buffer>()
+            const from = rng.bool(0.5) ? 0 : rng.int(model.size)
+            for (let j = from, n = rng.range(1, 400); j < model.size && n > 0; j++, n--) {
+              const k = Buffer.from(model.at(j).key)
+              keys.set(ks(k), k)
+            }
+            for (let n = rng.range(0, 5); n > 0; n--) {
+              const k = probeKey()
+              keys.set(ks(k), k)
+            }
+            const sorted = [...keys.keys()].sort().map((k) => keys.get(k)!)
+            await w.fs.deleteSorted(sorted)
+            for (const k of sorted) count(model.delete(k) ? 'batch-delete' : 'batch-delete-absent')
+            break
+          }
           const key = kind === 2 && model.size > 0 ? Buffer.from(model.at(rng.int(model.size)).key) : probeKey()
           const want = model.delete(key)
           sameItem(await w.fs.delete(key), want, `delete ${keyToString(key)} returned`)
@@ -534,7 +552,7 @@ describe('btree against a model', function () {
     }
   })
 
-  it('putSorted refuses keys out of ascending order, and a repeated key', async () => {
+  it('putSorted and deleteSorted refuse keys out of ascending order, and a repeated key', async () => {
     const { meta } = await newFs(64 * MiB, 16 * MiB)
     const w = await SuperWriter.open(meta, 256)
     await w.begin()
@@ -544,9 +562,13 @@ describe('btree against a model', function () {
     await assert.rejects(w.fs.putSorted([item(6), item(6)]), /EINVAL.*ascending/)
     await w.fs.putSorted([item(7), item(8)])
     assert.deepEqual((await w.fs.lookup(k(8)))?.val, Buffer.from([8]))
+    await assert.rejects(w.fs.deleteSorted([k(8), k(7)]), /EINVAL.*ascending/)
+    await w.fs.deleteSorted([k(7), k(8)])
+    assert.equal(await w.fs.lookup(k(7)), undefined)
+    assert.equal(await w.fs.lookup(k(8)), undefined)
   })
 
-  it('grows to height 3 with large values and shrinks back to empty', async () => {
+  it('grows to height 3 with large values and shrinks back to empty (half by deleteSorted from the first key)', async () => {
     const rng = testRng('btree tall tree')
     // sparse in memory: only written blocks cost memory
     const { meta } = await newFs(1024 * MiB, 16 * MiB)
@@ -592,7 +614,20 @@ describe('btree against a model', function () {
     shape = await checkTree(w.fs, model.all(), 'tall tree reopened')
     console.log(`      ${model.size} items in ${shape.leaves} leaves, ${shape.blocks} blocks, height ${shape.height}`)
 
-    // delete in random order, watching the height come down
+    // the first half in sorted slices from the first key, as a merge consumes a finalized tree
+    const first = model
+      .all()
+      .slice(0, model.size >> 1)
+      .map((m) => Buffer.from(m.key))
+    for (let at = 0; at < first.length; at += 64) {
+      const slice = first.slice(at, at + 64)
+      await w.fs.deleteSorted(slice)
+      for (const k of slice) assert.ok(model.delete(k), `deleteSorted: ${keyToString(k)} was in the model`)
+      await step(op++)
+      if ((at / 64) % 25 === 0) await checkTree(w.fs, model.all(), `after deleteSorted of ${at + slice.length}`)
+    }
+    await checkTree(w.fs, model.all(), `after deleteSorted of the first half`)
+    // the rest in random order, watching the height come down
     const keys = rng.shuffle(model.all().map((m) => m.key))
     let height = w.fs.root.height
     for (const [i, k] of keys.entries()) {

@@ -24,7 +24,7 @@
  * leave the remaining ones without a majority) and its record is reclaimed.
  */
 import { ExtentAlloc, encodeList, readList } from '../storage/alloc.js'
-import { Btree, ITEM_DELETION } from '../storage/btree.js'
+import { Btree, ITEM_DELETION, type Item } from '../storage/btree.js'
 import type { BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
 import { FarewellGate } from './farewell-gate.js'
@@ -96,6 +96,19 @@ export function mountDataFill(totalDataBlocks: number): { target: number; low: n
 export const FINALIZE_HEIGHT = 2
 /** items merged per server transaction */
 export const MERGE_BATCH = 4000
+/**
+ * items a merge step applies at once (sorted puts into the fs root, sorted deletes from the
+ * finalized tree), with a turn of the event loop between slices: a step's blocks are mostly
+ * cached, so without turns its whole batch would run as one chain of promise reactions and the
+ * serving agent's own mount would answer no FUSE request until the step ended.  A slice
+ * dirties at most a few blocks per item; the server's avail list is refilled between slices.
+ */
+const MERGE_SLICE = 64
+/** the avail list a merge slice starts with, at least (blocks; SuperWriter.reserve) */
+const MERGE_SLICE_BLOCKS = 4 * MERGE_SLICE
+
+/** Let the event loop run what is ready (I/O, FUSE requests, gRPC) before going on. */
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r))
 
 export interface ServerCounters {
   commits: number
@@ -369,22 +382,8 @@ export class Server implements ServerApi {
       }
       lt.metaFreed = EMPTY_LIST
       lt.dataFreed = await this.drainData(w, lt.dataFreed)
-
-      // one finalized tree per mount waits for the merge at a time: until it is merged the
-      // open tree keeps growing, so a mount never has more than two trees
-      let unmerged = false
-      for await (const it of w.logs.range(logTreesKey(rid, 0), logTreesKey(rid, 0x1fffffffffffff)))
-        if (decodeLogTrees(it.val).flags & LOG_TREES_FINALIZED) unmerged = true
-      if (lt.itemRoot.height >= FINALIZE_HEIGHT && !unmerged) {
-        await this.putLogTrees(w, {
-          ...lt,
-          metaAvail: EMPTY_LIST,
-          dataAvail: { root: EMPTY_ROOT, totalLen: 0 },
-          dataFreed: { root: EMPTY_ROOT, totalLen: 0 },
-          flags: lt.flags | LOG_TREES_FINALIZED,
-        })
-        lt = { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
-      }
+      // a tree that grew past one leaf while its merge of an older one was pending
+      lt = await this.finalizeIfFull(w, lt)
 
       const fill = mountMetaFill(w.sb.totalMetaBlocks)
       if (reuse.length || lt.metaAvail.totalNr < fill.low) {
@@ -433,10 +432,36 @@ export class Server implements ServerApi {
           `commit of log tree ${lt.rid}.${lt.nr} seq ${lt.getTransSeq}: no such open transaction`,
         )
       w.sb.inodeCount = Math.max(0, w.sb.inodeCount + lt.inodesCreated - lt.inodesDeleted)
-      await this.putLogTrees(w, { ...lt, commitTransSeq: lt.getTransSeq, inodesCreated: 0, inodesDeleted: 0 })
+      // finalized now, not at the mount's next transaction: the merge starts at once (an idle
+      // mount's last tree is merged too), and the mount continues in the next tree
+      const committed = { ...lt, commitTransSeq: lt.getTransSeq, inodesCreated: 0, inodesDeleted: 0 }
+      await this.putLogTrees(w, await this.finalizeIfFull(w, committed))
     })
     this.counters.logCommits++
     this.kickMerge()
+  }
+
+  /**
+   * Finalize `lt`, the mount's current tree with no transaction open in it, once it has grown
+   * to FINALIZE_HEIGHT: it is stored FINALIZED, without allocators, for the merge, and the
+   * mount continues in tree nr+1, which takes the allocators (and the blocks its last commit
+   * freed).  One finalized tree per mount waits for the merge at a time: until it is merged
+   * the current tree keeps growing, so a mount never has more than two trees.  Returns the
+   * mount's current tree: `lt`, or the next one (the caller stores it).
+   */
+  private async finalizeIfFull(w: SuperWriter, lt: LogTrees): Promise<LogTrees> {
+    if (lt.itemRoot.height < FINALIZE_HEIGHT) return lt
+    for await (const it of w.logs.range(logTreesKey(lt.rid, 0), logTreesKey(lt.rid, 0x1fffffffffffff)))
+      if (decodeLogTrees(it.val).flags & LOG_TREES_FINALIZED) return lt
+    await this.putLogTrees(w, {
+      ...lt,
+      metaAvail: EMPTY_LIST,
+      metaFreed: EMPTY_LIST,
+      dataAvail: { root: EMPTY_ROOT, totalLen: 0 },
+      dataFreed: { root: EMPTY_ROOT, totalLen: 0 },
+      flags: lt.flags | LOG_TREES_FINALIZED,
+    })
+    return { ...lt, nr: lt.nr + 1, itemRoot: EMPTY_ROOT, maxItemSeq: 0, flags: 0 }
   }
 
   /**
@@ -576,24 +601,36 @@ export class Server implements ServerApi {
         }
         return false
       }
-      for (const it of batch) {
-        const cur = await w.fs.lookup(it.key)
-        if (!cur || cur.seq <= it.seq) {
-          if (it.flags & ITEM_DELETION) {
-            if (await olderElsewhere(it.key, it.seq)) {
-              await w.fs.put(it.key, EMPTY_VAL, it.seq, ITEM_DELETION)
-              this.counters.tombstones++
-            } else if (cur) await w.fs.delete(it.key)
-          } else {
-            await w.fs.put(it.key, it.val, it.seq)
+      for (let at = 0; at < batch.length; at += MERGE_SLICE) {
+        if (at > 0) await nextTurn()
+        const slice = batch.slice(at, at + MERGE_SLICE)
+        // what each item does to the fs root, decided first: puts and deletes, in key order
+        const puts: Item[] = []
+        const dels: Buffer[] = []
+        for (const it of slice) {
+          const cur = await w.fs.lookup(it.key)
+          if (!cur || cur.seq <= it.seq) {
+            if (it.flags & ITEM_DELETION) {
+              if (await olderElsewhere(it.key, it.seq)) {
+                puts.push({ key: Buffer.from(it.key), val: EMPTY_VAL, seq: it.seq, flags: ITEM_DELETION })
+                this.counters.tombstones++
+              } else if (cur) dels.push(it.key)
+            } else {
+              puts.push({ key: Buffer.from(it.key), val: Buffer.from(it.val), seq: it.seq, flags: 0 })
+            }
+          } else if (cur.flags & ITEM_DELETION && !(await olderElsewhere(it.key, cur.seq))) {
+            // this was the last older copy a tombstone was kept for
+            dels.push(it.key)
           }
-        } else if (cur.flags & ITEM_DELETION && !(await olderElsewhere(it.key, cur.seq))) {
-          // this was the last older copy a tombstone was kept for
-          await w.fs.delete(it.key)
         }
-        await src.delete(it.key)
-        await w.reserve()
+        await w.reserve(MERGE_SLICE_BLOCKS)
+        await w.fs.putSorted(puts)
+        await w.reserve(MERGE_SLICE_BLOCKS)
+        for (const k of dels) await w.fs.delete(k)
+        await w.reserve(MERGE_SLICE_BLOCKS)
+        await src.deleteSorted(slice.map((it) => it.key))
       }
+      await w.reserve()
       this.counters.mergedItems += batch.length
       if (src.root.height === 0) {
         await w.logs.delete(logTreesKey(target.rid, target.nr))

@@ -574,6 +574,41 @@ export class Btree {
     return undefined
   }
 
+  /**
+   * delete() of many keys in ascending order (the items a merge step consumed), in one pass:
+   * the path to a leaf is dirtied once for all the keys in that leaf, and the leaf is
+   * rebalanced once, when the pass leaves it.  A key not in the tree is skipped (its leaf is
+   * dirtied all the same).
+   */
+  async deleteSorted(keys: ReadonlyArray<Buffer>): Promise<void> {
+    const txn = this.enter()
+    try {
+      let path: PathStep[] | undefined
+      let hi = MAX_KEY // the last key the leaf at the end of `path` covers
+      let prev: Buffer | undefined
+      for (const key of keys) {
+        if (prev && keyCmp(prev, key) >= 0) throw new FsError('EINVAL', 'deleteSorted: keys not in ascending order')
+        prev = key
+        if (path && keyCmp(key, hi) > 0) {
+          await this.rebalance(txn, path)
+          path = undefined
+        }
+        if (this.root.height === 0) return
+        if (!path) {
+          path = await this.dirtyPath(txn, key)
+          hi = MAX_KEY
+          for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
+        }
+        const leaf = path[path.length - 1]!.node
+        const i = leaf.lowerBound(key)
+        if (i < leaf.nr && keyCmp(leaf.keys[i]!, key) === 0) leaf.take(i, i + 1)
+      }
+      if (path) await this.rebalance(txn, path)
+    } finally {
+      this.busy = false
+    }
+  }
+
   /** Remove the item at `key` from the tree.  Returns the removed item, if there was one. */
   async delete(key: Buffer): Promise<Item | undefined> {
     if (!(await this.lookup(key))) return undefined

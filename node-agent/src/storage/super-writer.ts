@@ -166,14 +166,15 @@ export class SuperWriter {
   }
 
   /**
-   * Keep enough blocks on the avail list for the next operation.  Call between operations
-   * (never inside one: it modifies meta_alloc).
+   * Keep enough blocks on the avail list for the next operation (at least `min`, as far as
+   * meta_alloc has them).  Call between operations (never inside one: it modifies meta_alloc).
    */
-  async reserve(): Promise<void> {
+  async reserve(min = 0): Promise<void> {
     const t = this.t
     const fill = serverAvailFill(this.sb.totalMetaBlocks)
-    while (t.alloc.avail.length < fill.low) {
-      const e = await t.metaAlloc.allocLargest(fill.target - t.alloc.avail.length)
+    const low = Math.max(fill.low, min)
+    while (t.alloc.avail.length < low) {
+      const e = await t.metaAlloc.allocLargest(Math.max(fill.target, low) - t.alloc.avail.length)
       if (!e) {
         if (t.alloc.avail.length < 16)
           throw new FsError(
