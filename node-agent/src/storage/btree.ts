@@ -96,14 +96,7 @@ export class Node {
 
   /** first index whose key is >= key (nr when none) */
   lowerBound(key: Buffer): number {
-    let lo = 0
-    let hi = this.keys.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (Buffer.compare(this.keys[mid]!, key) < 0) lo = mid + 1
-      else hi = mid
-    }
-    return lo
+    return searchKeys(this.keys, key)
   }
 
   /** move items [from, to) of this node into a new array-set; used by split and rebalance */
@@ -754,7 +747,7 @@ function checkItem(key: Buffer, val: Buffer): void {
 /** Insert or replace `key` in `leaf` (keeping the buffers given); the item it replaced, if any. */
 function setInLeaf(leaf: Node, key: Buffer, val: Buffer, seq: number, flags: number): Item | undefined {
   const i = leaf.lowerBound(key)
-  if (i < leaf.nr && leaf.keys[i]!.equals(key)) {
+  if (i < leaf.nr && keyCmp(leaf.keys[i]!, key) === 0) {
     const old = itemAt(leaf, i)
     leaf.bytes += val.length - leaf.vals[i]!.length
     leaf.seqs[i] = seq
