@@ -98,8 +98,37 @@ describe('inproc: log merge under a 3-mount workload, check, restart', function 
   })
 })
 
-describe('inproc: when a log tree is merged', function () {
+describe('inproc: when a transaction commits and a log tree is merged', function () {
   this.timeout(60_000)
+
+  it('the commit timer restarts at every commit: a change made just after a sync waits the whole interval, then commits', async () => {
+    const INTERVAL = 1000
+    const c = await InProcCluster.start({
+      mounts: 1,
+      seed: testSeed('inproc commit timer'),
+      commitIntervalMs: INTERVAL,
+    })
+    try {
+      const fs = c.mount(0).fs
+      const trans = c.mount(0).trans
+      // syncs at different points of the interval: a timer on its own period would fire within
+      // 90 % of the interval after most of them
+      for (const [round, offset] of [0, 0.45, 0.25, 0.7].entries()) {
+        await new Promise((r) => setTimeout(r, offset * INTERVAL))
+        await c.sync(0)
+        const commits = trans.counters.commits
+        await writeFile(fs, `f${round}`, Buffer.from(`round ${round}`))
+        // timers never fire early: nothing commits within 90 % of the interval after the sync
+        await new Promise((r) => setTimeout(r, INTERVAL * 0.9))
+        assert.equal(trans.counters.commits, commits, `round ${round}: committed before the interval`)
+        const end = Date.now() + 30_000
+        while (trans.counters.commits === commits && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
+        assert.equal(trans.counters.commits, commits + 1, `round ${round}: the timer committed the change`)
+      }
+    } finally {
+      await c.stop()
+    }
+  })
 
   it('a committed tree that outgrew a leaf is finalized by its commit and merged while its mount stays idle', async () => {
     const c = await InProcCluster.start({ mounts: 1, seed: testSeed('inproc idle merge'), commitIntervalMs: 3_600_000 })

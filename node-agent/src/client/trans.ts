@@ -11,7 +11,10 @@
  * transaction; after it, none of it.
  *
  * Commit triggers: a timer, dirty bytes over a limit, the allocators running low, fsync/sync,
- * unmount, and an invalidated cluster lock that was written under.  Never wait for a commit
+ * unmount, and an invalidated cluster lock that was written under.  The timer restarts at the
+ * end of every commit, whatever triggered it (the original restarts its sync deadline after
+ * each commit): nothing stays uncommitted longer than the interval plus a commit, and a sync
+ * is not followed by a needless small commit a moment later.  Never wait for a commit
  * while holding the transaction.
  *
  * The next transaction opens when it is first held, not when the last one commits: an idle
@@ -121,10 +124,20 @@ export class Trans {
   }
 
   start(): void {
-    const ms = this.opts.commitIntervalMs ?? 10_000
-    this.timer = setInterval(() => {
-      if (this.cur && !this.committing) void this.commit().catch((e: unknown) => this.commitFailed(e))
-    }, ms)
+    this.armTimer()
+  }
+
+  /** (Re)start the commit timer: a commit of what is open `commitIntervalMs` from now. */
+  private armTimer(): void {
+    if (this.timer) clearTimeout(this.timer)
+    if (this.closed) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      // a commit running now re-arms the timer when it ends
+      if (this.committing) return
+      if (this.cur) void this.commit().catch((e: unknown) => this.commitFailed(e))
+      else this.armTimer()
+    }, this.opts.commitIntervalMs ?? 10_000)
     this.timer.unref()
   }
 
@@ -196,6 +209,7 @@ export class Trans {
     }
     const p = this.doCommit().finally(() => {
       this.committing = undefined
+      this.armTimer()
     })
     this.committing = p
     return p
@@ -323,8 +337,9 @@ export class Trans {
 
   /** Commit what is dirty and stop; later holds fail. */
   async close(): Promise<void> {
-    if (this.timer) clearInterval(this.timer)
+    if (this.timer) clearTimeout(this.timer)
     await this.commit()
     this.closed = true
+    if (this.timer) clearTimeout(this.timer)
   }
 }
