@@ -492,6 +492,14 @@ export class Btree {
     return path
   }
 
+  /** dirtyPath() to the leaf for `key`, and the last key that leaf covers (its parent's key). */
+  private async dirtyLeaf(txn: BtreeTxn, key: Buffer): Promise<{ path: PathStep[]; hi: Buffer }> {
+    const path = await this.dirtyPath(txn, key)
+    let hi = MAX_KEY
+    for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
+    return { path, hi }
+  }
+
   /**
    * Insert or replace the item at `key`.  Returns the item it replaced, if any.
    */
@@ -527,11 +535,7 @@ export class Btree {
         if (prev && keyCmp(prev, it.key) >= 0) throw new FsError('EINVAL', 'putSorted: keys not in ascending order')
         prev = it.key
         if (this.growRoot(txn)) path = undefined
-        if (!path || keyCmp(it.key, hi) > 0) {
-          path = await this.dirtyPath(txn, it.key)
-          hi = MAX_KEY
-          for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
-        }
+        if (!path || keyCmp(it.key, hi) > 0) ({ path, hi } = await this.dirtyLeaf(txn, it.key))
         setInLeaf(path[path.length - 1]!.node, it.key, it.val, it.seq, it.flags)
         // most puts leave the leaf within bounds: no await for those (a commit puts 100,000s)
         const settling = this.settle(txn, path)
@@ -587,11 +591,7 @@ export class Btree {
           path = undefined
         }
         if (this.root.height === 0) return
-        if (!path) {
-          path = await this.dirtyPath(txn, key)
-          hi = MAX_KEY
-          for (let d = 1; d < path.length; d++) hi = path[d - 1]!.node.keys[path[d]!.idx]!
-        }
+        if (!path) ({ path, hi } = await this.dirtyLeaf(txn, key))
         const leaf = path[path.length - 1]!.node
         const i = leaf.lowerBound(key)
         if (i < leaf.nr && keyCmp(leaf.keys[i]!, key) === 0) leaf.take(i, i + 1)
