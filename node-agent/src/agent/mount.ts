@@ -38,7 +38,6 @@ import { registerLockClientMetrics, registerLocksHeldMetric } from './metrics-lo
 import { registerBlockCacheMetrics, registerBtreeMetrics, registerFreeSpaceMetrics } from './metrics-storage.js'
 import { ServerRoleHost, serverRole, slotAddress, type ServeSlot } from './server-role-host.js'
 import { GrpcListener } from '../net/listener.js'
-import { majorityOf } from '../quorum/election.js'
 import { checkTlsFiles, type Security, type TlsFiles } from '../net/tls.js'
 import { ephemeralTls } from '../net/certs.js'
 import { fenceAgent, processStartTime, type FenceOptions } from '../quorum/fence.js'
@@ -50,6 +49,7 @@ import {
   HEARTBEAT_TIMEOUT_DEFAULT_MS,
   QuorumMember,
   quorumSlots,
+  quorumMajority,
   checkHeartbeatTimeout,
   leaderAddress,
 } from '../quorum/quorum.js'
@@ -385,7 +385,7 @@ export class Mount {
       role: 'client',
       serving: this.serverHost.current !== undefined,
       heartbeatTimeoutMs: 0,
-      majority: slots.length ? majorityOf(slots.length) : 0,
+      majority: quorumMajority(slotAddrs),
       slots,
       elections: 0,
       elected: 0,

@@ -17,8 +17,7 @@ import type { BlockDevice } from '../storage/device.js'
 import { FsError } from '../util/errors.js'
 import type { GrpcListener } from '../net/listener.js'
 import type { Security } from '../net/tls.js'
-import { majorityOf } from '../quorum/election.js'
-import { quorumSlots } from '../quorum/quorum.js'
+import { quorumMajority } from '../quorum/quorum.js'
 import { ClusterServer, listenerTransport, type ClusterServerOptions } from '../server/server-role.js'
 import type { MetricSink } from './metrics.js'
 import { registerServerRoleMetrics } from './metrics-server.js'
@@ -117,7 +116,7 @@ export class ServerRoleHost {
       fence: so.fence,
       log: this.o.log,
       recoveryMs: slot === 'local' ? 0 : this.o.recoveryMs,
-      quorumMajority: quorumSlots(this.slotAddrs).length ? majorityOf(quorumSlots(this.slotAddrs).length) : 0,
+      quorumMajority: quorumMajority(this.slotAddrs),
       mountTimeoutMs: this.o.mountTimeoutMs,
     })
     this.role = cs

@@ -337,9 +337,9 @@ export class Trans {
 
   /** Commit what is dirty and stop; later holds fail. */
   async close(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer)
     await this.commit()
     this.closed = true
+    // the commit re-armed it
     if (this.timer) clearTimeout(this.timer)
   }
 }

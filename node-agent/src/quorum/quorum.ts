@@ -34,7 +34,7 @@ import {
 import type { GrpcListener } from '../net/listener.js'
 import type { Security } from '../net/tls.js'
 import { FsError } from '../util/errors.js'
-import { Election, type ElectionCounters, type ElectionRole } from './election.js'
+import { Election, majorityOf, type ElectionCounters, type ElectionRole } from './election.js'
 import type { FenceAgent, FenceReason, FenceTarget } from './fence.js'
 import { processStartTime } from './fence.js'
 import { QuorumPeers, serveQuorum } from './quorum-net.js'
@@ -58,6 +58,12 @@ export function checkHeartbeatTimeout(ms: number): number {
 /** The slots a filesystem was formatted with that have an address: the quorum. */
 export function quorumSlots(slotAddrs: readonly string[]): number[] {
   return slotAddrs.flatMap((a, i) => (a ? [i] : []))
+}
+
+/** How many of those slots elect a leader; 0 for a filesystem with no quorum. */
+export function quorumMajority(slotAddrs: readonly string[]): number {
+  const n = quorumSlots(slotAddrs).length
+  return n ? majorityOf(n) : 0
 }
 
 /**
