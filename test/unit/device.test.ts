@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { promises as fsp } from 'node:fs'
+import { constants as fsc, promises as fsp } from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
@@ -110,22 +111,115 @@ describe('FileDevice on a regular file', function () {
         if (fail) throw Object.assign(new Error('injected writeback error'), { code: 'EIO' })
         return real()
       }
-      const mib = randomBytes(MiB)
-      for (let i = 0; i < 31; i++) await d.write(i * MiB, mib)
+      // 64 KiB writes go through the page cache (larger aligned ones would go behind, direct)
+      const chunk = randomBytes(64 * KiB)
+      const PER_32M = (32 * MiB) / chunk.length
+      for (let i = 0; i < PER_32M - 1; i++) await d.write(i * chunk.length, chunk)
       assert.equal(syncs, 0, 'no sync before 32 MiB were written')
-      await d.write(31 * MiB, mib)
+      await d.write((PER_32M - 1) * chunk.length, chunk)
       assert.equal(syncs, 1, 'the 32nd MiB started a sync, without a flush')
       await d.flush() // waits for it (nothing written since it began)
       assert.equal(syncs, 1)
       // the kernel reports a lost write to one sync only: the flush after a failed background
       // sync must fail, although its own sync would succeed
       fail = true
-      for (let i = 32; i < 64; i++) await d.write(i * MiB, mib)
+      for (let i = PER_32M; i < 2 * PER_32M; i++) await d.write(i * chunk.length, chunk)
       assert.equal(syncs, 2)
       fail = false
       await new Promise((r) => setImmediate(r))
       await rejectsWith(d.flush(), 'EIO', /injected writeback error|wb\.img/)
       await rejectsWith(d.flush(), 'EIO')
+    })
+  })
+
+  /** The device's O_DIRECT handle, its writes held until release() (or failed with `fail`). */
+  function holdStreamWrites(d: FileDevice): { release(fail?: string): void; started(): number } {
+    const sfh = (d as unknown as { streamFh?: FileHandle }).streamFh
+    assert.ok(sfh, 'the device has an O_DIRECT handle for its large writes')
+    const real = sfh.write.bind(sfh) as (
+      b: Buffer,
+      o: number,
+      l: number,
+      p: number,
+    ) => Promise<{ bytesWritten: number }>
+    let gate!: (fail?: string) => void
+    const opened = new Promise<string | undefined>((r) => (gate = r))
+    let started = 0
+    ;(sfh as unknown as { write: typeof real }).write = async (b, o, l, p) => {
+      started++
+      const fail = await opened
+      if (fail) throw Object.assign(new Error(fail), { code: 'EIO' })
+      return real(b, o, l, p)
+    }
+    return { release: (fail) => gate(fail), started: () => started }
+  }
+
+  /** Whether `p` is still pending after the event loop has had its turns. */
+  async function pending(p: Promise<unknown>): Promise<boolean> {
+    let done = false
+    void p.then(
+      () => (done = true),
+      () => (done = true),
+    )
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
+    return !done
+  }
+
+  it('writes large aligned spans behind, through O_DIRECT: reads, overlapping writes and flushes wait for them', async () => {
+    const path = await sizedFile('behind.img', 16 * MiB)
+    const other = await fsp.open(path, 'r') // another reader of the file (an agent sharing the page cache)
+    try {
+      await withDevice(path, {}, async (d) => {
+        const sfh = (d as unknown as { streamFh?: FileHandle }).streamFh
+        assert.ok(sfh, 'a regular file on this file system opens an O_DIRECT handle')
+        const flags = /flags:\s*(\d+)/.exec(await fsp.readFile(`/proc/self/fdinfo/${sfh.fd}`, 'utf8'))
+        assert.ok(flags && (parseInt(flags[1]!, 8) & fsc.O_DIRECT) !== 0, 'the handle is O_DIRECT')
+        // the other reader caches the old (zero) bytes of the range
+        assert.deepEqual((await other.read(Buffer.alloc(4 * KiB), 0, 4 * KiB, 3 * MiB)).buffer, Buffer.alloc(4 * KiB))
+        const hold = holdStreamWrites(d)
+        const big = randomBytes(2 * MiB + 256 * KiB) // three bounce buffers
+        const small = randomBytes(4 * KiB)
+        let read: Promise<Buffer>, overlapping: Promise<void>, flushed: Promise<void>
+        try {
+          await d.write(2 * MiB, big) // accepted while its transfers are held
+          assert.equal(hold.started(), 3, 'three transfers in flight')
+          read = d.read(3 * MiB, 8 * KiB)
+          overlapping = d.write(4 * MiB + 4 * KiB, small) // buffered, inside the third part
+          const apart = d.write(8 * MiB, small) // touches nothing in flight
+          flushed = d.flush()
+          assert.ok(await pending(read), 'a read of a range in flight waits for it')
+          assert.ok(await pending(overlapping), 'an overlapping write waits for the one in flight')
+          assert.ok(!(await pending(apart)), 'a write elsewhere does not wait')
+          assert.ok(await pending(flushed), 'a flush waits for the writes in flight')
+        } finally {
+          hold.release() // else the device's close would wait for them forever
+        }
+        assert.deepEqual(await read, big.subarray(MiB, MiB + 8 * KiB), 'the read sees the write it waited for')
+        await overlapping
+        await flushed
+        await d.flush()
+        const want = Buffer.from(big)
+        small.copy(want, 2 * MiB + 4 * KiB)
+        assert.deepEqual(await d.read(2 * MiB, want.length), want, 'the later, overlapping write is on top')
+        assert.deepEqual(await readFileAt(path, 2 * MiB, want.length), want, 'the file holds both')
+        const seen = Buffer.alloc(4 * KiB)
+        await other.read(seen, 0, 4 * KiB, 3 * MiB)
+        assert.deepEqual(seen, big.subarray(MiB, MiB + 4 * KiB), "the other reader's cached pages were dropped")
+      })
+    } finally {
+      await other.close()
+    }
+  })
+
+  it('a failed write behind fails every flush after it, naming the range', async () => {
+    const path = await sizedFile('behind-eio.img', 4 * MiB)
+    await withDevice(path, {}, async (d) => {
+      const hold = holdStreamWrites(d)
+      await d.write(MiB, randomBytes(MiB)) // accepted: its failure comes later, as the kernel's writeback errors do
+      hold.release('injected write error')
+      await rejectsWith(d.flush(), 'EIO', /write at 1048576\+1048576/)
+      await d.write(0, randomBytes(4 * KiB))
+      await rejectsWith(d.flush(), 'EIO', /injected write error|behind-eio\.img/)
     })
   })
 
