@@ -170,6 +170,10 @@ describe('FileDevice on a regular file', function () {
     const other = await fsp.open(path, 'r') // another reader of the file (an agent sharing the page cache)
     try {
       await withDevice(path, {}, async (d) => {
+        const plain = (d as unknown as { streamFh?: FileHandle }).streamFh
+        assert.equal(plain, undefined, 'only a device opened to stream large writes has an O_DIRECT handle')
+      })
+      await withDevice(path, { streamLargeWrites: true }, async (d) => {
         const sfh = (d as unknown as { streamFh?: FileHandle }).streamFh
         assert.ok(sfh, 'a regular file on this file system opens an O_DIRECT handle')
         const flags = /flags:\s*(\d+)/.exec(await fsp.readFile(`/proc/self/fdinfo/${sfh.fd}`, 'utf8'))
@@ -213,7 +217,7 @@ describe('FileDevice on a regular file', function () {
 
   it('a failed write behind fails every flush after it, naming the range', async () => {
     const path = await sizedFile('behind-eio.img', 4 * MiB)
-    await withDevice(path, {}, async (d) => {
+    await withDevice(path, { streamLargeWrites: true }, async (d) => {
       const hold = holdStreamWrites(d)
       await d.write(MiB, randomBytes(MiB)) // accepted: its failure comes later, as the kernel's writeback errors do
       hold.release('injected write error')

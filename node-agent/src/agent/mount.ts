@@ -208,7 +208,8 @@ export class Mount {
     const log = o.log
     const mountpoint = resolve(o.mountpoint)
     const meta = await FileDevice.open(o.metaPath)
-    const data = await FileDevice.open(o.dataPath).catch(async (e) => {
+    // file data goes to a file-backed data device direct, behind: the mount's page cache has it
+    const data = await FileDevice.open(o.dataPath, { streamLargeWrites: true }).catch(async (e) => {
       await meta.close()
       throw e
     })
