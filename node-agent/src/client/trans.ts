@@ -4,9 +4,10 @@
  * transaction while they change items; a commit waits for holders to drain and makes new
  * holders wait until the next transaction is open, so a commit never sees half an operation.
  *
- * Commit: flush file data, write every dirty item into this mount's log tree with blocks
- * from the mount's own allocator, persist its allocator lists, write and flush the blocks,
- * then hand the log tree to the server, which makes it durable in the super block.  Only then
+ * Commit: flush file data while writing every dirty item into this mount's log tree with
+ * blocks from the mount's own allocator, persisting its allocator lists, and writing and
+ * flushing the blocks; once both are durable, hand the log tree to the server, which makes
+ * it durable in the super block.  Only then
  * do the items become clean.  A crash before the server's super write loses the whole
  * transaction; after it, none of it.
  *
@@ -61,6 +62,7 @@ const DATA_PREALLOC = 2048
 export interface CommitPhases {
   /** listing the item cache's dirty items in key order */
   list: number
+  /** waiting for the file data's flush once the blocks are flushed (it runs alongside them) */
   data: number
   items: number
   write: number
@@ -231,8 +233,11 @@ export class Trans {
     }
     const dirty = this.items.dirtyList()
     phase('list')
-    await this.data.flush()
-    phase('data')
+    // file data is flushed while the items are written (as the original starts data writeback
+    // and waits for it after writing its btree blocks): both are durable before the server
+    // hears of the tree, and nothing references the tree's blocks until then
+    const dataFlushed = this.data.flush()
+    dataFlushed.catch(() => undefined) // awaited below; not unhandled if a step before fails
     // what is left of the cached data extent goes back to the allocator it came from
     if (c.cached) {
       await c.dataAvail.free(c.cached.start, c.cached.len)
@@ -255,6 +260,8 @@ export class Trans {
     phase('write')
     await this.meta.flush()
     phase('flush')
+    await dataFlushed
+    phase('data')
     const lt: LogTrees = {
       ...c.lt,
       itemRoot: c.logTree.root,
