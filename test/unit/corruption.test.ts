@@ -11,6 +11,8 @@ import { Btree, type Item } from '../../node-agent/src/storage/btree.js'
 import { checkFilesystem } from '../../node-agent/src/tools/check.js'
 import { FsError } from '../../node-agent/src/util/errors.js'
 import {
+  HDR_BLKNO,
+  HDR_SEQ,
   HDR_SIZE,
   KeyType,
   MAX_KEY,
@@ -213,6 +215,22 @@ describe('corrupt metadata blocks', function () {
     assert.equal(readHeader(meta.peek(leaf.blkno * META_BLOCK_SIZE, HDR_SIZE)).blkno, leaf.blkno)
     const w = await SuperWriter.open(meta)
     await assert.rejects(scan(new Btree(w.sb.fsRoot, w.cache)), (e: unknown) => isErr(e, 'EIO', leaf.blkno))
+  })
+
+  it('refuses a block whose header seq or blkno has a flipped high bit as corrupt (EIO), not undecodable', async () => {
+    // bit 7 of the u64's top byte: past 2^53, so decoding the header before the checksum threw EUCLEAN
+    for (const field of [HDR_SEQ, HDR_BLKNO]) {
+      const meta = base.meta.clone()
+      const leaf = layout.blocks.find((b) => b.level === 0)!
+      meta.flipBit(leaf.blkno * META_BLOCK_SIZE + field + 7, 7)
+      const w = await SuperWriter.open(meta)
+      await assert.rejects(
+        scan(new Btree(w.sb.fsRoot, w.cache)),
+        (e: unknown) => isErr(e, 'EIO', leaf.blkno) && /corrupt: checksum/.test(e.message),
+        `header field at ${field}`,
+      )
+      assert.equal(w.cache.counters.corruptReads, 1)
+    }
   })
 
   it('counts a block with a valid checksum whose items do not decode as corrupt', async () => {

@@ -12,7 +12,17 @@ import { hostname } from 'node:os'
 import type { BlockDevice } from '../storage/device.js'
 import { blockChecksum, sealBlock } from '../storage/block.js'
 import { FsError } from '../util/errors.js'
-import { HDR_SIZE, Magic, QUORUM_BLKNO, SMALL_BLOCK_SIZE, readHeader, readU64, writeU64 } from '../storage/format.js'
+import {
+  HDR_CRC,
+  HDR_MAGIC,
+  HDR_SIZE,
+  Magic,
+  QUORUM_BLKNO,
+  SMALL_BLOCK_SIZE,
+  readHeader,
+  readU64,
+  writeU64,
+} from '../storage/format.js'
 
 export const HEARTBEAT_MS = 500
 const STATE_STOPPED = 0
@@ -40,8 +50,9 @@ function encode(fsid: bigint, l: LeaseBlock): Buffer {
 }
 
 function decode(fsid: bigint, b: Buffer): LeaseBlock | undefined {
-  const h = readHeader(b)
-  if (h.magic !== Magic.QUORUM || h.fsid !== fsid || h.crc !== blockChecksum(b)) return undefined
+  // magic and checksum before the header's u64 fields, which a torn block may have out of range
+  if (b.readUInt32LE(HDR_MAGIC) !== Magic.QUORUM || b.readUInt32LE(HDR_CRC) !== blockChecksum(b)) return undefined
+  if (readHeader(b).fsid !== fsid) return undefined
   return {
     state: b.readUInt32LE(HDR_SIZE),
     pid: b.readUInt32LE(HDR_SIZE + 4),

@@ -38,10 +38,13 @@ export function sealBlock(b: Buffer, fsid: bigint, magic: number, blkno: number,
 
 /** Validate a block read for `ref`; throws EIO (corrupt) or ESTALE (stale). */
 export function validateBlock(b: Buffer, fsid: bigint, magic: number, ref: BlockRef, what = 'metadata block'): void {
-  const h = readHeader(b)
   const where = `${what} ${ref.blkno}`
-  if (h.crc !== blockChecksum(b))
-    throw new FsError('EIO', `${where} is corrupt: checksum ${h.crc.toString(16)} does not match its contents`)
+  // the checksum first: the header's fields decode only once they are known sound (a flipped
+  // high bit of seq or blkno would otherwise fail their decode, EUCLEAN, not EIO naming the block)
+  const crc = b.readUInt32LE(HDR_CRC)
+  if (crc !== blockChecksum(b))
+    throw new FsError('EIO', `${where} is corrupt: checksum ${crc.toString(16)} does not match its contents`)
+  const h = readHeader(b)
   if (h.fsid !== fsid)
     throw new FsError('EIO', `${where} is corrupt: fsid ${h.fsid.toString(16)} is not this filesystem's`)
   // a sound block of this filesystem written since the reference was made is stale, whatever
