@@ -23,6 +23,8 @@ export interface Options {
   mountOptions?: string
   /** writers of the parallel create workload */
   threads: number
+  /** MiB of memory a child process holds through the run (a machine short of memory) */
+  holdMb: number
   /** where the peer filesystems are mounted */
   peerDirs: Record<PeerKey, string>
 }
@@ -79,6 +81,7 @@ export function parseOptions(argv: string[]): Options {
        SCOUTFS_BENCH_READDIR_REPEAT (3)   listings of the big directory per target
        SCOUTFS_BENCH_TIMEOUT_S (1800)     per workload and target; a slower run is cut off
        SCOUTFS_BENCH_THREADS (4)          writers of the parallel create workload (1: skip it)
+       SCOUTFS_BENCH_HOLD_MB (0)          MiB of memory a process holds (touched) through the run
        SCOUTFS_BENCH_TARGETS (all)        comma list of local,pt-default,pt-same,scoutfs,scoutfs-fn,
                                           glusterfs,moosefs (all: the peers only where mounted)
        SCOUTFS_BENCH_GLUSTER_DIR          a GlusterFS mount to measure (/mnt/peer-gluster)
@@ -129,6 +132,7 @@ export function parseOptions(argv: string[]): Options {
     skipWalk: walkFiles === 0 || !targets.has('scoutfs'),
     mountOptions: process.env.SCOUTFS_BENCH_MOUNT_OPTIONS || undefined,
     threads: envInt('SCOUTFS_BENCH_THREADS', 4, 1, 64),
+    holdMb: envInt('SCOUTFS_BENCH_HOLD_MB', 0, 0, 1 << 24),
     peerDirs,
   }
 }

@@ -172,6 +172,30 @@ export async function startPassthrough(root: string, key: 'ptSame' | 'ptDefault'
   }
 }
 
+/**
+ * A child process that allocates `mb` MiB and touches every page, then holds it until killed
+ * (cleanup() kills it with the other children): the page cache is left what remains.
+ */
+export async function holdMemory(mb: number): Promise<void> {
+  const src =
+    'const k=[];for(let i=0;i<' +
+    mb +
+    ';i+=64)k.push(Buffer.alloc(Math.min(64,' +
+    mb +
+    '-i)*1048576,1));console.log("held");setInterval(()=>k.length,1e9)'
+  const child = spawn(process.execPath, ['-e', src], { stdio: ['ignore', 'pipe', 'pipe'] })
+  children.add(child)
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
+  while (!out.includes('held')) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`the memory holder (${mb} MiB) exited: ${err.trim() || child.signalCode}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
 export const agentsStarted = new Set<AgentProcess>()
 /** device directories (under os.tmpdir()) of targets not torn down yet */
 export const devices = new Set<Devices>()

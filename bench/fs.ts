@@ -22,12 +22,21 @@
  * report and main.
  */
 import { existsSync, mkdirSync } from 'node:fs'
-import { cpus, loadavg, release } from 'node:os'
+import { cpus, freemem, loadavg, release } from 'node:os'
 import { join } from 'node:path'
 import { SCOUTFS_BIN } from '../node-agent/src/tools/launcher/scoutfs-cli.js'
 import { passthroughOptions } from './passthrough.js'
 import { type Options, ALL_TARGETS, PEERS, type TargetKey, LABEL, parseOptions } from './fs-options.js'
-import { run, log, type Target, startPassthrough, startScoutfs, makeTempRoot, cleanup } from './fs-targets.js'
+import {
+  run,
+  log,
+  type Target,
+  startPassthrough,
+  startScoutfs,
+  makeTempRoot,
+  cleanup,
+  holdMemory,
+} from './fs-targets.js'
 import {
   type Cell,
   type WorkloadKey,
@@ -92,7 +101,10 @@ function report(o: Options, targets: Target[], walk: WalkResult | undefined, env
     `scoutfs filesystem benchmark: ${fmtInt(o.files)} files of ${fmtInt(o.fileSize)} B, ` +
       `${fmtInt(o.seqMb)} MiB sequential (1 MiB I/Os), walk over ${fmtInt(o.walkFiles)} files, N = ${o.threads} writers`,
   )
-  out.push(`(${env.cpus} CPUs, kernel ${env.kernel}, load average ${env.loadStart} at start, ${env.loadEnd} at end)`)
+  out.push(
+    `(${env.cpus} CPUs, kernel ${env.kernel}, load average ${env.loadStart} at start, ${env.loadEnd} at end` +
+      (env.held ? `; ${String(env.held)})` : ')'),
+  )
   if (results.size > 0) {
     out.push('')
     out.push(table(head, rows))
@@ -205,6 +217,12 @@ async function main(): Promise<void> {
   const shown: Target[] = []
   let walk: WalkResult | undefined
   try {
+    if (o.holdMb > 0) {
+      log(`holding ${o.holdMb} MiB of memory in a child process...`)
+      await holdMemory(o.holdMb)
+      env.held = `${o.holdMb} MiB held by another process`
+      log(`held; ${Math.round(freemem() / 2 ** 20)} MiB free`)
+    }
     const mainRun = o.files > 0 || o.seqMb > 0
     if (mainRun && o.targets.has('local')) {
       const dir = join(tempRoot, 'local')

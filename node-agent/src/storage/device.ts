@@ -14,12 +14,12 @@
  *
  * Writes behind.  A write of a direct device, and a large aligned write of a buffered one
  * opened to stream them (STREAM_MIN bytes or more, through a second, O_DIRECT handle on the
- * same file: the data device), is accepted
- * once its bytes are copied into the bounce buffers and completes in the background, as the
- * kernel's page cache would take it: the caller (a FUSE WRITE) answers while the device works,
- * and a file's data is not cached twice (the FUSE mount's page cache holds it already; with a
- * second copy in the device file's, a sequential writer on a machine short of memory paid the
- * reclaim of both and wrote at half the speed of a passthrough).  The invariants:
+ * same file: the data device), is accepted once its bytes are copied into the bounce buffers
+ * and completes in the background, as the kernel's page cache would take it: the caller (a
+ * FUSE WRITE) answers while the device works, and a file's data is not cached twice (the FUSE
+ * mount's page cache holds it already; with a second copy in the device file's, a sequential
+ * writer on a machine short of memory paid the reclaim of both and wrote at half the speed of
+ * a passthrough).  The invariants:
  *  - a read or write overlapping a write still in flight waits for it first (so no two
  *    transfers of one range are ever in flight, and a read sees every accepted write);
  *  - flush() waits for every write accepted before it, then syncs;
