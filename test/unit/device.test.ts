@@ -13,6 +13,7 @@ import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
 import { DIRECT_ALIGN, FileDevice } from '../../node-agent/src/storage/device.js'
 import { FsError, type Errno } from '../../node-agent/src/util/errors.js'
+import { settles } from '../helpers/settles.js'
 
 const run = promisify(execFile)
 const KiB = 1024
@@ -154,16 +155,8 @@ describe('FileDevice on a regular file', function () {
     return { release: (fail) => gate(fail), started: () => started }
   }
 
-  /** Whether `p` is still pending after the event loop has had its turns. */
-  async function pending(p: Promise<unknown>): Promise<boolean> {
-    let done = false
-    void p.then(
-      () => (done = true),
-      () => (done = true),
-    )
-    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
-    return !done
-  }
+  /** Whether `p` is still pending after 20 turns of the event loop. */
+  const pending = async (p: Promise<unknown>): Promise<boolean> => !(await settles(p, 20))
 
   it('writes large aligned spans behind, through O_DIRECT: reads, overlapping writes and flushes wait for them', async () => {
     const path = await sizedFile('behind.img', 16 * MiB)

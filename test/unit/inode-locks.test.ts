@@ -4,17 +4,7 @@
  */
 import assert from 'node:assert/strict'
 import { InodeLocks } from '../../node-agent/src/lock/inode-locks.js'
-
-/** whether p settles within a few event-loop turns */
-async function settles(p: Promise<unknown>): Promise<boolean> {
-  let done = false
-  void p.then(
-    () => (done = true),
-    () => (done = true),
-  )
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r))
-  return done
-}
+import { settles } from '../helpers/settles.js'
 
 describe('InodeLocks', () => {
   it('excludes, serves waiters in arrival order, and passes each lock on at unlock', async () => {
