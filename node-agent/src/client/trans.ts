@@ -7,9 +7,8 @@
  * Commit: flush file data while writing every dirty item into this mount's log tree with
  * blocks from the mount's own allocator, persisting its allocator lists, and writing and
  * flushing the blocks; once both are durable, hand the log tree to the server, which makes
- * it durable in the super block.  Only then
- * do the items become clean.  A crash before the server's super write loses the whole
- * transaction; after it, none of it.
+ * it durable in the super block.  Only then do the items become clean.  A crash before the
+ * server's super write loses the whole transaction; after it, none of it.
  *
  * Commit triggers: a timer, dirty bytes over a limit, the allocators running low, fsync/sync,
  * unmount, and an invalidated cluster lock that was written under.  The timer restarts at the
