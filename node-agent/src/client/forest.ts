@@ -7,17 +7,24 @@
  *
  * Roots come from the server.  A block that no longer matches its reference means the roots
  * are old (a merge freed and reused the block): refresh them and read again; the same failure
- * from fresh roots is corruption (EIO).
+ * from fresh roots is corruption (EIO).  A block that looks corrupt is suspect at first (block.ts:
+ * a reused block read while its new owner rewrote it is torn): refresh the roots and read again,
+ * and it is corruption only if it fails again through the same reference, or from roots the
+ * server says are still current (nothing freed it, so nothing rewrites it).
  *
  * Invalidating the roots (after this mount's commit, or for a lock grant that names a newer
  * roots version) must win over a fetch already in flight: that fetch may have been answered
  * before the commit it must see, so its answer is dropped and the roots fetched again, and a
  * grant's version is a floor the roots in use must reach.
  */
-import type { BlockCache } from '../storage/block.js'
+import { SuspectBlock, type BlockCache } from '../storage/block.js'
 import { Btree, ITEM_DELETION, keyInc, type Item } from '../storage/btree.js'
 import { FsError, isFsError } from '../util/errors.js'
 import type { Roots } from '../protocol/server-api.js'
+import type { BlockRef } from '../storage/format.js'
+
+/** every reference the forest follows may be older than its block */
+const OLD_REFS = { oldRefs: true } as const
 
 export interface ForestRead {
   items: Item[]
@@ -82,13 +89,19 @@ export class Forest implements ForestReader {
   async readAround(key: Buffer, lo: Buffer, hi: Buffer): Promise<ForestRead> {
     this.counters.reads++
     let lastVersion = -1
+    let lastSuspect: BlockRef | undefined
     for (;;) {
       const roots = await this.getRoots()
       try {
         return await this.readFrom(roots, key, lo, hi)
       } catch (e) {
-        if (!isFsError(e, 'ESTALE')) throw e
-        if (roots.version === lastVersion)
+        if (e instanceof SuspectBlock) {
+          const again = lastSuspect?.blkno === e.ref.blkno && lastSuspect.seq === e.ref.seq
+          if (again || roots.version === lastVersion) throw this.cache.settle(e, true)
+          this.cache.settle(e, false)
+          lastSuspect = e.ref
+        } else if (!isFsError(e, 'ESTALE')) throw e
+        else if (roots.version === lastVersion)
           throw new FsError('EIO', `metadata stays stale after refreshing roots: ${e.message}`)
         lastVersion = roots.version
         this.counters.staleRetries++
@@ -106,7 +119,7 @@ export class Forest implements ForestReader {
     for (const root of trees) {
       if (root.height === 0) continue
       this.counters.treesRead++
-      const leaf = await new Btree(root, this.cache).leafAround(key)
+      const leaf = await new Btree(root, this.cache, undefined, OLD_REFS).leafAround(key)
       if (!leaf) continue
       if (leaf.lo && Buffer.compare(leaf.lo, start) >= 0) start = keyInc(leaf.lo)
       if (Buffer.compare(leaf.hi, end) < 0) end = leaf.hi

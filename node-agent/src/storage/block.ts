@@ -7,6 +7,13 @@
  * is *stale* (ESTALE: the caller read an old root and should refresh it and retry).  A block
  * that fails validation is never cached and never returned.
  *
+ * A reader whose references may be old (the forest, reading through roots a newer commit may
+ * have replaced) can also read a block that is being rewritten by its new owner: that torn read
+ * fails its checksum without any corruption.  Such a reader asks for `oldRefs`; a block that
+ * then looks corrupt is thrown as a SuspectBlock, counted nowhere until the reader has read
+ * again from fresh roots and settles it (as what it was: stale, or corrupt), as the original's
+ * block_check_stale does.
+ *
  * The cache keeps validated blocks together with the object a caller parsed from them (the
  * btree caches its decoded nodes here), keyed by blkno and checked against the ref's seq on
  * every hit.  It holds only clean, committed blocks; dirty blocks belong to their transaction.
@@ -59,6 +66,26 @@ export function validateBlock(b: Buffer, fsid: bigint, magic: number, ref: Block
     throw new FsError('EIO', `${where} is corrupt: magic ${magicName(h.magic)}, expected ${magicName(magic)}`)
 }
 
+/** How a read treats its reference. */
+export interface ReadOptions {
+  /** the reference may be older than the block (see the top of this file) */
+  oldRefs?: boolean
+}
+
+/**
+ * A block that failed validation as corrupt (checksum, magic, fsid, contents) when read through
+ * a reference that may be old: corrupt, or torn by its new owner's write.  The reader settles
+ * it with BlockCache.settle() once it has read again from fresh roots.
+ */
+export class SuspectBlock extends FsError {
+  constructor(
+    readonly ref: BlockRef,
+    readonly found: FsError,
+  ) {
+    super('EIO', found.message.replace(/^EIO: /, ''))
+  }
+}
+
 interface CacheEntry {
   seq: number
   buf: Buffer
@@ -98,7 +125,7 @@ export class BlockCache {
    * Read and validate the block `ref` names, returning `parse(buf)`; the parsed object is cached
    * under `kind` with the block.  Parsers must not keep the buffer mutable: blocks are shared.
    */
-  async read<T>(ref: BlockRef, magic: number, kind: string, parse: (buf: Buffer) => T): Promise<T> {
+  async read<T>(ref: BlockRef, magic: number, kind: string, parse: (buf: Buffer) => T, opts?: ReadOptions): Promise<T> {
     const e = this.entries.get(ref.blkno)
     if (e && e.seq === ref.seq) {
       this.counters.cacheHits++
@@ -113,13 +140,13 @@ export class BlockCache {
     }
     if (e) this.entries.delete(ref.blkno)
     this.counters.cacheMisses++
-    const buf = await this.readRaw(ref, magic)
+    const buf = await this.readRaw(ref, magic, opts)
     let parsed: T
     try {
       parsed = parse(buf)
     } catch (err) {
       // a block whose checksum is right but whose contents do not decode is corrupt too
-      throw err instanceof FsError ? this.bad(err, ref.blkno) : err
+      throw err instanceof FsError ? this.bad(err, ref, opts) : err
     }
     this.insert(ref.blkno, { seq: ref.seq, buf, parsed: new Map([[kind, parsed]]) })
     return parsed
@@ -143,24 +170,42 @@ export class BlockCache {
     return p as T
   }
 
-  private async readRaw(ref: BlockRef, magic: number): Promise<Buffer> {
+  private async readRaw(ref: BlockRef, magic: number, opts?: ReadOptions): Promise<Buffer> {
     if (ref.blkno <= 0 || ref.blkno >= this.totalBlocks)
-      throw this.bad(new FsError('EIO', `block reference ${ref.blkno} is outside the metadata device`), ref.blkno)
+      throw this.bad(new FsError('EIO', `block reference ${ref.blkno} is outside the metadata device`), ref, opts)
     this.counters.reads++
     const buf = await this.dev.read(ref.blkno * META_BLOCK_SIZE, META_BLOCK_SIZE)
     try {
       validateBlock(buf, this.fsid, magic, ref)
     } catch (err) {
-      throw this.bad(err as FsError, ref.blkno)
+      throw this.bad(err as FsError, ref, opts)
     }
     return buf
   }
 
-  private bad(err: FsError, blkno: number): FsError {
+  private bad(err: FsError, ref: BlockRef, opts: ReadOptions | undefined): FsError {
+    if (err.code !== 'ESTALE' && opts?.oldRefs) return new SuspectBlock(ref, err)
+    return this.report(err, ref.blkno)
+  }
+
+  private report(err: FsError, blkno: number): FsError {
     if (err.code === 'ESTALE') this.counters.staleReads++
     else this.counters.corruptReads++
     this.onBadBlock?.(err, blkno)
     return err
+  }
+
+  /**
+   * Count and report a SuspectBlock once its reader knows what it was: `corrupt` (it failed
+   * again from roots that still use it) gives the error as found; otherwise it was stale (torn
+   * by its new owner's write) and is counted as a stale read.
+   */
+  settle(s: SuspectBlock, corrupt: boolean): FsError {
+    if (corrupt) return this.report(s.found, s.ref.blkno)
+    return this.report(
+      new FsError('ESTALE', `${s.found.message.replace(/^EIO: /, '')}, read through old roots: a reused block`),
+      s.ref.blkno,
+    )
   }
 
   private insert(blkno: number, e: CacheEntry): void {

@@ -18,7 +18,7 @@
  *  - a node never holds more than NODE_CAPACITY bytes of items (splits);
  *  - one writer at a time per tree: concurrent modification throws instead of corrupting.
  */
-import { BlockCache, sealBlock } from './block.js'
+import { BlockCache, sealBlock, type ReadOptions } from './block.js'
 import { FsError } from '../util/errors.js'
 import {
   EMPTY_ROOT,
@@ -272,11 +272,13 @@ export class Btree {
    * @param root  the tree's root; updated in place by modifications
    * @param cache where clean blocks are read from
    * @param txn   required for modifications; its dirty blocks are also what reads see first
+   * @param reads how blocks are read (oldRefs: the root may be old, see block.ts)
    */
   constructor(
     public root: BtreeRoot,
     readonly cache: BlockCache,
     readonly txn?: BtreeTxn,
+    private readonly reads?: ReadOptions,
   ) {
     this.counters = btreeCountersOf(cache)
   }
@@ -284,7 +286,7 @@ export class Btree {
   private async getNode(ref: BlockRef): Promise<Node> {
     const d = this.txn?.dirty.get(ref.blkno)
     if (d && d.seq === ref.seq) return d
-    return this.cache.read(ref, Magic.BTREE, 'btree', (b) => Node.parse(b, ref.blkno, ref.seq))
+    return this.cache.read(ref, Magic.BTREE, 'btree', (b) => Node.parse(b, ref.blkno, ref.seq), this.reads)
   }
 
   /**
