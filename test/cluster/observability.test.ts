@@ -164,6 +164,7 @@ describe('observability: the metrics catalogue, scoutfs counters, dashboards and
     assert.ok(v('scoutfs_item_cache_bytes') > 0 && v('scoutfs_item_cache_items') > 0)
     assert.equal(v('scoutfs_block_read_bytes_total'), v('scoutfs_block_reads_total') * 65536)
     assert.equal(v('scoutfs_lock_waiters'), 0, 'no lock use waits on an idle mount')
+    assert.equal(v('scoutfs_lock_oldest_wait_seconds'), 0, 'so none has waited')
     assert.ok(v('scoutfs_lock_waits_total') > 0, 'the shared directories made lock uses wait')
     const t = await scoutfs('counters', a.mnt)
     assert.equal(t.code, 0, t.stderr)
@@ -246,6 +247,7 @@ describe('observability: the metrics catalogue, scoutfs counters, dashboards and
       'ScoutfsMetadataSpaceLow',
       'ScoutfsDataSpaceLow',
       'ScoutfsLockWaitsHigh',
+      'ScoutfsLockStuck',
     ])
       assert.ok(names.includes(want), `rule ${want}`)
     // evaluated at least once by now (evaluation_interval 1 s): health ok, not unknown or err

@@ -156,6 +156,26 @@ describe('cluster locks: client', function () {
       h.release(b, await wb)
     })
 
+    it('counts the calls waiting and how long the oldest has waited (the stuck-lock alert), 0 once none waits', async function () {
+      const h = new Harness(testRng('locks oldest wait'))
+      const [a, b] = [h.client(1), h.client(2)]
+      assert.equal(b.oldestWaitSeconds, 0, 'nothing waits yet')
+      const w = await h.acquire(a, L1, WRITE) // a's use holds the lock: b waits until it ends
+      const first = h.acquire(b, L1, READ)
+      await new Promise((r) => setTimeout(r, 30))
+      const second = h.acquire(b, L1, READ)
+      await h.settle()
+      assert.equal(b.waiting, 2)
+      const oldest = b.oldestWaitSeconds
+      assert.ok(oldest >= 0.03, `the first call has waited ${oldest} s, at least the 30 ms slept since`)
+      assert.equal(await settled(first), false)
+      h.release(a, w)
+      h.release(b, await first)
+      h.release(b, await second)
+      assert.equal(b.waiting, 0)
+      assert.equal(b.oldestWaitSeconds, 0)
+    })
+
     it(`refuses to wait while the caller holds a transaction (${LOCK_DEADLOCK_ERRNO}, EDEADLK)`, async function () {
       const h = new Harness(testRng('locks edeadlk'))
       const a = h.client(1)

@@ -40,6 +40,12 @@ export function registerLockClientMetrics(m: MetricSink, locks: LockClient): voi
       read: () => locks.waiting,
     },
     {
+      name: 'scoutfs_lock_oldest_wait_seconds',
+      help: 'How long the lock call waiting longest has waited, 0 when none waits',
+      kind: 'gauge',
+      read: () => locks.oldestWaitSeconds,
+    },
+    {
       name: 'scoutfs_lock_local_hits_total',
       help: 'Lock uses served by a lock this mount already held',
       kind: 'counter',

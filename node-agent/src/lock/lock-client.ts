@@ -132,6 +132,8 @@ interface Waiter {
   mode: LockMode
   resolve: (h: LockHandle) => void
   reject: (e: Error) => void
+  /** performance.now() when the call began to wait */
+  since: number
 }
 
 /** a queued invalidation from the server, or the client's own release of an idle lock */
@@ -247,7 +249,8 @@ export class LockClient {
       return Promise.resolve(h)
     }
     this.counters.waits++
-    const p = new Promise<LockHandle>((resolve, reject) => lock.waiters.push({ mode, resolve, reject }))
+    const since = performance.now()
+    const p = new Promise<LockHandle>((resolve, reject) => lock.waiters.push({ mode, resolve, reject, since }))
     this.kick(lock)
     this.shrinkIdle()
     return p
@@ -337,6 +340,16 @@ export class LockClient {
     let n = 0
     for (const l of this.locks.values()) n += l.waiters.length
     return n
+  }
+
+  /**
+   * Seconds the lock call waiting longest has waited, 0 when none waits.  A healthy cluster's
+   * waits are a grant's round trip or a holder's commit; minutes mean a stuck lock.
+   */
+  get oldestWaitSeconds(): number {
+    let since = Infinity
+    for (const l of this.locks.values()) for (const w of l.waiters) since = Math.min(since, w.since)
+    return since === Infinity ? 0 : (performance.now() - since) / 1000
   }
 
   get lockCount(): number {
