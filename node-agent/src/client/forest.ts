@@ -21,7 +21,6 @@ import { SuspectBlock, type BlockCache } from '../storage/block.js'
 import { Btree, ITEM_DELETION, keyInc, type Item } from '../storage/btree.js'
 import { FsError, isFsError } from '../util/errors.js'
 import type { Roots } from '../protocol/server-api.js'
-import type { BlockRef } from '../storage/format.js'
 
 /** every reference the forest follows may be older than its block */
 const OLD_REFS = { oldRefs: true } as const
@@ -89,20 +88,28 @@ export class Forest implements ForestReader {
   async readAround(key: Buffer, lo: Buffer, hi: Buffer): Promise<ForestRead> {
     this.counters.reads++
     let lastVersion = -1
-    let lastSuspect: BlockRef | undefined
+    // a block that failed as corrupt under roots that may be old: stale unless it fails again
+    let suspect: SuspectBlock | undefined
     for (;;) {
       const roots = await this.getRoots()
       try {
-        return await this.readFrom(roots, key, lo, hi)
+        const r = await this.readFrom(roots, key, lo, hi)
+        if (suspect) this.cache.settle(suspect, false)
+        return r
       } catch (e) {
+        const known = suspect
+        suspect = undefined
         if (e instanceof SuspectBlock) {
-          const again = lastSuspect?.blkno === e.ref.blkno && lastSuspect.seq === e.ref.seq
+          const again = known?.ref.blkno === e.ref.blkno && known.ref.seq === e.ref.seq
+          if (known && !again) this.cache.settle(known, false)
           if (again || roots.version === lastVersion) throw this.cache.settle(e, true)
-          this.cache.settle(e, false)
-          lastSuspect = e.ref
-        } else if (!isFsError(e, 'ESTALE')) throw e
-        else if (roots.version === lastVersion)
-          throw new FsError('EIO', `metadata stays stale after refreshing roots: ${e.message}`)
+          suspect = e
+        } else {
+          if (known) this.cache.settle(known, false)
+          if (!isFsError(e, 'ESTALE')) throw e
+          if (roots.version === lastVersion)
+            throw new FsError('EIO', `metadata stays stale after refreshing roots: ${e.message}`)
+        }
         lastVersion = roots.version
         this.counters.staleRetries++
         this.cache.clear()

@@ -197,8 +197,9 @@ export class BlockCache {
 
   /**
    * Count and report a SuspectBlock once its reader knows what it was: `corrupt` (it failed
-   * again from roots that still use it) gives the error as found; otherwise it was stale (torn
-   * by its new owner's write) and is counted as a stale read.
+   * again from roots that still use it) gives the error as found; otherwise (the read from
+   * fresh roots went past it) it was stale, torn by its new owner's write, and counts as a
+   * stale read.
    */
   settle(s: SuspectBlock, corrupt: boolean): FsError {
     if (corrupt) return this.report(s.found, s.ref.blkno)
