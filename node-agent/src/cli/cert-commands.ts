@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { Command, Option } from 'commander'
 import { FileDevice } from '../storage/device.js'
 import { readSuper } from '../storage/super.js'
-import { FsError, fromNodeError, isFsError } from '../util/errors.js'
+import { FsError, bareMessage, fromNodeError, isFsError } from '../util/errors.js'
 import {
   AGENT_DAYS,
   CA_DAYS,
@@ -72,7 +72,7 @@ function usage(f: () => void): void {
   try {
     f()
   } catch (e) {
-    if (isFsError(e, 'EINVAL')) throw new UsageError(e.message.replace(/^EINVAL: /, ''))
+    if (isFsError(e, 'EINVAL')) throw new UsageError(bareMessage(e))
     throw e
   }
 }

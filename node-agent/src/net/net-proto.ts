@@ -38,7 +38,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protobuf from 'protobufjs'
-import { FsError, type Errno } from '../util/errors.js'
+import { FsError, bareMessage, type Errno } from '../util/errors.js'
 import { ROOT_SIZE, readRoot, writeRoot } from '../storage/format.js'
 import {
   isLockMode,
@@ -508,12 +508,6 @@ export function errnoOfStatus(code: grpc.status): Errno {
     default:
       return 'EIO'
   }
-}
-
-/** The message of an FsError without the "CODE: " prefix its constructor adds. */
-function bareMessage(e: FsError): string {
-  const p = `${e.code}: `
-  return e.message.startsWith(p) ? e.message.slice(p.length) : e.message
 }
 
 /** A thrown error as the status object a handler answers with. */

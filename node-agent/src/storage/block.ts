@@ -20,7 +20,7 @@
  */
 import { crc32c } from '@node-rs/crc32'
 import type { BlockDevice } from './device.js'
-import { FsError } from '../util/errors.js'
+import { FsError, bareMessage } from '../util/errors.js'
 import { HDR_CRC, META_BLOCK_SIZE, magicName, readHeader, writeHeader, type BlockRef } from './format.js'
 
 export interface BlockCounters {
@@ -82,7 +82,7 @@ export class SuspectBlock extends FsError {
     readonly ref: BlockRef,
     readonly found: FsError,
   ) {
-    super('EIO', found.message.replace(/^EIO: /, ''))
+    super('EIO', bareMessage(found))
   }
 }
 
@@ -204,7 +204,7 @@ export class BlockCache {
   settle(s: SuspectBlock, corrupt: boolean): FsError {
     if (corrupt) return this.report(s.found, s.ref.blkno)
     return this.report(
-      new FsError('ESTALE', `${s.found.message.replace(/^EIO: /, '')}, read through old roots: a reused block`),
+      new FsError('ESTALE', `${bareMessage(s.found)}, read through old roots: a reused block`),
       s.ref.blkno,
     )
   }

@@ -61,6 +61,12 @@ export class FsError extends Error {
   }
 }
 
+/** The message of an FsError without the "CODE: " prefix its constructor adds. */
+export function bareMessage(e: FsError): string {
+  const p = `${e.code}: `
+  return e.message.startsWith(p) ? e.message.slice(p.length) : e.message
+}
+
 export function isFsError(e: unknown, code?: Errno): e is FsError {
   return e instanceof FsError && (code === undefined || e.code === code)
 }
